@@ -1,0 +1,41 @@
+"""Contrastive Prompt Learning for all-in-one image restoration, in PyTorch.
+
+The two drop-in modules of CPL (arXiv:2504.09973): :class:`SparsePrompt`, a degradation prompt built
+from the top-k experts of a learned prompt bank, and :class:`ContrastivePromptLoss`, which pulls the
+output under the network's own prompt to the clean image and pushes it away from outputs under
+mismatched prompts.
+"""
+
+from ._checks import InputError
+from .features import FilterFeatures, PixelFeatures, VGG16Features
+from .loss import ContrastivePromptLoss, contrastive_prompt_loss
+from .prompt import (
+    PromptFusion,
+    Routing,
+    SparsePrompt,
+    load_balance_loss,
+    negative_route,
+    routing_statistics,
+    topk_route,
+)
+from .restormer import TransformerBlock
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ContrastivePromptLoss",
+    "FilterFeatures",
+    "InputError",
+    "PixelFeatures",
+    "PromptFusion",
+    "Routing",
+    "SparsePrompt",
+    "TransformerBlock",
+    "VGG16Features",
+    "__version__",
+    "contrastive_prompt_loss",
+    "load_balance_loss",
+    "negative_route",
+    "routing_statistics",
+    "topk_route",
+]

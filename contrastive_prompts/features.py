@@ -1,0 +1,205 @@
+"""Feature spaces in which the contrastive prompt loss compares images.
+
+A feature space is any module that maps ``(B, 3, H, W)`` images to a list of feature maps; its
+optional attribute ``layer_weights`` gives one weight per map. Three are provided:
+
+- :class:`PixelFeatures`: the images themselves.
+- :class:`FilterFeatures` (the default): fixed multi-scale intensity and Sobel-gradient maps built
+  with kornia; needs no weights, so it works offline.
+- :class:`VGG16Features`: ImageNet VGG16 activations, loaded from a local copy of torchvision's
+  weights file (torchvision itself is not needed).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import kornia
+import torch
+from torch import Tensor, nn
+
+from ._checks import InputError, check_int_range
+
+__all__ = ["FilterFeatures", "PixelFeatures", "VGG16Features", "VGG16_WEIGHTS_URL"]
+
+VGG16_WEIGHTS_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+
+
+def _normalised_weights(where: str, weights: Sequence[float], count: int) -> tuple[float, ...]:
+    weights = tuple(float(w) for w in weights)
+    if len(weights) != count or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise InputError(
+            f"{where}: expected layer_weights of {count} non-negative numbers with a positive sum, "
+            f"got {weights}"
+        )
+    return weights
+
+
+class PixelFeatures(nn.Module):
+    """The identity feature space: one map, the image itself.
+
+    Example:
+        >>> [f.shape for f in PixelFeatures()(torch.rand(2, 3, 8, 8))]
+        [torch.Size([2, 3, 8, 8])]
+    """
+
+    layer_weights = (1.0,)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        return [x]
+
+
+class FilterFeatures(nn.Module):
+    """Fixed multi-scale features: intensities and Sobel gradients on a Gaussian pyramid.
+
+    Level ``l`` is the image blurred and halved ``l`` times (``kornia.geometry.pyrdown``) with its
+    horizontal and vertical Sobel gradients stacked on the channels, so each map has ``3 * C``
+    channels. No learned weights: it runs anywhere, offline, and is cheap.
+
+    Args:
+        num_scales: pyramid levels, 1 or more.
+        layer_weights: one weight per level; equal by default.
+
+    Shape:
+        - Input: ``(B, C, H, W)``. Output: ``num_scales`` maps ``(B, 3C, H / 2^l, W / 2^l)``.
+
+    Example:
+        >>> [tuple(f.shape) for f in FilterFeatures(num_scales=2)(torch.rand(1, 3, 16, 16))]
+        [(1, 9, 16, 16), (1, 9, 8, 8)]
+    """
+
+    def __init__(self, *, num_scales: int = 3, layer_weights: Sequence[float] | None = None):
+        super().__init__()
+        check_int_range("FilterFeatures", "num_scales", num_scales, 1)
+        self.num_scales = num_scales
+        self.layer_weights = _normalised_weights(
+            "FilterFeatures", layer_weights or [1.0] * num_scales, num_scales
+        )
+
+    def extra_repr(self) -> str:
+        return f"num_scales={self.num_scales}, layer_weights={self.layer_weights}"
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        maps = []
+        for level in range(self.num_scales):
+            if level:
+                x = kornia.geometry.transform.pyrdown(x) if min(x.shape[-2:]) > 1 else x
+            gradients = kornia.filters.spatial_gradient(x, mode="sobel").flatten(1, 2)
+            maps.append(torch.cat([x, gradients], dim=1))
+        return maps
+
+
+# torchvision's VGG16 ``features``: conv widths, "M" for max-pooling. Activation names follow the
+# usual relu<block>_<conv> convention.
+_VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+
+
+def _vgg16_layer_index() -> dict[str, int]:
+    names, block, conv, index = {}, 1, 0, 0
+    for item in _VGG16:
+        if item == "M":
+            block, conv, index = block + 1, 0, index + 1
+        else:
+            conv += 1
+            names[f"relu{block}_{conv}"] = index + 1  # conv at index, ReLU right after
+            index += 2
+    return names
+
+
+class VGG16Features(nn.Module):
+    """Activations of ImageNet VGG16, from a local copy of torchvision's weights.
+
+    The defaults follow MCLIR (the CPL authors' earlier work): ``relu1_2``, ``relu2_2``,
+    ``relu3_3`` with weights 0.2 / 0.3 / 0.5. The network is rebuilt here, so torchvision is not
+    required; only its weights file (``vgg16-397923af.pth``, see :data:`VGG16_WEIGHTS_URL`) or
+    any state dict with the same ``features.*`` tensors. Parameters are frozen.
+
+    Args:
+        weights: path to the weights file, or a state dict.
+        layers: activation names, e.g. ``("relu1_2", "relu2_2", "relu3_3")``.
+        layer_weights: one weight per layer.
+
+    Shape:
+        - Input: ``(B, 3, H, W)`` RGB in [0, 1] (ImageNet normalisation is applied inside).
+
+    Raises:
+        FileNotFoundError: the weights file does not exist; the message says how to get it.
+        InputError: unknown layer names, or a state dict that does not fit VGG16.
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike[str] | Mapping[str, Tensor],
+        *,
+        layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3"),
+        layer_weights: Sequence[float] = (0.2, 0.3, 0.5),
+    ) -> None:
+        super().__init__()
+        index = _vgg16_layer_index()
+        unknown = [name for name in layers if name not in index]
+        if unknown or not layers:
+            raise InputError(
+                f"VGG16Features: expected layers among {', '.join(index)}, got {list(layers)}"
+            )
+        self.layers = tuple(layers)
+        self.layer_weights = _normalised_weights("VGG16Features", layer_weights, len(layers))
+        self._taps = [index[name] for name in self.layers]
+        modules: list[nn.Module] = []
+        in_channels = 3
+        for item in _VGG16:
+            if item == "M":
+                modules.append(nn.MaxPool2d(2, 2))
+            else:
+                modules += [nn.Conv2d(in_channels, int(item), 3, padding=1), nn.ReLU()]
+                in_channels = int(item)
+        self.features = nn.Sequential(*modules[: max(self._taps) + 1])
+        self._load(weights)
+        self.requires_grad_(False)
+        self.eval()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), False)
+
+    def _load(self, weights: str | os.PathLike[str] | Mapping[str, Tensor]) -> None:
+        if not isinstance(weights, Mapping):
+            path = os.fspath(weights)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(
+                    f"VGG16Features: weights file {path!r} not found. Download torchvision's "
+                    f"VGG16 weights from {VGG16_WEIGHTS_URL} on a machine with internet access "
+                    "and pass the file's path (torchvision itself is not needed), or use "
+                    "FilterFeatures, which needs no weights."
+                )
+            weights = torch.load(path, map_location="cpu", weights_only=True)
+        wanted = self.features.state_dict()
+        state = {}
+        for key in wanted:
+            for candidate in (f"features.{key}", key):
+                if candidate in weights:
+                    state[key] = weights[candidate]
+                    break
+        missing = [f"features.{k}" for k in wanted if k not in state]
+        wrong = [
+            f"features.{k}: expected {tuple(wanted[k].shape)}, got {tuple(state[k].shape)}"
+            for k in state
+            if state[k].shape != wanted[k].shape
+        ]
+        if missing or wrong:
+            raise InputError(
+                "VGG16Features: expected torchvision VGG16 weights; "
+                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, wrong shapes {wrong}"
+            )
+        self.features.load_state_dict(state)
+
+    def train(self, mode: bool = True) -> VGG16Features:
+        # A fixed feature space stays in eval mode whatever the enclosing model does.
+        return super().train(False)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        maps = []
+        for i, module in enumerate(self.features):
+            x = module(x)
+            if i in self._taps:
+                maps.append(x)
+        return maps

@@ -1,0 +1,205 @@
+"""Contrastive Prompt Regularization (CPR).
+
+The output under the network's own prompt (the *anchor*) is pulled towards the clean image (the
+*positive*) and pushed away from what the same network makes of the same input under mismatched
+prompts (the *negatives*), in a fixed feature space. The maths lives in
+:func:`contrastive_prompt_loss`; :class:`ContrastivePromptLoss` stores the options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._checks import (
+    InputError,
+    check_choice,
+    check_floating,
+    check_positive,
+    check_same_shape,
+    check_shape,
+)
+from .features import FilterFeatures
+
+__all__ = ["MODES", "REDUCTIONS", "ContrastivePromptLoss", "contrastive_prompt_loss"]
+
+MODES = ("infonce", "ratio", "subtractive")
+REDUCTIONS = ("none", "mean", "sum")
+
+_DEFAULT_FEATURES = FilterFeatures()
+
+
+def _layer_distances(
+    anchor_maps: Sequence[Tensor], target_maps: Sequence[Tensor], normalize: bool, batch: int
+) -> Tensor:
+    """Per-layer mean absolute distance: ``(L, B, 1 + M)`` from ``(B, ...)`` anchor maps and
+    ``(B * (1 + M), ...)`` target maps laid out sample-major."""
+    distances = []
+    for a, t in zip(anchor_maps, target_maps, strict=True):
+        if normalize:  # L2 over channels, as the released code does
+            a, t = F.normalize(a, dim=1), F.normalize(t, dim=1)
+        t = t.view(batch, -1, *t.shape[1:])  # (B, 1 + M, C, h, w)
+        distances.append((a.unsqueeze(1) - t).abs().flatten(2).mean(dim=-1))
+    return torch.stack(distances)
+
+
+def contrastive_prompt_loss(
+    anchor: Tensor,
+    positive: Tensor,
+    negatives: Tensor,
+    *,
+    mode: str = "infonce",
+    features: nn.Module | None = None,
+    layer_weights: Sequence[float] | None = None,
+    temperature: float = 0.1,
+    normalize: bool = True,
+    reduction: str = "mean",
+    eps: float = 1e-6,
+) -> Tensor:
+    r"""Contrastive prompt regularisation between an output, its target and negative outputs.
+
+    With feature maps $\phi_l$, weights $w_l$ and $d_l(u, v) = \mathrm{mean}\,|\bar\phi_l(u) -
+    \bar\phi_l(v)|$ ($\bar\phi$ L2-normalised over channels when ``normalize``), for each sample:
+
+    - ``"infonce"``: $d = \sum_l w_l d_l$ and
+      $-\log \frac{e^{-d(a,y)/\tau}}{e^{-d(a,y)/\tau} + \sum_j e^{-d(a,n_j)/\tau}}$; $\ge 0$, and
+      $\log(M + 1)$ when all distances are equal.
+    - ``"ratio"``: $\sum_l w_l\, d_l(a, y) / (\frac1M \sum_j d_l(a, n_j) + \epsilon)$; 0 when the
+      anchor equals the positive.
+    - ``"subtractive"`` (the released CPL code): $-\sum_j \sum_l w_l\, d_l(a, n_j)$; it ignores the
+      positive and is unbounded below, so it needs a small weight beside an L1 term.
+
+    Features of the positive and the negatives are computed in one batched call.
+
+    Args:
+        anchor: the network's output under its own prompt (carries the gradient).
+        positive: the clean target.
+        negatives: the outputs under negative prompts, usually without gradient.
+        mode: ``"infonce"``, ``"ratio"`` or ``"subtractive"``.
+        features: feature space, a module returning a list of maps;
+            :class:`~contrastive_prompts.features.FilterFeatures` by default.
+        layer_weights: one weight per map; the feature space's ``layer_weights`` attribute, else
+            equal weights.
+        temperature: $\tau$ of ``"infonce"``, > 0.
+        normalize: L2-normalise each map over channels before the distance.
+        reduction: ``"none"`` (per sample), ``"mean"`` or ``"sum"`` over the batch.
+        eps: keeps the ratio finite when the negatives equal the anchor.
+
+    Shape:
+        - anchor, positive: ``(B, C, H, W)``; negatives: ``(B, M, C, H, W)`` with ``M >= 1``.
+        - Output: ``(B,)`` for ``reduction="none"``, else a scalar.
+
+    Example:
+        >>> a, y = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+        >>> n = torch.rand(2, 4, 3, 16, 16)
+        >>> contrastive_prompt_loss(a, y, n, reduction="none").shape
+        torch.Size([2])
+    """
+    where = "contrastive_prompt_loss"
+    check_choice(where, "mode", mode, MODES)
+    check_choice(where, "reduction", reduction, REDUCTIONS)
+    check_positive(where, "temperature", temperature)
+    check_shape(where, "anchor", anchor, ("B", "C", "H", "W"))
+    check_floating(where, "anchor", anchor)
+    check_same_shape(where, "positive", positive, "anchor", anchor)
+    b, c, h, w = anchor.shape
+    check_shape(where, "negatives", negatives, (b, "M", c, h, w))
+    if negatives.shape[1] < 1:
+        raise InputError(f"{where}: expected at least one negative (M >= 1), got M=0")
+
+    features = _DEFAULT_FEATURES if features is None else features
+    anchor_maps = features(anchor)
+    target_maps = features(torch.cat([positive.unsqueeze(1), negatives], dim=1).flatten(0, 1))
+    if len(anchor_maps) == 0 or len(anchor_maps) != len(target_maps):
+        raise InputError(f"{where}: expected features to return a non-empty list of maps")
+    if layer_weights is None:
+        layer_weights = getattr(features, "layer_weights", None) or [1.0] * len(anchor_maps)
+    if len(layer_weights) != len(anchor_maps):
+        raise InputError(
+            f"{where}: expected {len(anchor_maps)} layer_weights (one per feature map), "
+            f"got {len(layer_weights)}"
+        )
+    distances = _layer_distances(anchor_maps, target_maps, normalize, b)  # (L, B, 1 + M)
+    weights = distances.new_tensor(layer_weights).view(-1, 1, 1)
+
+    if mode == "infonce":
+        logits = -(weights * distances).sum(dim=0) / temperature  # (B, 1 + M)
+        per_sample = torch.logsumexp(logits, dim=1) - logits[:, 0]
+    elif mode == "ratio":
+        ratio = distances[:, :, 0] / (distances[:, :, 1:].mean(dim=2) + eps)
+        per_sample = (weights.view(-1, 1) * ratio).sum(dim=0)
+    else:  # subtractive
+        per_sample = -(weights * distances[:, :, 1:]).sum(dim=(0, 2))
+
+    if reduction == "mean":
+        return per_sample.mean()
+    if reduction == "sum":
+        return per_sample.sum()
+    return per_sample
+
+
+class ContrastivePromptLoss(nn.Module):
+    """Module form of :func:`contrastive_prompt_loss`; stores the options and the feature space.
+
+    Args:
+        mode: ``"infonce"``, ``"ratio"`` or ``"subtractive"``.
+        features: feature space; :class:`~contrastive_prompts.features.FilterFeatures` by default.
+        layer_weights: one weight per feature map.
+        temperature: temperature of ``"infonce"``.
+        normalize: L2-normalise maps over channels.
+        reduction: ``"none"``, ``"mean"`` or ``"sum"``.
+        eps: keeps the ratio finite.
+
+    Shape:
+        - anchor, positive: ``(B, C, H, W)``; negatives: ``(B, M, C, H, W)``.
+
+    Example:
+        >>> loss = ContrastivePromptLoss(mode="ratio")
+        >>> a = torch.rand(2, 3, 16, 16)
+        >>> loss(a, a, torch.rand(2, 2, 3, 16, 16)).item()
+        0.0
+    """
+
+    def __init__(
+        self,
+        *,
+        mode: str = "infonce",
+        features: nn.Module | None = None,
+        layer_weights: Sequence[float] | None = None,
+        temperature: float = 0.1,
+        normalize: bool = True,
+        reduction: str = "mean",
+        eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        where = "ContrastivePromptLoss"
+        check_choice(where, "mode", mode, MODES)
+        check_choice(where, "reduction", reduction, REDUCTIONS)
+        check_positive(where, "temperature", temperature)
+        self.mode, self.temperature, self.normalize = mode, temperature, normalize
+        self.reduction, self.eps = reduction, eps
+        self.features = features if features is not None else FilterFeatures()
+        self.layer_weights = None if layer_weights is None else tuple(layer_weights)
+
+    def extra_repr(self) -> str:
+        return (
+            f"mode={self.mode!r}, temperature={self.temperature}, normalize={self.normalize}, "
+            f"reduction={self.reduction!r}"
+        )
+
+    def forward(self, anchor: Tensor, positive: Tensor, negatives: Tensor) -> Tensor:
+        return contrastive_prompt_loss(
+            anchor,
+            positive,
+            negatives,
+            mode=self.mode,
+            features=self.features,
+            layer_weights=self.layer_weights,
+            temperature=self.temperature,
+            normalize=self.normalize,
+            reduction=self.reduction,
+            eps=self.eps,
+        )

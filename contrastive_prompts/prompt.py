@@ -1,0 +1,347 @@
+"""The Sparse Prompt Module and the prompt interaction block.
+
+``SparsePrompt`` turns a feature map into a degradation prompt made from the ``top_k`` experts of a
+learned prompt bank (CPL's Sparse Prompt Module); with ``top_k == num_prompts`` it is PromptIR's
+dense prompt generator. ``PromptFusion`` merges a prompt into the features (PromptIR's interaction
+block). The routing maths lives in the pure functions :func:`topk_route` and
+:func:`negative_route`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._checks import InputError, check_int_range, check_shape
+from .restormer import TransformerBlock
+
+__all__ = [
+    "PromptFusion",
+    "Routing",
+    "SparsePrompt",
+    "load_balance_loss",
+    "negative_route",
+    "routing_statistics",
+    "topk_route",
+]
+
+
+class Routing(NamedTuple):
+    """How a batch was routed to the experts of a prompt bank.
+
+    Attributes:
+        probs: ``(B, N)`` softmax of the router's logits.
+        weights: ``(B, N)`` mixing weights actually used: ``probs`` at the chosen experts, 0
+            elsewhere (renormalised to sum to 1 if the layer renormalises).
+        indices: ``(B, k)`` chosen experts, by decreasing weight for top-k routing.
+    """
+
+    probs: Tensor
+    weights: Tensor
+    indices: Tensor
+
+
+def topk_route(logits: Tensor, top_k: int, *, renormalize: bool = False) -> Routing:
+    r"""Softmax routing that keeps the ``top_k`` largest weights.
+
+    $w = \mathrm{softmax}(\ell)$; the ``top_k`` largest entries are kept and the others set to 0,
+    without renormalisation unless ``renormalize=True`` (CPL does not renormalise, so the router
+    keeps learning through the kept weight's magnitude).
+
+    Args:
+        logits: router logits.
+        top_k: experts to keep, in ``[1, N]``.
+        renormalize: rescale the kept weights to sum to 1.
+
+    Shape:
+        - logits: ``(B, N)``. Returns a :class:`Routing` with ``(B, N)`` probs and weights and
+          ``(B, top_k)`` indices.
+
+    Example:
+        >>> r = topk_route(torch.tensor([[0.0, 1.0, 2.0]]), top_k=1)
+        >>> r.indices
+        tensor([[2]])
+        >>> (r.weights > 0).sum().item()
+        1
+    """
+    check_shape("topk_route", "logits", logits, ("B", "N"))
+    check_int_range("topk_route", "top_k", top_k, 1, logits.shape[-1])
+    probs = logits.softmax(dim=-1)
+    values, indices = probs.topk(top_k, dim=-1)
+    if renormalize:
+        values = values / values.sum(dim=-1, keepdim=True)
+    weights = torch.zeros_like(probs).scatter(-1, indices, values)
+    return Routing(probs, weights, indices)
+
+
+def negative_route(
+    routing: Routing,
+    *,
+    generator: torch.Generator | None = None,
+    labels: Tensor | None = None,
+) -> Routing:
+    r"""Routing of a negative prompt: random experts outside the selected ones.
+
+    For each sample, ``min(k, N - k)`` experts are drawn uniformly at random among the ``N - k``
+    that ``routing`` did not select, and weighted by their own softmax weights (CPL's negative
+    prompt). With ``labels``, experts that other samples of the batch with a *different* label
+    selected are drawn first, so negatives come from other degradations' experts; the remaining
+    places are filled uniformly as before. The draw uses only ``generator``'s random stream.
+
+    Args:
+        routing: the positive routing (from :func:`topk_route`).
+        generator: source of randomness, for reproducible negatives.
+        labels: optional ``(B,)`` integer degradation labels.
+
+    Returns:
+        A :class:`Routing` whose ``indices`` never meet ``routing.indices``.
+
+    Example:
+        >>> pos = topk_route(torch.randn(4, 5), top_k=1)
+        >>> neg = negative_route(pos, generator=torch.Generator().manual_seed(0))
+        >>> bool((neg.indices != pos.indices).all())
+        True
+    """
+    probs, _, selected = routing
+    batch, num_prompts = probs.shape
+    top_k = selected.shape[-1]
+    if top_k >= num_prompts:
+        raise InputError(
+            f"negative_route: expected top_k < num_prompts to leave experts for negatives, "
+            f"got top_k={top_k} with num_prompts={num_prompts}"
+        )
+    device = generator.device if generator is not None else probs.device
+    scores = torch.rand(batch, num_prompts, generator=generator, device=device).to(probs.device)
+    chosen = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, selected, True)
+    if labels is not None:
+        check_shape("negative_route", "labels", labels, (batch,))
+        other_label = (labels[:, None] != labels[None, :]).to(probs.dtype)  # (B, B)
+        used_by_others = (other_label @ chosen.to(probs.dtype)) > 0  # (B, N)
+        scores = scores + used_by_others.to(scores.dtype)  # uniform in [1, 2) beats [0, 1)
+    scores = scores.masked_fill(chosen, -1.0)
+    indices = scores.topk(min(top_k, num_prompts - top_k), dim=-1).indices
+    weights = torch.zeros_like(probs).scatter(-1, indices, probs.gather(-1, indices))
+    return Routing(probs, weights, indices)
+
+
+def routing_statistics(
+    routing: Routing | Tensor,
+    num_prompts: int | None = None,
+    *,
+    labels: Tensor | None = None,
+    num_labels: int | None = None,
+) -> Tensor:
+    """Count how often each expert was chosen, per label when labels are given.
+
+    A row concentrated on one expert for every label means the router has collapsed.
+
+    Args:
+        routing: a :class:`Routing` or its ``(B, k)`` ``indices``.
+        num_prompts: ``N``; taken from ``routing.probs`` when a Routing is given.
+        labels: optional ``(B,)`` integer labels.
+        num_labels: rows of the result; defaults to ``labels.max() + 1``.
+
+    Returns:
+        ``(L, N)`` int64 counts, ``L = num_labels`` (1 without labels).
+
+    Example:
+        >>> routing_statistics(torch.tensor([[0], [2], [2]]), 3)
+        tensor([[1, 0, 2]])
+    """
+    if isinstance(routing, Routing):
+        indices, num_prompts = routing.indices, routing.probs.shape[-1]
+    else:
+        indices = routing
+    check_shape("routing_statistics", "indices", indices, ("B", "k"))
+    if num_prompts is None:
+        raise InputError("routing_statistics: expected num_prompts with bare indices, got None")
+    picks = F.one_hot(indices, num_prompts).sum(dim=1)  # (B, N)
+    if labels is None:
+        return picks.sum(dim=0, keepdim=True)
+    check_shape("routing_statistics", "labels", labels, (indices.shape[0],))
+    rows = num_labels if num_labels is not None else int(labels.max()) + 1 if labels.numel() else 1
+    return picks.new_zeros(rows, num_prompts).index_add_(0, labels.long(), picks)
+
+
+def load_balance_loss(routing: Routing) -> Tensor:
+    r"""Switch-style balance loss $N \sum_i f_i \bar p_i$ over the batch.
+
+    $f_i$ is the fraction of picks that went to expert $i$ and $\bar p_i$ its mean softmax weight;
+    the loss is 1 for perfectly balanced routing and up to $N$ when everything goes to one expert.
+    MoCE-IR, a sparse peer, adds it with weight 0.01.
+
+    Example:
+        >>> r = topk_route(torch.zeros(4, 5), top_k=5)
+        >>> round(load_balance_loss(r).item(), 6)
+        1.0
+    """
+    probs, _, indices = routing
+    num_prompts = probs.shape[-1]
+    fraction = F.one_hot(indices, num_prompts).sum(dim=1).to(probs.dtype).mean(0) / indices.shape[1]
+    return num_prompts * (fraction * probs.mean(dim=0)).sum()
+
+
+class SparsePrompt(nn.Module):
+    r"""Sparse Prompt Module: a prompt from the ``top_k`` experts of a learned prompt bank.
+
+    $e = \mathrm{mean}_{H,W}(x)$, $w = \mathrm{TopK}(\mathrm{softmax}(W e + b))$,
+    $p = \mathrm{conv}_{3\times3}(\mathrm{resize}(\sum_i w_i P_i, H, W))$. With
+    ``top_k == num_prompts`` this is PromptIR's dense prompt generator. The bank is mixed by one
+    matrix product with the (sparse) weights, so no per-sample copy of the bank is made.
+
+    Args:
+        dim: channels ``C`` of the input features.
+        prompt_dim: channels ``D`` of each prompt.
+        num_prompts: experts ``N`` in the bank (5 in PromptIR and CPL).
+        prompt_size: spatial size ``S`` of each prompt.
+        top_k: experts kept per sample (1 for CPL, ``num_prompts`` for PromptIR).
+        renormalize: rescale the kept weights to sum to 1 (off in CPL).
+        device: where to allocate the parameters.
+        dtype: dtype of the parameters.
+
+    Shape:
+        - Input: ``(B, dim, H, W)`` with any ``H, W >= 1``.
+        - Output: ``(B, prompt_dim, H, W)``.
+
+    Example:
+        >>> layer = SparsePrompt(dim=16, prompt_dim=8, prompt_size=4)
+        >>> prompt, routing = layer(torch.rand(2, 16, 10, 12), return_routing=True)
+        >>> prompt.shape, routing.indices.shape
+        (torch.Size([2, 8, 10, 12]), torch.Size([2, 1]))
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        prompt_dim: int,
+        num_prompts: int = 5,
+        prompt_size: int,
+        top_k: int = 1,
+        renormalize: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("dim", dim), ("prompt_dim", prompt_dim), ("prompt_size", prompt_size)):
+            check_int_range("SparsePrompt", name, value, 1)
+        check_int_range("SparsePrompt", "num_prompts", num_prompts, 1)
+        check_int_range("SparsePrompt", "top_k", top_k, 1, num_prompts)
+        factory = {"device": device, "dtype": dtype}
+        self.dim, self.prompt_dim, self.prompt_size = dim, prompt_dim, prompt_size
+        self.num_prompts, self.top_k, self.renormalize = num_prompts, top_k, renormalize
+        self.prompts = nn.Parameter(
+            torch.empty(num_prompts, prompt_dim, prompt_size, prompt_size, **factory)
+        )
+        self.router = nn.Linear(dim, num_prompts, **factory)
+        self.conv = nn.Conv2d(prompt_dim, prompt_dim, 3, padding=1, bias=False, **factory)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PromptIR's initialisation: bank uniform in [0, 1), PyTorch defaults elsewhere."""
+        nn.init.uniform_(self.prompts)
+        self.router.reset_parameters()
+        self.conv.reset_parameters()
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, prompt_dim={self.prompt_dim}, num_prompts={self.num_prompts}, "
+            f"prompt_size={self.prompt_size}, top_k={self.top_k}, renormalize={self.renormalize}"
+        )
+
+    def route(self, x: Tensor) -> Routing:
+        """Route ``x`` of shape ``(B, dim, H, W)`` to its ``top_k`` experts."""
+        check_shape("SparsePrompt", "x", x, ("B", self.dim, "H", "W"))
+        logits = self.router(x.mean(dim=(-2, -1)))
+        return topk_route(logits, self.top_k, renormalize=self.renormalize)
+
+    def render(self, weights: Tensor, size: tuple[int, int]) -> Tensor:
+        """Mix the bank with ``(B, N)`` weights and render the prompt at ``size = (H, W)``."""
+        bank = self.prompts.flatten(1)  # (N, D*S*S)
+        mixed = (weights.to(bank.dtype) @ bank).view(-1, *self.prompts.shape[1:])
+        mixed = F.interpolate(mixed, size=size, mode="bilinear", align_corners=False)
+        return self.conv(mixed)
+
+    def forward(
+        self, x: Tensor, *, return_routing: bool = False
+    ) -> Tensor | tuple[Tensor, Routing]:
+        routing = self.route(x)
+        prompt = self.render(routing.weights, x.shape[-2:])
+        return (prompt, routing) if return_routing else prompt
+
+    @torch.no_grad()
+    def negative(
+        self,
+        x: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        labels: Tensor | None = None,
+        return_routing: bool = False,
+    ) -> Tensor | tuple[Tensor, Routing]:
+        """A negative prompt for ``x``, built without gradient (see :func:`negative_route`).
+
+        Args:
+            x: ``(B, dim, H, W)`` features.
+            generator: source of randomness, for reproducible negatives.
+            labels: optional ``(B,)`` degradation labels: draw other degradations' experts first.
+            return_routing: also return the negative :class:`Routing`.
+
+        Returns:
+            ``(B, prompt_dim, H, W)`` prompt (and its routing).
+        """
+        routing = negative_route(self.route(x), generator=generator, labels=labels)
+        prompt = self.render(routing.weights, x.shape[-2:])
+        return (prompt, routing) if return_routing else prompt
+
+
+class PromptFusion(nn.Module):
+    """PromptIR's prompt interaction block: ``proj(block(concat(x, prompt)))``.
+
+    Args:
+        dim: channels of the features ``x``.
+        prompt_dim: channels of the prompt.
+        out_dim: channels of the output; ``dim`` by default.
+        num_heads: attention heads of the default block (must divide ``dim + prompt_dim``).
+        ffn_expansion_factor: feed-forward width of the default block.
+        block: any module mapping ``(B, dim + prompt_dim, H, W)`` to the same shape; one
+            Restormer :class:`~contrastive_prompts.restormer.TransformerBlock` by default.
+
+    Shape:
+        - x: ``(B, dim, H, W)``; prompt: ``(B, prompt_dim, H, W)``.
+        - Output: ``(B, out_dim, H, W)``.
+
+    Example:
+        >>> fusion = PromptFusion(dim=16, prompt_dim=8, num_heads=2)
+        >>> fusion(torch.rand(2, 16, 6, 6), torch.rand(2, 8, 6, 6)).shape
+        torch.Size([2, 16, 6, 6])
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        prompt_dim: int,
+        out_dim: int | None = None,
+        num_heads: int = 1,
+        ffn_expansion_factor: float = 2.66,
+        block: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        check_int_range("PromptFusion", "dim", dim, 1)
+        check_int_range("PromptFusion", "prompt_dim", prompt_dim, 1)
+        self.dim, self.prompt_dim = dim, prompt_dim
+        self.out_dim = dim if out_dim is None else out_dim
+        width = dim + prompt_dim
+        self.block = (
+            block if block is not None else TransformerBlock(width, num_heads, ffn_expansion_factor)
+        )
+        self.proj = nn.Conv2d(width, self.out_dim, 1, bias=False)
+
+    def forward(self, x: Tensor, prompt: Tensor) -> Tensor:
+        check_shape("PromptFusion", "x", x, ("B", self.dim, "H", "W"))
+        b, _, h, w = x.shape
+        check_shape("PromptFusion", "prompt", prompt, (b, self.prompt_dim, h, w))
+        return self.proj(self.block(torch.cat([x, prompt], dim=1)))

@@ -1,0 +1,132 @@
+"""Restormer building blocks (Zamir et al., CVPR 2022) as PromptIR uses them.
+
+Channel LayerNorm, multi-Dconv head transposed attention (MDTA), the gated-Dconv feed-forward
+network (GDFN), the transformer block that chains them, and the down/up-sampling steps of the
+U-Net. Convolutions carry no bias, as in PromptIR.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from ._checks import InputError, check_int_range
+
+__all__ = ["Attention", "FeedForward", "LayerNorm2d", "TransformerBlock", "downsample", "upsample"]
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of a ``(B, C, H, W)`` map, with weight and bias.
+
+    Args:
+        dim: number of channels ``C``.
+        eps: added to the variance.
+
+    Shape:
+        - Input: ``(B, C, H, W)``; output: the same.
+    """
+
+    def __init__(self, dim: int, *, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class Attention(nn.Module):
+    """MDTA: self-attention across channels, so its cost is linear in the number of pixels.
+
+    Queries and keys are L2-normalised over pixels; each head has a learned temperature.
+
+    Args:
+        dim: channels; must be divisible by ``num_heads``.
+        num_heads: attention heads.
+    """
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        check_int_range("Attention", "num_heads", num_heads, 1)
+        if dim % num_heads:
+            raise InputError(
+                f"Attention: expected dim divisible by num_heads={num_heads}, got dim={dim}"
+            )
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=False)
+        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=False)
+        self.project_out = nn.Conv2d(dim, dim, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        q, k, v = rearrange(
+            self.qkv_dwconv(self.qkv(x)),
+            "b (qkv head c) h w -> qkv b head c (h w)",
+            qkv=3,
+            head=self.num_heads,
+        )
+        q = F.normalize(q, dim=-1)
+        k = F.normalize(k, dim=-1)
+        attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)
+        out = rearrange(attn @ v, "b head c (h w) -> b (head c) h w", h=h, w=w)
+        return self.project_out(out)
+
+
+class FeedForward(nn.Module):
+    """GDFN: 1x1 to ``2 * hidden``, 3x3 depthwise, GELU gate, 1x1 back; ``hidden = int(dim * f)``."""
+
+    def __init__(self, dim: int, ffn_expansion_factor: float) -> None:
+        super().__init__()
+        hidden = int(dim * ffn_expansion_factor)
+        self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=False)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=False)
+        self.project_out = nn.Conv2d(hidden, dim, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(x1) * x2)
+
+
+class TransformerBlock(nn.Module):
+    """Restormer block: ``x + MDTA(LN(x))`` then ``x + GDFN(LN(x))``.
+
+    Args:
+        dim: channels.
+        num_heads: attention heads (must divide ``dim``).
+        ffn_expansion_factor: hidden width of the feed-forward network over ``dim``.
+
+    Shape:
+        - Input: ``(B, dim, H, W)``; output: the same.
+
+    Example:
+        >>> block = TransformerBlock(dim=16, num_heads=2)
+        >>> block(torch.rand(1, 16, 8, 8)).shape
+        torch.Size([1, 16, 8, 8])
+    """
+
+    def __init__(self, dim: int, num_heads: int = 1, ffn_expansion_factor: float = 2.66) -> None:
+        super().__init__()
+        self.norm1 = LayerNorm2d(dim)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = LayerNorm2d(dim)
+        self.ffn = FeedForward(dim, ffn_expansion_factor)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+def downsample(dim: int) -> nn.Sequential:
+    """Halve the resolution, double the channels: 3x3 conv to ``dim // 2``, PixelUnshuffle(2)."""
+    return nn.Sequential(nn.Conv2d(dim, dim // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
+
+
+def upsample(dim: int) -> nn.Sequential:
+    """Double the resolution, halve the channels: 3x3 conv to ``2 * dim``, PixelShuffle(2)."""
+    return nn.Sequential(nn.Conv2d(dim, dim * 2, 3, padding=1, bias=False), nn.PixelShuffle(2))

@@ -1,0 +1,200 @@
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from contrastive_prompts import (
+    ContrastivePromptLoss,
+    FilterFeatures,
+    InputError,
+    PixelFeatures,
+    contrastive_prompt_loss,
+)
+from contrastive_prompts.loss import MODES
+
+
+def triple(seed: int, batch: int = 2, m: int = 3, size: int = 12, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.rand(batch, 3, size, size, generator=g, dtype=dtype)
+    y = torch.rand(batch, 3, size, size, generator=g, dtype=dtype)
+    n = torch.rand(batch, m, 3, size, size, generator=g, dtype=dtype)
+    return a, y, n
+
+
+def reference(a, y, n, *, mode, features, temperature=0.1, eps=1e-6):
+    """Loop-based reference: one sample, one negative, one layer at a time."""
+    weights = features.layer_weights
+    out = []
+    for i in range(a.shape[0]):
+
+        def d(u, v):
+            total = 0.0
+            for w, fu, fv in zip(weights, features(u[None]), features(v[None])):
+                fu = fu / fu.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                fv = fv / fv.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                total = total + w * (fu - fv).abs().mean()
+            return total
+
+        if mode == "infonce":
+            dp = d(a[i], y[i])
+            dn = [d(a[i], n[i, j]) for j in range(n.shape[1])]
+            num = torch.exp(-dp / temperature)
+            den = num + sum(torch.exp(-x / temperature) for x in dn)
+            out.append(-torch.log(num / den))
+        elif mode == "subtractive":
+            out.append(-sum(d(a[i], n[i, j]) for j in range(n.shape[1])))
+        else:
+            total = 0.0
+            for li, w in enumerate(weights):
+                single = _OneLayer(features, li)
+                dp = single_distance(single, a[i], y[i])
+                dn = sum(single_distance(single, a[i], n[i, j]) for j in range(n.shape[1]))
+                total = total + w * dp / (dn / n.shape[1] + eps)
+            out.append(total)
+    return torch.stack([torch.as_tensor(v, dtype=a.dtype) for v in out])
+
+
+class _OneLayer:
+    def __init__(self, features, index):
+        self.features, self.index = features, index
+
+    def __call__(self, x):
+        return self.features(x)[self.index]
+
+
+def single_distance(layer, u, v):
+    fu, fv = layer(u[None]), layer(v[None])
+    fu = fu / fu.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    fv = fv / fv.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return (fu - fv).abs().mean()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("features", [PixelFeatures(), FilterFeatures(num_scales=2, layer_weights=(0.3, 0.7))])
+def test_matches_loop_reference(mode, features):
+    a, y, n = triple(0, dtype=torch.float64)
+    got = contrastive_prompt_loss(a, y, n, mode=mode, features=features, reduction="none")
+    torch.testing.assert_close(got, reference(a, y, n, mode=mode, features=features))
+
+
+@given(m=st.integers(1, 6), seed=st.integers(0, 2**16), temperature=st.floats(0.01, 10))
+def test_infonce_equals_log_m_plus_one_when_distances_equal(m, seed, temperature):
+    a, y, _ = triple(seed, m=m)
+    negatives = y.unsqueeze(1).expand(-1, m, -1, -1, -1)
+    loss = contrastive_prompt_loss(a, y, negatives, temperature=temperature, reduction="none")
+    torch.testing.assert_close(loss, torch.full((2,), math.log(m + 1)))
+
+
+@given(seed=st.integers(0, 2**16), m=st.integers(1, 4))
+def test_infonce_non_negative_and_ratio_zero_at_positive(seed, m):
+    a, y, n = triple(seed, m=m)
+    assert (contrastive_prompt_loss(a, y, n, reduction="none") >= 0).all()
+    zero = contrastive_prompt_loss(a, a, n, mode="ratio", reduction="none")
+    assert torch.equal(zero, torch.zeros(2))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_pulls_and_pushes(mode):
+    """Moving the anchor towards the positive and away from the negatives lowers the loss."""
+    a, y, n = triple(1)
+    near = 0.5 * a + 0.5 * y
+    far_negatives = (n + 0.5 * (n - a.unsqueeze(1))).clamp(0, 1)
+    base = contrastive_prompt_loss(a, y, n, mode=mode)
+    if mode != "subtractive":  # it ignores the positive
+        assert contrastive_prompt_loss(near, y, n, mode=mode) < base
+    assert contrastive_prompt_loss(a, y, far_negatives, mode=mode) < base
+
+
+@given(seed=st.integers(0, 2**16))
+def test_permutation_invariance_over_negatives(seed):
+    a, y, n = triple(seed, m=4)
+    perm = torch.randperm(4, generator=torch.Generator().manual_seed(seed))
+    for mode in MODES:
+        torch.testing.assert_close(
+            contrastive_prompt_loss(a, y, n, mode=mode),
+            contrastive_prompt_loss(a, y, n[:, perm], mode=mode),
+        )
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_reductions_and_module_equals_function(reduction):
+    a, y, n = triple(2)
+    per_sample = contrastive_prompt_loss(a, y, n, reduction="none")
+    got = ContrastivePromptLoss(reduction=reduction)(a, y, n)
+    expected = {"none": per_sample, "mean": per_sample.mean(), "sum": per_sample.sum()}[reduction]
+    torch.testing.assert_close(got, expected)
+    assert got.shape == ((2,) if reduction == "none" else ())
+
+
+@given(seed=st.integers(0, 2**16), batch=st.integers(1, 3))
+def test_batch_independence(seed, batch):
+    a, y, n = triple(seed, batch=batch)
+    whole = contrastive_prompt_loss(a, y, n, reduction="none")
+    for i in range(batch):
+        part = contrastive_prompt_loss(a[i : i + 1], y[i : i + 1], n[i : i + 1], reduction="none")
+        torch.testing.assert_close(part, whole[i : i + 1])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_gradcheck_float64(mode):
+    a, y, n = triple(3, batch=1, m=2, size=6, dtype=torch.float64)
+    a.requires_grad_(True)
+    y.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda a_, y_: contrastive_prompt_loss(a_, y_, n, mode=mode, features=FilterFeatures(num_scales=2)),
+        (a, y),
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_degenerate_inputs_are_finite_with_working_backward(mode):
+    for fill in (0.0, 0.5):
+        a = torch.full((2, 3, 8, 8), fill, requires_grad=True)
+        loss = contrastive_prompt_loss(a, a.detach().clone(), a.detach()[:, None].repeat(1, 2, 1, 1, 1), mode=mode)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(a.grad).all()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bfloat16_autocast_finite(mode):
+    a, y, n = triple(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = contrastive_prompt_loss(a, y, n, mode=mode)
+    assert torch.isfinite(loss.float())
+
+
+def test_compile_eager_matches():
+    a, y, n = triple(5)
+    module = ContrastivePromptLoss()
+    torch.testing.assert_close(torch.compile(module, backend="eager")(a, y, n), module(a, y, n))
+
+
+def test_no_gradient_flows_into_negatives_unless_asked():
+    a, y, n = triple(6)
+    a.requires_grad_(True)
+    contrastive_prompt_loss(a, y, n).backward()
+    assert a.grad is not None and n.grad is None
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda a, y, n: contrastive_prompt_loss(a[0], y, n), r"expected anchor of shape \(B, C, H, W\), got \(3, 12, 12\)"),
+        (lambda a, y, n: contrastive_prompt_loss(a, y[:1], n), r"expected positive of the same shape as anchor \(2, 3, 12, 12\), got \(1, 3, 12, 12\)"),
+        (lambda a, y, n: contrastive_prompt_loss(a, y, n[:1]), r"expected negatives of shape \(2, M, 3, 12, 12\), got \(1, 3, 3, 12, 12\)"),
+        (lambda a, y, n: contrastive_prompt_loss(a, y, n[:, 0]), r"expected negatives of shape \(2, M, 3, 12, 12\), got \(2, 3, 12, 12\)"),
+        (lambda a, y, n: contrastive_prompt_loss(a, y, n[:, :0]), r"expected at least one negative \(M >= 1\), got M=0"),
+        (lambda a, y, n: contrastive_prompt_loss(a, y, n, temperature=0), r"expected temperature to be a number > 0, got 0"),
+        (lambda a, y, n: contrastive_prompt_loss(a, y, n, mode="cosine"), r"expected mode to be one of 'infonce', 'ratio', 'subtractive', got 'cosine'"),
+        (lambda a, y, n: contrastive_prompt_loss(a, y, n, reduction="max"), r"expected reduction to be one of 'none', 'mean', 'sum', got 'max'"),
+        (lambda a, y, n: contrastive_prompt_loss(a, y, n, layer_weights=[1.0, 2.0]), r"expected 3 layer_weights \(one per feature map\), got 2"),
+        (lambda a, y, n: ContrastivePromptLoss(temperature=-1.0), r"ContrastivePromptLoss: expected temperature to be a number > 0, got -1.0"),
+        (lambda a, y, n: contrastive_prompt_loss(a.long(), y, n), r"expected anchor to be a floating-point tensor, got torch.int64"),
+    ],
+)
+def test_bad_input(call, message):
+    a, y, n = triple(0)
+    with pytest.raises(InputError, match=message):
+        call(a, y, n)
