@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ._checks import InputError, check_int_range
 
-__all__ = ["FilterFeatures", "PixelFeatures", "VGG16Features", "VGG16_WEIGHTS_URL"]
+__all__ = ["VGG16_WEIGHTS_URL", "FilterFeatures", "PixelFeatures", "VGG16Features"]
 
 VGG16_WEIGHTS_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 

@@ -79,7 +79,10 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """GDFN: 1x1 to ``2 * hidden``, 3x3 depthwise, GELU gate, 1x1 back; ``hidden = int(dim * f)``."""
+    """GDFN: 1x1 to ``2 * hidden``, 3x3 depthwise, GELU gate, 1x1 back.
+
+    ``hidden = int(dim * ffn_expansion_factor)``.
+    """
 
     def __init__(self, dim: int, ffn_expansion_factor: float) -> None:
         super().__init__()

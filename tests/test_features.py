@@ -26,7 +26,9 @@ def test_filter_features_shapes_and_gradients():
     maps = FilterFeatures()(torch.rand(2, 3, 17, 10))
     assert [tuple(m.shape) for m in maps] == [(2, 9, 17, 10), (2, 9, 8, 5), (2, 9, 4, 2)]
     flat = torch.full((1, 3, 8, 8), 0.3)
-    assert FilterFeatures(num_scales=1)(flat)[0][:, 3:].abs().max() == 0  # no gradient on a flat image
+    assert (
+        FilterFeatures(num_scales=1)(flat)[0][:, 3:].abs().max() == 0
+    )  # no gradient on a flat image
 
 
 def test_filter_features_bad_weights():
@@ -48,13 +50,24 @@ def test_vgg16_loads_torchvision_layout(tmp_path):
     # relu1_2 by hand
     x = torch.rand(1, 3, 8, 8)
     z = (x - vgg.mean) / vgg.std
-    z = torch.relu(torch.nn.functional.conv2d(z, state["features.0.weight"], state["features.0.bias"], padding=1))
-    z = torch.relu(torch.nn.functional.conv2d(z, state["features.2.weight"], state["features.2.bias"], padding=1))
+    z = torch.relu(
+        torch.nn.functional.conv2d(
+            z, state["features.0.weight"], state["features.0.bias"], padding=1
+        )
+    )
+    z = torch.relu(
+        torch.nn.functional.conv2d(
+            z, state["features.2.weight"], state["features.2.bias"], padding=1
+        )
+    )
     torch.testing.assert_close(vgg(x)[0], z)
 
 
 def test_vgg16_missing_file_says_what_to_do(tmp_path):
-    with pytest.raises(FileNotFoundError, match="vgg16-397923af.pth.*torchvision itself is not needed.*FilterFeatures"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"vgg16-397923af\.pth.*torchvision itself is not needed.*FilterFeatures",
+    ):
         VGG16Features(tmp_path / "absent.pth")
 
 
@@ -73,7 +86,9 @@ def test_vgg16_does_not_import_torchvision(monkeypatch):
 def test_vgg16_bad_state_and_layers():
     state = fake_vgg16_state_dict()
     state["features.2.weight"] = torch.zeros(64, 64, 1, 1)
-    with pytest.raises(InputError, match=r"features.2.weight: expected \(64, 64, 3, 3\), got \(64, 64, 1, 1\)"):
+    with pytest.raises(
+        InputError, match=r"features.2.weight: expected \(64, 64, 3, 3\), got \(64, 64, 1, 1\)"
+    ):
         VGG16Features(state)
     with pytest.raises(InputError, match=r"expected layers among relu1_1, .*got \['relu9_9'\]"):
         VGG16Features(state, layers=("relu9_9",), layer_weights=(1.0,))

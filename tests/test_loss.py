@@ -31,7 +31,7 @@ def reference(a, y, n, *, mode, features, temperature=0.1, eps=1e-6):
 
         def d(u, v):
             total = 0.0
-            for w, fu, fv in zip(weights, features(u[None]), features(v[None])):
+            for w, fu, fv in zip(weights, features(u[None]), features(v[None]), strict=True):
                 fu = fu / fu.norm(dim=1, keepdim=True).clamp_min(1e-12)
                 fv = fv / fv.norm(dim=1, keepdim=True).clamp_min(1e-12)
                 total = total + w * (fu - fv).abs().mean()
@@ -72,7 +72,9 @@ def single_distance(layer, u, v):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("features", [PixelFeatures(), FilterFeatures(num_scales=2, layer_weights=(0.3, 0.7))])
+@pytest.mark.parametrize(
+    "features", [PixelFeatures(), FilterFeatures(num_scales=2, layer_weights=(0.3, 0.7))]
+)
 def test_matches_loop_reference(mode, features):
     a, y, n = triple(0, dtype=torch.float64)
     got = contrastive_prompt_loss(a, y, n, mode=mode, features=features, reduction="none")
@@ -143,7 +145,9 @@ def test_gradcheck_float64(mode):
     a.requires_grad_(True)
     y.requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda a_, y_: contrastive_prompt_loss(a_, y_, n, mode=mode, features=FilterFeatures(num_scales=2)),
+        lambda a_, y_: contrastive_prompt_loss(
+            a_, y_, n, mode=mode, features=FilterFeatures(num_scales=2)
+        ),
         (a, y),
     )
 
@@ -152,7 +156,9 @@ def test_gradcheck_float64(mode):
 def test_degenerate_inputs_are_finite_with_working_backward(mode):
     for fill in (0.0, 0.5):
         a = torch.full((2, 3, 8, 8), fill, requires_grad=True)
-        loss = contrastive_prompt_loss(a, a.detach().clone(), a.detach()[:, None].repeat(1, 2, 1, 1, 1), mode=mode)
+        loss = contrastive_prompt_loss(
+            a, a.detach().clone(), a.detach()[:, None].repeat(1, 2, 1, 1, 1), mode=mode
+        )
         loss.backward()
         assert torch.isfinite(loss) and torch.isfinite(a.grad).all()
 
@@ -181,17 +187,50 @@ def test_no_gradient_flows_into_negatives_unless_asked():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda a, y, n: contrastive_prompt_loss(a[0], y, n), r"expected anchor of shape \(B, C, H, W\), got \(3, 12, 12\)"),
-        (lambda a, y, n: contrastive_prompt_loss(a, y[:1], n), r"expected positive of the same shape as anchor \(2, 3, 12, 12\), got \(1, 3, 12, 12\)"),
-        (lambda a, y, n: contrastive_prompt_loss(a, y, n[:1]), r"expected negatives of shape \(2, M, 3, 12, 12\), got \(1, 3, 3, 12, 12\)"),
-        (lambda a, y, n: contrastive_prompt_loss(a, y, n[:, 0]), r"expected negatives of shape \(2, M, 3, 12, 12\), got \(2, 3, 12, 12\)"),
-        (lambda a, y, n: contrastive_prompt_loss(a, y, n[:, :0]), r"expected at least one negative \(M >= 1\), got M=0"),
-        (lambda a, y, n: contrastive_prompt_loss(a, y, n, temperature=0), r"expected temperature to be a number > 0, got 0"),
-        (lambda a, y, n: contrastive_prompt_loss(a, y, n, mode="cosine"), r"expected mode to be one of 'infonce', 'ratio', 'subtractive', got 'cosine'"),
-        (lambda a, y, n: contrastive_prompt_loss(a, y, n, reduction="max"), r"expected reduction to be one of 'none', 'mean', 'sum', got 'max'"),
-        (lambda a, y, n: contrastive_prompt_loss(a, y, n, layer_weights=[1.0, 2.0]), r"expected 3 layer_weights \(one per feature map\), got 2"),
-        (lambda a, y, n: ContrastivePromptLoss(temperature=-1.0), r"ContrastivePromptLoss: expected temperature to be a number > 0, got -1.0"),
-        (lambda a, y, n: contrastive_prompt_loss(a.long(), y, n), r"expected anchor to be a floating-point tensor, got torch.int64"),
+        (
+            lambda a, y, n: contrastive_prompt_loss(a[0], y, n),
+            r"expected anchor of shape \(B, C, H, W\), got \(3, 12, 12\)",
+        ),
+        (
+            lambda a, y, n: contrastive_prompt_loss(a, y[:1], n),
+            r"expected positive of the same shape as anchor \(2, 3, 12, 12\), got \(1, 3, 12, 12\)",
+        ),
+        (
+            lambda a, y, n: contrastive_prompt_loss(a, y, n[:1]),
+            r"expected negatives of shape \(2, M, 3, 12, 12\), got \(1, 3, 3, 12, 12\)",
+        ),
+        (
+            lambda a, y, n: contrastive_prompt_loss(a, y, n[:, 0]),
+            r"expected negatives of shape \(2, M, 3, 12, 12\), got \(2, 3, 12, 12\)",
+        ),
+        (
+            lambda a, y, n: contrastive_prompt_loss(a, y, n[:, :0]),
+            r"expected at least one negative \(M >= 1\), got M=0",
+        ),
+        (
+            lambda a, y, n: contrastive_prompt_loss(a, y, n, temperature=0),
+            r"expected temperature to be a number > 0, got 0",
+        ),
+        (
+            lambda a, y, n: contrastive_prompt_loss(a, y, n, mode="cosine"),
+            r"expected mode to be one of 'infonce', 'ratio', 'subtractive', got 'cosine'",
+        ),
+        (
+            lambda a, y, n: contrastive_prompt_loss(a, y, n, reduction="max"),
+            r"expected reduction to be one of 'none', 'mean', 'sum', got 'max'",
+        ),
+        (
+            lambda a, y, n: contrastive_prompt_loss(a, y, n, layer_weights=[1.0, 2.0]),
+            r"expected 3 layer_weights \(one per feature map\), got 2",
+        ),
+        (
+            lambda a, y, n: ContrastivePromptLoss(temperature=-1.0),
+            r"ContrastivePromptLoss: expected temperature to be a number > 0, got -1.0",
+        ),
+        (
+            lambda a, y, n: contrastive_prompt_loss(a.long(), y, n),
+            r"expected anchor to be a floating-point tensor, got torch.int64",
+        ),
     ],
 )
 def test_bad_input(call, message):

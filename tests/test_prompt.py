@@ -1,7 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from contrastive_prompts import (
@@ -16,7 +16,7 @@ from contrastive_prompts import (
 
 
 def promptir_generator(layer: SparsePrompt, x: torch.Tensor) -> torch.Tensor:
-    """PromptIR's PromptGenBlock written as in the official code (materialises the bank per sample)."""
+    """PromptIR's PromptGenBlock as in the official code (a copy of the bank per sample)."""
     weights = F.softmax(layer.router(x.mean(dim=(-2, -1))), dim=1)
     bank = layer.prompts.unsqueeze(0).repeat(x.shape[0], 1, 1, 1, 1)
     prompt = (weights[:, :, None, None, None] * bank).sum(dim=1)
@@ -34,7 +34,9 @@ def make_layer(seed: int, **kwargs) -> SparsePrompt:
 sizes = st.integers(min_value=1, max_value=19)
 
 
-@given(batch=st.integers(1, 4), h=sizes, w=sizes, top_k=st.integers(1, 5), seed=st.integers(0, 2**16))
+@given(
+    batch=st.integers(1, 4), h=sizes, w=sizes, top_k=st.integers(1, 5), seed=st.integers(0, 2**16)
+)
 def test_shapes_and_exactly_top_k_weights(batch, h, w, top_k, seed):
     layer = make_layer(seed, top_k=top_k)
     x = torch.rand(batch, 6, h, w, generator=torch.Generator().manual_seed(seed))
@@ -112,7 +114,9 @@ def test_negatives_reproducible_and_uniform():
     assert not torch.equal(first.indices, other.indices)
     counts = routing_statistics(first)[0].double() / 20000
     assert counts[0] == 0
-    torch.testing.assert_close(counts[1:], torch.full((4,), 0.25, dtype=torch.float64), atol=0.02, rtol=0)
+    torch.testing.assert_close(
+        counts[1:], torch.full((4,), 0.25, dtype=torch.float64), atol=0.02, rtol=0
+    )
 
 
 def test_labelled_negatives_come_from_other_degradations():
@@ -123,7 +127,9 @@ def test_labelled_negatives_come_from_other_degradations():
     positive = topk_route(logits, 1)
     for seed in range(10):
         negative = negative_route(
-            positive, generator=torch.Generator().manual_seed(seed), labels=torch.tensor([0, 0, 1, 1])
+            positive,
+            generator=torch.Generator().manual_seed(seed),
+            labels=torch.tensor([0, 0, 1, 1]),
         )
         assert negative.indices.flatten().tolist() == [3, 3, 0, 0]
 
@@ -195,7 +201,9 @@ def test_bad_inputs():
     with pytest.raises(InputError, match=r"expected labels of shape \(2\), got \(3\)"):
         layer.negative(torch.rand(2, 6, 4, 4), labels=torch.tensor([0, 1, 2]))
     fusion = PromptFusion(dim=8, prompt_dim=4)
-    with pytest.raises(InputError, match=r"expected prompt of shape \(2, 4, 5, 5\), got \(2, 4, 5, 6\)"):
+    with pytest.raises(
+        InputError, match=r"expected prompt of shape \(2, 4, 5, 5\), got \(2, 4, 5, 6\)"
+    ):
         fusion(torch.rand(2, 8, 5, 5), torch.rand(2, 4, 5, 6))
 
 

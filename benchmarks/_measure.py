@@ -1,0 +1,114 @@
+"""Timing and memory helpers shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+import statistics
+import time
+import weakref
+from collections.abc import Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(
+    fn: Callable[[], object],
+    *,
+    repeats: int = 10,
+    warmup: int = 2,
+    device: torch.device | str = "cpu",
+) -> float:
+    """Median wall time of ``fn()`` in seconds, after ``warmup`` untimed calls."""
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def interleaved_medians(
+    calls: dict[str, Callable[[], object]],
+    *,
+    repeats: int = 10,
+    warmup: int = 2,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Median seconds of each call, timed round-robin so that machine noise hits all alike."""
+    device = torch.device(device)
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+class _PeakLive(TorchDispatchMode):
+    """Tracks the peak bytes of live tensor storages created by ops while it is active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self.largest = 0
+        self._seen: set[int] = set()
+
+    def _release(self, key: int, nbytes: int) -> None:
+        self._seen.discard(key)
+        self.live -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and not t.is_meta:
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if key in self._seen or storage.nbytes() == 0:
+                    continue
+                self._seen.add(key)
+                nbytes = storage.nbytes()
+                self.live += nbytes
+                self.peak = max(self.peak, self.live)
+                self.largest = max(self.largest, nbytes)
+                weakref.finalize(storage, self._release, key, nbytes)
+        return out
+
+
+def peak_memory(fn: Callable[[], object], *, device: torch.device | str = "cpu") -> dict[str, int]:
+    """Peak bytes allocated by ``fn()`` above what was live before, and its largest tensor.
+
+    On CUDA, ``torch.cuda.max_memory_allocated``; elsewhere a dispatch mode that follows the
+    storages every op creates until they are freed (the same quantity, counted op by op).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        mode = _PeakLive()
+        with mode:
+            fn()
+        torch.cuda.synchronize(device)
+        return {"peak": torch.cuda.max_memory_allocated(device) - base, "largest": mode.largest}
+    mode = _PeakLive()
+    with mode:
+        fn()
+    return {"peak": mode.peak, "largest": mode.largest}
