@@ -137,6 +137,11 @@ def main() -> None:
         out, negatives, _ = model.forward_with_negatives(
             degraded, 1, torch.Generator().manual_seed(1)
         )
+
+    def psnr(image: torch.Tensor) -> float:
+        mse = F.mse_loss(image, clean, reduction="none").mean((1, 2, 3))
+        return float((-10 * torch.log10(mse)).mean())
+
     print(
         f"held-out PSNR: degraded {psnr(degraded):.2f} dB, own prompt {psnr(out):.2f} dB, "
         f"negative prompt {psnr(negatives[:, 0]):.2f} dB"
