@@ -9,6 +9,8 @@ mismatched prompts.
 from ._checks import InputError
 from .features import FilterFeatures, PixelFeatures, VGG16Features
 from .loss import ContrastivePromptLoss, contrastive_prompt_loss
+from .model import PRESETS, ModelConfig, ModelOutput, SparsePromptIR, pad_to_multiple, tiled
+from .objective import CPLObjective, ObjectiveOutput
 from .prompt import (
     PromptFusion,
     Routing,
@@ -23,19 +25,27 @@ from .restormer import TransformerBlock
 __version__ = "0.1.0"
 
 __all__ = [
+    "PRESETS",
+    "CPLObjective",
     "ContrastivePromptLoss",
     "FilterFeatures",
     "InputError",
+    "ModelConfig",
+    "ModelOutput",
+    "ObjectiveOutput",
     "PixelFeatures",
     "PromptFusion",
     "Routing",
     "SparsePrompt",
+    "SparsePromptIR",
     "TransformerBlock",
     "VGG16Features",
     "__version__",
     "contrastive_prompt_loss",
     "load_balance_loss",
     "negative_route",
+    "pad_to_multiple",
     "routing_statistics",
+    "tiled",
     "topk_route",
 ]

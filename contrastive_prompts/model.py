@@ -1,0 +1,481 @@
+"""The reference restoration network: PromptIR with sparse prompts.
+
+A Restormer U-Net (Zamir et al., 2022) whose decoder holds three prompt stages (PromptIR,
+Potlapalli et al., 2023), each a :class:`~contrastive_prompts.SparsePrompt` followed by a
+:class:`~contrastive_prompts.PromptFusion`. Every prompt stage sits in the decoder, so the encoder
+and the latent do not depend on the prompt: :meth:`SparsePromptIR.forward_with_negatives` computes
+them once and re-runs only the decoder for the negatives.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._checks import InputError, check_int_range, check_shape
+from .prompt import PromptFusion, Routing, SparsePrompt
+from .restormer import TransformerBlock, downsample, upsample
+
+__all__ = ["PRESETS", "ModelConfig", "ModelOutput", "SparsePromptIR"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Every size of :class:`SparsePromptIR`; a preset is a named instance.
+
+    Attributes:
+        dim: channels of the first level (48 in PromptIR); level ``l`` has ``dim * 2**l``.
+        num_blocks: transformer blocks in encoder levels 1-3 and the latent (also used, mirrored,
+            by the decoder levels 3-1).
+        num_refinement_blocks: blocks after decoder level 1.
+        heads: attention heads per level.
+        ffn_expansion_factor: feed-forward width over the channels.
+        prompt_dims: prompt channels ``D`` of prompt1, prompt2, prompt3 (decoder levels 2, 3 and
+            the latent).
+        prompt_sizes: prompt spatial sizes ``S`` of prompt1, prompt2, prompt3.
+        prompt_heads: attention heads of the fusion blocks.
+        num_prompts: experts per prompt bank.
+        top_k: experts kept per sample (1 for CPL, ``num_prompts`` reproduces PromptIR).
+    """
+
+    dim: int = 48
+    num_blocks: tuple[int, int, int, int] = (4, 6, 6, 8)
+    num_refinement_blocks: int = 4
+    heads: tuple[int, int, int, int] = (1, 2, 4, 8)
+    ffn_expansion_factor: float = 2.66
+    prompt_dims: tuple[int, int, int] = (64, 128, 320)
+    prompt_sizes: tuple[int, int, int] = (64, 32, 16)
+    prompt_heads: int = 4
+    num_prompts: int = 5
+    top_k: int = 1
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # The paper's size (PromptIR's architecture).
+    "base": ModelConfig(),
+    # Small enough to train on a CPU with 64x64 crops.
+    "small": ModelConfig(
+        dim=24,
+        num_blocks=(2, 2, 2, 2),
+        num_refinement_blocks=2,
+        prompt_dims=(24, 48, 96),
+        prompt_sizes=(32, 16, 8),
+    ),
+    "tiny": ModelConfig(
+        dim=16,
+        num_blocks=(1, 2, 2, 2),
+        num_refinement_blocks=1,
+        prompt_dims=(16, 32, 80),
+        prompt_sizes=(32, 16, 8),
+    ),
+}
+
+
+class ModelOutput(NamedTuple):
+    """What :meth:`SparsePromptIR.forward_with_negatives` returns.
+
+    Attributes:
+        output: ``(B, 3, H, W)`` restored images under the network's own prompts (with gradient).
+        negatives: ``(B, M, 3, H, W)`` outputs with negative prompts at every stage (no gradient).
+        routing: the positive :class:`~contrastive_prompts.Routing` of prompt1, prompt2, prompt3.
+    """
+
+    output: Tensor
+    negatives: Tensor
+    routing: tuple[Routing, ...]
+
+
+def _level(dim: int, blocks: int, heads: int, ffn: float) -> nn.Sequential:
+    return nn.Sequential(*(TransformerBlock(dim, heads, ffn) for _ in range(blocks)))
+
+
+class SparsePromptIR(nn.Module):
+    r"""PromptIR with sparse prompts: the reference all-in-one restoration network.
+
+    A 4-level Restormer U-Net; the latent and the outputs of decoder levels 3 and 2 each get a
+    prompt (:class:`~contrastive_prompts.SparsePrompt`, routed to ``top_k`` experts) merged by a
+    :class:`~contrastive_prompts.PromptFusion`; the output is ``conv3x3(features) + input``.
+    Inputs of any size are reflect-padded to a multiple of 8 and cropped back.
+
+    Args:
+        preset: ``"base"`` (the paper's size, 35,376,967 parameters), ``"small"`` or ``"tiny"``.
+        **overrides: any :class:`ModelConfig` field, e.g. ``top_k=5`` for PromptIR's dense prompts.
+
+    Shape:
+        - Input: ``(B, 3, H, W)`` images in [0, 1], any ``H, W >= 1``.
+        - Output: ``(B, 3, H, W)``.
+
+    Example:
+        >>> model = SparsePromptIR("tiny")
+        >>> model(torch.rand(1, 3, 21, 30)).shape
+        torch.Size([1, 3, 21, 30])
+    """
+
+    def __init__(self, preset: str = "base", **overrides: Any) -> None:
+        super().__init__()
+        if preset not in PRESETS:
+            raise InputError(
+                f"SparsePromptIR: expected preset to be one of {', '.join(map(repr, PRESETS))}, "
+                f"got {preset!r}"
+            )
+        fields = set(ModelConfig.__dataclass_fields__)
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise InputError(
+                f"SparsePromptIR: expected overrides among {', '.join(sorted(fields))}, "
+                f"got {unknown}"
+            )
+        config = ModelConfig(**{**asdict(PRESETS[preset]), **overrides})
+        self._validate(config)
+        self.config = config
+        c, nb, h, f = config.dim, config.num_blocks, config.heads, config.ffn_expansion_factor
+
+        self.patch_embed = nn.Conv2d(3, c, 3, padding=1, bias=False)
+        self.encoder_level1 = _level(c, nb[0], h[0], f)
+        self.down1_2 = downsample(c)
+        self.encoder_level2 = _level(c * 2, nb[1], h[1], f)
+        self.down2_3 = downsample(c * 2)
+        self.encoder_level3 = _level(c * 4, nb[2], h[2], f)
+        self.down3_4 = downsample(c * 4)
+        self.latent = _level(c * 8, nb[3], h[3], f)
+
+        # prompt stages: (input channels, prompt) at the latent, decoder level 3, decoder level 2
+        dims, sizes = config.prompt_dims, config.prompt_sizes
+        stage_dims = (c * 2, c * 4, c * 8)  # prompt1, prompt2, prompt3
+        out_dims = (c * 2, c * 4, c * 4)
+        for i in range(3):
+            self.add_module(
+                f"prompt{i + 1}",
+                SparsePrompt(
+                    dim=stage_dims[i],
+                    prompt_dim=dims[i],
+                    num_prompts=config.num_prompts,
+                    prompt_size=sizes[i],
+                    top_k=config.top_k,
+                ),
+            )
+            self.add_module(
+                f"fusion{i + 1}",
+                PromptFusion(
+                    dim=stage_dims[i],
+                    prompt_dim=dims[i],
+                    out_dim=out_dims[i],
+                    num_heads=config.prompt_heads,
+                    ffn_expansion_factor=f,
+                ),
+            )
+
+        self.up4_3 = upsample(c * 4)
+        self.reduce_chan_level3 = nn.Conv2d(c * 6, c * 4, 1, bias=False)
+        self.decoder_level3 = _level(c * 4, nb[2], h[2], f)
+        self.up3_2 = upsample(c * 4)
+        self.reduce_chan_level2 = nn.Conv2d(c * 4, c * 2, 1, bias=False)
+        self.decoder_level2 = _level(c * 2, nb[1], h[1], f)
+        self.up2_1 = upsample(c * 2)
+        self.decoder_level1 = _level(c * 2, nb[0], h[0], f)
+        self.refinement = _level(c * 2, config.num_refinement_blocks, h[0], f)
+        self.output = nn.Conv2d(c * 2, 3, 3, padding=1, bias=False)
+
+    @staticmethod
+    def _validate(config: ModelConfig) -> None:
+        where = "SparsePromptIR"
+        check_int_range(where, "dim", config.dim, 1)
+        for name in ("num_blocks", "heads"):
+            value = getattr(config, name)
+            if len(value) != 4:
+                raise InputError(f"{where}: expected {name} of 4 integers, got {value}")
+        for name in ("prompt_dims", "prompt_sizes"):
+            value = getattr(config, name)
+            if len(value) != 3:
+                raise InputError(f"{where}: expected {name} of 3 integers, got {value}")
+        check_int_range(where, "num_prompts", config.num_prompts, 1)
+        check_int_range(where, "top_k", config.top_k, 1, config.num_prompts)
+        widths = (config.dim * 2, config.dim * 4, config.dim * 8)
+        for width, prompt_dim in zip(widths, config.prompt_dims, strict=True):
+            if (width + prompt_dim) % config.prompt_heads:
+                raise InputError(
+                    f"{where}: expected prompt_heads={config.prompt_heads} to divide every "
+                    f"fusion width (channels + prompt_dims), got {width + prompt_dim}"
+                )
+
+    @property
+    def prompt_stages(self) -> tuple[tuple[SparsePrompt, PromptFusion], ...]:
+        """``(prompt, fusion)`` pairs in decoder order: prompt3, prompt2, prompt1."""
+        return tuple((getattr(self, f"prompt{i}"), getattr(self, f"fusion{i}")) for i in (3, 2, 1))
+
+    # -- the two halves ---------------------------------------------------------------------
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Encoder and latent of a padded ``(B, 3, H, W)`` batch: ``(enc1, enc2, enc3, latent)``.
+
+        Nothing here depends on the prompt.
+        """
+        enc1 = self.encoder_level1(self.patch_embed(x))
+        enc2 = self.encoder_level2(self.down1_2(enc1))
+        enc3 = self.encoder_level3(self.down2_3(enc2))
+        return enc1, enc2, enc3, self.latent(self.down3_4(enc3))
+
+    def decode(
+        self,
+        x: Tensor,
+        features: Sequence[Tensor],
+        *,
+        negative: bool = False,
+        generator: torch.Generator | None = None,
+        labels: Tensor | None = None,
+    ) -> tuple[Tensor, tuple[Routing, ...]]:
+        """Decoder from :meth:`encode`'s features; ``x`` is the padded input (the residual).
+
+        With ``negative=True`` every prompt stage uses a negative prompt
+        (:meth:`SparsePrompt.negative`), drawn from ``generator`` in the order prompt3, prompt2,
+        prompt1. Returns the output and the routing of each stage, in the order prompt1, prompt2,
+        prompt3.
+        """
+        enc1, enc2, enc3, h = features
+        routings = []
+        stages = self.prompt_stages
+        skips_and_ups = (
+            (self.up4_3, enc3, self.reduce_chan_level3, self.decoder_level3),
+            (self.up3_2, enc2, self.reduce_chan_level2, self.decoder_level2),
+            (self.up2_1, enc1, None, self.decoder_level1),
+        )
+        for (prompt, fusion), (up, skip, reduce, level) in zip(stages, skips_and_ups, strict=True):
+            if negative:
+                p, routing = prompt.negative(
+                    h, generator=generator, labels=labels, return_routing=True
+                )
+            else:
+                p, routing = prompt(h, return_routing=True)
+            routings.append(routing)
+            h = torch.cat([up(fusion(h, p)), skip], dim=1)
+            h = level(reduce(h) if reduce is not None else h)
+        out = self.output(self.refinement(h)) + x
+        return out, tuple(reversed(routings))
+
+    # -- public entry points ----------------------------------------------------------------
+
+    def _pad(self, x: Tensor, where: str) -> tuple[Tensor, int, int]:
+        check_shape(where, "x", x, ("B", 3, "H", "W"))
+        if not x.is_floating_point():
+            raise InputError(f"{where}: expected a floating-point image tensor, got {x.dtype}")
+        h, w = x.shape[-2:]
+        return pad_to_multiple(x, 8), h, w
+
+    def forward(
+        self, x: Tensor, *, return_routing: bool = False
+    ) -> Tensor | tuple[Tensor, tuple[Routing, ...]]:
+        padded, h, w = self._pad(x, "SparsePromptIR")
+        out, routing = self.decode(padded, self.encode(padded))
+        out = out[..., :h, :w]
+        return (out, routing) if return_routing else out
+
+    def forward_negative(
+        self,
+        x: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        labels: Tensor | None = None,
+    ) -> Tensor:
+        """The whole network with negative prompts at every stage, without gradient.
+
+        The slow way (a full forward per negative), kept as the reference that
+        :meth:`forward_with_negatives` must match.
+        """
+        padded, h, w = self._pad(x, "SparsePromptIR.forward_negative")
+        with torch.no_grad():
+            features = self.encode(padded)
+            out, _ = self.decode(
+                padded, features, negative=True, generator=generator, labels=labels
+            )
+        return out[..., :h, :w]
+
+    def forward_with_negatives(
+        self,
+        x: Tensor,
+        *,
+        num_negatives: int,
+        generator: torch.Generator | None = None,
+        labels: Tensor | None = None,
+    ) -> ModelOutput:
+        """The output with gradient and ``num_negatives`` negative outputs, at decoder cost.
+
+        The encoder and latent run once. The decoder runs once with gradient for the output, then
+        once more without gradient on a batch of ``B * M`` rows (sample-major) in which every
+        prompt stage uses a negative prompt, so their memory never joins the autograd graph.
+
+        Args:
+            x: ``(B, 3, H, W)`` degraded images in [0, 1].
+            num_negatives: ``M >= 1``.
+            generator: source of randomness for the negative experts.
+            labels: optional ``(B,)`` degradation labels: negatives favour other degradations'
+                experts.
+
+        Returns:
+            :class:`ModelOutput` with ``output (B, 3, H, W)``, ``negatives (B, M, 3, H, W)`` and
+            the positive routing of each stage.
+
+        Example:
+            >>> model = SparsePromptIR("tiny")
+            >>> out = model.forward_with_negatives(torch.rand(2, 3, 16, 16), num_negatives=3)
+            >>> out.output.shape, out.negatives.shape
+            (torch.Size([2, 3, 16, 16]), torch.Size([2, 3, 3, 16, 16]))
+        """
+        where = "SparsePromptIR.forward_with_negatives"
+        check_int_range(where, "num_negatives", num_negatives, 1)
+        padded, h, w = self._pad(x, where)
+        if labels is not None:
+            check_shape(where, "labels", labels, (x.shape[0],))
+        features = self.encode(padded)
+        out, routing = self.decode(padded, features)
+        with torch.no_grad():
+            repeat = [t.detach().repeat_interleave(num_negatives, dim=0) for t in features]
+            negatives, _ = self.decode(
+                padded.repeat_interleave(num_negatives, dim=0),
+                repeat,
+                negative=True,
+                generator=generator,
+                labels=None if labels is None else labels.repeat_interleave(num_negatives),
+            )
+        negatives = negatives[..., :h, :w].reshape(x.shape[0], num_negatives, 3, h, w)
+        return ModelOutput(out[..., :h, :w], negatives, routing)
+
+    @torch.no_grad()
+    def restore(self, image: Tensor, *, tile: int | None = None, overlap: int = 32) -> Tensor:
+        """Restore images of any size, tile by tile when ``tile`` is given.
+
+        Tiles of ``tile x tile`` pixels overlap by ``overlap`` pixels and are blended with weights
+        that fall linearly towards the tile borders, so no seam shows; memory is bounded by the
+        tile size, not the image size. Global operations of the network (the prompt routing and
+        the channel attention) see one tile at a time, so the result differs slightly from a
+        single pass; prefer large tiles.
+
+        Args:
+            image: ``(B, 3, H, W)`` or ``(3, H, W)`` in [0, 1].
+            tile: tile side (a multiple of 8 is best), or ``None`` for one pass.
+            overlap: overlap between neighbouring tiles, ``0 <= overlap < tile``.
+
+        Returns:
+            Restored images of the input's shape, clamped to [0, 1].
+        """
+        single = image.ndim == 3
+        batch = image.unsqueeze(0) if single else image
+        if tile is None:
+            out = self(batch)
+        else:
+            out = tiled(self, batch, tile=tile, overlap=overlap)
+        out = out.clamp(0, 1)
+        return out[0] if single else out
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    @classmethod
+    def from_promptir(
+        cls,
+        checkpoint: str | os.PathLike[str] | Mapping[str, Tensor],
+        *,
+        top_k: int = 1,
+        map_location: str | torch.device = "cpu",
+    ) -> SparsePromptIR:
+        """Load an official PromptIR checkpoint into the ``base`` preset.
+
+        Accepts a Lightning ``.ckpt`` (keys under ``state_dict`` starting with ``net.``) or a
+        bare state dict. With ``top_k=5`` the model computes exactly what PromptIR computes; with
+        ``top_k=1`` it is the starting point of CPL fine-tuning. The six 1x1 convolutions that
+        PromptIR defines but never uses are ignored.
+
+        Raises:
+            InputError: missing or unexpected keys, or shape mismatches, all listed.
+        """
+        from .checkpoints import load_promptir_state_dict
+
+        model = cls("base", top_k=top_k)
+        load_promptir_state_dict(model, checkpoint, map_location=map_location)
+        return model
+
+    def extra_repr(self) -> str:
+        return f"config={self.config}"
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Pad the bottom and right of ``(..., H, W)`` to multiples of ``multiple``.
+
+    Reflection padding, as the PromptIR protocol does; sides too short to reflect that far are
+    extended by replication instead.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if pw:
+        x = F.pad(x, (0, pw, 0, 0), mode="reflect" if pw < w else "replicate")
+    if ph:
+        x = F.pad(x, (0, 0, 0, ph), mode="reflect" if ph < h else "replicate")
+    return x
+
+
+def _ramp(length: int, overlap: int, at_start: bool, at_end: bool, like: Tensor) -> Tensor:
+    """Blending weights along one axis of a tile.
+
+    Over an overlap of ``v`` pixels the weight is 0 on the outer ``v / 4`` (where the tile lacks
+    context), rises linearly over the middle ``v / 2`` and is 1 beyond; the neighbour's mirror
+    image covers the same pixels, so the weights never all vanish.
+    """
+    weight = torch.ones(length, dtype=like.dtype, device=like.device)
+    if overlap > 0:
+        steps = torch.arange(overlap, dtype=like.dtype, device=like.device) + 0.5
+        ramp = ((steps - overlap / 4) / (overlap / 2)).clamp(0, 1)
+        if not at_start:
+            weight[:overlap] = ramp
+        if not at_end:
+            weight[-overlap:] = torch.minimum(weight[-overlap:], ramp.flip(0))
+    return weight
+
+
+def _starts(size: int, tile: int, stride: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    starts = list(range(0, size - tile, stride))
+    return [*starts, size - tile]
+
+
+def tiled(model: nn.Module, image: Tensor, *, tile: int, overlap: int = 32) -> Tensor:
+    """Apply ``model`` to overlapping tiles of ``image`` and blend them.
+
+    Args:
+        model: any module mapping ``(B, C, h, w)`` to ``(B, C', h, w)``.
+        image: ``(B, C, H, W)``.
+        tile: tile side.
+        overlap: pixels shared by neighbouring tiles, ``0 <= overlap < tile``.
+
+    Returns:
+        ``(B, C', H, W)``; memory beyond the input and output is one tile's worth. For a model
+        whose receptive field reaches at most ``overlap / 4`` pixels, this equals ``model(image)``.
+    """
+    check_int_range("tiled", "tile", tile, 1)
+    check_int_range("tiled", "overlap", overlap, 0, tile - 1)
+    _, _, height, width = image.shape
+    stride = tile - overlap
+    rows, cols = _starts(height, tile, stride), _starts(width, tile, stride)
+    out: Tensor | None = None
+    total = image.new_zeros(1, 1, height, width)
+    for top in rows:
+        for left in cols:
+            th, tw = min(tile, height), min(tile, width)
+            piece = model(image[..., top : top + th, left : left + tw])
+            if out is None:
+                out = image.new_zeros(image.shape[0], piece.shape[1], height, width)
+            wy = _ramp(th, min(overlap, th), top == 0, top + th >= height, image)
+            wx = _ramp(tw, min(overlap, tw), left == 0, left + tw >= width, image)
+            weight = wy[:, None] * wx[None, :]
+            out[..., top : top + th, left : left + tw] += piece * weight
+            total[..., top : top + th, left : left + tw] += weight
+    return cast(Tensor, out) / total
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Number of parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,123 @@
+"""The CPL training objective: ``L1 + lambda * CPR`` (+ an optional balance term)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._checks import InputError, check_int_range, check_positive, check_same_shape, check_shape
+from .loss import ContrastivePromptLoss
+from .prompt import Routing, load_balance_loss, routing_statistics
+
+__all__ = ["CPLObjective", "ObjectiveOutput"]
+
+
+class ObjectiveOutput(NamedTuple):
+    """Everything one training step needs to log.
+
+    Attributes:
+        loss: the scalar to call ``backward()`` on.
+        l1: the L1 reconstruction term.
+        cpr: the contrastive prompt term (0 when its weight is 0).
+        balance: the expert-balance term, averaged over prompt stages (0 when its weight is 0).
+        output: ``(B, 3, H, W)`` restored batch.
+        expert_counts: per prompt stage, ``(L, N)`` counts of expert picks per label
+            (``L = 1`` without labels).
+    """
+
+    loss: Tensor
+    l1: Tensor
+    cpr: Tensor
+    balance: Tensor
+    output: Tensor
+    expert_counts: tuple[Tensor, ...]
+
+
+class CPLObjective(nn.Module):
+    r"""Contrastive Prompt Learning's loss for a prompt-steered restoration model.
+
+    $\mathcal{L} = \mathcal{L}_1(a, y) + \lambda\,\mathrm{CPR}(a, y, n_{1..M})
+    + \beta\,\mathrm{balance}$, where $a$ is the model's output, $y$ the clean batch and $n_j$
+    the outputs under negative prompts from ``model.forward_with_negatives``.
+
+    Args:
+        weight: $\lambda$; 0 trains with L1 alone (and makes no negatives).
+        num_negatives: $M$.
+        loss: the contrastive loss; :class:`~contrastive_prompts.ContrastivePromptLoss` by default.
+        balance_weight: $\beta$ of :func:`~contrastive_prompts.load_balance_loss`.
+        num_labels: rows of the expert-use counts (defaults to the largest label + 1).
+
+    Example:
+        >>> from contrastive_prompts import SparsePromptIR
+        >>> model, objective = SparsePromptIR("tiny"), CPLObjective(num_negatives=2)
+        >>> degraded, clean = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+        >>> parts = objective(model, degraded, clean)
+        >>> parts.loss.backward()
+    """
+
+    def __init__(
+        self,
+        *,
+        weight: float = 0.1,
+        num_negatives: int = 4,
+        loss: nn.Module | None = None,
+        balance_weight: float = 0.0,
+        num_labels: int | None = None,
+    ) -> None:
+        super().__init__()
+        check_positive("CPLObjective", "weight", weight, allow_zero=True)
+        check_positive("CPLObjective", "balance_weight", balance_weight, allow_zero=True)
+        check_int_range("CPLObjective", "num_negatives", num_negatives, 1)
+        self.weight, self.num_negatives = weight, num_negatives
+        self.balance_weight, self.num_labels = balance_weight, num_labels
+        self.loss = loss if loss is not None else ContrastivePromptLoss()
+
+    def extra_repr(self) -> str:
+        return (
+            f"weight={self.weight}, num_negatives={self.num_negatives}, "
+            f"balance_weight={self.balance_weight}"
+        )
+
+    def forward(
+        self,
+        model: nn.Module,
+        degraded: Tensor,
+        clean: Tensor,
+        labels: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> ObjectiveOutput:
+        check_shape("CPLObjective", "degraded", degraded, ("B", 3, "H", "W"))
+        check_same_shape("CPLObjective", "clean", clean, "degraded", degraded)
+        if labels is not None:
+            check_shape("CPLObjective", "labels", labels, (degraded.shape[0],))
+        zero = degraded.new_zeros(())
+        if self.weight > 0:
+            if not hasattr(model, "forward_with_negatives"):
+                raise InputError(
+                    "CPLObjective: expected a model with forward_with_negatives (weight > 0), "
+                    f"got {type(model).__name__}"
+                )
+            output, negatives, routing = model.forward_with_negatives(
+                degraded, num_negatives=self.num_negatives, generator=generator, labels=labels
+            )
+            cpr = self.loss(output, clean, negatives)
+        else:
+            result = model(degraded, return_routing=True)
+            output, routing = result if isinstance(result, tuple) else (result, ())
+            cpr = zero
+        l1 = F.l1_loss(output, clean)
+        balance = zero
+        if self.balance_weight > 0 and routing:
+            balance = torch.stack([load_balance_loss(r) for r in routing]).mean()
+        loss = l1 + self.weight * cpr + self.balance_weight * balance
+        return ObjectiveOutput(loss, l1, cpr, balance, output, self._counts(routing, labels))
+
+    def _counts(self, routing: tuple[Routing, ...], labels: Tensor | None) -> tuple[Tensor, ...]:
+        with torch.no_grad():
+            return tuple(
+                routing_statistics(r, labels=labels, num_labels=self.num_labels) for r in routing
+            )

@@ -1,0 +1,283 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from contrastive_prompts import (
+    PRESETS,
+    CPLObjective,
+    InputError,
+    SparsePromptIR,
+    pad_to_multiple,
+    tiled,
+)
+from contrastive_prompts.checkpoints import convert_promptir_state_dict
+from contrastive_prompts.model import parameter_count
+
+from .promptir_reference import PromptIRReference, promptir_state_dict_shapes
+
+
+@pytest.fixture(scope="module")
+def tiny() -> SparsePromptIR:
+    torch.manual_seed(0)
+    return SparsePromptIR("tiny").eval()
+
+
+def test_base_parameter_count_matches_official_less_unused_convs():
+    shapes = promptir_state_dict_shapes()
+    official = sum(torch.Size(s).numel() for s in shapes.values())
+    unused = sum(
+        torch.Size(s).numel()
+        for k, s in shapes.items()
+        if k.startswith(("chnl_reduce", "reduce_noise_channel_"))
+    )
+    assert official == 35_592_263
+    assert parameter_count(SparsePromptIR("base")) == official - unused == 35_376_967
+
+
+def test_small_presets_are_small():
+    assert 1_000_000 <= parameter_count(SparsePromptIR("tiny")) <= 4_000_000
+    assert 1_000_000 <= parameter_count(SparsePromptIR("small")) <= 4_000_000
+
+
+@given(h=st.integers(1, 37), w=st.integers(1, 37), batch=st.integers(1, 2))
+def test_any_size_keeps_shape(tiny, h, w, batch):
+    x = torch.rand(batch, 3, h, w)
+    assert tiny(x).shape == (batch, 3, h, w)
+
+
+def test_odd_image_size_like_bsd68(tiny):
+    with torch.no_grad():
+        assert tiny(torch.rand(1, 3, 321, 481)).shape == (1, 3, 321, 481)
+
+
+def test_pad_to_multiple_reflects():
+    x = torch.arange(10.0).view(1, 1, 2, 5)
+    padded = pad_to_multiple(x, 4)
+    assert padded.shape == (1, 1, 4, 8)
+    assert padded[0, 0, 0, 5:].tolist() == [3.0, 2.0, 1.0]  # reflected along the row
+    assert padded[0, 0, 2:, 0].tolist() == [5.0, 5.0]  # 2 rows cannot reflect by 2: replicated
+    assert torch.equal(padded[..., :2, :5], x)
+    assert pad_to_multiple(torch.rand(1, 1, 1, 1), 8).shape == (1, 1, 8, 8)  # too small to reflect
+
+
+def test_batch_independence(tiny):
+    x = torch.rand(3, 3, 24, 24)
+    with torch.no_grad():
+        whole = tiny(x)
+        parts = torch.cat([tiny(x[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(whole, parts, rtol=1e-4, atol=1e-5)
+
+
+def test_state_dict_round_trips_exactly(tmp_path):
+    torch.manual_seed(1)
+    model = SparsePromptIR("tiny", top_k=2)
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    again = SparsePromptIR("tiny", top_k=2)
+    again.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
+    for (k, a), (k2, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(a, b)
+    x = torch.rand(1, 3, 16, 16)
+    assert torch.equal(model(x), again(x))
+
+
+def random_promptir_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random tensors of every shape in the official PromptIR state dict (from the tsv)."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in promptir_state_dict_shapes().items():
+        if key.endswith("temperature") or (".norm" in key and key.endswith("weight")):
+            state[key] = 1 + 0.1 * torch.randn(shape, generator=g)
+        elif "prompt_param" in key:
+            state[key] = torch.rand(shape, generator=g)
+        else:
+            fan_in = max(1, torch.Size(shape)[1:].numel())
+            state[key] = torch.randn(shape, generator=g) / fan_in**0.5
+    return state
+
+
+@pytest.fixture(scope="module")
+def promptir_state():
+    return random_promptir_state_dict()
+
+
+def test_from_promptir_bare_and_lightning_checkpoints(tmp_path, promptir_state):
+    model = SparsePromptIR.from_promptir(promptir_state, top_k=5)
+    assert torch.equal(model.prompt3.prompts, promptir_state["prompt3.prompt_param"][0])
+    assert torch.equal(
+        model.fusion2.block.attn.qkv.weight, promptir_state["noise_level2.attn.qkv.weight"]
+    )
+    lightning = {"state_dict": {f"net.{k}": v for k, v in promptir_state.items()}, "epoch": 3}
+    torch.save(lightning, tmp_path / "promptir.ckpt")
+    again = SparsePromptIR.from_promptir(tmp_path / "promptir.ckpt", top_k=1)
+    for key, value in model.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value), key
+    assert again.config.top_k == 1
+
+
+def test_from_promptir_top5_computes_what_promptir_computes(promptir_state):
+    """An independent re-statement of PromptIR's forward, loaded with the official names."""
+    ours = SparsePromptIR.from_promptir(promptir_state, top_k=5).double().eval()
+    reference = PromptIRReference().double().eval()
+    reference.load_state_dict({k: v.double() for k, v in promptir_state.items()})
+    x = torch.rand(1, 3, 32, 40, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), reference(x), rtol=1e-9, atol=1e-9)
+
+
+def test_from_promptir_lists_problems(promptir_state):
+    broken = dict(promptir_state)
+    del broken["latent.0.attn.temperature"]
+    broken["prompt1.conv3x3.weight"] = torch.zeros(64, 64, 1, 1)
+    broken["extra.weight"] = torch.zeros(1)
+    with pytest.raises(InputError) as error:
+        SparsePromptIR.from_promptir(broken)
+    message = str(error.value)
+    assert "missing keys ['latent.0.attn.temperature']" in message
+    assert "unexpected keys ['extra.weight']" in message
+    assert "prompt1.conv3x3.weight: expected (64, 64, 3, 3), got (64, 64, 1, 1)" in message
+    with pytest.raises(FileNotFoundError, match=r"checkpoint file 'absent\.ckpt' not found"):
+        SparsePromptIR.from_promptir("absent.ckpt")
+
+
+def test_convert_drops_the_six_unused_convs(promptir_state):
+    converted = convert_promptir_state_dict(promptir_state)
+    assert len(promptir_state) - len(converted) == 6
+    assert not any("chnl_reduce" in k or "reduce_noise_channel" in k for k in converted)
+
+
+def test_negatives_shapes_no_gradient_and_differ(tiny):
+    x = torch.rand(2, 3, 20, 28)
+    out = tiny.forward_with_negatives(
+        x, num_negatives=3, generator=torch.Generator().manual_seed(0)
+    )
+    assert out.output.shape == (2, 3, 20, 28)
+    assert out.negatives.shape == (2, 3, 3, 20, 28)
+    assert out.output.requires_grad and not out.negatives.requires_grad
+    assert (out.negatives - out.output.detach()[:, None]).abs().amax(dim=(2, 3, 4)).min() > 0
+    torch.testing.assert_close(out.output, tiny(x))
+
+
+@pytest.mark.parametrize("labels", [None, torch.tensor([0, 1])])
+def test_shared_encoder_negatives_equal_naive_full_rerun(tiny, labels):
+    x, m = torch.rand(2, 3, 19, 26), 3
+    fast = tiny.forward_with_negatives(
+        x, num_negatives=m, generator=torch.Generator().manual_seed(5), labels=labels
+    ).negatives
+    naive = tiny.forward_negative(
+        x.repeat_interleave(m, 0),
+        generator=torch.Generator().manual_seed(5),
+        labels=None if labels is None else labels.repeat_interleave(m),
+    ).view(2, m, 3, 19, 26)
+    torch.testing.assert_close(fast, naive, rtol=1e-5, atol=1e-6)
+
+
+def test_negatives_build_no_autograd_graph(tiny):
+    """Saved tensors for backward are the same with 1 or 8 negatives."""
+    x = torch.rand(1, 3, 16, 16)
+
+    def saved_bytes(m: int) -> int:
+        total = 0
+
+        def pack(t):
+            nonlocal total
+            total += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            tiny.forward_with_negatives(x, num_negatives=m)
+        return total
+
+    assert saved_bytes(8) == saved_bytes(1)
+
+
+class LocalNet(torch.nn.Module):
+    """Two 3x3 convs: receptive field 5x5, so overlapping tiles can reproduce it exactly."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.b = torch.nn.Conv2d(8, 3, 3, padding=1)
+        self.largest = 0
+
+    def forward(self, x):
+        self.largest = max(self.largest, x.shape[-1] * x.shape[-2])
+        return self.b(F.relu(self.a(x)))
+
+
+def test_tiled_blending_is_exact_for_a_local_model():
+    net, image = LocalNet(), torch.rand(2, 3, 70, 93)
+    with torch.no_grad():
+        blended = tiled(net, image, tile=32, overlap=12)
+        assert net.largest == 32 * 32  # the model never sees more than a tile
+        torch.testing.assert_close(blended, net(image), atol=1e-5, rtol=1e-5)
+
+
+def test_tiled_restore_has_no_seams(tiny):
+    skimage = pytest.importorskip("skimage.data")
+    photo = torch.from_numpy(skimage.astronaut()[::2, ::2][:192, :192].copy())
+    image = photo.permute(2, 0, 1).float()[None] / 255
+    full = tiny.restore(image)
+    tile = tiny.restore(image, tile=96, overlap=32)
+    error = (full - tile).abs().mean(dim=(0, 1))
+    psnr = -10 * torch.log10((full - tile).square().mean())
+    assert psnr > 40
+    # columns around the seams (tiles start at 0, 64, 96) are no worse than the average column
+    seams = error[:, 56:72].mean() + error[:, 88:104].mean()
+    assert seams / 2 < 2 * error.mean()
+    assert tiny.restore(image[0]).shape == image[0].shape
+
+
+def test_training_steps_lower_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model = SparsePromptIR("tiny")
+    objective = CPLObjective(num_negatives=2)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    clean = F.interpolate(torch.rand(4, 3, 8, 8), size=32, mode="bilinear")
+    degraded = (clean + 0.1 * torch.randn_like(clean)).clamp(0, 1)
+    labels = torch.tensor([0, 1, 0, 1])
+    losses = []
+    for step in range(12):
+        parts = objective(
+            model, degraded, clean, labels, generator=torch.Generator().manual_seed(step)
+        )
+        optimiser.zero_grad()
+        parts.loss.backward()
+        optimiser.step()
+        losses.append(parts.l1.item())
+    assert losses[-1] < 0.7 * losses[0]
+    assert [c.shape for c in parts.expert_counts] == [(2, 5)] * 3
+    assert all(c.sum() == 4 for c in parts.expert_counts)
+
+
+def test_objective_without_cpr_makes_no_negatives(tiny):
+    parts = CPLObjective(weight=0.0)(tiny, torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
+    assert parts.cpr == 0 and parts.loss == parts.l1
+
+
+def test_bad_arguments(tiny):
+    with pytest.raises(
+        InputError, match=r"expected preset to be one of 'base', 'small', 'tiny', got 'huge'"
+    ):
+        SparsePromptIR("huge")
+    with pytest.raises(InputError, match=r"expected overrides among .*got \['width'\]"):
+        SparsePromptIR("tiny", width=3)
+    with pytest.raises(InputError, match=r"expected top_k to be an integer in \[1, 5\], got 7"):
+        SparsePromptIR("tiny", top_k=7)
+    with pytest.raises(InputError, match=r"expected x of shape \(B, 3, H, W\), got \(3, 16, 16\)"):
+        tiny(torch.rand(3, 16, 16))
+    with pytest.raises(InputError, match=r"expected num_negatives to be an integer >= 1, got 0"):
+        tiny.forward_with_negatives(torch.rand(1, 3, 8, 8), num_negatives=0)
+    with pytest.raises(InputError, match=r"expected clean of the same shape as degraded"):
+        CPLObjective()(tiny, torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 9))
+    with pytest.raises(InputError, match="top_k < num_prompts"):
+        SparsePromptIR("tiny", top_k=5).forward_with_negatives(
+            torch.rand(1, 3, 8, 8), num_negatives=1
+        )
+
+
+def test_presets_are_named_argument_sets():
+    assert SparsePromptIR("small").config == PRESETS["small"]
+    assert SparsePromptIR("tiny", dim=8).config.dim == 8
