@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import InputError, check_int_range, check_shape
+from .metrics import pad_to_multiple
 from .prompt import PromptFusion, Routing, SparsePrompt
 from .restormer import TransformerBlock, downsample, upsample
 
@@ -302,12 +302,16 @@ class SparsePromptIR(nn.Module):
         num_negatives: int,
         generator: torch.Generator | None = None,
         labels: Tensor | None = None,
+        chunk_size: int | None = None,
     ) -> ModelOutput:
         """The output with gradient and ``num_negatives`` negative outputs, at decoder cost.
 
         The encoder and latent run once. The decoder runs once with gradient for the output, then
-        once more without gradient on a batch of ``B * M`` rows (sample-major) in which every
-        prompt stage uses a negative prompt, so their memory never joins the autograd graph.
+        without gradient on ``B * M`` rows (negative-major: row ``r`` is sample ``r % B``) in
+        which every prompt stage uses a negative prompt, so their memory never joins the autograd
+        graph. The rows go through the decoder as one batch, or in chunks of ``chunk_size`` rows
+        to bound memory (and, on a CPU, to stay in cache: ``chunk_size=B`` is one decoder pass
+        per negative).
 
         Args:
             x: ``(B, 3, H, W)`` degraded images in [0, 1].
@@ -315,6 +319,7 @@ class SparsePromptIR(nn.Module):
             generator: source of randomness for the negative experts.
             labels: optional ``(B,)`` degradation labels: negatives favour other degradations'
                 experts.
+            chunk_size: rows per decoder pass for the negatives; all ``B * M`` at once by default.
 
         Returns:
             :class:`ModelOutput` with ``output (B, 3, H, W)``, ``negatives (B, M, 3, H, W)`` and
@@ -328,21 +333,27 @@ class SparsePromptIR(nn.Module):
         """
         where = "SparsePromptIR.forward_with_negatives"
         check_int_range(where, "num_negatives", num_negatives, 1)
+        if chunk_size is not None:
+            check_int_range(where, "chunk_size", chunk_size, 1)
         padded, h, w = self._pad(x, where)
+        batch = x.shape[0]
         if labels is not None:
-            check_shape(where, "labels", labels, (x.shape[0],))
+            check_shape(where, "labels", labels, (batch,))
         features = self.encode(padded)
         out, routing = self.decode(padded, features)
         with torch.no_grad():
-            repeat = [t.detach().repeat_interleave(num_negatives, dim=0) for t in features]
-            negatives, _ = self.decode(
-                padded.repeat_interleave(num_negatives, dim=0),
-                repeat,
-                negative=True,
-                generator=generator,
-                labels=None if labels is None else labels.repeat_interleave(num_negatives),
-            )
-        negatives = negatives[..., :h, :w].reshape(x.shape[0], num_negatives, 3, h, w)
+            rows = torch.arange(batch * num_negatives, device=x.device) % batch
+            pieces = []
+            for index in rows.split(chunk_size or rows.numel()):
+                negatives, _ = self.decode(
+                    padded[index],
+                    [t.detach()[index] for t in features],
+                    negative=True,
+                    generator=generator,
+                    labels=None if labels is None else labels[index],
+                )
+                pieces.append(negatives[..., :h, :w])
+            negatives = torch.cat(pieces).view(num_negatives, batch, 3, h, w).transpose(0, 1)
         return ModelOutput(out[..., :h, :w], negatives, routing)
 
     @torch.no_grad()
@@ -400,21 +411,6 @@ class SparsePromptIR(nn.Module):
 
     def extra_repr(self) -> str:
         return f"config={self.config}"
-
-
-def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    """Pad the bottom and right of ``(..., H, W)`` to multiples of ``multiple``.
-
-    Reflection padding, as the PromptIR protocol does; sides too short to reflect that far are
-    extended by replication instead.
-    """
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if pw:
-        x = F.pad(x, (0, pw, 0, 0), mode="reflect" if pw < w else "replicate")
-    if ph:
-        x = F.pad(x, (0, 0, 0, ph), mode="reflect" if ph < h else "replicate")
-    return x
 
 
 def _ramp(length: int, overlap: int, at_start: bool, at_end: bool, like: Tensor) -> Tensor:

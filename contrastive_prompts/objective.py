@@ -49,6 +49,9 @@ class CPLObjective(nn.Module):
         loss: the contrastive loss; :class:`~contrastive_prompts.ContrastivePromptLoss` by default.
         balance_weight: $\beta$ of :func:`~contrastive_prompts.load_balance_loss`.
         num_labels: rows of the expert-use counts (defaults to the largest label + 1).
+        chunk_size: rows per decoder pass for the negatives (see
+            :meth:`~contrastive_prompts.SparsePromptIR.forward_with_negatives`); all at once by
+            default.
 
     Example:
         >>> from contrastive_prompts import SparsePromptIR
@@ -66,6 +69,7 @@ class CPLObjective(nn.Module):
         loss: nn.Module | None = None,
         balance_weight: float = 0.0,
         num_labels: int | None = None,
+        chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         check_positive("CPLObjective", "weight", weight, allow_zero=True)
@@ -73,6 +77,9 @@ class CPLObjective(nn.Module):
         check_int_range("CPLObjective", "num_negatives", num_negatives, 1)
         self.weight, self.num_negatives = weight, num_negatives
         self.balance_weight, self.num_labels = balance_weight, num_labels
+        if chunk_size is not None:
+            check_int_range("CPLObjective", "chunk_size", chunk_size, 1)
+        self.chunk_size = chunk_size
         self.loss = loss if loss is not None else ContrastivePromptLoss()
 
     def extra_repr(self) -> str:
@@ -102,7 +109,11 @@ class CPLObjective(nn.Module):
                     f"got {type(model).__name__}"
                 )
             output, negatives, routing = model.forward_with_negatives(
-                degraded, num_negatives=self.num_negatives, generator=generator, labels=labels
+                degraded,
+                num_negatives=self.num_negatives,
+                generator=generator,
+                labels=labels,
+                chunk_size=self.chunk_size,
             )
             cpr = self.loss(output, clean, negatives)
         else:

@@ -160,17 +160,33 @@ def test_negatives_shapes_no_gradient_and_differ(tiny):
 
 
 @pytest.mark.parametrize("labels", [None, torch.tensor([0, 1])])
-def test_shared_encoder_negatives_equal_naive_full_rerun(tiny, labels):
+@pytest.mark.parametrize("chunk_size", [None, 2, 4])
+def test_shared_encoder_negatives_equal_naive_full_rerun(tiny, labels, chunk_size):
+    """Row r of the negatives (negative-major) is a full forward of sample r % B."""
     x, m = torch.rand(2, 3, 19, 26), 3
     fast = tiny.forward_with_negatives(
-        x, num_negatives=m, generator=torch.Generator().manual_seed(5), labels=labels
-    ).negatives
-    naive = tiny.forward_negative(
-        x.repeat_interleave(m, 0),
+        x,
+        num_negatives=m,
         generator=torch.Generator().manual_seed(5),
-        labels=None if labels is None else labels.repeat_interleave(m),
-    ).view(2, m, 3, 19, 26)
-    torch.testing.assert_close(fast, naive, rtol=1e-5, atol=1e-6)
+        labels=labels,
+        chunk_size=chunk_size,
+    ).negatives
+    rows = x.repeat(m, 1, 1, 1)
+    row_labels = None if labels is None else labels.repeat(m)
+    generator = torch.Generator().manual_seed(5)
+    naive = torch.cat(
+        [
+            tiny.forward_negative(
+                rows[i],
+                generator=generator,
+                labels=None if labels is None else row_labels[i],
+            )
+            for i in torch.arange(2 * m).split(chunk_size or 2 * m)
+        ]
+    )
+    torch.testing.assert_close(
+        fast, naive.view(m, 2, 3, 19, 26).transpose(0, 1), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_negatives_build_no_autograd_graph(tiny):
