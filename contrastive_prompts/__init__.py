@@ -6,10 +6,12 @@ output under the network's own prompt to the clean image and pushes it away from
 mismatched prompts.
 """
 
+from . import data, degradations, metrics
 from ._checks import InputError
 from .features import FilterFeatures, PixelFeatures, VGG16Features
 from .loss import ContrastivePromptLoss, contrastive_prompt_loss
-from .model import PRESETS, ModelConfig, ModelOutput, SparsePromptIR, pad_to_multiple, tiled
+from .metrics import evaluate, pad_to_multiple, psnr, ssim
+from .model import PRESETS, ModelConfig, ModelOutput, SparsePromptIR, tiled
 from .objective import CPLObjective, ObjectiveOutput
 from .prompt import (
     PromptFusion,
@@ -42,10 +44,16 @@ __all__ = [
     "VGG16Features",
     "__version__",
     "contrastive_prompt_loss",
+    "data",
+    "degradations",
+    "evaluate",
     "load_balance_loss",
+    "metrics",
     "negative_route",
     "pad_to_multiple",
+    "psnr",
     "routing_statistics",
+    "ssim",
     "tiled",
     "topk_route",
 ]

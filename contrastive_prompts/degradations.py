@@ -1,0 +1,964 @@
+"""Synthetic degradations for all-in-one restoration, batched and reproducible.
+
+Each degradation is a pure function holding the maths and a thin :class:`torch.nn.Module` that
+stores the options and calls it. Every function takes a batch ``(B, C, H, W)`` of float images in
+[0, 1], draws its parameters per sample from ranges (a fixed value is the range ``(v, v)``) and
+returns a batch of the same shape, device and dtype, clamped to [0, 1]. Randomness comes only from
+the optional ``generator``, which must live on the input's device; the same seed gives the same
+output. Every range argument always consumes its draw, so two calls that differ only in one
+parameter value (for example ``beta``) share every other random draw under the same seed.
+
+:class:`DegradationMix` applies one (or several) of a list of named degradations per sample and
+returns the integer labels of what it applied; :func:`make_mix` builds the 3-task and 5-task mixes
+of the papers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import kornia
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from contrastive_prompts._checks import (
+    InputError,
+    check_choice,
+    check_floating,
+    check_int_range,
+    check_shape,
+)
+
+__all__ = [
+    "DEGRADATIONS",
+    "PRESETS",
+    "DegradationMix",
+    "GaussianBlur",
+    "GaussianNoise",
+    "Haze",
+    "JpegCompression",
+    "LowLight",
+    "MotionBlur",
+    "RainStreaks",
+    "gaussian_blur",
+    "gaussian_noise",
+    "haze",
+    "jpeg_compression",
+    "low_light",
+    "make_mix",
+    "motion_blur",
+    "rain_streaks",
+    "random_depth",
+]
+
+Range = float | tuple[float, float]
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def _check_image(where: str, x: object) -> None:
+    check_shape(where, "x", x, ("B", "C", "H", "W"))
+    check_floating(where, "x", x)  # type: ignore[arg-type]
+
+
+def _as_range(
+    where: str, name: str, value: object, *, low: float | None = None, high: float | None = None
+) -> tuple[float, float]:
+    """Turn a number or a ``(low, high)`` pair into a checked ``(lo, hi)`` tuple of floats."""
+    pair = value if isinstance(value, (tuple, list)) else (value, value)
+    ok = len(pair) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pair
+    )
+    if ok:
+        lo, hi = float(pair[0]), float(pair[1])
+        ok = lo <= hi and (low is None or lo >= low) and (high is None or hi <= high)
+    if not ok:
+        bounds = []
+        if low is not None:
+            bounds.append(f">= {low}")
+        if high is not None:
+            bounds.append(f"<= {high}")
+        within = f" with values {' and '.join(bounds)}" if bounds else ""
+        raise InputError(
+            f"{where}: expected {name} to be a number or a (low, high) pair with low <= high"
+            f"{within}, got {value!r}"
+        )
+    return lo, hi
+
+
+def _draw(bounds: tuple[float, float], x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One uniform draw per sample in ``bounds``, shape ``(B,)``, on x's device and dtype."""
+    u = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
+    return bounds[0] + (bounds[1] - bounds[0]) * u
+
+
+def _per_sample(v: Tensor) -> Tensor:
+    return v.view(-1, 1, 1, 1)
+
+
+def _line_kernels(length: Tensor, angle: Tensor, size: int) -> Tensor:
+    """Anti-aliased line kernels, one per sample, summing to 1.
+
+    Args:
+        length: line lengths in pixels, ``(B,)``.
+        angle: angles in degrees, counter-clockwise from the horizontal as displayed, ``(B,)``.
+        size: odd kernel side.
+
+    Returns:
+        ``(B, size, size)`` kernels.
+    """
+    r = size // 2
+    coords = torch.arange(-r, r + 1, device=length.device, dtype=length.dtype)
+    rows, cols = torch.meshgrid(coords, coords, indexing="ij")
+    theta = torch.deg2rad(angle).view(-1, 1, 1)
+    # image rows grow downwards, so "up" is -row
+    along = cols * torch.cos(theta) - rows * torch.sin(theta)
+    across = cols * torch.sin(theta) + rows * torch.cos(theta)
+    half = length.view(-1, 1, 1) / 2
+    w_across = (1 - across.abs()).clamp(min=0)
+    w_along = (half + 0.5 - along.abs()).clamp(0, 1)
+    kernel = w_across * w_along
+    return kernel / kernel.sum(dim=(-2, -1), keepdim=True).clamp(min=torch.finfo(kernel.dtype).tiny)
+
+
+def _odd_size(length: float) -> int:
+    size = max(3, math.ceil(length))
+    return size if size % 2 else size + 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Gaussian noise
+
+
+def gaussian_noise(
+    x: Tensor,
+    sigma: Range = 25.0,
+    *,
+    clip: bool = True,
+    quantize: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Add white Gaussian noise, $y = x + n$, $n \sim \mathcal{N}(0, (\sigma/255)^2)$ per pixel.
+
+    Args:
+        x: clean images in [0, 1].
+        sigma: noise standard deviation on the 0-255 scale, a value or a ``(low, high)`` range drawn
+            per sample.
+        clip: clamp the result to [0, 1]. Without it (and without ``quantize``) the noise is exact.
+        quantize: follow the PromptIR protocol: round ``x`` to 8 bits, add the noise on the 0-255
+            scale, clip to [0, 255] and truncate to an integer as numpy's ``astype(uint8)`` does.
+        generator: source of randomness, on x's device.
+
+    Shape:
+        - x: $(B, C, H, W)$.
+        - output: same as ``x``.
+
+    Returns:
+        The noisy images, in x's dtype.
+
+    Example:
+        >>> x = torch.full((1, 3, 8, 8), 0.5)
+        >>> y = gaussian_noise(x, 25.0, generator=torch.Generator().manual_seed(0))
+        >>> y.shape
+        torch.Size([1, 3, 8, 8])
+    """
+    where = "gaussian_noise"
+    _check_image(where, x)
+    bounds = _as_range(where, "sigma", sigma, low=0.0)
+    s = _per_sample(_draw(bounds, x, generator))
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if quantize:
+        clean = torch.round(x.clamp(0, 1) * 255)
+        return torch.floor((clean + noise * s).clamp(0, 255)) / 255
+    y = x + noise * (s / 255)
+    return y.clamp(0, 1) if clip else y
+
+
+class GaussianNoise(nn.Module):
+    """Module form of :func:`gaussian_noise`.
+
+    Args:
+        sigma: noise standard deviation on the 0-255 scale, a value or a range.
+        clip: clamp the result to [0, 1].
+        quantize: 8-bit quantisation as the PromptIR protocol does.
+
+    Example:
+        >>> GaussianNoise(sigma=(15.0, 50.0))(torch.rand(2, 3, 8, 8)).shape
+        torch.Size([2, 3, 8, 8])
+    """
+
+    def __init__(self, sigma: Range = 25.0, *, clip: bool = True, quantize: bool = False) -> None:
+        super().__init__()
+        self.sigma = _as_range("GaussianNoise", "sigma", sigma, low=0.0)
+        self.clip = clip
+        self.quantize = quantize
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return gaussian_noise(
+            x, self.sigma, clip=self.clip, quantize=self.quantize, generator=generator
+        )
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}, clip={self.clip}, quantize={self.quantize}"
+
+
+# ----------------------------------------------------------------------------------------------
+# haze
+
+
+def random_depth(
+    x: Tensor,
+    depth_range: tuple[float, float] = (1.0, 10.0),
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """A smooth random depth map: a vertical gradient (far at the top) plus low-frequency noise.
+
+    Args:
+        x: images whose batch size, size, device and dtype the depth follows.
+        depth_range: ``(near, far)`` the depth is scaled to, per sample, in arbitrary units.
+        generator: source of randomness, on x's device.
+
+    Shape:
+        - x: $(B, C, H, W)$.
+        - output: $(B, 1, H, W)$.
+
+    Returns:
+        Depth, spanning exactly ``depth_range`` in each sample.
+
+    Example:
+        >>> random_depth(torch.rand(2, 3, 16, 16)).shape
+        torch.Size([2, 1, 16, 16])
+    """
+    where = "random_depth"
+    _check_image(where, x)
+    near, far = _as_range(where, "depth_range", depth_range, low=0.0)
+    b, _, h, w = x.shape
+    rows = torch.linspace(1, 0, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1)
+    coarse = torch.rand((b, 1, 4, 4), generator=generator, device=x.device, dtype=x.dtype)
+    smooth = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True)
+    d = 0.6 * rows + 0.4 * smooth
+    lo = d.amin(dim=(-2, -1), keepdim=True)
+    hi = d.amax(dim=(-2, -1), keepdim=True)
+    d = (d - lo) / (hi - lo).clamp(min=torch.finfo(x.dtype).eps)
+    return near + (far - near) * d
+
+
+def haze(
+    x: Tensor,
+    beta: Range = (0.04, 0.2),
+    *,
+    airlight: Range = (0.8, 1.0),
+    depth: Tensor | None = None,
+    depth_range: tuple[float, float] = (1.0, 10.0),
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Haze by the atmospheric scattering model, $I = J t + A (1 - t)$, $t = e^{-\beta d}$.
+
+    The defaults follow RESIDE OTS: $A \in [0.8, 1]$ and $\beta \in [0.04, 0.2]$. ``beta = 0``
+    returns the input exactly.
+
+    Args:
+        x: clean images $J$ in [0, 1].
+        beta: scattering coefficient, a value or a range drawn per sample.
+        airlight: global atmospheric light $A$ (grey), a value or a range drawn per sample.
+        depth: scene depth $d$; by default a smooth random map from :func:`random_depth`.
+        depth_range: ``(near, far)`` of the random depth (ignored when ``depth`` is given).
+        generator: source of randomness, on x's device.
+
+    Shape:
+        - x: $(B, C, H, W)$.
+        - depth: $(B, 1, H, W)$.
+        - output: same as ``x``.
+
+    Returns:
+        The hazy images.
+
+    Example:
+        >>> x = torch.rand(1, 3, 8, 8)
+        >>> torch.equal(haze(x, 0.0), x)
+        True
+    """
+    where = "haze"
+    _check_image(where, x)
+    beta_r = _as_range(where, "beta", beta, low=0.0)
+    air_r = _as_range(where, "airlight", airlight, low=0.0, high=1.0)
+    b_ = _per_sample(_draw(beta_r, x, generator))
+    a_ = _per_sample(_draw(air_r, x, generator))
+    if depth is None:
+        depth = random_depth(x, depth_range, generator=generator)
+    else:
+        b, _, h, w = x.shape
+        check_shape(where, "depth", depth, (b, 1, h, w))
+    t = torch.exp(-b_ * depth)
+    # J t + A (1 - t), not A + (J - A) t, so that t == 1 gives J bit for bit
+    return (x * t + a_ * (1 - t)).clamp(0, 1)
+
+
+class Haze(nn.Module):
+    """Module form of :func:`haze`.
+
+    Example:
+        >>> Haze(beta=0.1)(torch.rand(2, 3, 8, 8)).shape
+        torch.Size([2, 3, 8, 8])
+    """
+
+    def __init__(
+        self,
+        beta: Range = (0.04, 0.2),
+        *,
+        airlight: Range = (0.8, 1.0),
+        depth_range: tuple[float, float] = (1.0, 10.0),
+    ) -> None:
+        super().__init__()
+        self.beta = _as_range("Haze", "beta", beta, low=0.0)
+        self.airlight = _as_range("Haze", "airlight", airlight, low=0.0, high=1.0)
+        self.depth_range = _as_range("Haze", "depth_range", depth_range, low=0.0)
+
+    def forward(
+        self, x: Tensor, generator: torch.Generator | None = None, depth: Tensor | None = None
+    ) -> Tensor:
+        return haze(
+            x,
+            self.beta,
+            airlight=self.airlight,
+            depth=depth,
+            depth_range=self.depth_range,
+            generator=generator,
+        )
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, airlight={self.airlight}, depth_range={self.depth_range}"
+
+
+# ----------------------------------------------------------------------------------------------
+# rain
+
+
+def rain_streaks(
+    x: Tensor,
+    *,
+    density: Range = (0.002, 0.006),
+    length: Range = (10.0, 30.0),
+    angle: Range = (-20.0, 20.0),
+    width: Range = (0.3, 0.8),
+    brightness: Range = (0.6, 1.0),
+    alpha: Range = (0.5, 0.9),
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Add translucent rain streaks, blended in screen mode: $y = x + \alpha R (1 - x)$.
+
+    The streak layer $R$ is made by drawing sparse random seed points (each pixel with probability
+    ``density``, of random intensity up to ``brightness``), smearing them with a line (motion)
+    kernel of ``length`` pixels tilted by ``angle`` degrees from the vertical through
+    :func:`kornia.filters.filter2d`, and thickening them with a Gaussian of std ``width`` pixels
+    (:func:`kornia.filters.gaussian_blur2d`). Streaks are white and the same in every channel.
+
+    Args:
+        x: clean images in [0, 1].
+        density: fraction of pixels that seed a streak.
+        length: streak length in pixels.
+        angle: tilt from the vertical in degrees (positive leans right at the top).
+        width: Gaussian std of the streak profile in pixels (> 0).
+        brightness: peak streak intensity in [0, 1].
+        alpha: blending strength in [0, 1].
+        generator: source of randomness, on x's device.
+
+    Every option is a value or a ``(low, high)`` range drawn per sample.
+
+    Shape:
+        - x: $(B, C, H, W)$.
+        - output: same as ``x``.
+
+    Returns:
+        The rainy images.
+
+    Example:
+        >>> rain_streaks(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 3, 32, 32])
+    """
+    where = "rain_streaks"
+    _check_image(where, x)
+    dens = _draw(_as_range(where, "density", density, low=0.0, high=1.0), x, generator)
+    len_r = _as_range(where, "length", length, low=1.0)
+    ln = _draw(len_r, x, generator)
+    ang = _draw(_as_range(where, "angle", angle), x, generator)
+    wid_r = _as_range(where, "width", width, low=1e-3)
+    wid = _draw(wid_r, x, generator)
+    bright = _draw(_as_range(where, "brightness", brightness, low=0.0, high=1.0), x, generator)
+    alp = _draw(_as_range(where, "alpha", alpha, low=0.0, high=1.0), x, generator)
+
+    b, _, h, w = x.shape
+    u = torch.rand((b, 1, h, w), generator=generator, device=x.device, dtype=x.dtype)
+    strength = torch.rand((b, 1, h, w), generator=generator, device=x.device, dtype=x.dtype)
+    seeds = (u < _per_sample(dens)).to(x.dtype) * (0.5 + 0.5 * strength) * _per_sample(bright)
+    kernels = _line_kernels(ln, 90.0 + ang, _odd_size(len_r[1]))
+    # a normalised kernel spreads a seed over ~length pixels; scale back so a streak keeps its
+    # seed's intensity
+    streaks = kornia.filters.filter2d(seeds, kernels, border_type="constant") * _per_sample(ln)
+    ksize = _odd_size(6 * wid_r[1] + 1)
+    sig = torch.stack([wid, wid], dim=1)
+    streaks = kornia.filters.gaussian_blur2d(streaks, ksize, sig, border_type="constant")
+    # the blur lowers a one-pixel line's peak by the centre tap of the 1-D Gaussian; undo that so
+    # ``brightness`` stays the streak's peak
+    taps = torch.arange(-(ksize // 2), ksize // 2 + 1, device=x.device, dtype=x.dtype)
+    peak_gain = torch.exp(-(taps**2) / (2 * wid.view(-1, 1) ** 2)).sum(dim=1)
+    streaks = (streaks * _per_sample(peak_gain)).clamp(0, 1)
+    return (x + _per_sample(alp) * streaks * (1 - x)).clamp(0, 1)
+
+
+class RainStreaks(nn.Module):
+    """Module form of :func:`rain_streaks`.
+
+    Example:
+        >>> RainStreaks(length=20.0)(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 3, 32, 32])
+    """
+
+    def __init__(
+        self,
+        *,
+        density: Range = (0.002, 0.006),
+        length: Range = (10.0, 30.0),
+        angle: Range = (-20.0, 20.0),
+        width: Range = (0.3, 0.8),
+        brightness: Range = (0.6, 1.0),
+        alpha: Range = (0.5, 0.9),
+    ) -> None:
+        super().__init__()
+        w = "RainStreaks"
+        self.density = _as_range(w, "density", density, low=0.0, high=1.0)
+        self.length = _as_range(w, "length", length, low=1.0)
+        self.angle = _as_range(w, "angle", angle)
+        self.width = _as_range(w, "width", width, low=1e-3)
+        self.brightness = _as_range(w, "brightness", brightness, low=0.0, high=1.0)
+        self.alpha = _as_range(w, "alpha", alpha, low=0.0, high=1.0)
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return rain_streaks(
+            x,
+            density=self.density,
+            length=self.length,
+            angle=self.angle,
+            width=self.width,
+            brightness=self.brightness,
+            alpha=self.alpha,
+            generator=generator,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"density={self.density}, length={self.length}, angle={self.angle}, "
+            f"width={self.width}, brightness={self.brightness}, alpha={self.alpha}"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# blur
+
+
+def gaussian_blur(
+    x: Tensor, sigma: Range = (0.5, 3.0), *, generator: torch.Generator | None = None
+) -> Tensor:
+    r"""Isotropic Gaussian blur, $y = k_\sigma * x$, through :func:`kornia.filters.gaussian_blur2d`.
+
+    The kernel spans $\pm 3\sigma$ of the largest ``sigma``; borders replicate the edge pixels.
+
+    Args:
+        x: clean images in [0, 1].
+        sigma: blur std in pixels (> 0), a value or a range drawn per sample.
+        generator: source of randomness, on x's device.
+
+    Shape:
+        - x: $(B, C, H, W)$.
+        - output: same as ``x``.
+
+    Returns:
+        The blurred images.
+
+    Example:
+        >>> gaussian_blur(torch.rand(2, 3, 16, 16), 1.5).shape
+        torch.Size([2, 3, 16, 16])
+    """
+    where = "gaussian_blur"
+    _check_image(where, x)
+    bounds = _as_range(where, "sigma", sigma, low=1e-3)
+    s = _draw(bounds, x, generator)
+    ksize = _odd_size(6 * bounds[1] + 1)
+    out = kornia.filters.gaussian_blur2d(
+        x, ksize, torch.stack([s, s], dim=1), border_type="replicate"
+    )
+    return out.clamp(0, 1)
+
+
+class GaussianBlur(nn.Module):
+    """Module form of :func:`gaussian_blur`.
+
+    Example:
+        >>> GaussianBlur(sigma=2.0)(torch.rand(1, 3, 16, 16)).shape
+        torch.Size([1, 3, 16, 16])
+    """
+
+    def __init__(self, sigma: Range = (0.5, 3.0)) -> None:
+        super().__init__()
+        self.sigma = _as_range("GaussianBlur", "sigma", sigma, low=1e-3)
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return gaussian_blur(x, self.sigma, generator=generator)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}"
+
+
+def motion_blur(
+    x: Tensor,
+    length: Range = (5.0, 21.0),
+    *,
+    angle: Range = (0.0, 180.0),
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Linear motion blur, $y = k_{L,\theta} * x$, with a per-sample line kernel.
+
+    Each sample gets its own anti-aliased line kernel of ``length`` pixels at ``angle`` degrees
+    (counter-clockwise from the horizontal), the per-sample equivalent of
+    :func:`kornia.filters.motion_blur`, applied with :func:`kornia.filters.filter2d`; borders
+    replicate the edge pixels.
+
+    Args:
+        x: clean images in [0, 1].
+        length: blur length in pixels (>= 1), a value or a range drawn per sample.
+        angle: motion direction in degrees, a value or a range drawn per sample.
+        generator: source of randomness, on x's device.
+
+    Shape:
+        - x: $(B, C, H, W)$.
+        - output: same as ``x``.
+
+    Returns:
+        The blurred images.
+
+    Example:
+        >>> motion_blur(torch.rand(2, 3, 16, 16), 9.0, angle=45.0).shape
+        torch.Size([2, 3, 16, 16])
+    """
+    where = "motion_blur"
+    _check_image(where, x)
+    len_r = _as_range(where, "length", length, low=1.0)
+    ln = _draw(len_r, x, generator)
+    ang = _draw(_as_range(where, "angle", angle), x, generator)
+    kernels = _line_kernels(ln, ang, _odd_size(len_r[1]))
+    return kornia.filters.filter2d(x, kernels, border_type="replicate").clamp(0, 1)
+
+
+class MotionBlur(nn.Module):
+    """Module form of :func:`motion_blur`.
+
+    Example:
+        >>> MotionBlur(length=11.0)(torch.rand(1, 3, 16, 16)).shape
+        torch.Size([1, 3, 16, 16])
+    """
+
+    def __init__(self, length: Range = (5.0, 21.0), *, angle: Range = (0.0, 180.0)) -> None:
+        super().__init__()
+        self.length = _as_range("MotionBlur", "length", length, low=1.0)
+        self.angle = _as_range("MotionBlur", "angle", angle)
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return motion_blur(x, self.length, angle=self.angle, generator=generator)
+
+    def extra_repr(self) -> str:
+        return f"length={self.length}, angle={self.angle}"
+
+
+# ----------------------------------------------------------------------------------------------
+# low light
+
+
+def low_light(
+    x: Tensor,
+    *,
+    gamma: Range = (1.5, 3.0),
+    gain: Range = (0.3, 0.7),
+    photons: Range = (50.0, 500.0),
+    read_sigma: Range = (1.0, 5.0),
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Under-exposure with Poisson-Gaussian sensor noise.
+
+    $y = \mathrm{Poisson}(p\, g\, x^{\gamma}) / p + n$, $n \sim \mathcal{N}(0, (\sigma_r/255)^2)$:
+    a gamma curve and a gain darken the image, $p$ photons per unit intensity set the shot noise
+    and $\sigma_r$ (0-255 scale) the read noise.
+
+    Args:
+        x: clean images in [0, 1].
+        gamma: exponent ($\geq 1$ darkens).
+        gain: exposure gain in (0, 1].
+        photons: photons per unit intensity (> 0); fewer photons mean more shot noise.
+        read_sigma: read-noise std on the 0-255 scale.
+        generator: source of randomness, on x's device.
+
+    Every option is a value or a ``(low, high)`` range drawn per sample.
+
+    Shape:
+        - x: $(B, C, H, W)$.
+        - output: same as ``x``.
+
+    Returns:
+        The dark, noisy images.
+
+    Example:
+        >>> low_light(torch.rand(2, 3, 8, 8)).shape
+        torch.Size([2, 3, 8, 8])
+    """
+    where = "low_light"
+    _check_image(where, x)
+    g = _per_sample(_draw(_as_range(where, "gamma", gamma, low=0.0), x, generator))
+    k = _per_sample(_draw(_as_range(where, "gain", gain, low=0.0, high=1.0), x, generator))
+    p = _per_sample(_draw(_as_range(where, "photons", photons, low=1e-3), x, generator))
+    r = _per_sample(_draw(_as_range(where, "read_sigma", read_sigma, low=0.0), x, generator))
+    dark = k * x.clamp(0, 1) ** g
+    shot = torch.poisson(dark * p, generator=generator) / p
+    read = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * (r / 255)
+    return (shot + read).clamp(0, 1)
+
+
+class LowLight(nn.Module):
+    """Module form of :func:`low_light`.
+
+    Example:
+        >>> LowLight(gamma=2.0)(torch.rand(1, 3, 8, 8)).shape
+        torch.Size([1, 3, 8, 8])
+    """
+
+    def __init__(
+        self,
+        *,
+        gamma: Range = (1.5, 3.0),
+        gain: Range = (0.3, 0.7),
+        photons: Range = (50.0, 500.0),
+        read_sigma: Range = (1.0, 5.0),
+    ) -> None:
+        super().__init__()
+        w = "LowLight"
+        self.gamma = _as_range(w, "gamma", gamma, low=0.0)
+        self.gain = _as_range(w, "gain", gain, low=0.0, high=1.0)
+        self.photons = _as_range(w, "photons", photons, low=1e-3)
+        self.read_sigma = _as_range(w, "read_sigma", read_sigma, low=0.0)
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return low_light(
+            x,
+            gamma=self.gamma,
+            gain=self.gain,
+            photons=self.photons,
+            read_sigma=self.read_sigma,
+            generator=generator,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"gamma={self.gamma}, gain={self.gain}, photons={self.photons}, "
+            f"read_sigma={self.read_sigma}"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# JPEG
+
+
+def jpeg_compression(
+    x: Tensor, quality: Range = (10.0, 50.0), *, generator: torch.Generator | None = None
+) -> Tensor:
+    r"""JPEG compression artefacts through :func:`kornia.enhance.jpeg_codec_differentiable`.
+
+    The codec quantises the 8x8 DCT of the YCbCr image (4:2:0 chroma) with the standard tables
+    scaled by ``quality``; it is differentiable. Grey images go through the codec as three equal
+    channels and come back as their mean.
+
+    Args:
+        x: clean images in [0, 1], 1 or 3 channels.
+        quality: JPEG quality in [1, 100], a value or a range drawn per sample.
+        generator: source of randomness, on x's device.
+
+    Shape:
+        - x: $(B, C, H, W)$ with $C \in \{1, 3\}$.
+        - output: same as ``x``.
+
+    Returns:
+        The decoded images.
+
+    Example:
+        >>> jpeg_compression(torch.rand(2, 3, 16, 16), 30.0).shape
+        torch.Size([2, 3, 16, 16])
+    """
+    where = "jpeg_compression"
+    _check_image(where, x)
+    if x.shape[1] not in (1, 3):
+        raise InputError(f"{where}: expected x with 1 or 3 channels, got {x.shape[1]}")
+    q = _draw(_as_range(where, "quality", quality, low=1.0, high=100.0), x, generator)
+    if x.shape[0] == 0:
+        return x.clone()
+    rgb = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+    out = kornia.enhance.jpeg_codec_differentiable(rgb, q)
+    if x.shape[1] == 1:
+        out = out.mean(dim=1, keepdim=True)
+    return out.clamp(0, 1)
+
+
+class JpegCompression(nn.Module):
+    """Module form of :func:`jpeg_compression`.
+
+    Example:
+        >>> JpegCompression(quality=20.0)(torch.rand(1, 3, 16, 16)).shape
+        torch.Size([1, 3, 16, 16])
+    """
+
+    def __init__(self, quality: Range = (10.0, 50.0)) -> None:
+        super().__init__()
+        self.quality = _as_range("JpegCompression", "quality", quality, low=1.0, high=100.0)
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return jpeg_compression(x, self.quality, generator=generator)
+
+    def extra_repr(self) -> str:
+        return f"quality={self.quality}"
+
+
+# ----------------------------------------------------------------------------------------------
+# composer
+
+Degradation = Callable[..., Tensor]
+
+
+class DegradationMix(nn.Module):
+    """Apply one (or several) of a list of named degradations to each sample.
+
+    Each degradation is called as ``fn(x, generator=generator)`` on the samples it was drawn for.
+    The labels index :attr:`names`. Several tasks may share a degradation kind (the 3-task protocol
+    has three noise levels of one kind); :attr:`kinds` names the kind of each task and
+    :meth:`kind_labels` maps task labels to indices into :attr:`kind_names`.
+
+    Args:
+        degradations: ``{name: degradation}`` in label order, or a sequence of ``(name, fn)``.
+        kinds: the degradation kind of each task (``{name: kind}`` or one kind per name);
+            by default every task is its own kind.
+        probs: the probability of each task (normalised); uniform by default.
+        max_per_sample: with 1, each sample gets exactly one degradation and the labels are
+            ``(B,)`` integers. With ``k > 1`` each sample gets between 1 and ``k`` distinct
+            degradations, applied in list order, and the labels are a ``(B, N)`` boolean
+            multi-hot mask (``probs`` is then ignored).
+
+    Shape:
+        - x: $(B, C, H, W)$.
+        - degraded: same as ``x``.
+        - labels: $(B,)$ int64, or $(B, N)$ bool when ``max_per_sample > 1``.
+
+    Example:
+        >>> mix = DegradationMix({"noise": GaussianNoise(25.0), "haze": Haze()})
+        >>> y, labels = mix(torch.rand(4, 3, 16, 16), generator=torch.Generator().manual_seed(0))
+        >>> y.shape, labels.shape
+        (torch.Size([4, 3, 16, 16]), torch.Size([4]))
+    """
+
+    def __init__(
+        self,
+        degradations: Mapping[str, Degradation] | Sequence[tuple[str, Degradation]],
+        *,
+        kinds: Mapping[str, str] | Sequence[str] | None = None,
+        probs: Sequence[float] | None = None,
+        max_per_sample: int = 1,
+    ) -> None:
+        super().__init__()
+        where = "DegradationMix"
+        items = list(degradations.items() if isinstance(degradations, Mapping) else degradations)
+        if not items:
+            raise InputError(f"{where}: expected at least one degradation, got none")
+        names = tuple(str(n) for n, _ in items)
+        if len(set(names)) != len(names):
+            raise InputError(f"{where}: expected distinct degradation names, got {names}")
+        for name, fn in items:
+            if not callable(fn):
+                raise InputError(
+                    f"{where}: expected degradation {name!r} to be callable, "
+                    f"got {type(fn).__name__}"
+                )
+        self.names: tuple[str, ...] = names
+        self._fns = [fn for _, fn in items]
+        # register modules so .to() and print() see them
+        self.degradations = nn.ModuleList([fn for fn in self._fns if isinstance(fn, nn.Module)])
+        if kinds is None:
+            kinds_t = names
+        elif isinstance(kinds, Mapping):
+            missing = [n for n in names if n not in kinds]
+            if missing:
+                raise InputError(f"{where}: expected a kind for every name, missing {missing}")
+            kinds_t = tuple(kinds[n] for n in names)
+        else:
+            kinds_t = tuple(kinds)
+            if len(kinds_t) != len(names):
+                raise InputError(
+                    f"{where}: expected {len(names)} kinds (one per name), got {len(kinds_t)}"
+                )
+        self.kinds: tuple[str, ...] = kinds_t
+        self.kind_names: tuple[str, ...] = tuple(dict.fromkeys(kinds_t))
+        self._task_to_kind = [self.kind_names.index(k) for k in kinds_t]
+        if probs is None:
+            probs = [1.0] * len(names)
+        probs = list(probs)
+        if len(probs) != len(names) or any(not isinstance(p, (int, float)) or p < 0 for p in probs):
+            raise InputError(
+                f"{where}: expected probs to be {len(names)} numbers >= 0, got {probs!r}"
+            )
+        if sum(probs) <= 0:
+            raise InputError(f"{where}: expected probs with a positive sum, got {probs!r}")
+        self.probs: tuple[float, ...] = tuple(float(p) / sum(probs) for p in probs)
+        check_int_range(where, "max_per_sample", max_per_sample, 1, len(names))
+        self.max_per_sample = max_per_sample
+
+    @property
+    def num_degradations(self) -> int:
+        return len(self.names)
+
+    def kind_labels(self, labels: Tensor) -> Tensor:
+        """Map ``(B,)`` task labels to ``(B,)`` indices into :attr:`kind_names`."""
+        table = torch.tensor(self._task_to_kind, device=labels.device, dtype=torch.long)
+        return table[labels.long()]
+
+    def sample_labels(
+        self, batch_size: int, *, device=None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Draw labels as :meth:`forward` does: ``(B,)`` int64 or ``(B, N)`` bool."""
+        n = len(self.names)
+        if self.max_per_sample == 1:
+            p = torch.tensor(self.probs, device=device, dtype=torch.float64)
+            if batch_size == 0:
+                return torch.zeros(0, dtype=torch.long, device=device)
+            return torch.multinomial(p, batch_size, replacement=True, generator=generator)
+        count = torch.randint(
+            1, self.max_per_sample + 1, (batch_size, 1), device=device, generator=generator
+        )
+        order = torch.rand((batch_size, n), device=device, generator=generator).argsort(dim=1)
+        rank = order.argsort(dim=1)  # rank of each degradation in a random permutation
+        return rank < count
+
+    def apply(self, x: Tensor, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Apply the degradations that ``labels`` name (``(B,)`` ints or a ``(B, N)`` mask)."""
+        where = "DegradationMix"
+        _check_image(where, x)
+        n = len(self.names)
+        if labels.ndim == 1:
+            check_shape(where, "labels", labels, (x.shape[0],))
+            mask = F.one_hot(labels.long().clamp(0, n - 1), n).bool()
+        else:
+            check_shape(where, "labels", labels, (x.shape[0], n))
+            mask = labels.bool()
+        out = x.clone()
+        for j, fn in enumerate(self._fns):
+            idx = mask[:, j].nonzero().flatten()
+            if idx.numel():
+                out[idx] = fn(out[idx], generator=generator)
+        return out
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        _check_image("DegradationMix", x)
+        labels = self.sample_labels(x.shape[0], device=x.device, generator=generator)
+        return self.apply(x, labels, generator=generator), labels
+
+    def extra_repr(self) -> str:
+        return f"names={self.names}, kinds={self.kinds}, max_per_sample={self.max_per_sample}"
+
+
+DEGRADATIONS: dict[str, Callable[[], nn.Module]] = {
+    "noise": GaussianNoise,
+    "haze": Haze,
+    "rain": RainStreaks,
+    "gaussian_blur": GaussianBlur,
+    "blur": MotionBlur,
+    "low_light": LowLight,
+    "jpeg": JpegCompression,
+}
+"""Every named degradation with its default options; ``"blur"`` is motion blur (GoPro-like)."""
+
+
+def _preset_3task() -> dict[str, nn.Module]:
+    return {
+        "noise_15": GaussianNoise(15.0, quantize=True),
+        "noise_25": GaussianNoise(25.0, quantize=True),
+        "noise_50": GaussianNoise(50.0, quantize=True),
+        "rain": RainStreaks(),
+        "haze": Haze(),
+    }
+
+
+def _preset_5task() -> dict[str, nn.Module]:
+    return {
+        "noise": GaussianNoise(25.0, quantize=True),
+        "rain": RainStreaks(),
+        "haze": Haze(),
+        "blur": MotionBlur(),
+        "low_light": LowLight(),
+    }
+
+
+PRESETS: dict[str, tuple[Callable[[], dict[str, nn.Module]], dict[str, str]]] = {
+    "3task": (
+        _preset_3task,
+        {"noise_15": "noise", "noise_25": "noise", "noise_50": "noise"}
+        | {"rain": "rain", "haze": "haze"},
+    ),
+    "5task": (
+        _preset_5task,
+        {n: n for n in ("noise", "rain", "haze", "blur", "low_light")},
+    ),
+}
+"""The mixes of the papers: ``"3task"`` has five tasks (noise at sigma 15, 25 and 50, rain, haze)
+of three kinds; ``"5task"`` has noise (sigma 25), rain, haze, motion blur and low light."""
+
+
+def make_mix(
+    preset: str | Sequence[str] = "3task",
+    *,
+    probs: Sequence[float] | None = None,
+    max_per_sample: int = 1,
+) -> DegradationMix:
+    """Build a :class:`DegradationMix` from a preset name or a list of degradation names.
+
+    Presets (:data:`PRESETS`):
+
+    - ``"3task"``: tasks ``noise_15``, ``noise_25``, ``noise_50``, ``rain``, ``haze``. The three
+      noise levels are three labels, as the PromptIR protocol trains them as three tasks, and one
+      kind ``"noise"`` (see :attr:`DegradationMix.kinds`). Noise is quantised to 8 bits.
+    - ``"5task"``: ``noise`` (sigma 25, the level the 5-task protocol tests), ``rain``, ``haze``,
+      ``blur`` (motion), ``low_light``.
+
+    A list picks names from :data:`DEGRADATIONS` with their default options.
+
+    Args:
+        preset: a preset name or a sequence of degradation names.
+        probs: task probabilities (uniform by default).
+        max_per_sample: maximum number of degradations per sample (see :class:`DegradationMix`).
+
+    Returns:
+        The mix.
+
+    Example:
+        >>> make_mix("3task").names
+        ('noise_15', 'noise_25', 'noise_50', 'rain', 'haze')
+        >>> make_mix("3task").kind_names
+        ('noise', 'rain', 'haze')
+    """
+    where = "make_mix"
+    if isinstance(preset, str):
+        check_choice(where, "preset", preset, PRESETS)
+        build, kinds = PRESETS[preset]
+        return DegradationMix(build(), kinds=kinds, probs=probs, max_per_sample=max_per_sample)
+    names = list(preset)
+    for name in names:
+        check_choice(where, "degradation name", name, DEGRADATIONS)
+    return DegradationMix(
+        {n: DEGRADATIONS[n]() for n in names}, probs=probs, max_per_sample=max_per_sample
+    )

@@ -1,0 +1,529 @@
+"""Per-image PSNR and SSIM as restoration papers report them, and an evaluator.
+
+:func:`psnr` and :func:`ssim` reproduce ``skimage.metrics.peak_signal_noise_ratio`` and
+``skimage.metrics.structural_similarity`` (7x7 uniform window, sample covariance, ``K1 = 0.01``,
+``K2 = 0.03``, mean over channels) image by image, batched in torch on any device. PSNR
+accumulates its mean squared error in float64 (float32 on devices without it, such as MPS); SSIM
+works in float64 for float64 inputs and in float32 otherwise, within 1e-6 of the float64 value.
+Both return the input's dtype. Unlike :func:`kornia.metrics.psnr` (MSE pooled over the whole
+batch) and :func:`kornia.metrics.ssim` (Gaussian window), the values match the published tables,
+which average per-image scores.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from contrastive_prompts._checks import (
+    InputError,
+    check_choice,
+    check_floating,
+    check_int_range,
+    check_positive,
+    check_same_shape,
+    check_shape,
+)
+
+__all__ = [
+    "EvaluationResult",
+    "crop_border",
+    "crop_to_multiple",
+    "evaluate",
+    "pad_to_multiple",
+    "psnr",
+    "rgb_to_y",
+    "ssim",
+]
+
+_REDUCTIONS = ("none", "mean", "sum")
+_SSIM_WIN = 7
+_SSIM_K1 = 0.01
+_SSIM_K2 = 0.03
+
+
+def _check_pair(where: str, x: object, y: object) -> None:
+    check_shape(where, "x", x, ("B", "C", "H", "W"))
+    check_shape(where, "y", y, ("B", "C", "H", "W"))
+    check_floating(where, "x", x)  # type: ignore[arg-type]
+    check_floating(where, "y", y)  # type: ignore[arg-type]
+    check_same_shape(where, "y", y, "x", x)  # type: ignore[arg-type]
+    if x.device != y.device:  # type: ignore[union-attr]
+        raise InputError(
+            f"{where}: expected y on the same device as x ({x.device}), got {y.device}"  # type: ignore[union-attr]
+        )
+
+
+def _work_dtype(x: Tensor) -> torch.dtype:
+    return torch.float32 if x.device.type == "mps" else torch.float64
+
+
+def _reduce(values: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return values.mean()
+    if reduction == "sum":
+        return values.sum()
+    return values
+
+
+def _prepare(
+    where: str, x: Tensor, y: Tensor, y_channel: bool, border: int
+) -> tuple[Tensor, Tensor]:
+    if y_channel:
+        x, y = rgb_to_y(x), rgb_to_y(y)
+    if border:
+        x, y = crop_border(x, border), crop_border(y, border)
+    return x, y
+
+
+def rgb_to_y(x: Tensor) -> Tensor:
+    r"""Luma of RGB images as Matlab's ``rgb2ycbcr`` computes it (ITU-R BT.601, studio swing).
+
+    $Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255$ for $R, G, B \in [0, 1]$, so
+    $Y \in [16/255, 235/255]$. Restoration papers report "PSNR on Y" with this definition.
+
+    Args:
+        x: RGB images in [0, 1].
+
+    Shape:
+        - x: $(B, 3, H, W)$.
+        - output: $(B, 1, H, W)$.
+
+    Returns:
+        The Y channel, in x's dtype.
+
+    Example:
+        >>> round(rgb_to_y(torch.ones(1, 3, 2, 2))[0, 0, 0, 0].item() * 255, 3)
+        235.0
+    """
+    check_shape("rgb_to_y", "x", x, ("B", 3, "H", "W"))
+    check_floating("rgb_to_y", "x", x)
+    w = torch.tensor([65.481, 128.553, 24.966], device=x.device, dtype=x.dtype)
+    return (16.0 + torch.einsum("bchw,c->bhw", x, w).unsqueeze(1)) / 255.0
+
+
+def crop_border(x: Tensor, border: int) -> Tensor:
+    """Remove ``border`` pixels from each side, as super-resolution and denoising protocols do.
+
+    Args:
+        x: images.
+        border: pixels to remove on each side (0 keeps the images).
+
+    Shape:
+        - x: $(B, C, H, W)$.
+        - output: $(B, C, H - 2 b, W - 2 b)$.
+
+    Returns:
+        A view of the cropped images.
+
+    Example:
+        >>> crop_border(torch.rand(1, 3, 10, 12), 2).shape
+        torch.Size([1, 3, 6, 8])
+    """
+    check_shape("crop_border", "x", x, ("B", "C", "H", "W"))
+    check_int_range("crop_border", "border", border, 0)
+    h, w = x.shape[-2:]
+    if 2 * border >= min(h, w):
+        raise InputError(
+            f"crop_border: expected border < half the image size {(h, w)}, got {border}"
+        )
+    return x[..., border : h - border, border : w - border] if border else x
+
+
+def pad_to_multiple(x: Tensor, multiple: int = 16, *, mode: str = "reflect") -> Tensor:
+    """Pad the bottom and right so that height and width are multiples of ``multiple``.
+
+    Crop back with ``out[..., :h, :w]``. ``"reflect"`` falls back to ``"replicate"`` along an axis
+    too short to reflect (a pad of at least its size).
+
+    Args:
+        x: images.
+        multiple: the size multiple (1 leaves the images as they are).
+        mode: ``"reflect"``, ``"replicate"`` or ``"constant"`` (zeros).
+
+    Shape:
+        - x: $(B, C, H, W)$.
+        - output: $(B, C, \\lceil H/m \\rceil m, \\lceil W/m \\rceil m)$.
+
+    Returns:
+        The padded images.
+
+    Example:
+        >>> pad_to_multiple(torch.rand(1, 3, 17, 30), 16).shape
+        torch.Size([1, 3, 32, 32])
+    """
+    where = "pad_to_multiple"
+    check_shape(where, "x", x, ("B", "C", "H", "W"))
+    check_int_range(where, "multiple", multiple, 1)
+    check_choice(where, "mode", mode, ("reflect", "replicate", "constant"))
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    # one axis at a time, so that only an axis too short to reflect falls back to replicate
+    if pw:
+        x = F.pad(x, (0, pw, 0, 0), mode="replicate" if mode == "reflect" and pw >= w else mode)
+    if ph:
+        x = F.pad(x, (0, 0, 0, ph), mode="replicate" if mode == "reflect" and ph >= h else mode)
+    return x
+
+
+def crop_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Crop the bottom and right so that height and width are multiples of ``multiple``.
+
+    Args:
+        x: images at least ``multiple`` pixels on each side.
+        multiple: the size multiple.
+
+    Shape:
+        - x: $(B, C, H, W)$.
+        - output: $(B, C, \\lfloor H/m \\rfloor m, \\lfloor W/m \\rfloor m)$.
+
+    Returns:
+        A view of the cropped images.
+
+    Example:
+        >>> crop_to_multiple(torch.rand(1, 3, 17, 30), 8).shape
+        torch.Size([1, 3, 16, 24])
+    """
+    where = "crop_to_multiple"
+    check_shape(where, "x", x, ("B", "C", "H", "W"))
+    check_int_range(where, "multiple", multiple, 1)
+    h, w = x.shape[-2:]
+    if h < multiple or w < multiple:
+        raise InputError(f"{where}: expected images of at least {multiple}x{multiple}, got {h}x{w}")
+    return x[..., : h - h % multiple, : w - w % multiple]
+
+
+def psnr(
+    x: Tensor,
+    y: Tensor,
+    *,
+    data_range: float = 1.0,
+    reduction: str = "none",
+    y_channel: bool = False,
+    border: int = 0,
+) -> Tensor:
+    r"""Peak signal-to-noise ratio per image, $10 \log_{10}(R^2 / \mathrm{MSE})$, in dB.
+
+    The MSE is taken over each image's channels and pixels (never pooled across the batch), as
+    ``skimage.metrics.peak_signal_noise_ratio(y, x, data_range=R)`` does. Identical images give
+    ``inf``.
+
+    Args:
+        x: restored images.
+        y: reference images.
+        data_range: $R$, the value range of the images (1 for [0, 1]).
+        reduction: ``"none"`` (per image), ``"mean"`` or ``"sum"`` over the batch.
+        y_channel: compare the BT.601 luma (:func:`rgb_to_y`) of RGB images.
+        border: pixels to crop from each side first (:func:`crop_border`).
+
+    Shape:
+        - x: $(B, C, H, W)$.
+        - y: same as ``x``.
+        - output: $(B,)$ with ``reduction="none"``, else a scalar.
+
+    Returns:
+        PSNR in dB in x's dtype; the mean squared error is accumulated in float64.
+
+    Example:
+        >>> x = torch.full((2, 3, 8, 8), 0.5)
+        >>> psnr(x + 0.1, x)
+        tensor([20.0000, 20.0000])
+    """
+    where = "psnr"
+    _check_pair(where, x, y)
+    check_positive(where, "data_range", data_range)
+    check_choice(where, "reduction", reduction, _REDUCTIONS)
+    xd, yd = _prepare(where, x, y, y_channel, border)
+    # the squared error of float32 images in float32, accumulated in float64: within 1e-6 dB
+    # of a full float64 computation at a third of the cost
+    dt = torch.float64 if xd.dtype == torch.float64 else torch.float32
+    sq = (xd.to(dt) - yd.to(dt)).square()
+    mse = sq.mean(dim=(1, 2, 3), dtype=_work_dtype(xd))
+    values = 10 * torch.log10(data_range**2 / mse)
+    return _reduce(values, reduction).to(x.dtype)
+
+
+def _box_mean(t: Tensor) -> Tensor:
+    # 7x7 mean over the valid region: the same numbers as scipy's uniform_filter after skimage
+    # crops its 3-pixel border. Sums over unfolded views beat avg_pool2d and conv2d on the CPU.
+    n = _SSIM_WIN
+    return t.unfold(2, n, 1).sum(-1).unfold(3, n, 1).sum(-1) / (n * n)
+
+
+def _ssim_map_mean(xd: Tensor, yd: Tensor, data_range: float) -> Tensor:
+    c = xd.shape[1]
+    # the five local statistics in one pass
+    stats = _box_mean(torch.cat([xd, yd, xd * xd, yd * yd, xd * yd], dim=1))
+    mx, my, mxx, myy, mxy = stats.split(c, dim=1)
+    n = _SSIM_WIN * _SSIM_WIN
+    cov_norm = n / (n - 1)  # sample covariance, as skimage's default
+    vx = cov_norm * (mxx - mx * mx)
+    vy = cov_norm * (myy - my * my)
+    vxy = cov_norm * (mxy - mx * my)
+    c1 = (_SSIM_K1 * data_range) ** 2
+    c2 = (_SSIM_K2 * data_range) ** 2
+    s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return s.mean(dim=(1, 2, 3))
+
+
+def ssim(
+    x: Tensor,
+    y: Tensor,
+    *,
+    data_range: float = 1.0,
+    reduction: str = "none",
+    y_channel: bool = False,
+    border: int = 0,
+) -> Tensor:
+    r"""Structural similarity per image, exactly as ``skimage.metrics.structural_similarity``.
+
+    With 7x7 uniform-window means $\mu$, sample (co)variances $\sigma$ (normalised by $N - 1$,
+    $N = 49$), $C_1 = (0.01 R)^2$ and $C_2 = (0.03 R)^2$,
+
+    $\mathrm{SSIM} = \frac{(2 \mu_x \mu_y + C_1)(2 \sigma_{xy} + C_2)}
+    {(\mu_x^2 + \mu_y^2 + C_1)(\sigma_x^2 + \sigma_y^2 + C_2)}$
+
+    is averaged over the windows that fit inside the image (skimage's 3-pixel border crop) and
+    over channels, image by image.
+
+    Args:
+        x: restored images, at least 7x7 (after ``y_channel`` and ``border``).
+        y: reference images.
+        data_range: $R$, the value range of the images (1 for [0, 1]).
+        reduction: ``"none"`` (per image), ``"mean"`` or ``"sum"`` over the batch.
+        y_channel: compare the BT.601 luma (:func:`rgb_to_y`) of RGB images.
+        border: pixels to crop from each side first (:func:`crop_border`).
+
+    Shape:
+        - x: $(B, C, H, W)$.
+        - y: same as ``x``.
+        - output: $(B,)$ with ``reduction="none"``, else a scalar.
+
+    Returns:
+        SSIM in [-1, 1] in x's dtype, computed in float64 for float64 inputs and in float32
+        otherwise (within 1e-6 of the float64 value; scikit-image also works in float32 on
+        float32 arrays).
+
+    Example:
+        >>> x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        >>> ssim(x, x)
+        tensor([1., 1.])
+    """
+    where = "ssim"
+    _check_pair(where, x, y)
+    check_positive(where, "data_range", data_range)
+    check_choice(where, "reduction", reduction, _REDUCTIONS)
+    xd, yd = _prepare(where, x, y, y_channel, border)
+    h, w = xd.shape[-2:]
+    if h < _SSIM_WIN or w < _SSIM_WIN:
+        raise InputError(
+            f"{where}: expected images of at least {_SSIM_WIN}x{_SSIM_WIN} pixels"
+            f"{' after the border crop' if border else ''}, got {h}x{w}"
+        )
+    b, c = xd.shape[:2]
+    if b == 0:
+        return _reduce(x.new_zeros(0), reduction)
+    # chunks of about 2**20 pixels keep the intermediates in cache: several times faster than
+    # one pass over a large batch, and a bounded memory
+    # float32 keeps the error below 1e-6 (measured against float64 on real photos and on flat,
+    # bright, low-contrast images) at twice the speed; float64 inputs stay in float64
+    dt = torch.float64 if xd.dtype == torch.float64 else torch.float32
+    chunk = max(1, 2**20 // (c * h * w))
+    values = torch.cat(
+        [
+            _ssim_map_mean(xd[i : i + chunk].to(dt), yd[i : i + chunk].to(dt), data_range)
+            for i in range(0, b, chunk)
+        ]
+    )
+    return _reduce(values, reduction).to(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation
+
+
+@dataclass
+class EvaluationResult:
+    """Per-degradation mean PSNR / SSIM from :func:`evaluate`.
+
+    Attributes:
+        names: the name of each label, in label order (labels never seen are left out).
+        psnr: mean PSNR per name (dB).
+        ssim: mean SSIM per name.
+        count: number of images per name.
+        per_image: ``(label, psnr, ssim)`` for every image, in order.
+    """
+
+    names: list[str]
+    psnr: dict[str, float]
+    ssim: dict[str, float]
+    count: dict[str, int]
+    per_image: list[tuple[int, float, float]] = field(default_factory=list, repr=False)
+
+    @property
+    def average_psnr(self) -> float:
+        """Mean over degradations of the per-degradation mean PSNR (each degradation weighs 1)."""
+        vals = [self.psnr[n] for n in self.names]
+        return sum(vals) / len(vals) if vals else math.nan
+
+    @property
+    def average_ssim(self) -> float:
+        """Mean over degradations of the per-degradation mean SSIM."""
+        vals = [self.ssim[n] for n in self.names]
+        return sum(vals) / len(vals) if vals else math.nan
+
+    def to_markdown(self, *, digits: int = 2, ssim_digits: int = 4) -> str:
+        """A Markdown table: one row per degradation and an ``average`` row.
+
+        Example:
+            >>> r = EvaluationResult(["noise"], {"noise": 30.0}, {"noise": 0.9}, {"noise": 2})
+            >>> print(r.to_markdown())
+            | degradation | images | PSNR (dB) | SSIM |
+            |---|---:|---:|---:|
+            | noise | 2 | 30.00 | 0.9000 |
+            | average | 2 | 30.00 | 0.9000 |
+        """
+        lines = ["| degradation | images | PSNR (dB) | SSIM |", "|---|---:|---:|---:|"]
+        for n in self.names:
+            lines.append(
+                f"| {n} | {self.count[n]} | {self.psnr[n]:.{digits}f} | "
+                f"{self.ssim[n]:.{ssim_digits}f} |"
+            )
+        total = sum(self.count.values())
+        lines.append(
+            f"| average | {total} | {self.average_psnr:.{digits}f} | "
+            f"{self.average_ssim:.{ssim_digits}f} |"
+        )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+
+def _batches(data: object) -> Iterable[tuple[Tensor, Tensor, Tensor]]:
+    """Yield ``(degraded, clean, labels)`` batches from a map-style dataset or an iterable."""
+    if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
+        for i in range(len(data)):  # type: ignore[arg-type]
+            degraded, clean, label = data[i]
+            yield degraded.unsqueeze(0), clean.unsqueeze(0), torch.as_tensor(label).view(1)
+        return
+    for item in data:  # type: ignore[attr-defined]
+        degraded, clean, label = item
+        if degraded.ndim == 3:
+            degraded, clean = degraded.unsqueeze(0), clean.unsqueeze(0)
+        yield degraded, clean, torch.as_tensor(label).reshape(-1)
+
+
+def _names_of(data: object) -> dict[int, str] | None:
+    """Label names from ``data.names``, a loader's dataset or the parts of a ConcatDataset."""
+    names = getattr(data, "names", None)
+    if names is not None:
+        return dict(names) if isinstance(names, Mapping) else dict(enumerate(names))
+    if isinstance(data, torch.utils.data.ConcatDataset):
+        merged: dict[int, str] = {}
+        for part in data.datasets:
+            merged.update(_names_of(part) or {})
+        return merged or None
+    inner = getattr(data, "dataset", None)
+    return _names_of(inner) if inner is not None else None
+
+
+def evaluate(
+    model: Callable[[Tensor], Tensor],
+    data: object,
+    *,
+    names: Sequence[str] | Mapping[int, str] | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    pad_multiple: int = 16,
+    y_channel: bool = False,
+    border: int = 0,
+) -> EvaluationResult:
+    """Run ``model`` over ``(degraded, clean, label)`` items and tabulate PSNR / SSIM per label.
+
+    Each input is padded (reflect) to a multiple of ``pad_multiple``, restored under
+    :func:`torch.no_grad`, cropped back and clamped to [0, 1]; PSNR and SSIM are computed per
+    image (:func:`psnr`, :func:`ssim`) and averaged per label. A :class:`torch.nn.Module` is put in
+    eval mode for the run and restored afterwards.
+
+    Args:
+        model: any callable ``model(x) -> y`` on ``(B, C, H, W)`` batches.
+        data: a map-style dataset yielding ``(degraded, clean, label)`` with ``(C, H, W)`` images
+            (evaluated one image at a time, so sizes may differ), or a loader / iterable of
+            batches ``(B, C, H, W)``, ``(B, C, H, W)``, ``(B,)``.
+        names: label names (a sequence indexed by label or a mapping); by default
+            ``data.names`` when the dataset has it, else the label numbers.
+        device: where to run; by default the device of the model's first parameter, else CPU.
+        dtype: the dtype of the inputs; by default the model's parameter dtype, else the data's.
+        pad_multiple: size multiple the model needs (1 disables padding).
+        y_channel: score the BT.601 luma of RGB images.
+        border: pixels to crop from each side before scoring.
+
+    Returns:
+        The per-degradation table.
+
+    Example:
+        >>> data = [(torch.full((1, 3, 8, 8), 0.5), torch.full((1, 3, 8, 8), 0.6), 0)]
+        >>> r = evaluate(lambda x: x, data, names=["noise"])
+        >>> round(r.psnr["noise"], 2)
+        20.0
+    """
+    where = "evaluate"
+    if not callable(model):
+        raise InputError(f"{where}: expected model to be callable, got {type(model).__name__}")
+    check_int_range(where, "pad_multiple", pad_multiple, 1)
+    if names is None:
+        names = _names_of(data)
+    params = list(model.parameters()) if isinstance(model, torch.nn.Module) else []
+    if device is None:
+        device = params[0].device if params else torch.device("cpu")
+    if dtype is None and params:
+        dtype = params[0].dtype
+    was_training = isinstance(model, torch.nn.Module) and model.training
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+
+    sums: dict[int, list[float]] = {}
+    per_image: list[tuple[int, float, float]] = []
+    try:
+        with torch.no_grad():
+            for degraded, clean, labels in _batches(data):
+                degraded = degraded.to(device=device, dtype=dtype or degraded.dtype)
+                clean = clean.to(device=device, dtype=degraded.dtype)
+                h, w = degraded.shape[-2:]
+                out = model(pad_to_multiple(degraded, pad_multiple))
+                out = out[..., :h, :w].clamp(0, 1)
+                p = psnr(out, clean, y_channel=y_channel, border=border).double().cpu()
+                s = ssim(out, clean, y_channel=y_channel, border=border).double().cpu()
+                for lab, pv, sv in zip(labels.tolist(), p.tolist(), s.tolist(), strict=True):
+                    lab = int(lab)
+                    acc = sums.setdefault(lab, [0.0, 0.0, 0])
+                    acc[0] += pv
+                    acc[1] += sv
+                    acc[2] += 1
+                    per_image.append((lab, pv, sv))
+    finally:
+        if was_training:
+            model.train()  # type: ignore[union-attr]
+
+    def name_of(label: int) -> str:
+        if names is None:
+            return str(label)
+        if isinstance(names, Mapping):
+            return str(names.get(label, label))
+        return str(names[label]) if 0 <= label < len(names) else str(label)
+
+    order = sorted(sums)
+    table_names = [name_of(k) for k in order]
+    return EvaluationResult(
+        names=table_names,
+        psnr={name_of(k): sums[k][0] / sums[k][2] for k in order},
+        ssim={name_of(k): sums[k][1] / sums[k][2] for k in order},
+        count={name_of(k): int(sums[k][2]) for k in order},
+        per_image=per_image,
+    )

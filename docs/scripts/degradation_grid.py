@@ -1,0 +1,66 @@
+"""Draw the degradation gallery of docs/degradations.md into docs/images/degradations.png.
+
+Run from the repository root: ``python docs/scripts/degradation_grid.py``. The picture is
+deterministic (fixed seed) and uses scikit-image's bundled ``chelsea`` photo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+from PIL import Image
+
+from contrastive_prompts import degradations as D
+from contrastive_prompts.data import sample_images
+
+PANELS = [
+    ("clean", None),
+    ("gaussian_noise (sigma 25)", lambda x, g: D.gaussian_noise(x, 25.0, generator=g)),
+    ("haze (beta 0.12)", lambda x, g: D.haze(x, 0.12, generator=g)),
+    ("rain_streaks", lambda x, g: D.rain_streaks(x, generator=g)),
+    ("gaussian_blur (sigma 2)", lambda x, g: D.gaussian_blur(x, 2.0, generator=g)),
+    ("motion_blur (length 15)", lambda x, g: D.motion_blur(x, 15.0, angle=30.0, generator=g)),
+    ("low_light", lambda x, g: D.low_light(x, generator=g)),
+    ("jpeg_compression (q 15)", lambda x, g: D.jpeg_compression(x, 15.0, generator=g)),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="docs/images/degradations.png")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=160, help="side of each panel in pixels")
+    args = parser.parse_args()
+
+    image = sample_images(["chelsea"])["chelsea"]
+    # a square crop around the cat's face, downscaled to the panel size
+    crop = image[:, 20:300, 80:360][None]
+    x = torch.nn.functional.interpolate(crop, size=(args.size, args.size), mode="area")
+
+    fig, axes = plt.subplots(2, 4, figsize=(8, 4.4), dpi=100)
+    for ax, (title, fn) in zip(axes.flat, PANELS, strict=True):
+        gen = torch.Generator().manual_seed(args.seed)
+        y = x if fn is None else fn(x, gen)
+        ax.imshow(y[0].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    # a 256-colour palette keeps the file small (photographs compress badly as RGB PNG)
+    picture = Image.open(buffer).convert("RGB").quantize(colors=256, dither=Image.Dither.NONE)
+    picture.save(out, optimize=True)
+    print(f"wrote {out} ({out.stat().st_size // 1024} KB)")
+
+
+if __name__ == "__main__":
+    main()
