@@ -42,6 +42,8 @@ class ModelConfig:
         prompt_heads: attention heads of the fusion blocks.
         num_prompts: experts per prompt bank.
         top_k: experts kept per sample (1 for CPL, ``num_prompts`` reproduces PromptIR).
+        use_prompts: ``False`` removes the prompts, keeping each stage's transformer block and
+            1x1 convolution: the same network without prompting, as a baseline.
     """
 
     dim: int = 48
@@ -54,6 +56,7 @@ class ModelConfig:
     prompt_heads: int = 4
     num_prompts: int = 5
     top_k: int = 1
+    use_prompts: bool = True
 
 
 PRESETS: dict[str, ModelConfig] = {
@@ -150,6 +153,15 @@ class SparsePromptIR(nn.Module):
         stage_dims = (c * 2, c * 4, c * 8)  # prompt1, prompt2, prompt3
         out_dims = (c * 2, c * 4, c * 4)
         for i in range(3):
+            if not config.use_prompts:
+                self.add_module(
+                    f"fusion{i + 1}",
+                    nn.Sequential(
+                        TransformerBlock(stage_dims[i], config.prompt_heads, f),
+                        nn.Conv2d(stage_dims[i], out_dims[i], 1, bias=False),
+                    ),
+                )
+                continue
             self.add_module(
                 f"prompt{i + 1}",
                 SparsePrompt(
@@ -198,16 +210,22 @@ class SparsePromptIR(nn.Module):
         check_int_range(where, "top_k", config.top_k, 1, config.num_prompts)
         widths = (config.dim * 2, config.dim * 4, config.dim * 8)
         for width, prompt_dim in zip(widths, config.prompt_dims, strict=True):
-            if (width + prompt_dim) % config.prompt_heads:
+            width += prompt_dim if config.use_prompts else 0
+            if width % config.prompt_heads:
                 raise InputError(
                     f"{where}: expected prompt_heads={config.prompt_heads} to divide every "
-                    f"fusion width (channels + prompt_dims), got {width + prompt_dim}"
+                    f"fusion width (channels + prompt_dims), got {width}"
                 )
 
     @property
-    def prompt_stages(self) -> tuple[tuple[SparsePrompt, PromptFusion], ...]:
-        """``(prompt, fusion)`` pairs in decoder order: prompt3, prompt2, prompt1."""
-        return tuple((getattr(self, f"prompt{i}"), getattr(self, f"fusion{i}")) for i in (3, 2, 1))
+    def prompt_stages(self) -> tuple[tuple[SparsePrompt | None, nn.Module], ...]:
+        """``(prompt, fusion)`` pairs in decoder order: prompt3, prompt2, prompt1.
+
+        ``prompt`` is ``None`` when the model has no prompts.
+        """
+        return tuple(
+            (getattr(self, f"prompt{i}", None), getattr(self, f"fusion{i}")) for i in (3, 2, 1)
+        )
 
     # -- the two halves ---------------------------------------------------------------------
 
@@ -246,14 +264,18 @@ class SparsePromptIR(nn.Module):
             (self.up2_1, enc1, None, self.decoder_level1),
         )
         for (prompt, fusion), (up, skip, reduce, level) in zip(stages, skips_and_ups, strict=True):
-            if negative:
-                p, routing = prompt.negative(
-                    h, generator=generator, labels=labels, return_routing=True
-                )
+            if prompt is None:
+                h = fusion(h)
             else:
-                p, routing = prompt(h, return_routing=True)
-            routings.append(routing)
-            h = torch.cat([up(fusion(h, p)), skip], dim=1)
+                if negative:
+                    p, routing = prompt.negative(
+                        h, generator=generator, labels=labels, return_routing=True
+                    )
+                else:
+                    p, routing = prompt(h, return_routing=True)
+                routings.append(routing)
+                h = fusion(h, p)
+            h = torch.cat([up(h), skip], dim=1)
             h = level(reduce(h) if reduce is not None else h)
         out = self.output(self.refinement(h)) + x
         return out, tuple(reversed(routings))
@@ -332,6 +354,8 @@ class SparsePromptIR(nn.Module):
             (torch.Size([2, 3, 16, 16]), torch.Size([2, 3, 3, 16, 16]))
         """
         where = "SparsePromptIR.forward_with_negatives"
+        if not self.config.use_prompts:
+            raise InputError(f"{where}: expected a model with prompts, got use_prompts=False")
         check_int_range(where, "num_negatives", num_negatives, 1)
         if chunk_size is not None:
             check_int_range(where, "chunk_size", chunk_size, 1)

@@ -297,3 +297,14 @@ def test_bad_arguments(tiny):
 def test_presets_are_named_argument_sets():
     assert SparsePromptIR("small").config == PRESETS["small"]
     assert SparsePromptIR("tiny", dim=8).config.dim == 8
+
+
+def test_model_without_prompts_is_a_plain_baseline():
+    model = SparsePromptIR("tiny", use_prompts=False)
+    assert not any(name.startswith("prompt") for name, _ in model.named_parameters())
+    out, routing = model(torch.rand(1, 3, 20, 20), return_routing=True)
+    assert out.shape == (1, 3, 20, 20) and routing == ()
+    parts = CPLObjective(weight=0.0)(model, torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
+    parts.loss.backward()
+    with pytest.raises(InputError, match="expected a model with prompts, got use_prompts=False"):
+        model.forward_with_negatives(torch.rand(1, 3, 8, 8), num_negatives=1)
