@@ -31,10 +31,12 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "SAMPLE_HELD_OUT",
     "SAMPLE_TRAIN",
+    "DegradedCopies",
     "NoisyDataset",
     "PairedDataset",
     "SyntheticDataset",
     "cbsd68",
+    "degraded_copies",
     "gopro",
     "list_images",
     "lol",
@@ -252,6 +254,68 @@ def sample_split() -> tuple[list[Tensor], list[Tensor]]:
     """
     images = sample_images()
     return [images[n] for n in SAMPLE_TRAIN], [images[n] for n in SAMPLE_HELD_OUT]
+
+
+class DegradedCopies(Dataset):
+    """Every image under every degradation of a mix, degraded once with a fixed seed.
+
+    The held-out set of the demo and the trainer's default validation: image ``i`` under task
+    ``l`` is degraded by a generator seeded by ``(seed, i, l)``, so every run scores the same
+    inputs.
+
+    Args:
+        images: ``(C, H, W)`` tensors in [0, 1].
+        mix: the degradations (a :class:`~contrastive_prompts.degradations.DegradationMix` or a
+            preset name).
+        crop: centre crop side (``None`` keeps whole images).
+        seed: the degradation seed.
+
+    Attributes:
+        names: the mix's task names; labels index them.
+
+    Example:
+        >>> copies = DegradedCopies([torch.rand(3, 20, 20)], "3task", crop=16)
+        >>> len(copies), copies[4][2].item(), copies.names[4]
+        (5, 4, 'haze')
+    """
+
+    def __init__(
+        self,
+        images: Sequence[Tensor],
+        mix: DegradationMix | str = "3task",
+        *,
+        crop: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        mix = mix if isinstance(mix, DegradationMix) else make_mix(mix)
+        self.names = mix.names
+        self.items: list[tuple[Tensor, Tensor, Tensor]] = []
+        for i, image in enumerate(images):
+            clean = _to_chw("DegradedCopies", i, image)
+            if crop is not None:
+                h, w = clean.shape[-2:]
+                clean = _center_crop_to(clean, min(crop, h), min(crop, w))
+            for label in range(len(mix.names)):
+                gen = torch.Generator().manual_seed((seed * 1_000_003 + i) * 1_009 + label)
+                degraded = mix.apply(clean[None], torch.tensor([label]), generator=gen)[0]
+                self.items.append((degraded, clean, torch.tensor(label)))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
+        return self.items[index]
+
+
+def degraded_copies(
+    images: Sequence[Tensor],
+    mix: DegradationMix | str = "3task",
+    *,
+    crop: int | None = None,
+    seed: int = 0,
+) -> DegradedCopies:
+    """:class:`DegradedCopies` of ``images``: each under every degradation of ``mix``."""
+    return DegradedCopies(images, mix, crop=crop, seed=seed)
 
 
 # ----------------------------------------------------------------------------------------------

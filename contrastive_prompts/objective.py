@@ -49,6 +49,9 @@ class CPLObjective(nn.Module):
         loss: the contrastive loss; :class:`~contrastive_prompts.ContrastivePromptLoss` by default.
         balance_weight: $\beta$ of :func:`~contrastive_prompts.load_balance_loss`.
         num_labels: rows of the expert-use counts (defaults to the largest label + 1).
+        label_negatives: also give the labels to the negatives, which then favour experts that
+            other degradations use (CPL itself draws them without labels). Labels always feed
+            the expert-use counts.
         chunk_size: rows per decoder pass for the negatives (see
             :meth:`~contrastive_prompts.SparsePromptIR.forward_with_negatives`); all at once by
             default.
@@ -70,6 +73,7 @@ class CPLObjective(nn.Module):
         balance_weight: float = 0.0,
         num_labels: int | None = None,
         chunk_size: int | None = None,
+        label_negatives: bool = False,
     ) -> None:
         super().__init__()
         check_positive("CPLObjective", "weight", weight, allow_zero=True)
@@ -80,6 +84,7 @@ class CPLObjective(nn.Module):
         if chunk_size is not None:
             check_int_range("CPLObjective", "chunk_size", chunk_size, 1)
         self.chunk_size = chunk_size
+        self.label_negatives = label_negatives
         self.loss = loss if loss is not None else ContrastivePromptLoss()
 
     def extra_repr(self) -> str:
@@ -112,7 +117,7 @@ class CPLObjective(nn.Module):
                 degraded,
                 num_negatives=self.num_negatives,
                 generator=generator,
-                labels=labels,
+                labels=labels if self.label_negatives else None,
                 chunk_size=self.chunk_size,
             )
             cpr = self.loss(output, clean, negatives)

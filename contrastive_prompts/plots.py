@@ -1,0 +1,119 @@
+"""PNG plots of a training run: loss curves, validation PSNR, expert use per degradation.
+
+Needs matplotlib (``pip install contrastive-prompts[examples]``); without it the plots are skipped
+with a warning and training goes on.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["plot_training"]
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        warnings.warn(
+            "matplotlib is not installed: no plots (pip install matplotlib)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return plt
+
+
+def _smooth(values: Sequence[float], window: int) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    if len(values) < window or window < 2:
+        return values
+    kernel = np.ones(window) / window
+    head = np.array([values[: i + 1].mean() for i in range(window - 1)])
+    return np.concatenate([head, np.convolve(values, kernel, mode="valid")])
+
+
+def plot_training(
+    history: Sequence[dict[str, Any]],
+    validations: Sequence[dict[str, Any]],
+    label_names: Sequence[str],
+    out_dir: str | Path,
+) -> list[Path]:
+    """Write ``loss.png``, ``validation.png`` (if validated) and ``experts.png`` to ``out_dir``.
+
+    Args:
+        history: per-step records with ``step``, ``loss``, ``l1``, ``cpr`` and
+            ``expert_counts`` (per prompt stage, ``(labels, experts)`` counts).
+        validations: records with ``step`` and ``psnr`` (``{name: dB}``).
+        label_names: the degradation of each label.
+        out_dir: the folder to write to.
+
+    Returns:
+        The paths written.
+    """
+    plt = _pyplot()
+    if plt is None or not history:
+        return []
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    steps = [r["step"] for r in history]
+    window = max(1, len(history) // 50)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for key in ("loss", "l1"):
+        axes[0].plot(steps, _smooth([r[key] for r in history], window), label=key)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("step")
+    axes[0].set_title("training loss (smoothed)")
+    axes[0].legend()
+    axes[1].plot(steps, _smooth([r["cpr"] for r in history], window), color="tab:green")
+    axes[1].set_xlabel("step")
+    axes[1].set_title("contrastive prompt term")
+    fig.tight_layout()
+    written.append(out_dir / "loss.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    if validations:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        v_steps = [v["step"] for v in validations]
+        for name in validations[-1]["psnr"]:
+            ax.plot(v_steps, [v["psnr"].get(name, np.nan) for v in validations], "o-", label=name)
+        ax.set_xlabel("step")
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_title("validation PSNR per degradation (EMA weights)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        written.append(out_dir / "validation.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+
+    stages = [r["expert_counts"] for r in history if r.get("expert_counts")]
+    if stages:
+        recent = stages[-max(1, len(stages) // 4) :]  # the last quarter of training
+        totals = np.sum(np.asarray(recent, dtype=float), axis=0)  # (stages, labels, experts)
+        fig, axes = plt.subplots(1, len(totals), figsize=(3.6 * len(totals), 3.2), squeeze=False)
+        for i, (ax, counts) in enumerate(zip(axes[0], totals, strict=True)):
+            share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+            ax.imshow(share, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+            ax.set_yticks(range(len(label_names)), labels=label_names, fontsize=8)
+            ax.set_xticks(range(share.shape[1]))
+            ax.set_xlabel("expert")
+            ax.set_title(f"prompt{i + 1}: expert use")
+            for (row, col), value in np.ndenumerate(share):
+                ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if value < 0.6 else "black")  # fmt: skip
+        fig.tight_layout()
+        written.append(out_dir / "experts.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    return written

@@ -1,0 +1,666 @@
+"""Training an all-in-one restorer with Contrastive Prompt Learning.
+
+:class:`Trainer` runs the whole loop: AdamW with warm-up then cosine decay, ``L1 + lambda * CPR``
+through :class:`~contrastive_prompts.CPLObjective`, EMA weights, gradient clipping, mixed
+precision, periodic validation with the protocol metrics, a progress line, JSON-lines logs, PNG
+plots and checkpoints that resume exactly. Under ``torchrun`` it trains with
+DistributedDataParallel (NCCL on GPUs, gloo on CPUs); rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ._checks import InputError, check_choice, check_int_range, check_positive
+from .data import SyntheticDataset, degraded_copies, sample_split
+from .degradations import make_mix
+from .features import FilterFeatures, PixelFeatures, VGG16Features
+from .loss import MODES, ContrastivePromptLoss
+from .metrics import EvaluationResult, evaluate
+from .model import PRESETS, SparsePromptIR
+from .objective import CPLObjective
+
+__all__ = [
+    "RECIPES",
+    "CheckpointError",
+    "TrainConfig",
+    "Trainer",
+    "load_checkpoint_model",
+]
+
+CHECKPOINT_FORMAT = "contrastive_prompts.checkpoint/1"
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or does not fit the run it is loaded into."""
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run; a recipe is a named instance.
+
+    Attributes:
+        preset: model size (:data:`~contrastive_prompts.PRESETS`).
+        top_k: experts per prompt (1 for CPL, 5 for PromptIR's dense prompts).
+        use_prompts: ``False`` trains the same network without prompts.
+        data: folders or files of clean images, degraded on the fly; empty for the photos that
+            ship with scikit-image (training split).
+        mix: degradation mix, ``"3task"`` or ``"5task"``.
+        crop: side of the random training crops.
+        batch_size: images per step and process.
+        workers: DataLoader worker processes.
+        cpr_weight: lambda of the contrastive term (0 trains with L1 alone).
+        num_negatives: negatives per image.
+        cpr_mode: ``"infonce"``, ``"ratio"`` or ``"subtractive"``.
+        cpr_features: ``"filters"``, ``"pixels"`` or ``"vgg16:<weights file>"``.
+        temperature: InfoNCE temperature.
+        balance_weight: weight of the expert-balance loss.
+        use_labels: give degradation labels to the negatives (other degradations' experts first).
+        chunk_size: rows per decoder pass for the negatives (all at once when ``None``).
+        steps: optimisation steps.
+        lr: peak learning rate.
+        betas: AdamW betas.
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps before the cosine decay.
+        min_lr: learning rate at the end of the cosine.
+        grad_clip: maximum gradient norm (``None`` or 0 disables clipping).
+        ema_decay: decay of the EMA weights used for validation and saved for inference.
+        precision: ``"fp32"``, ``"bf16"`` (CPU or GPU) or ``"fp16"`` (GPU, with loss scaling).
+        seed: seeds the model, the data stream and the negatives.
+        val_every: validate every this many steps (and at the end); 0 only at the end.
+        val_crop: centre crop of the held-out images for validation (``None``: whole images).
+        log_every: log and refresh the progress line every this many steps.
+        save_every: write a checkpoint every this many steps (and at the end).
+        out_dir: where logs, plots and checkpoints go.
+        device: ``"auto"`` (the process's GPU if any, else CPU), ``"cpu"``, ``"cuda"``...
+    """
+
+    preset: str = "tiny"
+    top_k: int = 1
+    use_prompts: bool = True
+    data: list[str] = field(default_factory=list)
+    mix: str = "3task"
+    crop: int = 64
+    batch_size: int = 4
+    workers: int = 0
+    cpr_weight: float = 0.1
+    num_negatives: int = 2
+    cpr_mode: str = "infonce"
+    cpr_features: str = "filters"
+    temperature: float = 0.1
+    balance_weight: float = 0.0
+    use_labels: bool = False
+    chunk_size: int | None = None
+    steps: int = 1000
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    min_lr: float = 1e-6
+    grad_clip: float | None = 1.0
+    ema_decay: float = 0.999
+    precision: str = "fp32"
+    seed: int = 0
+    val_every: int = 0
+    val_crop: int | None = 128
+    log_every: int = 10
+    save_every: int = 500
+    out_dir: str = "runs/cpl"
+    device: str = "auto"
+
+    def validate(self) -> None:
+        where = "TrainConfig"
+        check_choice(where, "preset", self.preset, PRESETS)
+        check_choice(where, "mix", self.mix, ("3task", "5task"))
+        check_choice(where, "cpr_mode", self.cpr_mode, MODES)
+        check_choice(where, "precision", self.precision, PRECISIONS)
+        if not (
+            self.cpr_features in ("filters", "pixels") or self.cpr_features.startswith("vgg16:")
+        ):
+            raise InputError(
+                f"{where}: expected cpr_features 'filters', 'pixels' or 'vgg16:<weights file>', "
+                f"got {self.cpr_features!r}"
+            )
+        for name in ("crop", "batch_size", "steps", "num_negatives", "log_every", "save_every"):
+            check_int_range(where, name, getattr(self, name), 1)
+        for name in ("workers", "warmup_steps", "val_every", "seed"):
+            check_int_range(where, name, getattr(self, name), 0)
+        check_positive(where, "lr", self.lr)
+        check_positive(where, "temperature", self.temperature)
+        check_positive(where, "cpr_weight", self.cpr_weight, allow_zero=True)
+        check_positive(where, "balance_weight", self.balance_weight, allow_zero=True)
+        if not 0 <= self.ema_decay < 1:
+            raise InputError(f"{where}: expected ema_decay in [0, 1), got {self.ema_decay}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"TrainConfig: expected fields among {sorted(known)}, got {unknown}")
+        values = dict(values)
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        return cls(**values)
+
+
+RECIPES: dict[str, TrainConfig] = {
+    # The demo: a few minutes on a 2-core CPU, on the photos that ship with scikit-image.
+    "demo": TrainConfig(
+        preset="tiny", crop=64, batch_size=4, steps=600, lr=1e-3, warmup_steps=30,
+        num_negatives=2, val_every=200, save_every=200, out_dir="results/demo/run",
+    ),
+    # The papers' recipe (METHOD.md section 4): PromptIR's architecture, 128x128 crops, batch 8
+    # per GPU, AdamW lr 2e-4 with betas (0.9, 0.9) as CPL's released config, EMA 0.999, warm-up
+    # for 1/8 of training (PromptIR: 15 of 120 epochs), cosine decay, 4 negatives.
+    "paper": TrainConfig(
+        preset="base", crop=128, batch_size=8, steps=300_000, lr=2e-4, betas=(0.9, 0.9),
+        warmup_steps=37_500, min_lr=1e-6, ema_decay=0.999, num_negatives=4, workers=8,
+        val_every=10_000, save_every=5_000, val_crop=None, out_dir="runs/paper",
+    ),
+}  # fmt: skip
+
+
+# -- distributed helpers -----------------------------------------------------------------------
+
+
+def _world() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` from torchrun's environment (1 process without it)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _resolve_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+    return device
+
+
+class StepBatchSampler(Sampler[list[tuple[int, int]]]):
+    """This process's share of the global batch of every step, from ``start_step`` on.
+
+    The data stream is a sequence of epochs, each a permutation of the dataset seeded by
+    ``(seed, epoch)``. Step ``s`` takes the global positions ``[s * G, (s + 1) * G)`` of that
+    stream (``G = batch_size * world_size``), and rank ``r`` the ``r``-th slice of them: a
+    distributed sampler whose position is a function of the step alone, so a resumed run reads
+    exactly what an uninterrupted one would. Items are ``(epoch, index)``.
+    """
+
+    def __init__(
+        self,
+        length: int,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        start_step: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if length < 1:
+            raise InputError("StepBatchSampler: expected a non-empty dataset, got length 0")
+        self.length, self.batch_size, self.seed = length, batch_size, seed
+        self.start_step, self.rank, self.world_size = start_step, rank, world_size
+        self._perms: dict[int, list[int]] = {}
+
+    def _perm(self, epoch: int) -> list[int]:
+        if epoch not in self._perms:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perms = {epoch: torch.randperm(self.length, generator=g).tolist()}
+        return self._perms[epoch]
+
+    def batch(self, step: int) -> list[tuple[int, int]]:
+        first = (step * self.world_size + self.rank) * self.batch_size
+        out = []
+        for position in range(first, first + self.batch_size):
+            epoch, i = divmod(position, self.length)
+            out.append((epoch, self._perm(epoch)[i]))
+        return out
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step = self.start_step
+        while True:
+            yield self.batch(step)
+            step += 1
+
+
+class _EpochIndexed(Dataset):
+    """Reads ``(epoch, index)`` items from a dataset, setting its epoch when it has one."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        epoch, index = item
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+class _TrainStep(nn.Module):
+    """Model + objective as one module, so that DistributedDataParallel sees the whole step."""
+
+    def __init__(self, model: nn.Module, objective: CPLObjective) -> None:
+        super().__init__()
+        self.model, self.objective = model, objective
+
+    def forward(self, degraded, clean, labels=None, generator=None):
+        return self.objective(self.model, degraded, clean, labels, generator=generator)
+
+
+def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, floor: float) -> float:
+    """Learning-rate factor: linear warm-up to 1, then cosine decay to ``floor``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _features(spec: str) -> nn.Module:
+    if spec == "filters":
+        return FilterFeatures()
+    if spec == "pixels":
+        return PixelFeatures()
+    return VGG16Features(spec.split(":", 1)[1])
+
+
+class _Progress:
+    """One status line: a carriage-return bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self.tty = enabled and sys.stderr.isatty()
+
+    def update(self, step: int, values: dict[str, float], rate: float) -> None:
+        if not self.enabled:
+            return
+        width = 24
+        done = int(width * step / self.total)
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        parts = " ".join(f"{k} {v:.4f}" for k, v in values.items())
+        line = (
+            f"[{'#' * done}{'.' * (width - done)}] {step}/{self.total} {parts} "
+            f"| {rate:.2f} it/s | eta {eta / 60:.1f} min"
+        )
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr)
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+# -- the trainer -------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Trains a :class:`~contrastive_prompts.SparsePromptIR` with CPL.
+
+    Args:
+        config: the run's options.
+        train_data: a dataset of ``(degraded, clean, label)`` items; by default clean images from
+            ``config.data`` (or the scikit-image photos) degraded on the fly by ``config.mix``.
+        val_data: a dataset of ``(degraded, clean, label)`` items for validation; by default the
+            held-out scikit-image photos under every degradation of the mix.
+        label_names: names of the labels of ``train_data`` / ``val_data`` when they are not the
+            mix's.
+
+    Example:
+        >>> import tempfile
+        >>> config = TrainConfig(steps=2, batch_size=1, crop=32, val_crop=32,
+        ...                      out_dir=tempfile.mkdtemp(), log_every=1)
+        >>> history = Trainer(config).fit()
+        >>> len(history)
+        2
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        train_data: Dataset | None = None,
+        val_data: Dataset | None = None,
+        label_names: Sequence[str] | None = None,
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.rank, self.world_size, local_rank = _world()
+        self.device = _resolve_device(config.device, local_rank)
+        if self.world_size > 1 and not dist.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            dist.init_process_group(backend)
+        self.is_main = self.rank == 0
+        self.out_dir = Path(config.out_dir)
+
+        torch.manual_seed(config.seed)
+        self.model = SparsePromptIR(
+            config.preset, top_k=config.top_k, use_prompts=config.use_prompts
+        ).to(self.device)
+        makes_negatives = config.use_prompts and config.top_k < self.model.config.num_prompts
+        if config.cpr_weight > 0 and not makes_negatives:
+            raise InputError(
+                "Trainer: expected cpr_weight=0 for a model without negatives (no prompts, or "
+                f"top_k == num_prompts), got cpr_weight={config.cpr_weight}"
+            )
+        self.ema = AveragedModel(
+            self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
+        )
+        self.mix = make_mix(config.mix)
+        self.label_names = list(label_names) if label_names else list(self.mix.names)
+        self.objective = CPLObjective(
+            weight=config.cpr_weight,
+            num_negatives=config.num_negatives,
+            loss=ContrastivePromptLoss(
+                mode=config.cpr_mode,
+                features=_features(config.cpr_features),
+                temperature=config.temperature,
+            ),
+            balance_weight=config.balance_weight,
+            num_labels=len(self.label_names),
+            chunk_size=config.chunk_size,
+            label_negatives=config.use_labels,
+        ).to(self.device)
+        step_module = _TrainStep(self.model, self.objective)
+        if self.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.step_module: nn.Module = nn.parallel.DistributedDataParallel(
+                step_module, device_ids=ids
+            )
+        else:
+            self.step_module = step_module
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=config.lr,
+            betas=config.betas,
+            weight_decay=config.weight_decay,
+        )
+        floor = config.min_lr / config.lr
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: warmup_cosine(
+                s, warmup_steps=config.warmup_steps, total_steps=config.steps, floor=floor
+            ),
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.validations: list[dict[str, Any]] = []
+
+        if train_data is None:
+            images: Any = config.data or sample_split()[0]
+            train_data = SyntheticDataset(
+                images, self.mix, crop_size=config.crop, seed=config.seed, cache=True
+            )
+        self.train_data = train_data
+        if val_data is None and not config.data:
+            val_data = degraded_copies(
+                sample_split()[1], self.mix, crop=config.val_crop, seed=config.seed + 1
+            )
+        self.val_data = val_data
+
+    # -- one step ------------------------------------------------------------------------------
+
+    def train_step(self, degraded: Tensor, clean: Tensor, labels: Tensor) -> dict[str, Any]:
+        """One optimisation step on a batch; returns the logged values."""
+        config = self.config
+        degraded = degraded.to(self.device, non_blocking=True)
+        clean = clean.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        generator = torch.Generator(device=self.device).manual_seed(
+            (config.seed * 1_000_003 + self.step) * 257 + self.rank
+        )
+        autocast = torch.autocast(
+            self.device.type,
+            dtype=torch.bfloat16 if config.precision == "bf16" else torch.float16,
+            enabled=config.precision != "fp32",
+        )
+        with autocast:
+            parts = self.step_module(degraded, clean, labels, generator=generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(parts.loss).backward()
+        grad_norm = float("nan")
+        if config.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip))
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.ema.update_parameters(self.model)
+        self.step += 1
+        return {
+            "step": self.step,
+            "loss": parts.loss.item(),
+            "l1": parts.l1.item(),
+            "cpr": parts.cpr.item(),
+            "balance": parts.balance.item(),
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "expert_counts": [c.tolist() for c in parts.expert_counts],
+        }
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _loader(self) -> DataLoader:
+        sampler = StepBatchSampler(
+            len(self.train_data),
+            self.config.batch_size,
+            seed=self.config.seed,
+            start_step=self.step,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
+        return DataLoader(
+            _EpochIndexed(self.train_data),
+            batch_sampler=sampler,
+            num_workers=self.config.workers,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def fit(self) -> list[dict[str, Any]]:
+        """Train until ``config.steps``; returns the per-step log records of this call.
+
+        Ctrl-C (KeyboardInterrupt) writes a checkpoint before leaving, so ``--resume`` carries on.
+        """
+        config = self.config
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+        records: list[dict[str, Any]] = []
+        progress = _Progress(config.steps, self.is_main)
+        window_start, window_steps = time.perf_counter(), 0
+        totals: dict[str, float] = {}
+        try:
+            batches = iter(self._loader())
+            while self.step < config.steps:
+                degraded, clean, labels = next(batches)
+                record = self.train_step(degraded, clean, labels)
+                records.append(record)
+                self.history.append(record)
+                window_steps += 1
+                for key in ("loss", "l1", "cpr"):
+                    totals[key] = totals.get(key, 0.0) + record[key]
+                if self.step % config.log_every == 0 or self.step == config.steps:
+                    rate = window_steps / (time.perf_counter() - window_start)
+                    means = {k: v / window_steps for k, v in totals.items()}
+                    self._log({**record, **{f"mean_{k}": v for k, v in means.items()},
+                               "steps_per_s": rate})  # fmt: skip
+                    progress.update(self.step, means, rate)
+                    window_start, window_steps, totals = time.perf_counter(), 0, {}
+                if config.val_every and self.step % config.val_every == 0:
+                    self.validate()
+                if self.step % config.save_every == 0 and self.step < config.steps:
+                    self.save()
+        except KeyboardInterrupt:
+            progress.close()
+            path = self.save()
+            if self.is_main:
+                print(f"interrupted at step {self.step}; checkpoint {path}", file=sys.stderr)
+            raise
+        progress.close()
+        if self.val_data is not None and (
+            not config.val_every or self.step % config.val_every != 0
+        ):
+            self.validate()
+        self.save()
+        self.plot()
+        return records
+
+    def validate(self) -> EvaluationResult | None:
+        """Protocol PSNR / SSIM of the EMA weights on the validation data (rank 0)."""
+        if self.val_data is None or not self.is_main:
+            return None
+        result = evaluate(self.ema.module, self.val_data, names=self.label_names)
+        record = {
+            "step": self.step,
+            "psnr": result.psnr,
+            "ssim": result.ssim,
+            "average_psnr": result.average_psnr,
+            "average_ssim": result.average_ssim,
+        }
+        self.validations.append(record)
+        self._log({"validation": record})
+        return result
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs: weights, EMA, optimiser, schedule, step, RNG states."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": asdict(self.config),
+            "model_config": asdict(self.model.config),
+            "label_names": self.label_names,
+            "model": self.model.state_dict(),
+            "ema": self.ema.module.state_dict(),
+            "ema_n_averaged": self.ema.n_averaged.clone(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "history": self.history,
+            "validations": self.validations,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": np.random.get_state(),  # noqa: NPY002 - the global state users seed
+                "python": random.getstate(),
+            },
+        }
+
+    def save(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Write a checkpoint atomically (a temporary file, then a rename); rank 0 only."""
+        target = Path(path) if path is not None else self.out_dir / "last.pt"
+        if self.is_main:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary = target.with_name(f".{target.name}.tmp")
+            with open(temporary, "wb") as f:
+                torch.save(self.state_dict(), f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, target)
+        return target
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Continue from a checkpoint written by :meth:`save`, exactly where it stopped."""
+        state = read_checkpoint(path)
+        mine = asdict(self.model.config)
+        theirs = state["model_config"]
+        differ = sorted(k for k in mine if mine[k] != _tuple(theirs.get(k)))
+        if differ:
+            detail = ", ".join(
+                f"{k}: run {mine[k]!r}, checkpoint {theirs.get(k)!r}" for k in differ
+            )
+            raise CheckpointError(f"checkpoint {str(path)!r} is for another model ({detail})")
+        self.model.load_state_dict(state["model"])
+        self.ema.module.load_state_dict(state["ema"])
+        self.ema.n_averaged.copy_(state["ema_n_averaged"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.history = list(state["history"])
+        self.validations = list(state["validations"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        np.random.set_state(rng["numpy"])  # noqa: NPY002
+        random.setstate(rng["python"])
+
+    # -- plots ---------------------------------------------------------------------------------
+
+    def plot(self) -> list[Path]:
+        """Write ``loss.png``, ``validation.png`` and ``experts.png`` to ``out_dir`` (rank 0)."""
+        if not self.is_main or not self.history:
+            return []
+        from .plots import plot_training
+
+        return plot_training(self.history, self.validations, self.label_names, self.out_dir)
+
+
+def _tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint written by :class:`Trainer`, with clear errors for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} cannot be read ({type(error).__name__}: {error}); "
+            "the file is corrupt or truncated"
+        ) from error
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not a contrastive_prompts training checkpoint "
+            f"(expected format {CHECKPOINT_FORMAT!r})"
+        )
+    return state
+
+
+def load_checkpoint_model(
+    path: str | os.PathLike[str], *, ema: bool = True, device: str | torch.device = "cpu"
+) -> SparsePromptIR:
+    """The model of a training checkpoint, with its EMA weights by default, in eval mode."""
+    state = read_checkpoint(path)
+    config = {k: _tuple(v) for k, v in state["model_config"].items()}
+    preset = "base"
+    model = SparsePromptIR(preset, **config)
+    model.load_state_dict(state["ema" if ema else "model"])
+    return model.to(device).eval()

@@ -1,0 +1,230 @@
+import itertools
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from contrastive_prompts import CPLObjective, InputError, SparsePromptIR
+from contrastive_prompts.train import (
+    RECIPES,
+    CheckpointError,
+    StepBatchSampler,
+    TrainConfig,
+    Trainer,
+    load_checkpoint_model,
+    warmup_cosine,
+)
+
+
+def images(n: int = 3, size: int = 40) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    low = torch.rand(n, 3, size // 4, size // 4, generator=g)
+    return list(torch.nn.functional.interpolate(low, size=size, mode="bilinear").clamp(0, 1))
+
+
+def config(tmp_path, **kwargs) -> TrainConfig:
+    options = dict(
+        steps=6, batch_size=2, crop=24, num_negatives=2, log_every=1, save_every=100,
+        warmup_steps=2, lr=1e-3, val_crop=24, out_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    options.update(kwargs)
+    return TrainConfig(**options)
+
+
+def make_trainer(tmp_path, **kwargs) -> Trainer:
+    from contrastive_prompts.data import SyntheticDataset, degraded_copies
+
+    cfg = config(tmp_path, **kwargs)
+    train = SyntheticDataset(images(), cfg.mix, crop_size=cfg.crop, seed=cfg.seed)
+    val = degraded_copies(images(1), cfg.mix, crop=24)
+    return Trainer(cfg, train_data=train, val_data=val)
+
+
+def test_fit_logs_plots_and_checkpoints(tmp_path):
+    trainer = make_trainer(tmp_path, val_every=3)
+    history = trainer.fit()
+    assert [r["step"] for r in history] == list(range(1, 7))
+    out = tmp_path / "run"
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    validations = [r["validation"] for r in records if "validation" in r]
+    assert len(steps) == 6 and {"l1", "cpr", "lr", "steps_per_s", "expert_counts"} <= set(steps[0])
+    assert [v["step"] for v in validations] == [3, 6]
+    assert set(validations[0]["psnr"]) == {"noise_15", "noise_25", "noise_50", "rain", "haze"}
+    for name in ("loss.png", "validation.png", "experts.png", "last.pt", "config.json"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary file
+    # learning-rate schedule: warm-up then cosine
+    assert steps[0]["lr"] < steps[1]["lr"] and steps[-1]["lr"] < steps[2]["lr"]
+
+
+def interrupt_at(trainer: Trainer, step: int, monkeypatch) -> None:
+    """Make ``trainer`` raise KeyboardInterrupt (as Ctrl-C does) before running ``step + 1``."""
+    original = trainer.train_step
+
+    def train_step(*args):
+        if trainer.step == step:
+            raise KeyboardInterrupt
+        return original(*args)
+
+    monkeypatch.setattr(trainer, "train_step", train_step)
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    straight = make_trainer(tmp_path / "a")
+    straight.fit()
+    first = make_trainer(tmp_path / "b")
+    interrupt_at(first, 3, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C saves a checkpoint before leaving
+        first.fit()
+    resumed = make_trainer(tmp_path / "b")
+    resumed.load(tmp_path / "b" / "run" / "last.pt")
+    assert resumed.step == 3
+    rest = resumed.fit()
+    assert [r["step"] for r in rest] == [4, 5, 6]
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
+    for a, b in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(resumed.ema.parameters(), straight.ema.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_bad_checkpoints_are_clear_errors(tmp_path):
+    trainer = make_trainer(tmp_path)
+    with pytest.raises(CheckpointError, match="not found"):
+        trainer.load(tmp_path / "absent.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match=r"cannot be read .* corrupt or truncated"):
+        trainer.load(corrupt)
+    trainer.save(tmp_path / "good.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((tmp_path / "good.pt").read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        trainer.load(truncated)
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a contrastive_prompts training checkpoint"):
+        trainer.load(tmp_path / "other.pt")
+    other_model = make_trainer(tmp_path / "x", top_k=2)
+    with pytest.raises(CheckpointError, match="another model \\(top_k: run 2, checkpoint 1\\)"):
+        other_model.load(tmp_path / "good.pt")
+
+
+def test_checkpoint_model_for_inference(tmp_path):
+    trainer = make_trainer(tmp_path, steps=2)
+    trainer.fit()
+    model = load_checkpoint_model(tmp_path / "run" / "last.pt")
+    assert not model.training
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), trainer.ema.module.eval()(x))
+
+
+def test_bfloat16_training_is_finite(tmp_path):
+    history = make_trainer(tmp_path, precision="bf16", steps=2).fit()
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in history)
+
+
+def test_bad_configs(tmp_path):
+    with pytest.raises(
+        InputError, match="expected precision to be one of 'fp32', 'bf16', 'fp16', got 'fp8'"
+    ):
+        config(tmp_path, precision="fp8").validate()
+    with pytest.raises(InputError, match="expected cpr_weight=0 for a model without negatives"):
+        make_trainer(tmp_path, top_k=5)
+    with pytest.raises(
+        InputError, match="expected cpr_features 'filters', 'pixels' or 'vgg16:<weights file>'"
+    ):
+        config(tmp_path, cpr_features="resnet").validate()
+    with pytest.raises(InputError, match=r"expected fields among .*got \['epochs'\]"):
+        TrainConfig.from_dict({"epochs": 3})
+
+
+def test_recipes_validate():
+    for recipe in RECIPES.values():
+        recipe.validate()
+    assert RECIPES["paper"].preset == "base" and RECIPES["paper"].betas == (0.9, 0.9)
+
+
+def test_warmup_cosine_schedule():
+    f = [warmup_cosine(s, warmup_steps=10, total_steps=110, floor=0.01) for s in range(111)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert f[60] == pytest.approx(0.505) and f[110] == pytest.approx(0.01)
+    assert all(a >= b for a, b in itertools.pairwise(f[9:]))
+
+
+def test_step_sampler_partitions_the_global_batch():
+    whole = StepBatchSampler(10, 4, seed=1)
+    ranks = [StepBatchSampler(10, 2, seed=1, rank=r, world_size=2) for r in range(2)]
+    for step in range(7):
+        assert whole.batch(step) == ranks[0].batch(step) + ranks[1].batch(step)
+    epoch0 = [i for s in range(2) for _, i in whole.batch(s)] + [
+        whole.batch(2)[0][1],
+        whole.batch(2)[1][1],
+    ]
+    assert sorted(epoch0) == list(range(10))  # each epoch is a permutation
+    later = StepBatchSampler(10, 4, seed=1, start_step=5)
+    assert next(iter(later)) == whole.batch(5)
+
+
+# -- distributed: 2 processes with gloo on the CPU ---------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_gradients(rank: int, world: int, port: int, batch, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))  # fmt: skip
+    torch.set_num_threads(1)
+    degraded, clean, labels = batch
+    cfg = TrainConfig(
+        steps=1, batch_size=2, crop=16, cpr_weight=0.0, out_dir=out_dir, grad_clip=None
+    )
+    trainer = Trainer(cfg, train_data=_Fixed(batch), val_data=None)
+    half = slice(2 * rank, 2 * rank + 2)
+    with torch.autocast("cpu", enabled=False):
+        parts = trainer.step_module(degraded[half], clean[half], labels[half])
+    parts.loss.backward()
+    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
+    torch.save(grads, f"{out_dir}/grads{rank}.pt")
+    # a whole training step through the trainer: parameters stay identical on every rank
+    trainer.optimizer.zero_grad()
+    trainer.fit()
+    torch.save(trainer.model.state_dict(), f"{out_dir}/params{rank}.pt")
+    dist.destroy_process_group()
+
+
+class _Fixed(torch.utils.data.Dataset):
+    def __init__(self, batch):
+        self.batch = batch
+
+    def __len__(self):
+        return self.batch[0].shape[0]
+
+    def __getitem__(self, i):
+        return self.batch[0][i], self.batch[1][i], self.batch[2][i]
+
+
+def test_ddp_gloo_averages_gradients_like_one_process_on_the_combined_batch(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    batch = (torch.rand(4, 3, 16, 16, generator=g), torch.rand(4, 3, 16, 16, generator=g),
+             torch.tensor([0, 1, 3, 4]))  # fmt: skip
+    mp.spawn(_ddp_gradients, args=(2, _free_port(), batch, str(tmp_path)), nprocs=2, join=True)
+    torch.manual_seed(0)
+    single = SparsePromptIR("tiny")
+    CPLObjective(weight=0.0)(single, batch[0], batch[1]).loss.backward()
+    for rank in range(2):
+        grads = torch.load(tmp_path / f"grads{rank}.pt")
+        for name, p in single.named_parameters():
+            torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+    p0, p1 = (torch.load(tmp_path / f"params{r}.pt") for r in range(2))
+    assert all(torch.equal(p0[k], p1[k]) for k in p0)
+    assert (tmp_path / "last.pt").is_file() and (tmp_path / "log.jsonl").is_file()
