@@ -13,13 +13,13 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install $(TORCH_SPEC)
-	$(BIN)/python -m pip install -e ".[dev,docs]"
+	$(BIN)/python -m pip install -e ".[dev,docs,examples]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/plug_into_your_network.py
+	$(BIN)/python examples/train_all_in_one.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -166,7 +166,8 @@ RECIPES: dict[str, TrainConfig] = {
     # The demo: a few minutes on a 2-core CPU, on the photos that ship with scikit-image.
     "demo": TrainConfig(
         preset="tiny", crop=64, batch_size=4, steps=600, lr=1e-3, warmup_steps=30,
-        num_negatives=2, val_every=200, save_every=200, out_dir="results/demo/run",
+        ema_decay=0.99, num_negatives=2, val_every=200, save_every=200,
+        out_dir="results/demo/run",
     ),
     # The papers' recipe (METHOD.md section 4): PromptIR's architecture, 128x128 crops, batch 8
     # per GPU, AdamW lr 2e-4 with betas (0.9, 0.9) as CPL's released config, EMA 0.999, warm-up

@@ -1,0 +1,259 @@
+"""The ``contrastive-prompts`` command line (also ``python -m contrastive_prompts``).
+
+Subcommands: ``train`` (every :class:`~contrastive_prompts.train.TrainConfig` field is a flag; works
+under ``torchrun``), ``evaluate`` (per-degradation PSNR / SSIM), ``restore`` (images or folders in,
+restored images out, tiled) and ``demo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._checks import InputError
+
+__all__ = ["main"]
+
+BENCHMARKS = ("rain100l", "sots", "cbsd68", "gopro", "lol")
+
+
+def _optional(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        return None if text.lower() in ("none", "null") else kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _field_help(cls: type) -> dict[str, str]:
+    """``{field: description}`` from the ``Attributes:`` section of a dataclass docstring."""
+    text = (cls.__doc__ or "").split("Attributes:", 1)[-1]
+    found: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        match = re.match(r"^ {8}(\w+): (.*)", line)
+        if match:
+            current = match.group(1)
+            found[current] = [match.group(2)]
+        elif current and line.startswith(" " * 12):
+            found[current].append(line.strip())
+    return {k: " ".join(v).replace("``", "").replace("%", "%%") for k, v in found.items()}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    from .train import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    described = _field_help(TrainConfig)
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        default = getattr(defaults, f.name)
+        help_text = f"{described.get(f.name, '')} (default: the recipe's, else {default!r})"
+        if hint is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text)  # fmt: skip
+        elif typing.get_origin(hint) is list:
+            parser.add_argument(flag, nargs="+", default=None, help=help_text)
+        elif typing.get_origin(hint) is tuple:
+            parser.add_argument(flag, nargs=len(args), type=args[0], default=None, help=help_text)
+        elif typing.get_origin(hint) in (typing.Union, types.UnionType):
+            inner = next(a for a in args if a is not type(None))
+            parser.add_argument(flag, type=_optional(inner), default=None, help=help_text)
+        else:
+            parser.add_argument(flag, type=hint, default=None, help=help_text)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train import RECIPES, TrainConfig, Trainer
+
+    config = RECIPES[args.recipe] if args.recipe else TrainConfig()
+    if args.config:
+        values = json.loads(Path(args.config).read_text())
+        config = TrainConfig.from_dict({**dataclasses.asdict(config), **values})
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if getattr(args, f.name) is not None
+    }
+    if "betas" in overrides:
+        overrides["betas"] = tuple(overrides["betas"])
+    config = dataclasses.replace(config, **overrides)
+    trainer = Trainer(config)
+    if args.resume:
+        checkpoint = Path(args.resume) if args.resume != "last" else Path(config.out_dir, "last.pt")
+        trainer.load(checkpoint)
+        if trainer.is_main:
+            print(f"resumed from {checkpoint} at step {trainer.step}", file=sys.stderr)
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        return 130
+    if trainer.is_main:
+        print(f"done: {config.out_dir} (checkpoint last.pt, log.jsonl, plots)")
+    return 0
+
+
+def _dataset(args: argparse.Namespace) -> Any:
+    from . import data
+
+    if args.benchmark:
+        if not args.root:
+            raise InputError(f"evaluate: expected --root with --benchmark {args.benchmark}")
+        if args.benchmark == "cbsd68":
+            return data.cbsd68(args.root, args.sigma)
+        reader = {"rain100l": data.rain100l, "sots": data.reside, "gopro": data.gopro,
+                  "lol": data.lol}[args.benchmark]  # fmt: skip
+        return reader(args.root)
+    if not args.data:
+        raise InputError("evaluate: expected --data FOLDER or --benchmark NAME --root FOLDER")
+    images = [_read(p) for p in _images(args.data)]
+    return data.DegradedCopies(images, args.mix, seed=args.seed)
+
+
+def _read(path: Path) -> torch.Tensor:
+    from .data import read_image
+
+    try:
+        return read_image(path)
+    except ValueError as error:
+        raise InputError(f"cannot read image {str(path)!r}: {error}") from error
+
+
+def _images(inputs: Sequence[str]) -> list[Path]:
+    from .data import list_images
+
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                raise InputError(f"expected image files in folder {item!r}, found none")
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise InputError(f"expected an image file or a folder, got {item!r} (not found)")
+    return paths
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .metrics import evaluate
+    from .train import load_checkpoint_model
+
+    model = load_checkpoint_model(args.checkpoint, device=args.device)
+    dataset = _dataset(args)
+    result = evaluate(
+        lambda x: model.restore(x, tile=args.tile, overlap=args.overlap),
+        dataset,
+        pad_multiple=args.pad_multiple,
+        y_channel=args.y_channel,
+    )
+    print(result.to_markdown())
+    if args.json:
+        Path(args.json).write_text(json.dumps(dataclasses.asdict(result)))
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from .data import write_image
+    from .train import load_checkpoint_model
+
+    model = load_checkpoint_model(args.checkpoint, device=args.device)
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in _images(args.inputs):
+        image = _read(path).to(args.device)
+        with torch.no_grad():
+            restored = model.restore(image, tile=args.tile, overlap=args.overlap)
+        target = out_dir / (path.stem + ".png")
+        write_image(target, restored.cpu())
+        print(f"{path} -> {target}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, steps=args.steps)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .train import RECIPES
+
+    parser = argparse.ArgumentParser(
+        prog="contrastive-prompts",
+        description="All-in-one image restoration with Contrastive Prompt Learning.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model (run under torchrun for several GPUs)")
+    train.add_argument("--recipe", choices=sorted(RECIPES), help="start from a named recipe")
+    train.add_argument("--config", help="a JSON file of TrainConfig fields")
+    train.add_argument("--resume", nargs="?", const="last", default=None,
+                       help="continue from a checkpoint (default: OUT_DIR/last.pt)")  # fmt: skip
+    _add_config_flags(train)
+    train.set_defaults(run=_train)
+
+    def add_model_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--checkpoint", required=True, help="a checkpoint written by train")
+        p.add_argument("--tile", type=_optional(int), default=512,
+                       help="tile side for large images (none: one pass)")  # fmt: skip
+        p.add_argument("--overlap", type=int, default=32, help="overlap between tiles")
+        p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+    evaluate = sub.add_parser("evaluate", help="per-degradation PSNR / SSIM table")
+    add_model_flags(evaluate)
+    evaluate.add_argument("--data", nargs="+", help="clean images or folders, degraded by --mix")
+    evaluate.add_argument("--mix", default="3task", choices=("3task", "5task"))
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the degradations")
+    evaluate.add_argument("--benchmark", choices=BENCHMARKS, help="a paired benchmark layout")
+    evaluate.add_argument("--root", help="the benchmark's folder")
+    evaluate.add_argument("--sigma", type=float, default=25.0, help="noise level for cbsd68")
+    evaluate.add_argument("--pad-multiple", type=int, default=16)
+    evaluate.add_argument("--y-channel", action="store_true", help="score the luma channel")
+    evaluate.add_argument("--json", help="also write the table as JSON here")
+    evaluate.set_defaults(run=_evaluate)
+
+    restore = sub.add_parser("restore", help="restore images or folders of images")
+    add_model_flags(restore)
+    restore.add_argument("inputs", nargs="+", help="image files or folders")
+    restore.add_argument("--output", required=True, help="folder for the restored PNGs")
+    restore.set_defaults(run=_restore)
+
+    demo = sub.add_parser("demo", help="train on the bundled photos and write a report")
+    demo.add_argument("--out", default="results/demo")
+    demo.add_argument("--steps", type=int, default=None)
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for a usage or input error)."""
+    from .train import CheckpointError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (InputError, CheckpointError, FileNotFoundError, OSError) as error:
+        print(f"contrastive-prompts {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

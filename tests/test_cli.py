@@ -1,0 +1,91 @@
+"""The command line: train, resume, evaluate, restore, and its errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from contrastive_prompts.cli import main
+from contrastive_prompts.data import read_image, write_image
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    code = main(["train", "--steps", "2", "--batch-size", "1", "--crop", "24", "--val-crop", "24",
+                 "--num-negatives", "1", "--log-every", "1", "--out-dir", str(out)])  # fmt: skip
+    assert code == 0
+    return out
+
+
+def test_train_writes_a_run(trained):
+    assert (trained / "last.pt").is_file()
+    config = json.loads((trained / "config.json").read_text())
+    assert config["steps"] == 2 and config["num_negatives"] == 1 and config["crop"] == 24
+
+
+def test_resume_carries_on(trained, capsys):
+    code = main(["train", "--steps", "3", "--batch-size", "1", "--crop", "24", "--val-crop", "24",
+                 "--num-negatives", "1", "--out-dir", str(trained), "--resume"])  # fmt: skip
+    assert code == 0
+    assert "resumed from" in capsys.readouterr().err
+    steps = [
+        json.loads(line).get("step") for line in (trained / "log.jsonl").read_text().splitlines()
+    ]
+    assert 3 in steps
+
+
+def test_restore_images_and_folders(trained, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_image(inputs / "a.png", torch.rand(3, 21, 30))
+    write_image(inputs / "b.jpg", torch.rand(3, 40, 17))
+    code = main(["restore", "--checkpoint", str(trained / "last.pt"), str(inputs),
+                 "--output", str(tmp_path / "out"), "--tile", "16", "--overlap", "4"])  # fmt: skip
+    assert code == 0
+    assert read_image(tmp_path / "out" / "a.png").shape == (3, 21, 30)
+    assert read_image(tmp_path / "out" / "b.png").shape == (3, 40, 17)
+
+
+def test_evaluate_prints_a_table_per_degradation(trained, tmp_path, capsys):
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    write_image(folder / "x.png", torch.rand(3, 32, 32))
+    code = main(["evaluate", "--checkpoint", str(trained / "last.pt"), "--data", str(folder),
+                 "--json", str(tmp_path / "t.json")])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    for name in ("noise_15", "noise_25", "noise_50", "rain", "haze", "average"):
+        assert f"| {name} |" in out
+    assert set(json.loads((tmp_path / "t.json").read_text())["psnr"]) >= {"rain", "haze"}
+
+
+def test_clear_errors(trained, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["restore", "--checkpoint", str(trained / "last.pt"), str(empty),
+                 "--output", str(tmp_path / "o")]) == 2  # fmt: skip
+    assert "expected image files in folder" in capsys.readouterr().err
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG not really")
+    assert main(["restore", "--checkpoint", str(trained / "last.pt"), str(bad),
+                 "--output", str(tmp_path / "o")]) == 2  # fmt: skip
+    assert "cannot read image" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(trained / "last.pt")]) == 2
+    assert "expected --data FOLDER or --benchmark NAME --root FOLDER" in capsys.readouterr().err
+
+
+def test_missing_checkpoint_message(tmp_path, capsys):
+    code = main(["restore", "--checkpoint", str(tmp_path / "none.pt"), str(tmp_path),
+                 "--output", str(tmp_path / "o")])  # fmt: skip
+    assert code == 2
+    assert f"checkpoint '{tmp_path / 'none.pt'}' not found" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run([sys.executable, "-m", "contrastive_prompts", "--help"],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    for command in ("train", "evaluate", "restore", "demo"):
+        assert command in result.stdout
