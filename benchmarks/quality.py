@@ -5,6 +5,7 @@ fly by the 3-task or 5-task mix) for every variant:
 
 - ``none``: the network without prompts (L1);
 - ``dense``: PromptIR's dense prompts, ``top_k = num_prompts`` (L1);
+- ``sparse``: sparse top-1 prompts without CPR (L1), to separate the two parts of CPL;
 - ``cpl``: sparse top-1 prompts with contrastive prompt regularisation (L1 + lambda * CPR), once
   per ``--cpl`` spec, so the same run compares CPR settings.
 
@@ -62,7 +63,7 @@ def main() -> None:
         "--eval-crop", type=int, default=None, help="centre crop of the held-out photos"
     )
     parser.add_argument("--variants", nargs="+", default=["none", "dense", "cpl"],
-                        choices=("none", "dense", "cpl"))  # fmt: skip
+                        choices=("none", "dense", "sparse", "cpl"))  # fmt: skip
     parser.add_argument("--cpl", nargs="+", default=[None],
                         help="CPR settings mode/features/weight[/negatives[/temperature]], "
                              "or 'default' for the library's defaults")  # fmt: skip
@@ -81,6 +82,8 @@ def main() -> None:
         runs.append(("none", dataclasses.replace(base, use_prompts=False, cpr_weight=0.0)))
     if "dense" in args.variants:
         runs.append(("dense", dataclasses.replace(base, top_k=5, cpr_weight=0.0)))
+    if "sparse" in args.variants:
+        runs.append(("sparse", dataclasses.replace(base, cpr_weight=0.0)))
     if "cpl" in args.variants:
         for spec in args.cpl:
             default = spec in (None, "default")

@@ -61,6 +61,8 @@ class TrainConfig:
         preset: model size (:data:`~contrastive_prompts.PRESETS`).
         top_k: experts per prompt (1 for CPL, 5 for PromptIR's dense prompts).
         use_prompts: ``False`` trains the same network without prompts.
+        init_promptir: an official PromptIR checkpoint to start from (``base`` preset only):
+            CPL fine-tuning, as the paper's models relate to PromptIR.
         data: folders or files of clean images, degraded on the fly; empty for the photos that
             ship with scikit-image (training split).
         mix: degradation mix, ``"3task"`` or ``"5task"``.
@@ -96,6 +98,7 @@ class TrainConfig:
     preset: str = "tiny"
     top_k: int = 1
     use_prompts: bool = True
+    init_promptir: str | None = None
     data: list[str] = field(default_factory=list)
     mix: str = "3task"
     crop: int = 64
@@ -147,6 +150,11 @@ class TrainConfig:
         check_positive(where, "temperature", self.temperature)
         check_positive(where, "cpr_weight", self.cpr_weight, allow_zero=True)
         check_positive(where, "balance_weight", self.balance_weight, allow_zero=True)
+        if self.init_promptir and (self.preset != "base" or not self.use_prompts):
+            raise InputError(
+                f"{where}: expected preset='base' with prompts for init_promptir, "
+                f"got preset={self.preset!r}, use_prompts={self.use_prompts}"
+            )
         if not 0 <= self.ema_decay < 1:
             raise InputError(f"{where}: expected ema_decay in [0, 1), got {self.ema_decay}")
 
@@ -358,9 +366,13 @@ class Trainer:
         self.out_dir = Path(config.out_dir)
 
         torch.manual_seed(config.seed)
-        self.model = SparsePromptIR(
-            config.preset, top_k=config.top_k, use_prompts=config.use_prompts
-        ).to(self.device)
+        if config.init_promptir:
+            model = SparsePromptIR.from_promptir(config.init_promptir, top_k=config.top_k)
+        else:
+            model = SparsePromptIR(
+                config.preset, top_k=config.top_k, use_prompts=config.use_prompts
+            )
+        self.model = model.to(self.device)
         makes_negatives = config.use_prompts and config.top_k < self.model.config.num_prompts
         if config.cpr_weight > 0 and not makes_negatives:
             raise InputError(

@@ -228,3 +228,19 @@ def test_ddp_gloo_averages_gradients_like_one_process_on_the_combined_batch(tmp_
     p0, p1 = (torch.load(tmp_path / f"params{r}.pt") for r in range(2))
     assert all(torch.equal(p0[k], p1[k]) for k in p0)
     assert (tmp_path / "last.pt").is_file() and (tmp_path / "log.jsonl").is_file()
+
+
+def test_fine_tuning_starts_from_promptir_weights(tmp_path):
+    from .test_model import random_promptir_state_dict
+
+    state = random_promptir_state_dict()
+    torch.save({"state_dict": {f"net.{k}": v for k, v in state.items()}}, tmp_path / "p.ckpt")
+    cfg = config(tmp_path, preset="base", init_promptir=str(tmp_path / "p.ckpt"))
+    trainer = Trainer(
+        cfg,
+        train_data=_Fixed((torch.rand(2, 3, 16, 16),) * 2 + (torch.zeros(2, dtype=torch.long),)),
+    )
+    assert torch.equal(trainer.model.prompt2.prompts, state["prompt2.prompt_param"][0])
+    assert torch.equal(trainer.ema.module.output.weight, state["output.weight"])
+    with pytest.raises(InputError, match="expected preset='base' with prompts for init_promptir"):
+        config(tmp_path, init_promptir="p.ckpt").validate()
