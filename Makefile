@@ -22,6 +22,9 @@ demo: $(STAMP)
 	$(BIN)/python examples/train_all_in_one.py
 
 test: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
+	$(BIN)/python -m mypy contrastive_prompts
 	$(BIN)/python -m pytest
 	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet --site-dir site
 
@@ -29,4 +32,4 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs serve
 
 clean:
-	rm -rf site dist build .pytest_cache .hypothesis
+	rm -rf site dist build .pytest_cache .hypothesis .mypy_cache

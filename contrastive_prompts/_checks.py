@@ -19,6 +19,15 @@ class InputError(ValueError):
 
     The message names the argument, what was expected and what came, for example
     ``SparsePrompt: expected x of shape (B, 48, H, W), got (2, 32, 16, 16)``.
+
+    Example:
+        >>> from contrastive_prompts import SparsePrompt
+        >>> layer = SparsePrompt(dim=48, prompt_dim=8, prompt_size=4)
+        >>> try:
+        ...     layer(torch.rand(2, 32, 16, 16))
+        ... except InputError as error:
+        ...     print(error)
+        SparsePrompt: expected x of shape (B, 48, H, W), got (2, 32, 16, 16)
     """
 
 
@@ -66,16 +75,23 @@ def check_int_range(
     where: str, name: str, value: object, low: int, high: int | None = None
 ) -> None:
     """Check ``low <= value <= high`` (``high=None`` means no upper bound)."""
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    if ok and value >= low and (high is None or value <= high):
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value >= low
+        and (high is None or value <= high)
+    ):
         return
     bound = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
     raise InputError(f"{where}: expected {name} to be {bound}, got {value!r}")
 
 
 def check_positive(where: str, name: str, value: object, *, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok and (value > 0 or (allow_zero and value == 0)):
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and (value > 0 or (allow_zero and value == 0))
+    ):
         return
     what = "a number >= 0" if allow_zero else "a number > 0"
     raise InputError(f"{where}: expected {name} to be {what}, got {value!r}")

@@ -64,6 +64,23 @@ def convert_promptir_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor
     """Rename an official PromptIR state dict (keys without ``net.``) to this library's names.
 
     The unused convolutions are dropped and prompt banks lose their leading singleton axis.
+
+    Args:
+        state: PromptIR's tensors by PromptIR's names.
+
+    Shape:
+        - ``promptI.prompt_param`` ``(1, N, D, S, S)`` becomes ``promptI.prompts``
+          ``(N, D, S, S)``; every other tensor keeps its shape.
+
+    Returns:
+        The same tensors (not copied) by this library's names.
+
+    Example:
+        >>> state = {"prompt1.prompt_param": torch.zeros(1, 5, 8, 4, 4),
+        ...          "noise_level1.norm1.body.weight": torch.ones(3),
+        ...          "chnl_reduce1.weight": torch.ones(1)}
+        >>> {k: tuple(v.shape) for k, v in convert_promptir_state_dict(state).items()}
+        {'prompt1.prompts': (5, 8, 4, 4), 'fusion1.block.norm1.weight': (3,)}
     """
     converted = {}
     for key, value in state.items():
@@ -84,10 +101,37 @@ def load_promptir_state_dict(
 ) -> None:
     """Load a PromptIR checkpoint (Lightning ``.ckpt``, or a bare state dict) into ``model``.
 
+    :meth:`~contrastive_prompts.SparsePromptIR.from_promptir` builds the model and calls this.
+
+    Args:
+        model: the module to fill; every one of its tensors must come from the checkpoint.
+        checkpoint: a path to a ``.ckpt`` / ``.pth`` file, or a state dict (with or without
+            Lightning's ``state_dict`` wrapper and ``net.`` prefix).
+        map_location: where :func:`torch.load` puts the tensors.
+
+    Shape:
+        - Every tensor must have the shape of the model's tensor it fills (after the prompt
+          banks' leading singleton axis is dropped).
+
+    Returns:
+        Nothing; ``model`` is filled in place.
+
     Raises:
         FileNotFoundError: the file does not exist.
         InputError: missing or unexpected keys, or shapes that differ, all listed by their
             PromptIR names where they have one.
+
+    Example:
+        >>> from contrastive_prompts import SparsePrompt
+        >>> layer = SparsePrompt(dim=4, prompt_dim=2, prompt_size=2)
+        >>> model = torch.nn.ModuleDict({"prompt1": layer})
+        >>> state = {"prompt1.prompt_param": torch.rand(1, 5, 2, 2, 2),
+        ...          "prompt1.linear_layer.weight": torch.rand(5, 4),
+        ...          "prompt1.linear_layer.bias": torch.rand(5),
+        ...          "prompt1.conv3x3.weight": torch.rand(2, 2, 3, 3)}
+        >>> load_promptir_state_dict(model, state)
+        >>> torch.equal(model["prompt1"].prompts, state["prompt1.prompt_param"][0])
+        True
     """
     original = _read(checkpoint, map_location)
     origin = {_rename(k): k for k in original}

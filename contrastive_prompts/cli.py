@@ -243,7 +243,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2 for a usage or input error)."""
+    """Run the command line; returns the exit status (2 for a usage or input error).
+
+    Args:
+        argv: the arguments after the program name; ``sys.argv[1:]`` by default.
+
+    Returns:
+        The exit status: 0 on success, 2 for a usage or input error (the message goes to
+        stderr). ``--help`` and argparse's own usage errors exit through :class:`SystemExit`.
+
+    Example:
+        >>> main(["evaluate", "--checkpoint", "no-such-file.pt"])
+        2
+    """
     from .train import CheckpointError
 
     parser = build_parser()

@@ -17,7 +17,7 @@ import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -120,6 +120,9 @@ def write_image(path: PathLike, image: Tensor, *, quality: int = 95) -> None:
     Shape:
         - image: $(C, H, W)$ with $C \\in \\{1, 3\\}$, or $(H, W)$.
 
+    Returns:
+        None; the file is written.
+
     Example:
         >>> import tempfile, os
         >>> write_image(os.path.join(tempfile.mkdtemp(), "x.jpg"), torch.rand(3, 8, 8))
@@ -156,6 +159,16 @@ def list_images(folder: PathLike) -> list[Path]:
 
     Raises:
         InputError: the folder does not exist or is not a directory.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> for name in ("rain-10.png", "rain-2.png", "notes.txt"):
+        ...     (Path(tmp.name) / name).touch()
+        >>> [p.name for p in list_images(tmp.name)]
+        ['rain-2.png', 'rain-10.png']
+        >>> tmp.cleanup()
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -164,7 +177,7 @@ def list_images(folder: PathLike) -> list[Path]:
     return sorted(files, key=_natural_key)
 
 
-def _to_chw(where: str, i: int, image: Tensor | np.ndarray) -> Tensor:
+def _to_chw(where: str, i: int, image: object) -> Tensor:
     """Turn one in-memory image into a ``(3, H, W)`` float32 tensor in [0, 1]."""
     if isinstance(image, np.ndarray):
         arr = image
@@ -212,6 +225,9 @@ def sample_images(names: Sequence[str] | None = None) -> dict[str, Tensor]:
     Args:
         names: which photos, all by default.
 
+    Shape:
+        - each image: $(3, H, W)$.
+
     Returns:
         ``{name: image}`` in the order asked.
 
@@ -244,6 +260,9 @@ def sample_images(names: Sequence[str] | None = None) -> dict[str, Tensor]:
 def sample_split() -> tuple[list[Tensor], list[Tensor]]:
     """The fixed train / held-out split of :func:`sample_images`.
 
+    Shape:
+        - each image: $(3, H, W)$.
+
     Returns:
         ``(train, held_out)``: the images of :data:`SAMPLE_TRAIN` and :data:`SAMPLE_HELD_OUT`.
 
@@ -256,7 +275,7 @@ def sample_split() -> tuple[list[Tensor], list[Tensor]]:
     return [images[n] for n in SAMPLE_TRAIN], [images[n] for n in SAMPLE_HELD_OUT]
 
 
-class DegradedCopies(Dataset):
+class DegradedCopies(Dataset[tuple[Tensor, Tensor, Tensor]]):
     """Every image under every degradation of a mix, degraded once with a fixed seed.
 
     The held-out set of the demo and the trainer's default validation: image ``i`` under task
@@ -272,6 +291,10 @@ class DegradedCopies(Dataset):
 
     Attributes:
         names: the mix's task names; labels index them.
+
+    Shape:
+        - items: ``(degraded, clean, label)`` with $(C, H, W)$ images (cropped to ``crop``) and
+          a scalar int64 label.
 
     Example:
         >>> copies = DegradedCopies([torch.rand(3, 20, 20)], "3task", crop=16)
@@ -297,7 +320,7 @@ class DegradedCopies(Dataset):
                 clean = _center_crop_to(clean, min(crop, h), min(crop, w))
             for label in range(len(mix.names)):
                 gen = torch.Generator().manual_seed((seed * 1_000_003 + i) * 1_009 + label)
-                degraded = mix.apply(clean[None], torch.tensor([label]), generator=gen)[0]
+                degraded = mix.degrade(clean[None], torch.tensor([label]), generator=gen)[0]
                 self.items.append((degraded, clean, torch.tensor(label)))
 
     def __len__(self) -> int:
@@ -314,7 +337,27 @@ def degraded_copies(
     crop: int | None = None,
     seed: int = 0,
 ) -> DegradedCopies:
-    """:class:`DegradedCopies` of ``images``: each under every degradation of ``mix``."""
+    """:class:`DegradedCopies` of ``images``: each under every degradation of ``mix``.
+
+    Args:
+        images: ``(C, H, W)`` tensors in [0, 1].
+        mix: the degradations (a :class:`~contrastive_prompts.degradations.DegradationMix` or a
+            preset name).
+        crop: centre crop side (``None`` keeps whole images).
+        seed: the degradation seed.
+
+    Shape:
+        - images: $(C, H, W)$ each; items: ``(degraded, clean, label)`` with $(C, H, W)$ images
+          (cropped to ``crop``) and a scalar label.
+
+    Returns:
+        The dataset: image ``i`` under task ``l`` is item ``i * len(names) + l``.
+
+    Example:
+        >>> copies = degraded_copies([torch.rand(3, 16, 16), torch.rand(3, 16, 16)], "3task")
+        >>> len(copies), copies.names
+        (10, ('noise_15', 'noise_25', 'noise_50', 'rain', 'haze'))
+    """
     return DegradedCopies(images, mix, crop=crop, seed=seed)
 
 
@@ -391,7 +434,7 @@ def _read_tagged(path: Path) -> Tensor:
     try:
         return read_image(path)
     except (OSError, ValueError) as e:
-        e._image_path = str(path)  # type: ignore[attr-defined]
+        e._image_path = str(path)  # type: ignore[union-attr]
         raise
 
 
@@ -399,7 +442,7 @@ def _read_tagged(path: Path) -> Tensor:
 # synthetic pairs
 
 
-class SyntheticDataset(_SkippingReader, Dataset):
+class SyntheticDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
     """Clean images degraded on the fly: random crops, flips, 90-degree rotations, a degradation.
 
     Item ``i`` of epoch ``e`` is drawn from a generator seeded by ``(seed, e, i)``, so it is the
@@ -466,8 +509,9 @@ class SyntheticDataset(_SkippingReader, Dataset):
         items = list(images)
         if not items:
             raise InputError(f"{where}: expected at least one image, got an empty list")
-        if all(isinstance(p, (str, Path)) for p in items):
-            for p in items:
+        paths = [p for p in items if isinstance(p, (str, Path))]
+        if len(paths) == len(items):
+            for p in paths:
                 p = Path(p)
                 if p.is_dir():
                     found = list_images(p)
@@ -558,6 +602,20 @@ def match_rain100l(
     Returns:
         ``(pairs, unmatched)``: ``(rainy, clean)`` paths, and the names (relative to ``root``)
         of the files without a partner or not following the naming rule.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> root = Path(tmp.name)
+        >>> for folder, name in [("rainy", "rain-1.png"), ("gt", "norain-1.png"),
+        ...                      ("rainy", "rain-2.png")]:
+        ...     (root / folder).mkdir(exist_ok=True)
+        ...     write_image(root / folder / name, torch.rand(3, 8, 8))
+        >>> pairs, unmatched = match_rain100l(root)
+        >>> [(d.name, c.name) for d, c in pairs], unmatched
+        ([('rain-1.png', 'norain-1.png')], ['rainy/rain-2.png'])
+        >>> tmp.cleanup()
     """
     root = Path(root)
     rainy_dir = _need_dir("match_rain100l", root, [degraded_dir])
@@ -592,6 +650,20 @@ def match_reside(
 
     Returns:
         ``(pairs, unmatched)`` as :func:`match_rain100l`.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> root = Path(tmp.name)
+        >>> for folder, name in [("hazy", "0001_0.8_0.2.jpg"), ("hazy", "0001_1_0.04.jpg"),
+        ...                      ("gt", "0001.png")]:
+        ...     (root / folder).mkdir(exist_ok=True)
+        ...     write_image(root / folder / name, torch.rand(3, 8, 8))
+        >>> pairs, unmatched = match_reside(root)
+        >>> [(d.name, c.name) for d, c in pairs]
+        [('0001_0.8_0.2.jpg', '0001.png'), ('0001_1_0.04.jpg', '0001.png')]
+        >>> tmp.cleanup()
     """
     root = Path(root)
     hazy_dir = _need_dir("match_reside", root, [degraded_dir])
@@ -622,6 +694,18 @@ def match_same_names(
 
     Returns:
         ``(pairs, unmatched)`` as :func:`match_rain100l`.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> for folder in ("blur", "sharp"):
+        ...     (Path(tmp.name) / folder).mkdir()
+        ...     write_image(Path(tmp.name) / folder / "0001.png", torch.rand(3, 8, 8))
+        >>> pairs, unmatched = match_same_names(tmp.name, "blur", "sharp")
+        >>> [(d.parent.name, c.parent.name) for d, c in pairs], unmatched
+        ([('blur', 'sharp')], [])
+        >>> tmp.cleanup()
     """
     root = Path(root)
     deg = _by_stem(list_images(_need_dir("match_same_names", root, [degraded_dir])))
@@ -636,7 +720,7 @@ def match_same_names(
 # paired datasets
 
 
-class PairedDataset(_SkippingReader, Dataset):
+class PairedDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
     """``(degraded, clean)`` image file pairs with one label, optionally cropped and augmented.
 
     A pair whose two images differ in size is centre-cropped to their common size (some releases
@@ -659,6 +743,19 @@ class PairedDataset(_SkippingReader, Dataset):
     Shape:
         - degraded, clean: $(3, H, W)$.
         - label: a scalar int64 tensor.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> degraded, clean = Path(tmp.name) / "rain.png", Path(tmp.name) / "clean.png"
+        >>> write_image(degraded, torch.rand(3, 10, 10))
+        >>> write_image(clean, torch.rand(3, 12, 12))  # centre-cropped to 10x10
+        >>> ds = PairedDataset([(degraded, clean)], label=1, name="rain")
+        >>> x, y, label = ds[0]
+        >>> x.shape, y.shape, label.item(), ds.names
+        (torch.Size([3, 10, 10]), torch.Size([3, 10, 10]), 1, {1: 'rain'})
+        >>> tmp.cleanup()
     """
 
     def __init__(
@@ -722,7 +819,9 @@ class PairedDataset(_SkippingReader, Dataset):
         return f"PairedDataset(name={self.name!r}, label={self.label}, pairs={len(self)})"
 
 
-def _report(where: str, root: PathLike, pairs: list, unmatched: list[str], strict: bool) -> None:
+def _report(
+    where: str, root: PathLike, pairs: list[Any], unmatched: list[str], strict: bool
+) -> None:
     if unmatched:
         shown = ", ".join(unmatched[:50]) + (" ..." if len(unmatched) > 50 else "")
         msg = f"{where}: {len(unmatched)} files in {str(root)!r} have no partner: {shown}"
@@ -741,7 +840,7 @@ def rain100l(
     strict: bool = True,
     degraded_dir: str = "rainy",
     clean_dir: str = "gt",
-    **kwargs,
+    **kwargs: Any,
 ) -> PairedDataset:
     """Rain100L (200 training / 100 test pairs) laid out as ``root/rainy`` and ``root/gt``.
 
@@ -758,6 +857,20 @@ def rain100l(
 
     Returns:
         The dataset.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> root = Path(tmp.name)
+        >>> for folder, name in [("rainy", "rain-1.png"), ("gt", "norain-1.png")]:
+        ...     (root / folder).mkdir()
+        ...     write_image(root / folder / name, torch.rand(3, 12, 12))
+        >>> ds = rain100l(root, crop_size=8)
+        >>> degraded, clean, label = ds[0]
+        >>> degraded.shape, clean.shape, ds.names
+        (torch.Size([3, 8, 8]), torch.Size([3, 8, 8]), {0: 'rain'})
+        >>> tmp.cleanup()
     """
     pairs, unmatched = match_rain100l(root, degraded_dir=degraded_dir, clean_dir=clean_dir)
     _report("rain100l", root, pairs, unmatched, strict)
@@ -770,7 +883,7 @@ def reside(
     label: int = 0,
     name: str = "haze",
     strict: bool = True,
-    **kwargs,
+    **kwargs: Any,
 ) -> PairedDataset:
     """RESIDE OTS (training) or SOTS-outdoor (500 test pairs): ``root/hazy`` and ``root/gt``.
 
@@ -786,6 +899,19 @@ def reside(
 
     Returns:
         The dataset.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> root = Path(tmp.name)
+        >>> for folder, name in [("hazy", "0001_0.8_0.2.png"), ("gt", "0001.png")]:
+        ...     (root / folder).mkdir()
+        ...     write_image(root / folder / name, torch.rand(3, 8, 8))
+        >>> ds = reside(root, label=2)
+        >>> len(ds), ds.names
+        (1, {2: 'haze'})
+        >>> tmp.cleanup()
     """
     pairs, unmatched = match_reside(root)
     _report("reside", root, pairs, unmatched, strict)
@@ -793,7 +919,7 @@ def reside(
 
 
 def gopro(
-    root: PathLike, *, label: int = 0, name: str = "blur", strict: bool = True, **kwargs
+    root: PathLike, *, label: int = 0, name: str = "blur", strict: bool = True, **kwargs: Any
 ) -> PairedDataset:
     """GoPro deblurring pairs: ``root/blur/<name>`` with ``root/sharp/<name>`` (same file stem).
 
@@ -806,6 +932,19 @@ def gopro(
 
     Returns:
         The dataset.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> for folder in ("blur", "sharp"):
+        ...     (Path(tmp.name) / folder).mkdir()
+        ...     write_image(Path(tmp.name) / folder / "0001.png", torch.rand(3, 8, 8))
+        >>> ds = gopro(tmp.name)
+        >>> degraded, clean, label = ds[0]
+        >>> degraded.shape, ds.names[int(label)]
+        (torch.Size([3, 8, 8]), 'blur')
+        >>> tmp.cleanup()
     """
     pairs, unmatched = match_same_names(root, "blur", "sharp")
     _report("gopro", root, pairs, unmatched, strict)
@@ -813,7 +952,7 @@ def gopro(
 
 
 def lol(
-    root: PathLike, *, label: int = 0, name: str = "low_light", strict: bool = True, **kwargs
+    root: PathLike, *, label: int = 0, name: str = "low_light", strict: bool = True, **kwargs: Any
 ) -> PairedDataset:
     """LOL low-light pairs: ``root/low/<name>`` with ``root/high/<name>`` (same file stem).
 
@@ -826,13 +965,25 @@ def lol(
 
     Returns:
         The dataset.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> for folder in ("low", "high"):
+        ...     (Path(tmp.name) / folder).mkdir()
+        ...     write_image(Path(tmp.name) / folder / "1.png", torch.rand(3, 8, 8))
+        >>> ds = lol(tmp.name, label=4)
+        >>> len(ds), ds.names
+        (1, {4: 'low_light'})
+        >>> tmp.cleanup()
     """
     pairs, unmatched = match_same_names(root, "low", "high")
     _report("lol", root, pairs, unmatched, strict)
     return PairedDataset(pairs, label=label, name=name, unmatched=unmatched, **kwargs)
 
 
-class NoisyDataset(_SkippingReader, Dataset):
+class NoisyDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
     """Clean images with Gaussian noise at a fixed sigma and a fixed seed (CBSD68-style testing).
 
     Image ``i`` gets the noise of a generator seeded by ``(seed, i)``, so every run, machine and
@@ -894,7 +1045,7 @@ class NoisyDataset(_SkippingReader, Dataset):
 
 
 def cbsd68(
-    root: PathLike, sigma: float = 25.0, *, label: int = 0, seed: int = 0, **kwargs
+    root: PathLike, sigma: float = 25.0, *, label: int = 0, seed: int = 0, **kwargs: Any
 ) -> NoisyDataset:
     """CBSD68 (68 clean colour images in ``root``) with noise at ``sigma``, seeded by ``seed``.
 
@@ -905,7 +1056,20 @@ def cbsd68(
         seed: the noise seed.
         **kwargs: ``name`` and ``quantize`` of :class:`NoisyDataset`.
 
+    Shape:
+        - items: ``(noisy, clean, label)`` with $(3, H, W)$ images and a scalar label.
+
     Returns:
         The dataset.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> write_image(Path(tmp.name) / "0.png", torch.full((3, 8, 8), 0.5))
+        >>> noisy, clean, label = cbsd68(tmp.name, sigma=50)[0]
+        >>> noisy.shape, bool((noisy - clean).abs().mean() > 0.05)
+        (torch.Size([3, 8, 8]), True)
+        >>> tmp.cleanup()
     """
     return NoisyDataset(root, sigma, label=label, seed=seed, **kwargs)

@@ -186,6 +186,9 @@ class GaussianNoise(nn.Module):
         clip: clamp the result to [0, 1].
         quantize: 8-bit quantisation as the PromptIR protocol does.
 
+    Shape:
+        - Input: $(B, C, H, W)$ in [0, 1]; output: the same.
+
     Example:
         >>> GaussianNoise(sigma=(15.0, 50.0))(torch.rand(2, 3, 8, 8)).shape
         torch.Size([2, 3, 8, 8])
@@ -302,6 +305,15 @@ def haze(
 class Haze(nn.Module):
     """Module form of :func:`haze`.
 
+    Args:
+        beta: scattering coefficient, a value or a range drawn per sample.
+        airlight: global atmospheric light (grey), a value or a range drawn per sample.
+        depth_range: ``(near, far)`` of the random depth map; ``forward(x, generator, depth)``
+            may pass a depth map instead.
+
+    Shape:
+        - Input: $(B, C, H, W)$ in [0, 1]; output: the same.
+
     Example:
         >>> Haze(beta=0.1)(torch.rand(2, 3, 8, 8)).shape
         torch.Size([2, 3, 8, 8])
@@ -414,6 +426,19 @@ def rain_streaks(
 class RainStreaks(nn.Module):
     """Module form of :func:`rain_streaks`.
 
+    Every option is a value or a ``(low, high)`` range drawn per sample.
+
+    Args:
+        density: fraction of pixels that seed a streak.
+        length: streak length in pixels.
+        angle: tilt from the vertical in degrees (positive leans right at the top).
+        width: Gaussian std of the streak profile in pixels (> 0).
+        brightness: peak streak intensity in [0, 1].
+        alpha: blending strength in [0, 1].
+
+    Shape:
+        - Input: $(B, C, H, W)$ in [0, 1]; output: the same.
+
     Example:
         >>> RainStreaks(length=20.0)(torch.rand(2, 3, 32, 32)).shape
         torch.Size([2, 3, 32, 32])
@@ -498,6 +523,12 @@ def gaussian_blur(
 class GaussianBlur(nn.Module):
     """Module form of :func:`gaussian_blur`.
 
+    Args:
+        sigma: blur std in pixels (> 0), a value or a range drawn per sample.
+
+    Shape:
+        - Input: $(B, C, H, W)$ in [0, 1]; output: the same.
+
     Example:
         >>> GaussianBlur(sigma=2.0)(torch.rand(1, 3, 16, 16)).shape
         torch.Size([1, 3, 16, 16])
@@ -556,6 +587,13 @@ def motion_blur(
 
 class MotionBlur(nn.Module):
     """Module form of :func:`motion_blur`.
+
+    Args:
+        length: blur length in pixels (>= 1), a value or a range drawn per sample.
+        angle: motion direction in degrees, a value or a range drawn per sample.
+
+    Shape:
+        - Input: $(B, C, H, W)$ in [0, 1]; output: the same.
 
     Example:
         >>> MotionBlur(length=11.0)(torch.rand(1, 3, 16, 16)).shape
@@ -627,7 +665,18 @@ def low_light(
 
 
 class LowLight(nn.Module):
-    """Module form of :func:`low_light`.
+    r"""Module form of :func:`low_light`.
+
+    Every option is a value or a ``(low, high)`` range drawn per sample.
+
+    Args:
+        gamma: exponent ($\geq 1$ darkens).
+        gain: exposure gain in (0, 1].
+        photons: photons per unit intensity (> 0); fewer photons mean more shot noise.
+        read_sigma: read-noise std on the 0-255 scale.
+
+    Shape:
+        - Input: $(B, C, H, W)$ in [0, 1]; output: the same.
 
     Example:
         >>> LowLight(gamma=2.0)(torch.rand(1, 3, 8, 8)).shape
@@ -711,6 +760,12 @@ def jpeg_compression(
 
 class JpegCompression(nn.Module):
     """Module form of :func:`jpeg_compression`.
+
+    Args:
+        quality: JPEG quality in [1, 100], a value or a range drawn per sample.
+
+    Shape:
+        - Input: $(B, C, H, W)$ in [0, 1] with $C$ = 1 or 3; output: the same.
 
     Example:
         >>> JpegCompression(quality=20.0)(torch.rand(1, 3, 16, 16)).shape
@@ -829,7 +884,11 @@ class DegradationMix(nn.Module):
         return table[labels.long()]
 
     def sample_labels(
-        self, batch_size: int, *, device=None, generator: torch.Generator | None = None
+        self,
+        batch_size: int,
+        *,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
     ) -> Tensor:
         """Draw labels as :meth:`forward` does: ``(B,)`` int64 or ``(B, N)`` bool."""
         n = len(self.names)
@@ -845,7 +904,9 @@ class DegradationMix(nn.Module):
         rank = order.argsort(dim=1)  # rank of each degradation in a random permutation
         return rank < count
 
-    def apply(self, x: Tensor, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def degrade(
+        self, x: Tensor, labels: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Apply the degradations that ``labels`` name (``(B,)`` ints or a ``(B, N)`` mask)."""
         where = "DegradationMix"
         _check_image(where, x)
@@ -866,7 +927,7 @@ class DegradationMix(nn.Module):
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         _check_image("DegradationMix", x)
         labels = self.sample_labels(x.shape[0], device=x.device, generator=generator)
-        return self.apply(x, labels, generator=generator), labels
+        return self.degrade(x, labels, generator=generator), labels
 
     def extra_repr(self) -> str:
         return f"names={self.names}, kinds={self.kinds}, max_per_sample={self.max_per_sample}"

@@ -11,19 +11,24 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .data import DegradedCopies, sample_split
 from .metrics import EvaluationResult, evaluate, psnr
+from .model import SparsePromptIR
 
 __all__ = ["run_demo", "write_report"]
 
 
 def _grid(
-    model: nn.Module, copies: DegradedCopies, image_index: int, path: Path, tile: int | None
+    model: SparsePromptIR,
+    copies: DegradedCopies,
+    image_index: int,
+    path: Path,
+    tile: int | None,
 ) -> Path:
     import matplotlib
 
@@ -56,7 +61,7 @@ def _grid(
 
 
 def write_report(
-    model: nn.Module,
+    model: SparsePromptIR,
     held_out: list[Tensor],
     out_dir: str | Path,
     *,
@@ -68,9 +73,34 @@ def write_report(
 
     Writes ``grid.png`` (degraded, restored, clean, PSNR per tile for the first photo),
     ``metrics.md`` and ``metrics.json`` (the model against the degraded inputs themselves).
+    Needs matplotlib for the grid.
+
+    Args:
+        model: the restorer; its :meth:`~contrastive_prompts.SparsePromptIR.restore` is scored.
+        held_out: clean photos in [0, 1].
+        out_dir: the folder to write to (created if missing).
+        mix: the degradation mix (a preset name of
+            :func:`~contrastive_prompts.degradations.make_mix`).
+        seed: the seed of the degradations, so every report scores the same inputs.
+        tile: tile side for large photos (``None``: one pass).
+
+    Shape:
+        - held_out: $(3, H, W)$ each, sizes may differ.
 
     Returns:
         ``(restored, degraded)``: the per-degradation tables of the model and of the inputs.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> model = SparsePromptIR("tiny").eval()
+        >>> restored, degraded = write_report(model, [torch.rand(3, 16, 16)], tmp.name)
+        >>> restored.names
+        ['noise_15', 'noise_25', 'noise_50', 'rain', 'haze']
+        >>> sorted(p.name for p in Path(tmp.name).iterdir())
+        ['grid.png', 'metrics.json', 'metrics.md']
+        >>> tmp.cleanup()
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -114,6 +144,14 @@ def run_demo(
 
     Returns:
         ``{what: path}`` of everything written.
+
+    Example:
+        Training and scoring the full-size held-out photos take minutes on a CPU, so this one
+        is not run as a test (``tests/test_examples.py`` runs the demo script instead):
+
+        >>> written = run_demo("results/demo", steps=20)  # doctest: +SKIP
+        >>> sorted(written)  # doctest: +SKIP
+        ['checkpoint', 'expert use plot', 'grid', 'loss plot', 'metrics', 'validation plot']
     """
     from .train import RECIPES, Trainer
 
@@ -124,10 +162,10 @@ def run_demo(
     trainer = Trainer(config)
     print(
         f"training the {config.preset!r} preset with CPL for {config.steps} steps "
-        f"on {len(trainer.train_data)} bundled photos (3-task degradations)"
+        f"on {len(trainer.train_data)} bundled photos (3-task degradations)"  # type: ignore[arg-type]
     )
     trainer.fit()
-    model = trainer.ema.module.eval()
+    model = cast(SparsePromptIR, trainer.ema.module).eval()  # the Trainer builds a SparsePromptIR
     restored, degraded = write_report(model, sample_split()[1], out_dir, mix=config.mix)
     print()
     print(restored.to_markdown())

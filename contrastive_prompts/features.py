@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import kornia
 import torch
@@ -38,6 +39,9 @@ def _normalised_weights(where: str, weights: Sequence[float], count: int) -> tup
 
 class PixelFeatures(nn.Module):
     """The identity feature space: one map, the image itself.
+
+    Shape:
+        - Input: ``(B, C, H, W)``. Output: one map, the input.
 
     Example:
         >>> [f.shape for f in PixelFeatures()(torch.rand(2, 3, 8, 8))]
@@ -122,11 +126,27 @@ class VGG16Features(nn.Module):
 
     Shape:
         - Input: ``(B, 3, H, W)`` RGB in [0, 1] (ImageNet normalisation is applied inside).
+        - Output: one map per layer, ``(B, C_l, H / 2^p, W / 2^p)`` after ``p`` poolings
+          (64, 128 and 256 channels at full, half and quarter size for the defaults).
 
     Raises:
         FileNotFoundError: the weights file does not exist; the message says how to get it.
         InputError: unknown layer names, or a state dict that does not fit VGG16.
+
+    Example:
+        Usually ``VGG16Features("vgg16-397923af.pth")``; here random tensors stand in for the
+        file's first two convolutions:
+
+        >>> shapes = {"0.weight": (64, 3, 3, 3), "0.bias": (64,),
+        ...           "2.weight": (64, 64, 3, 3), "2.bias": (64,)}
+        >>> state = {f"features.{k}": torch.randn(s) for k, s in shapes.items()}
+        >>> vgg = VGG16Features(state, layers=("relu1_2",), layer_weights=(1.0,))
+        >>> [f.shape for f in vgg(torch.rand(1, 3, 8, 8))]
+        [torch.Size([1, 64, 8, 8])]
     """
+
+    mean: Tensor
+    std: Tensor
 
     def __init__(
         self,
@@ -170,7 +190,9 @@ class VGG16Features(nn.Module):
                     "and pass the file's path (torchvision itself is not needed), or use "
                     "FilterFeatures, which needs no weights."
                 )
-            weights = torch.load(path, map_location="cpu", weights_only=True)
+            weights = cast(
+                "Mapping[str, Tensor]", torch.load(path, map_location="cpu", weights_only=True)
+            )
         wanted = self.features.state_dict()
         state = {}
         for key in wanted:

@@ -92,6 +92,9 @@ def contrastive_prompt_loss(
         - anchor, positive: ``(B, C, H, W)``; negatives: ``(B, M, C, H, W)`` with ``M >= 1``.
         - Output: ``(B,)`` for ``reduction="none"``, else a scalar.
 
+    Returns:
+        The loss per sample, or its mean or sum over the batch.
+
     Example:
         >>> a, y = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
         >>> n = torch.rand(2, 4, 3, 16, 16)

@@ -47,15 +47,15 @@ _SSIM_K1 = 0.01
 _SSIM_K2 = 0.03
 
 
-def _check_pair(where: str, x: object, y: object) -> None:
+def _check_pair(where: str, x: Tensor, y: Tensor) -> None:
     check_shape(where, "x", x, ("B", "C", "H", "W"))
     check_shape(where, "y", y, ("B", "C", "H", "W"))
-    check_floating(where, "x", x)  # type: ignore[arg-type]
-    check_floating(where, "y", y)  # type: ignore[arg-type]
-    check_same_shape(where, "y", y, "x", x)  # type: ignore[arg-type]
-    if x.device != y.device:  # type: ignore[union-attr]
+    check_floating(where, "x", x)
+    check_floating(where, "y", y)
+    check_same_shape(where, "y", y, "x", x)
+    if x.device != y.device:
         raise InputError(
-            f"{where}: expected y on the same device as x ({x.device}), got {y.device}"  # type: ignore[union-attr]
+            f"{where}: expected y on the same device as x ({x.device}), got {y.device}"
         )
 
 
@@ -267,7 +267,7 @@ def _ssim_map_mean(xd: Tensor, yd: Tensor, data_range: float) -> Tensor:
     vxy = cov_norm * (mxy - mx * my)
     c1 = (_SSIM_K1 * data_range) ** 2
     c2 = (_SSIM_K2 * data_range) ** 2
-    s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    s: Tensor = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
     return s.mean(dim=(1, 2, 3))
 
 
@@ -357,6 +357,14 @@ class EvaluationResult:
         ssim: mean SSIM per name.
         count: number of images per name.
         per_image: ``(label, psnr, ssim)`` for every image, in order.
+
+    Example:
+        >>> r = EvaluationResult(["noise", "rain"], psnr={"noise": 30.0, "rain": 26.0},
+        ...                      ssim={"noise": 0.9, "rain": 0.8}, count={"noise": 2, "rain": 2})
+        >>> r.average_psnr
+        28.0
+        >>> print(r.to_markdown().splitlines()[-1])
+        | average | 4 | 28.00 | 0.8500 |
     """
 
     names: list[str]
@@ -408,7 +416,7 @@ class EvaluationResult:
 def _batches(data: object) -> Iterable[tuple[Tensor, Tensor, Tensor]]:
     """Yield ``(degraded, clean, labels)`` batches from a map-style dataset or an iterable."""
     if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
-        for i in range(len(data)):  # type: ignore[arg-type]
+        for i in range(len(data)):
             degraded, clean, label = data[i]
             yield degraded.unsqueeze(0), clean.unsqueeze(0), torch.as_tensor(label).view(1)
         return
@@ -464,6 +472,10 @@ def evaluate(
         y_channel: score the BT.601 luma of RGB images.
         border: pixels to crop from each side before scoring.
 
+    Shape:
+        - model: ``(B, C, H, W)`` in, ``(B, C, H, W)`` out (cropped back if padded).
+        - data items: ``(C, H, W)``, ``(C, H, W)``, a scalar label; or batches of those.
+
     Returns:
         The per-degradation table.
 
@@ -508,8 +520,8 @@ def evaluate(
                     acc[2] += 1
                     per_image.append((lab, pv, sv))
     finally:
-        if was_training:
-            model.train()  # type: ignore[union-attr]
+        if was_training and isinstance(model, torch.nn.Module):
+            model.train()
 
     def name_of(label: int) -> str:
         if names is None:

@@ -44,6 +44,12 @@ class ModelConfig:
         top_k: experts kept per sample (1 for CPL, ``num_prompts`` reproduces PromptIR).
         use_prompts: ``False`` removes the prompts, keeping each stage's transformer block and
             1x1 convolution: the same network without prompting, as a baseline.
+
+    Example:
+        >>> from dataclasses import replace
+        >>> dense = replace(PRESETS["tiny"], top_k=5)  # PromptIR's dense prompts
+        >>> SparsePromptIR("tiny", top_k=5).config == dense
+        True
     """
 
     dim: int = 48
@@ -87,6 +93,11 @@ class ModelOutput(NamedTuple):
         output: ``(B, 3, H, W)`` restored images under the network's own prompts (with gradient).
         negatives: ``(B, M, 3, H, W)`` outputs with negative prompts at every stage (no gradient).
         routing: the positive :class:`~contrastive_prompts.Routing` of prompt1, prompt2, prompt3.
+
+    Example:
+        >>> out = ModelOutput(torch.zeros(2, 3, 8, 8), torch.zeros(2, 4, 3, 8, 8), routing=())
+        >>> out.negatives.shape[1]  # M negatives per image
+        4
     """
 
     output: Tensor
@@ -400,6 +411,7 @@ class SparsePromptIR(nn.Module):
         """
         single = image.ndim == 3
         batch = image.unsqueeze(0) if single else image
+        out: Tensor
         if tile is None:
             out = self(batch)
         else:
@@ -471,9 +483,17 @@ def tiled(model: nn.Module, image: Tensor, *, tile: int, overlap: int = 32) -> T
         tile: tile side.
         overlap: pixels shared by neighbouring tiles, ``0 <= overlap < tile``.
 
+    Shape:
+        - image: ``(B, C, H, W)``; output: ``(B, C', H, W)``.
+
     Returns:
         ``(B, C', H, W)``; memory beyond the input and output is one tile's worth. For a model
         whose receptive field reaches at most ``overlap / 4`` pixels, this equals ``model(image)``.
+
+    Example:
+        >>> conv, image = torch.nn.Conv2d(3, 3, 1), torch.rand(1, 3, 20, 20)
+        >>> torch.allclose(tiled(conv, image, tile=8, overlap=4), conv(image), atol=1e-6)
+        True
     """
     check_int_range("tiled", "tile", tile, 1)
     check_int_range("tiled", "overlap", overlap, 0, tile - 1)

@@ -33,12 +33,12 @@ def _pyplot() -> Any:
 
 
 def _smooth(values: Sequence[float], window: int) -> np.ndarray:
-    values = np.asarray(values, dtype=float)
-    if len(values) < window or window < 2:
-        return values
+    array = np.asarray(values, dtype=float)
+    if len(array) < window or window < 2:
+        return array
     kernel = np.ones(window) / window
-    head = np.array([values[: i + 1].mean() for i in range(window - 1)])
-    return np.concatenate([head, np.convolve(values, kernel, mode="valid")])
+    head = np.array([array[: i + 1].mean() for i in range(window - 1)])
+    return np.concatenate([head, np.convolve(array, kernel, mode="valid")])
 
 
 def plot_training(
@@ -57,7 +57,17 @@ def plot_training(
         out_dir: the folder to write to.
 
     Returns:
-        The paths written.
+        The paths written (none without matplotlib or without history).
+
+    Example:
+        >>> import tempfile
+        >>> history = [{"step": s, "loss": 1 / s, "l1": 0.8 / s, "cpr": 0.2 / s,
+        ...             "expert_counts": [[[2, 0], [0, 2]]]} for s in (1, 2, 3)]
+        >>> validations = [{"step": 3, "psnr": {"noise": 25.0, "rain": 22.0}}]
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> [p.name for p in plot_training(history, validations, ["noise", "rain"], tmp.name)]
+        ['loss.png', 'validation.png', 'experts.png']
+        >>> tmp.cleanup()
     """
     plt = _pyplot()
     if plt is None or not history:

@@ -9,7 +9,8 @@ block). The routing maths lives in the pure functions :func:`topk_route` and
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,11 @@ class Routing(NamedTuple):
         weights: ``(B, N)`` mixing weights actually used: ``probs`` at the chosen experts, 0
             elsewhere (renormalised to sum to 1 if the layer renormalises).
         indices: ``(B, k)`` chosen experts, by decreasing weight for top-k routing.
+
+    Example:
+        >>> probs, weights, indices = topk_route(torch.tensor([[2.0, 0.0]]), top_k=1)
+        >>> indices, weights[0, 1].item()
+        (tensor([[0]]), 0.0)
     """
 
     probs: Tensor
@@ -59,6 +65,9 @@ def topk_route(logits: Tensor, top_k: int, *, renormalize: bool = False) -> Rout
     Shape:
         - logits: ``(B, N)``. Returns a :class:`Routing` with ``(B, N)`` probs and weights and
           ``(B, top_k)`` indices.
+
+    Returns:
+        The :class:`Routing`: softmax probabilities, the kept weights and the chosen experts.
 
     Example:
         >>> r = topk_route(torch.tensor([[0.0, 1.0, 2.0]]), top_k=1)
@@ -95,6 +104,10 @@ def negative_route(
         routing: the positive routing (from :func:`topk_route`).
         generator: source of randomness, for reproducible negatives.
         labels: optional ``(B,)`` integer degradation labels.
+
+    Shape:
+        - routing: ``(B, N)`` probs and weights, ``(B, k)`` indices with ``k < N``.
+        - output: ``(B, N)`` probs and weights, ``(B, min(k, N - k))`` indices.
 
     Returns:
         A :class:`Routing` whose ``indices`` never meet ``routing.indices``.
@@ -144,6 +157,10 @@ def routing_statistics(
         labels: optional ``(B,)`` integer labels.
         num_labels: rows of the result; defaults to ``labels.max() + 1``.
 
+    Shape:
+        - routing: ``(B, k)`` indices (or a Routing holding them); labels: ``(B,)``.
+        - output: ``(L, N)``.
+
     Returns:
         ``(L, N)`` int64 counts, ``L = num_labels`` (1 without labels).
 
@@ -172,6 +189,15 @@ def load_balance_loss(routing: Routing) -> Tensor:
     $f_i$ is the fraction of picks that went to expert $i$ and $\bar p_i$ its mean softmax weight;
     the loss is 1 for perfectly balanced routing and up to $N$ when everything goes to one expert.
     MoCE-IR, a sparse peer, adds it with weight 0.01.
+
+    Args:
+        routing: the routing of a batch (from :func:`topk_route`).
+
+    Shape:
+        - routing: ``(B, N)`` probs, ``(B, k)`` indices; output: a scalar.
+
+    Returns:
+        The scalar loss, differentiable through ``routing.probs``.
 
     Example:
         >>> r = topk_route(torch.zeros(4, 5), top_k=5)
@@ -230,7 +256,7 @@ class SparsePrompt(nn.Module):
             check_int_range("SparsePrompt", name, value, 1)
         check_int_range("SparsePrompt", "num_prompts", num_prompts, 1)
         check_int_range("SparsePrompt", "top_k", top_k, 1, num_prompts)
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.dim, self.prompt_dim, self.prompt_size = dim, prompt_dim, prompt_size
         self.num_prompts, self.top_k, self.renormalize = num_prompts, top_k, renormalize
         self.prompts = nn.Parameter(
@@ -258,12 +284,13 @@ class SparsePrompt(nn.Module):
         logits = self.router(x.mean(dim=(-2, -1)))
         return topk_route(logits, self.top_k, renormalize=self.renormalize)
 
-    def render(self, weights: Tensor, size: tuple[int, int]) -> Tensor:
+    def render(self, weights: Tensor, size: Sequence[int]) -> Tensor:
         """Mix the bank with ``(B, N)`` weights and render the prompt at ``size = (H, W)``."""
         bank = self.prompts.flatten(1)  # (N, D*S*S)
         mixed = (weights.to(bank.dtype) @ bank).view(-1, *self.prompts.shape[1:])
         mixed = F.interpolate(mixed, size=size, mode="bilinear", align_corners=False)
-        return self.conv(mixed)
+        prompt: Tensor = self.conv(mixed)
+        return prompt
 
     def forward(
         self, x: Tensor, *, return_routing: bool = False
@@ -344,4 +371,5 @@ class PromptFusion(nn.Module):
         check_shape("PromptFusion", "x", x, ("B", self.dim, "H", "W"))
         b, _, h, w = x.shape
         check_shape("PromptFusion", "prompt", prompt, (b, self.prompt_dim, h, w))
-        return self.proj(self.block(torch.cat([x, prompt], dim=1)))
+        fused: Tensor = self.proj(self.block(torch.cat([x, prompt], dim=1)))
+        return fused

@@ -26,6 +26,10 @@ class LayerNorm2d(nn.Module):
 
     Shape:
         - Input: ``(B, C, H, W)``; output: the same.
+
+    Example:
+        >>> LayerNorm2d(4)(torch.rand(2, 4, 3, 3)).mean(dim=1).abs().max() < 1e-5
+        tensor(True)
     """
 
     def __init__(self, dim: int, *, eps: float = 1e-5) -> None:
@@ -48,6 +52,13 @@ class Attention(nn.Module):
     Args:
         dim: channels; must be divisible by ``num_heads``.
         num_heads: attention heads.
+
+    Shape:
+        - Input: ``(B, dim, H, W)``; output: the same.
+
+    Example:
+        >>> Attention(dim=8, num_heads=2)(torch.rand(1, 8, 4, 4)).shape
+        torch.Size([1, 8, 4, 4])
     """
 
     def __init__(self, dim: int, num_heads: int) -> None:
@@ -75,13 +86,24 @@ class Attention(nn.Module):
         k = F.normalize(k, dim=-1)
         attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)
         out = rearrange(attn @ v, "b head c (h w) -> b (head c) h w", h=h, w=w)
-        return self.project_out(out)
+        y: Tensor = self.project_out(out)
+        return y
 
 
 class FeedForward(nn.Module):
     """GDFN: 1x1 to ``2 * hidden``, 3x3 depthwise, GELU gate, 1x1 back.
 
-    ``hidden = int(dim * ffn_expansion_factor)``.
+    Args:
+        dim: channels.
+        ffn_expansion_factor: hidden width over ``dim``,
+            ``hidden = int(dim * ffn_expansion_factor)``.
+
+    Shape:
+        - Input: ``(B, dim, H, W)``; output: the same.
+
+    Example:
+        >>> FeedForward(dim=8, ffn_expansion_factor=2.0)(torch.rand(1, 8, 4, 4)).shape
+        torch.Size([1, 8, 4, 4])
     """
 
     def __init__(self, dim: int, ffn_expansion_factor: float) -> None:
@@ -93,7 +115,8 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(x1) * x2)
+        y: Tensor = self.project_out(F.gelu(x1) * x2)
+        return y
 
 
 class TransformerBlock(nn.Module):
@@ -122,14 +145,43 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))
-        return x + self.ffn(self.norm2(x))
+        y: Tensor = x + self.ffn(self.norm2(x))
+        return y
 
 
 def downsample(dim: int) -> nn.Sequential:
-    """Halve the resolution, double the channels: 3x3 conv to ``dim // 2``, PixelUnshuffle(2)."""
+    """Halve the resolution, double the channels: 3x3 conv to ``dim // 2``, PixelUnshuffle(2).
+
+    Args:
+        dim: input channels (even).
+
+    Shape:
+        - Input: ``(B, dim, H, W)`` with even ``H``, ``W``; output: ``(B, 2 * dim, H / 2, W / 2)``.
+
+    Returns:
+        The down-sampling module.
+
+    Example:
+        >>> downsample(8)(torch.rand(1, 8, 4, 4)).shape
+        torch.Size([1, 16, 2, 2])
+    """
     return nn.Sequential(nn.Conv2d(dim, dim // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
 
 
 def upsample(dim: int) -> nn.Sequential:
-    """Double the resolution, halve the channels: 3x3 conv to ``2 * dim``, PixelShuffle(2)."""
+    """Double the resolution, halve the channels: 3x3 conv to ``2 * dim``, PixelShuffle(2).
+
+    Args:
+        dim: input channels (even).
+
+    Shape:
+        - Input: ``(B, dim, H, W)``; output: ``(B, dim / 2, 2 H, 2 W)``.
+
+    Returns:
+        The up-sampling module.
+
+    Example:
+        >>> upsample(8)(torch.rand(1, 8, 2, 2)).shape
+        torch.Size([1, 4, 4, 4])
+    """
     return nn.Sequential(nn.Conv2d(dim, dim * 2, 3, padding=1, bias=False), nn.PixelShuffle(2))

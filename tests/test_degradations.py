@@ -286,7 +286,7 @@ def test_3task_names_and_kinds():
 
 def test_mix_apply_with_given_labels():
     mix = D.DegradationMix({"a": _constant(0.1), "b": _constant(0.2)})
-    y = mix.apply(torch.rand(3, 3, 8, 8), torch.tensor([1, 0, 1]))
+    y = mix.degrade(torch.rand(3, 3, 8, 8), torch.tensor([1, 0, 1]))
     assert torch.allclose(y[:, 0, 0, 0], torch.tensor([0.2, 0.1, 0.2]))
 
 
@@ -323,4 +323,12 @@ def test_bad_input_messages():
     with pytest.raises(InputError, match=r"expected degradation 'a' to be callable"):
         D.DegradationMix({"a": 3})
     with pytest.raises(InputError, match=r"expected labels of shape \(1\), got \(2\)"):
-        D.make_mix("3task").apply(x, torch.tensor([0, 1]))
+        D.make_mix("3task").degrade(x, torch.tensor([0, 1]))
+
+
+def test_mix_does_not_shadow_module_apply():
+    """``nn.Module.apply(fn)`` reaches a mix inside a model (it used to be shadowed)."""
+    model = torch.nn.Sequential(D.make_mix("3task"), torch.nn.Conv2d(3, 3, 1))
+    seen = []
+    model.apply(lambda m: seen.append(type(m).__name__))
+    assert "DegradationMix" in seen and "Conv2d" in seen

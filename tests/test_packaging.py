@@ -1,0 +1,95 @@
+"""Release hygiene: the wheel and the sdist build offline, hold the package and install cleanly.
+
+``python -m build --no-isolation`` uses the build backend of this environment (hatchling, in the
+``dev`` extra), so no network is needed. Each artefact is installed with ``--no-deps`` into a fresh
+venv and imported from outside the repository; the venv sees this environment's packages (torch,
+einops, kornia, numpy, hatchling) through a ``.pth`` file, so torch is not reinstalled, but not its
+editable install of this package, so the import really comes from the artefact.
+"""
+
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import contrastive_prompts
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULES = sorted(p.name for p in (ROOT / "contrastive_prompts").glob("*.py"))
+SMOKE = (
+    "import contrastive_prompts as cp; "
+    "cp.SparsePrompt(dim=4, prompt_dim=2, prompt_size=2); "
+    "print(cp.__version__, cp.__file__)"
+)
+
+
+def run(*args: str | Path, cwd: Path | None = None) -> str:
+    done = subprocess.run(
+        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, f"{args} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("dist")
+    run(sys.executable, "-m", "build", "--no-isolation", "--outdir", out, ROOT)
+    wheels, sdists = sorted(out.glob("*.whl")), sorted(out.glob("*.tar.gz"))
+    assert len(wheels) == 1 and len(sdists) == 1, sorted(p.name for p in out.iterdir())
+    return {"wheel": wheels[0], "sdist": sdists[0]}
+
+
+def make_venv(path: Path) -> Path:
+    """A venv with system site packages that also sees this environment's site-packages."""
+    venv.create(path, system_site_packages=True, with_pip=False)
+    python = path / "bin" / "python"
+    site = run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip()
+    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (Path(site) / "_outer_env.pth").write_text("".join(f"{p}\n" for p in sorted(ours)))
+    return python
+
+
+def install_and_import(artefact: Path, env: Path, *extra: str) -> str:
+    python = make_venv(env)
+    run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index",
+        "--quiet", *extra, artefact)  # fmt: skip
+    outside = env / "cwd"
+    outside.mkdir()
+    version, location = run(python, "-c", SMOKE, cwd=outside).split()
+    assert version == contrastive_prompts.__version__
+    assert Path(location).resolve().is_relative_to(env.resolve()), location
+    return location
+
+
+def test_wheel_holds_the_package_and_py_typed(dist):
+    names = set(zipfile.ZipFile(dist["wheel"]).namelist())
+    expected = {f"contrastive_prompts/{m}" for m in [*MODULES, "py.typed"]}
+    assert expected <= names, sorted(expected - names)
+    assert not any(n.startswith(("tests/", "docs/", "benchmarks/")) for n in names)
+    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    text = zipfile.ZipFile(dist["wheel"]).read(entry_points).decode()
+    assert "contrastive-prompts = contrastive_prompts.cli:main" in text
+
+
+def test_sdist_holds_the_package_and_its_tests(dist):
+    with tarfile.open(dist["sdist"]) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    expected = {f"contrastive_prompts/{m}" for m in [*MODULES, "py.typed"]}
+    expected |= {"pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "conftest.py"}
+    expected |= {"tests/test_prompt.py", "tests/test_packaging.py"}
+    assert expected <= names, sorted(expected - names)
+
+
+def test_wheel_installs_into_a_clean_venv(dist, tmp_path):
+    install_and_import(dist["wheel"], tmp_path / "venv")
+    assert "restore" in run(tmp_path / "venv" / "bin" / "contrastive-prompts", "--help")
+
+
+def test_sdist_installs_into_a_clean_venv(dist, tmp_path):
+    install_and_import(dist["sdist"], tmp_path / "venv", "--no-build-isolation")
