@@ -26,6 +26,10 @@ class ObjectiveOutput(NamedTuple):
         output: ``(B, 3, H, W)`` restored batch.
         expert_counts: per prompt stage, ``(L, N)`` counts of expert picks per label
             (``L = 1`` without labels).
+
+    Example:
+        >>> ObjectiveOutput._fields
+        ('loss', 'l1', 'cpr', 'balance', 'output', 'expert_counts')
     """
 
     loss: Tensor
@@ -56,6 +60,11 @@ class CPLObjective(nn.Module):
             :meth:`~contrastive_prompts.SparsePromptIR.forward_with_negatives`); all at once by
             default.
 
+    Shape:
+        - ``forward(model, degraded, clean, labels=None, *, generator=None)``: ``degraded`` and
+          ``clean`` $(B, 3, H, W)$, ``labels`` $(B,)$; returns an :class:`ObjectiveOutput` of
+          scalars, the $(B, 3, H, W)$ output and $(L, N)$ expert counts per prompt stage.
+
     Example:
         >>> from contrastive_prompts import SparsePromptIR
         >>> model, objective = SparsePromptIR("tiny"), CPLObjective(num_negatives=2)
@@ -67,7 +76,7 @@ class CPLObjective(nn.Module):
     def __init__(
         self,
         *,
-        weight: float = 0.1,
+        weight: float = 0.01,
         num_negatives: int = 4,
         loss: nn.Module | None = None,
         balance_weight: float = 0.0,
@@ -108,12 +117,13 @@ class CPLObjective(nn.Module):
             check_shape("CPLObjective", "labels", labels, (degraded.shape[0],))
         zero = degraded.new_zeros(())
         if self.weight > 0:
-            if not hasattr(model, "forward_with_negatives"):
+            forward_with_negatives = getattr(model, "forward_with_negatives", None)
+            if forward_with_negatives is None:
                 raise InputError(
                     "CPLObjective: expected a model with forward_with_negatives (weight > 0), "
                     f"got {type(model).__name__}"
                 )
-            output, negatives, routing = model.forward_with_negatives(
+            output, negatives, routing = forward_with_negatives(
                 degraded,
                 num_negatives=self.num_negatives,
                 generator=generator,

@@ -35,7 +35,7 @@ from .features import FilterFeatures, PixelFeatures, VGG16Features
 from .loss import MODES, ContrastivePromptLoss
 from .metrics import EvaluationResult, evaluate
 from .model import PRESETS, SparsePromptIR
-from .objective import CPLObjective
+from .objective import CPLObjective, ObjectiveOutput
 
 __all__ = [
     "RECIPES",
@@ -50,7 +50,15 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable, or does not fit the run it is loaded into."""
+    """A checkpoint is missing, unreadable, or does not fit the run it is loaded into.
+
+    Example:
+        >>> try:
+        ...     load_checkpoint_model("no-such-run/last.pt")
+        ... except CheckpointError as error:
+        ...     print(error)
+        checkpoint 'no-such-run/last.pt' not found
+    """
 
 
 @dataclass
@@ -93,6 +101,15 @@ class TrainConfig:
         save_every: write a checkpoint every this many steps (and at the end).
         out_dir: where logs, plots and checkpoints go.
         device: ``"auto"`` (the process's GPU if any, else CPU), ``"cpu"``, ``"cuda"``...
+
+    Example:
+        >>> config = dataclasses.replace(RECIPES["demo"], steps=50, batch_size=2)
+        >>> config.preset, config.steps
+        ('tiny', 50)
+        >>> TrainConfig(batch_size=0).validate()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        contrastive_prompts._checks.InputError: TrainConfig: expected batch_size to be ..., got 0
     """
 
     preset: str = "tiny"
@@ -104,7 +121,7 @@ class TrainConfig:
     crop: int = 64
     batch_size: int = 4
     workers: int = 0
-    cpr_weight: float = 0.1
+    cpr_weight: float = 0.01
     num_negatives: int = 2
     cpr_mode: str = "infonce"
     cpr_features: str = "filters"
@@ -255,10 +272,10 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
             step += 1
 
 
-class _EpochIndexed(Dataset):
+class _EpochIndexed(Dataset[Any]):
     """Reads ``(epoch, index)`` items from a dataset, setting its epoch when it has one."""
 
-    def __init__(self, dataset: Dataset) -> None:
+    def __init__(self, dataset: Dataset[Any]) -> None:
         self.dataset = dataset
 
     def __getitem__(self, item: tuple[int, int]) -> Any:
@@ -275,8 +292,17 @@ class _TrainStep(nn.Module):
         super().__init__()
         self.model, self.objective = model, objective
 
-    def forward(self, degraded, clean, labels=None, generator=None):
-        return self.objective(self.model, degraded, clean, labels, generator=generator)
+    def forward(
+        self,
+        degraded: Tensor,
+        clean: Tensor,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> ObjectiveOutput:
+        parts: ObjectiveOutput = self.objective(
+            self.model, degraded, clean, labels, generator=generator
+        )
+        return parts
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, floor: float) -> float:
@@ -349,8 +375,8 @@ class Trainer:
         self,
         config: TrainConfig,
         *,
-        train_data: Dataset | None = None,
-        val_data: Dataset | None = None,
+        train_data: Dataset[Any] | None = None,
+        val_data: Dataset[Any] | None = None,
         label_names: Sequence[str] | None = None,
     ) -> None:
         config.validate()
@@ -478,9 +504,9 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def _loader(self) -> DataLoader:
+    def _loader(self) -> DataLoader[Any]:
         sampler = StepBatchSampler(
-            len(self.train_data),
+            len(self.train_data),  # type: ignore[arg-type]  # torch's Dataset is not Sized
             self.config.batch_size,
             seed=self.config.seed,
             start_step=self.step,
@@ -670,7 +696,31 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 def load_checkpoint_model(
     path: str | os.PathLike[str], *, ema: bool = True, device: str | torch.device = "cpu"
 ) -> SparsePromptIR:
-    """The model of a training checkpoint, with its EMA weights by default, in eval mode."""
+    """The model of a training checkpoint, with its EMA weights by default, in eval mode.
+
+    Args:
+        path: a checkpoint written by :class:`Trainer` (``last.pt`` in the run's ``out_dir``).
+        ema: load the EMA weights (what validation scored); ``False`` loads the raw weights.
+        device: where to put the model.
+
+    Returns:
+        The :class:`~contrastive_prompts.SparsePromptIR` of the run's configuration.
+
+    Raises:
+        CheckpointError: the file is missing or is not a training checkpoint.
+
+    Example:
+        >>> model = load_checkpoint_model("runs/cpl/last.pt")  # doctest: +SKIP
+        >>> model.restore(torch.rand(1, 3, 64, 64)).shape  # doctest: +SKIP
+        torch.Size([1, 3, 64, 64])
+
+        A missing file raises :class:`CheckpointError`:
+
+        >>> load_checkpoint_model("no-such-run/last.pt")
+        Traceback (most recent call last):
+            ...
+        contrastive_prompts.train.CheckpointError: checkpoint 'no-such-run/last.pt' not found
+    """
     state = read_checkpoint(path)
     config = {k: _tuple(v) for k, v in state["model_config"].items()}
     preset = "base"

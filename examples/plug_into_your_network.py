@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=48)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--negatives", type=int, default=2)
-    parser.add_argument("--weight", type=float, default=0.1, help="lambda of the CPR term")
+    parser.add_argument("--weight", type=float, default=0.01, help="lambda of the CPR term")
     args = parser.parse_args()
 
     torch.manual_seed(0)

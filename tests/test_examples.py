@@ -4,6 +4,7 @@ import runpy
 import sys
 
 import pytest
+import torch
 
 
 def run_example(path: str, *args: str) -> None:
@@ -28,3 +29,17 @@ def _repo_root(monkeypatch):
     from pathlib import Path
 
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
+
+
+def test_train_all_in_one(tmp_path, capsys):
+    from contrastive_prompts.data import write_image
+
+    out, photo = tmp_path / "demo", tmp_path / "held_out.png"
+    write_image(photo, torch.rand(3, 40, 56))  # a small held-out image keeps the test fast
+    run_example(
+        "examples/train_all_in_one.py", "--steps", "2", "--out", str(out), "--held-out", str(photo)
+    )
+    printed = capsys.readouterr().out
+    assert "average PSNR:" in printed and "| haze |" in printed
+    for name in ("grid.png", "metrics.md", "metrics.json", "run/last.pt", "run/loss.png"):
+        assert (out / name).is_file(), name

@@ -12,5 +12,5 @@ negative = prompt_layer.negative(features, generator=torch.Generator().manual_se
 # anchor: output under the own prompt; negatives: outputs under negative prompts (B, M, 3, H, W)
 anchor, clean = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
 negatives = torch.rand(2, 4, 3, 64, 64)
-loss = torch.nn.functional.l1_loss(anchor, clean) + 0.1 * ContrastivePromptLoss()(anchor, clean, negatives)
+loss = torch.nn.functional.l1_loss(anchor, clean) + 0.01 * ContrastivePromptLoss()(anchor, clean, negatives)
 print(prompt.shape, routing.indices.tolist(), fused.shape, negative.shape, float(loss) > 0)
