@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ._checks import InputError
+from .data import image_paths
 
 __all__ = ["main"]
 
@@ -119,7 +120,7 @@ def _dataset(args: argparse.Namespace) -> Any:
         return reader(args.root)
     if not args.data:
         raise InputError("evaluate: expected --data FOLDER or --benchmark NAME --root FOLDER")
-    images = [_read(p) for p in _images(args.data)]
+    images = [_read(p) for p in image_paths(args.data)]
     return data.DegradedCopies(images, args.mix, seed=args.seed)
 
 
@@ -130,24 +131,6 @@ def _read(path: Path) -> torch.Tensor:
         return read_image(path)
     except ValueError as error:
         raise InputError(f"cannot read image {str(path)!r}: {error}") from error
-
-
-def _images(inputs: Sequence[str]) -> list[Path]:
-    from .data import list_images
-
-    paths: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = list_images(path)
-            if not found:
-                raise InputError(f"expected image files in folder {item!r}, found none")
-            paths.extend(found)
-        elif path.is_file():
-            paths.append(path)
-        else:
-            raise InputError(f"expected an image file or a folder, got {item!r} (not found)")
-    return paths
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -175,7 +158,7 @@ def _restore(args: argparse.Namespace) -> int:
     model = load_checkpoint_model(args.checkpoint, device=args.device)
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for path in _images(args.inputs):
+    for path in image_paths(args.inputs):
         image = _read(path).to(args.device)
         with torch.no_grad():
             restored = model.restore(image, tile=args.tile, overlap=args.overlap)

@@ -38,6 +38,7 @@ __all__ = [
     "cbsd68",
     "degraded_copies",
     "gopro",
+    "image_paths",
     "list_images",
     "lol",
     "match_rain100l",
@@ -142,6 +143,42 @@ def write_image(path: PathLike, image: Tensor, *, quality: int = 95) -> None:
     check_int_range(where, "quality", quality, 0, 100)
     pixels = image.detach().to("cpu", torch.float32).clamp(0, 1).mul(255).round().to(torch.uint8)
     _write(path, pixels.contiguous(), quality=quality)
+
+
+def image_paths(inputs: Sequence[PathLike]) -> list[Path]:
+    """The image files named by ``inputs``: files as they are, folders by their images.
+
+    Args:
+        inputs: image files and folders.
+
+    Returns:
+        The paths, folders expanded in natural order.
+
+    Raises:
+        InputError: an input does not exist, or a folder holds no image.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> (Path(tmp.name) / "a.png").touch()
+        >>> [p.name for p in image_paths([tmp.name])]
+        ['a.png']
+        >>> tmp.cleanup()
+    """
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                raise InputError(f"expected image files in folder {str(item)!r}, found none")
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise InputError(f"expected an image file or a folder, got {str(item)!r} (not found)")
+    return paths
 
 
 def _natural_key(path: Path) -> list[object]:

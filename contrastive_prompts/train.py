@@ -29,7 +29,13 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ._checks import InputError, check_choice, check_int_range, check_positive
-from .data import SyntheticDataset, degraded_copies, sample_split
+from .data import (
+    SyntheticDataset,
+    degraded_copies,
+    image_paths,
+    read_image,
+    sample_split,
+)
 from .degradations import make_mix
 from .features import FilterFeatures, PixelFeatures, VGG16Features
 from .loss import MODES, ContrastivePromptLoss
@@ -73,6 +79,9 @@ class TrainConfig:
             CPL fine-tuning, as the paper's models relate to PromptIR.
         data: folders or files of clean images, degraded on the fly; empty for the photos that
             ship with scikit-image (training split).
+        val_data: folders or files of clean held-out images, scored under every degradation of
+            the mix; by default the held-out scikit-image photos when ``data`` is empty, and no
+            validation otherwise.
         mix: degradation mix, ``"3task"`` or ``"5task"``.
         crop: side of the random training crops.
         batch_size: images per step and process.
@@ -117,6 +126,7 @@ class TrainConfig:
     use_prompts: bool = True
     init_promptir: str | None = None
     data: list[str] = field(default_factory=list)
+    val_data: list[str] = field(default_factory=list)
     mix: str = "3task"
     crop: int = 64
     batch_size: int = 4
@@ -357,8 +367,9 @@ class Trainer:
         config: the run's options.
         train_data: a dataset of ``(degraded, clean, label)`` items; by default clean images from
             ``config.data`` (or the scikit-image photos) degraded on the fly by ``config.mix``.
-        val_data: a dataset of ``(degraded, clean, label)`` items for validation; by default the
-            held-out scikit-image photos under every degradation of the mix.
+        val_data: a dataset of ``(degraded, clean, label)`` items for validation; by default
+            ``config.val_data`` (or, without ``config.data``, the held-out scikit-image photos)
+            under every degradation of the mix.
         label_names: names of the labels of ``train_data`` / ``val_data`` when they are not the
             mix's.
 
@@ -455,9 +466,14 @@ class Trainer:
                 images, self.mix, crop_size=config.crop, seed=config.seed, cache=True
             )
         self.train_data = train_data
-        if val_data is None and not config.data:
+        if val_data is None and (config.val_data or not config.data):
+            held_out = (
+                [read_image(p) for p in image_paths(config.val_data)]
+                if config.val_data
+                else sample_split()[1]
+            )
             val_data = degraded_copies(
-                sample_split()[1], self.mix, crop=config.val_crop, seed=config.seed + 1
+                held_out, self.mix, crop=config.val_crop, seed=config.seed + 1
             )
         self.val_data = val_data
 

@@ -244,3 +244,16 @@ def test_fine_tuning_starts_from_promptir_weights(tmp_path):
     assert torch.equal(trainer.ema.module.output.weight, state["output.weight"])
     with pytest.raises(InputError, match="expected preset='base' with prompts for init_promptir"):
         config(tmp_path, init_promptir="p.ckpt").validate()
+
+
+def test_validation_on_given_held_out_folders(tmp_path):
+    from contrastive_prompts.data import SyntheticDataset, write_image
+
+    held_out = tmp_path / "held_out"
+    held_out.mkdir()
+    write_image(held_out / "a.png", images(1, 32)[0])
+    cfg = config(tmp_path, data=["unused-by-this-test"], val_data=[str(held_out)], steps=1)
+    trainer = Trainer(cfg, train_data=SyntheticDataset(images(), cfg.mix, crop_size=24))
+    assert len(trainer.val_data) == 5  # one image under each of the five 3-task degradations
+    with pytest.raises(InputError, match="expected an image file or a folder, got 'nowhere'"):
+        Trainer(config(tmp_path, data=[str(held_out)], val_data=["nowhere"]))
