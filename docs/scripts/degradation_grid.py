@@ -1,4 +1,7 @@
-"""Draw the degradation gallery of docs/degradations.md into docs/images/degradations.png.
+"""Draw the pictures of docs/degradations.md: the gallery and one strip per degradation.
+
+``docs/images/degradations.png`` shows every degradation; ``docs/images/degradation_<name>.png``
+shows one at three strengths next to the clean crop.
 
 Run from the repository root: ``python docs/scripts/degradation_grid.py``. The picture is
 deterministic (fixed seed) and uses scikit-image's bundled ``chelsea`` photo.
@@ -31,6 +34,46 @@ PANELS = [
     ("jpeg_compression (q 15)", lambda x, g: D.jpeg_compression(x, 15.0, generator=g)),
 ]
 
+# one strip per degradation: (name, [(title, fn), ...] at three strengths)
+STRIPS = [
+    ("noise", [(f"sigma {s}", lambda x, g, s=s: D.gaussian_noise(x, float(s), generator=g))
+               for s in (15, 25, 50)]),
+    ("haze", [(f"beta {b}", lambda x, g, b=b: D.haze(x, b, generator=g))
+              for b in (0.04, 0.12, 0.2)]),
+    ("rain", [(f"density {d}", lambda x, g, d=d: D.rain_streaks(x, density=d, generator=g))
+              for d in (0.002, 0.005, 0.01)]),
+    ("blur", [("gaussian sigma 2", lambda x, g: D.gaussian_blur(x, 2.0, generator=g)),
+              ("motion length 9", lambda x, g: D.motion_blur(x, 9.0, angle=30.0, generator=g)),
+              ("motion length 21", lambda x, g: D.motion_blur(x, 21.0, angle=-45.0, generator=g))]),
+    ("low_light", [(f"gain {k}", lambda x, g, k=k: D.low_light(x, gain=k, generator=g))
+                   for k in (0.6, 0.4, 0.2)]),
+    ("jpeg", [(f"quality {q}", lambda x, g, q=q: D.jpeg_compression(x, float(q), generator=g))
+              for q in (50, 20, 8)]),
+]  # fmt: skip
+
+
+def save(fig: plt.Figure, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    # a 256-colour palette keeps the file small (photographs compress badly as RGB PNG)
+    picture = Image.open(buffer).convert("RGB").quantize(colors=256, dither=Image.Dither.NONE)
+    picture.save(out, optimize=True)
+    print(f"wrote {out} ({out.stat().st_size // 1024} KB)")
+
+
+def strips(x: torch.Tensor, seed: int, folder: Path) -> None:
+    for name, panels in STRIPS:
+        fig, axes = plt.subplots(1, 4, figsize=(8, 2.3), dpi=100)
+        for ax, (title, fn) in zip(axes, [("clean", None), *panels], strict=True):
+            y = x if fn is None else fn(x, torch.Generator().manual_seed(seed))
+            ax.imshow(y[0].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+        fig.tight_layout()
+        save(fig, folder / f"degradation_{name}.png")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -53,13 +96,8 @@ def main() -> None:
         ax.axis("off")
     fig.tight_layout()
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    # a 256-colour palette keeps the file small (photographs compress badly as RGB PNG)
-    picture = Image.open(buffer).convert("RGB").quantize(colors=256, dither=Image.Dither.NONE)
-    picture.save(out, optimize=True)
-    print(f"wrote {out} ({out.stat().st_size // 1024} KB)")
+    save(fig, out)
+    strips(x, args.seed, out.parent)
 
 
 if __name__ == "__main__":
