@@ -88,7 +88,7 @@ class TrainConfig:
         workers: DataLoader worker processes.
         cpr_weight: lambda of the contrastive term (0 trains with L1 alone).
         num_negatives: negatives per image.
-        cpr_mode: ``"infonce"``, ``"ratio"`` or ``"subtractive"``.
+        cpr_mode: ``"subtractive"``, ``"infonce"`` or ``"ratio"``.
         cpr_features: ``"filters"``, ``"pixels"`` or ``"vgg16:<weights file>"``.
         temperature: InfoNCE temperature.
         balance_weight: weight of the expert-balance loss.
@@ -133,7 +133,7 @@ class TrainConfig:
     workers: int = 0
     cpr_weight: float = 0.01
     num_negatives: int = 2
-    cpr_mode: str = "infonce"
+    cpr_mode: str = "subtractive"
     cpr_features: str = "filters"
     temperature: float = 0.1
     balance_weight: float = 0.0

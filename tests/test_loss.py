@@ -85,14 +85,16 @@ def test_matches_loop_reference(mode, features):
 def test_infonce_equals_log_m_plus_one_when_distances_equal(m, seed, temperature):
     a, y, _ = triple(seed, m=m)
     negatives = y.unsqueeze(1).expand(-1, m, -1, -1, -1)
-    loss = contrastive_prompt_loss(a, y, negatives, temperature=temperature, reduction="none")
+    loss = contrastive_prompt_loss(
+        a, y, negatives, mode="infonce", temperature=temperature, reduction="none"
+    )
     torch.testing.assert_close(loss, torch.full((2,), math.log(m + 1)))
 
 
 @given(seed=st.integers(0, 2**16), m=st.integers(1, 4))
 def test_infonce_non_negative_and_ratio_zero_at_positive(seed, m):
     a, y, n = triple(seed, m=m)
-    assert (contrastive_prompt_loss(a, y, n, reduction="none") >= 0).all()
+    assert (contrastive_prompt_loss(a, y, n, mode="infonce", reduction="none") >= 0).all()
     zero = contrastive_prompt_loss(a, a, n, mode="ratio", reduction="none")
     assert torch.equal(zero, torch.zeros(2))
 
