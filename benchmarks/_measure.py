@@ -45,14 +45,18 @@ def interleaved_medians(
     warmup: int = 2,
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
-    """Median seconds of each call, timed round-robin so that machine noise hits all alike."""
+    """Median seconds of each call, timed round-robin (in a rotating order) so that machine noise
+    and the state one call leaves behind hit all alike."""
     device = torch.device(device)
     for _ in range(warmup):
         for fn in calls.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, fn in calls.items():
+    names = list(calls)
+    for round_ in range(repeats):
+        # rotate the order each round, so no call always follows the same neighbour
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            fn = calls[name]
             _sync(device)
             start = time.perf_counter()
             fn()

@@ -93,7 +93,9 @@ class TrainConfig:
         temperature: InfoNCE temperature.
         balance_weight: weight of the expert-balance loss.
         use_labels: give degradation labels to the negatives (other degradations' experts first).
-        chunk_size: rows per decoder pass for the negatives (all at once when ``None``).
+        chunk_size: rows per decoder pass for the negatives. ``None`` picks what measured faster:
+            all ``batch_size * num_negatives`` rows at once on a GPU, ``batch_size`` rows (one
+            pass per negative) on a CPU.
         steps: optimisation steps.
         lr: peak learning rate.
         betas: AdamW betas.
@@ -431,7 +433,8 @@ class Trainer:
             ),
             balance_weight=config.balance_weight,
             num_labels=len(self.label_names),
-            chunk_size=config.chunk_size,
+            chunk_size=config.chunk_size
+            or (config.batch_size if self.device.type == "cpu" else None),
             label_negatives=config.use_labels,
         ).to(self.device)
         step_module = _TrainStep(self.model, self.objective)
