@@ -28,12 +28,23 @@ __all__ = ["main"]
 BENCHMARKS = ("rain100l", "sots", "cbsd68", "gopro", "lol")
 
 
+class _NoneGiven:
+    """Marks an option set to ``none`` on the command line (``None`` means "not given")."""
+
+
+NONE_GIVEN = _NoneGiven()
+
+
 def _optional(kind: type) -> Any:
     def parse(text: str) -> Any:
-        return None if text.lower() in ("none", "null") else kind(text)
+        return NONE_GIVEN if text.lower() in ("none", "null") else kind(text)
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def _int_or_none(text: str) -> int | None:
+    return None if text.lower() in ("none", "null") else int(text)
 
 
 def _field_help(cls: type) -> dict[str, str]:
@@ -78,23 +89,34 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import RECIPES, TrainConfig, Trainer
+    from .train import RECIPES, TrainConfig, Trainer, read_checkpoint
 
-    config = RECIPES[args.recipe] if args.recipe else TrainConfig()
-    if args.config:
-        values = json.loads(Path(args.config).read_text())
-        config = TrainConfig.from_dict({**dataclasses.asdict(config), **values})
-    overrides = {
-        f.name: getattr(args, f.name)
+    overrides: dict[str, Any] = {
+        f.name: None if value is NONE_GIVEN else value
         for f in dataclasses.fields(TrainConfig)
-        if getattr(args, f.name) is not None
+        if (value := getattr(args, f.name)) is not None
     }
     if "betas" in overrides:
         overrides["betas"] = tuple(overrides["betas"])
+    checkpoint = None
+    if args.resume:
+        # a resumed run starts from the checkpoint's own options; flags change only what they name
+        out_dir = overrides.get("out_dir") or (
+            RECIPES[args.recipe].out_dir if args.recipe else TrainConfig().out_dir
+        )
+        checkpoint = Path(args.resume) if args.resume != "last" else Path(out_dir, "last.pt")
+        config = TrainConfig.from_dict(read_checkpoint(checkpoint)["config"])
+    else:
+        config = RECIPES[args.recipe] if args.recipe else TrainConfig()
+        if args.config:
+            try:
+                values = json.loads(Path(args.config).read_text())
+            except json.JSONDecodeError as error:
+                raise InputError(f"--config {args.config!r} is not valid JSON: {error}") from error
+            config = TrainConfig.from_dict({**dataclasses.asdict(config), **values})
     config = dataclasses.replace(config, **overrides)
     trainer = Trainer(config)
-    if args.resume:
-        checkpoint = Path(args.resume) if args.resume != "last" else Path(config.out_dir, "last.pt")
+    if checkpoint is not None:
         trainer.load(checkpoint)
         if trainer.is_main:
             print(f"resumed from {checkpoint} at step {trainer.step}", file=sys.stderr)
@@ -194,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_model_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--checkpoint", required=True, help="a checkpoint written by train")
-        p.add_argument("--tile", type=_optional(int), default=512,
+        p.add_argument("--tile", type=_int_or_none, default=512,
                        help="tile side for large images (none: one pass)")  # fmt: skip
         p.add_argument("--overlap", type=int, default=32, help="overlap between tiles")
         p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

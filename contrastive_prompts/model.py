@@ -352,7 +352,10 @@ class SparsePromptIR(nn.Module):
             generator: source of randomness for the negative experts.
             labels: optional ``(B,)`` degradation labels: negatives favour other degradations'
                 experts.
-            chunk_size: rows per decoder pass for the negatives; all ``B * M`` at once by default.
+            chunk_size: rows per decoder pass for the negatives; all ``B * M`` at once by default
+                (rounded up to a multiple of ``B`` when ``labels`` are given). The negative
+                experts are drawn chunk by chunk, so a different ``chunk_size`` draws different
+                (equally valid) negatives from the same generator.
 
         Returns:
             :class:`ModelOutput` with ``output (B, 3, H, W)``, ``negatives (B, M, 3, H, W)`` and
@@ -378,8 +381,11 @@ class SparsePromptIR(nn.Module):
         out, routing = self.decode(padded, features)
         with torch.no_grad():
             rows = torch.arange(batch * num_negatives, device=x.device) % batch
+            size = chunk_size or rows.numel()
+            if labels is not None:  # label-aware negatives compare each row with the whole batch
+                size = -(-size // batch) * batch
             pieces = []
-            for index in rows.split(chunk_size or rows.numel()):
+            for index in rows.split(size):
                 negatives, _ = self.decode(
                     padded[index],
                     [t.detach()[index] for t in features],

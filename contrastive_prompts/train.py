@@ -9,12 +9,16 @@ DistributedDataParallel (NCCL on GPUs, gloo on CPUs); rank 0 alone writes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
 import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -53,6 +57,16 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "contrastive_prompts.checkpoint/1"
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+# Options that shape the optimisation and the data stream: a resumed run must keep them to carry
+# on exactly. The rest (steps, logging, validation, output, workers, device) may change.
+RUN_FIELDS = (
+    "preset", "top_k", "use_prompts", "data", "mix", "crop", "batch_size", "cpr_weight",
+    "num_negatives", "cpr_mode", "cpr_features", "temperature", "balance_weight", "use_labels",
+    "chunk_size", "lr", "betas", "weight_decay", "warmup_steps", "min_lr", "grad_clip",
+    "ema_decay", "precision", "seed",
+)  # fmt: skip
 
 
 class CheckpointError(RuntimeError):
@@ -186,6 +200,16 @@ class TrainConfig:
             )
         if not 0 <= self.ema_decay < 1:
             raise InputError(f"{where}: expected ema_decay in [0, 1), got {self.ema_decay}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise InputError(f"{where}: expected betas of two numbers in [0, 1), got {self.betas}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise InputError(f"{where}: expected min_lr in [0, lr={self.lr}], got {self.min_lr}")
+        check_positive(where, "weight_decay", self.weight_decay, allow_zero=True)
+        if self.grad_clip is not None:
+            check_positive(where, "grad_clip", self.grad_clip, allow_zero=True)
+        for name in ("val_crop", "chunk_size"):
+            if getattr(self, name) is not None:
+                check_int_range(where, name, getattr(self, name), 1)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -232,6 +256,8 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
             return torch.device("cuda", local_rank % torch.cuda.device_count())
         return torch.device("cpu")
     device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"Trainer: expected an available device, got {name!r} (no CUDA here)")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
     return device
@@ -292,9 +318,18 @@ class _EpochIndexed(Dataset[Any]):
 
     def __getitem__(self, item: tuple[int, int]) -> Any:
         epoch, index = item
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
+        _set_epoch(self.dataset, epoch)
         return self.dataset[index]
+
+
+def _set_epoch(dataset: Any, epoch: int) -> None:
+    """``set_epoch`` on a dataset and on every dataset it wraps (concatenations, subsets)."""
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    for inner in getattr(dataset, "datasets", ()):
+        _set_epoch(inner, epoch)
+    if isinstance(getattr(dataset, "dataset", None), Dataset):
+        _set_epoch(dataset.dataset, epoch)
 
 
 class _TrainStep(nn.Module):
@@ -317,11 +352,25 @@ class _TrainStep(nn.Module):
         return parts
 
 
+@contextlib.contextmanager
+def _deferred_interrupt(received: list[int]) -> Iterator[None]:
+    """Hold SIGINT back during the block, noting it in ``received`` (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, floor: float) -> float:
     """Learning-rate factor: linear warm-up to 1, then cosine decay to ``floor``."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    # the first step after warm-up is one step into the decay; the last step (total - 1) is at floor
+    progress = min(1.0, (step - warmup_steps + 1) / max(1, total_steps - warmup_steps))
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -400,7 +449,8 @@ class Trainer:
             backend = "nccl" if self.device.type == "cuda" else "gloo"
             if self.device.type == "cuda":
                 torch.cuda.set_device(self.device)
-            dist.init_process_group(backend)
+            # rank 0 validates alone while the others wait in the next step's all-reduce
+            dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
         self.is_main = self.rank == 0
         self.out_dir = Path(config.out_dir)
 
@@ -460,6 +510,7 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.step = 0
+        self._interrupts: list[int] = []
         self.history: list[dict[str, Any]] = []
         self.validations: list[dict[str, Any]] = []
 
@@ -505,11 +556,13 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
             grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip))
         lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        self.ema.update_parameters(self.model)
-        self.step += 1
+        # Ctrl-C during the update is held until the step is whole and logged (see fit)
+        with _deferred_interrupt(self._interrupts):
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.ema.update_parameters(self.model)
+            self.step += 1
         return {
             "step": self.step,
             "loss": parts.loss.item(),
@@ -559,6 +612,9 @@ class Trainer:
                 record = self.train_step(degraded, clean, labels)
                 records.append(record)
                 self.history.append(record)
+                if self._interrupts:
+                    self._interrupts.clear()
+                    raise KeyboardInterrupt
                 window_steps += 1
                 for key in ("loss", "l1", "cpr"):
                     totals[key] = totals.get(key, 0.0) + record[key]
@@ -661,6 +717,14 @@ class Trainer:
                 f"{k}: run {mine[k]!r}, checkpoint {theirs.get(k)!r}" for k in differ
             )
             raise CheckpointError(f"checkpoint {str(path)!r} is for another model ({detail})")
+        run, saved = asdict(self.config), state["config"]
+        changed = [k for k in RUN_FIELDS if _tuple(run[k]) != _tuple(saved.get(k))]
+        if changed:
+            detail = ", ".join(f"{k}: run {run[k]!r}, checkpoint {saved.get(k)!r}" for k in changed)
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} was trained with other options ({detail}); resuming "
+                "exactly needs the same ones (the command line's --resume starts from them)"
+            )
         self.model.load_state_dict(state["model"])
         self.ema.module.load_state_dict(state["ema"])
         self.ema.n_averaged.copy_(state["ema_n_averaged"])
@@ -673,7 +737,7 @@ class Trainer:
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+            torch.cuda.set_rng_state_all(rng["cuda"][: torch.cuda.device_count()])
         np.random.set_state(rng["numpy"])  # noqa: NPY002
         random.setstate(rng["python"])
 

@@ -89,3 +89,27 @@ def test_python_dash_m_entry_point():
                             capture_output=True, text=True, check=True)  # fmt: skip
     for command in ("train", "evaluate", "restore", "demo"):
         assert command in result.stdout
+
+
+def test_none_values_and_resume_from_the_checkpoint_options(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--steps", "2", "--batch-size", "1", "--crop", "24", "--lr", "1e-3",
+                 "--seed", "5", "--num-negatives", "1", "--grad-clip", "none", "--val-crop", "none",
+                 "--val-every", "0", "--out-dir", str(out)]) == 0  # fmt: skip
+    config = json.loads((out / "config.json").read_text())
+    assert config["grad_clip"] is None and config["val_crop"] is None
+    # --resume takes the checkpoint's options; flags change only what they name
+    assert main(["train", "--steps", "3", "--out-dir", str(out), "--resume"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["lr"], config["seed"], config["steps"], config["grad_clip"]) == (
+        1e-3,
+        5,
+        3,
+        None,
+    )
+    assert main(["train", "--steps", "4", "--out-dir", str(out), "--resume", "--lr", "0.5"]) == 2
+    assert "trained with other options (lr: run 0.5, checkpoint 0.001)" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "is not valid JSON" in capsys.readouterr().err

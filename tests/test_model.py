@@ -308,3 +308,15 @@ def test_model_without_prompts_is_a_plain_baseline():
     parts.loss.backward()
     with pytest.raises(InputError, match="expected a model with prompts, got use_prompts=False"):
         model.forward_with_negatives(torch.rand(1, 3, 8, 8), num_negatives=1)
+
+
+def test_label_aware_negatives_see_the_whole_batch_whatever_the_chunk(tiny):
+    x, labels = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
+    runs = [
+        tiny.forward_with_negatives(
+            x, num_negatives=2, generator=torch.Generator().manual_seed(3), labels=labels,
+            chunk_size=chunk,
+        ).negatives
+        for chunk in (1, 2)
+    ]  # fmt: skip
+    torch.testing.assert_close(runs[0], runs[1])

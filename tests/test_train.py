@@ -151,10 +151,13 @@ def test_recipes_validate():
 
 
 def test_warmup_cosine_schedule():
-    f = [warmup_cosine(s, warmup_steps=10, total_steps=110, floor=0.01) for s in range(111)]
+    """Steps 0..109 of a 110-step run: linear warm-up to 1 at step 9, cosine to the floor at 109."""
+    f = [warmup_cosine(s, warmup_steps=10, total_steps=110, floor=0.01) for s in range(110)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
-    assert f[60] == pytest.approx(0.505) and f[110] == pytest.approx(0.01)
-    assert all(a >= b for a, b in itertools.pairwise(f[9:]))
+    assert f[10] < 1.0  # the peak is used once
+    assert f[59] == pytest.approx(0.505)  # half-way through the decay: floor + (1 - floor) / 2
+    assert f[109] == pytest.approx(0.01)  # the last step runs at the floor
+    assert all(a > b for a, b in itertools.pairwise(f[9:]))
 
 
 def test_step_sampler_partitions_the_global_batch():
@@ -257,3 +260,60 @@ def test_validation_on_given_held_out_folders(tmp_path):
     assert len(trainer.val_data) == 5  # one image under each of the five 3-task degradations
     with pytest.raises(InputError, match="expected an image file or a folder, got 'nowhere'"):
         Trainer(config(tmp_path, data=[str(held_out)], val_data=["nowhere"]))
+
+
+def test_bad_optimisation_options(tmp_path):
+    for kwargs, message in [
+        (dict(grad_clip=-1.0), "expected grad_clip to be a number >= 0, got -1.0"),
+        (dict(betas=(1.5, 0.9)), r"expected betas of two numbers in \[0, 1\), got \(1.5, 0.9\)"),
+        (dict(min_lr=1.0), r"expected min_lr in \[0, lr=0.001\], got 1.0"),
+        (dict(weight_decay=-0.1), "expected weight_decay to be a number >= 0, got -0.1"),
+        (dict(val_crop=0), "expected val_crop to be an integer >= 1, got 0"),
+        (dict(chunk_size=0), "expected chunk_size to be an integer >= 1, got 0"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            config(tmp_path, **kwargs).validate()
+
+
+def test_resume_refuses_other_run_options(tmp_path):
+    trainer = make_trainer(tmp_path, steps=1)
+    trainer.fit()
+    with pytest.raises(CheckpointError, match=r"other options \(lr: run 0.002, checkpoint 0.001\)"):
+        make_trainer(tmp_path, lr=2e-3).load(tmp_path / "run" / "last.pt")
+    longer = make_trainer(tmp_path, steps=3)  # more steps is fine: training carries on
+    longer.load(tmp_path / "run" / "last.pt")
+    assert longer.step == 1
+
+
+def test_epochs_reach_datasets_inside_a_concatenation():
+    from contrastive_prompts.data import SyntheticDataset
+    from contrastive_prompts.train import _EpochIndexed
+
+    inner = SyntheticDataset(images(), "3task", crop_size=16)
+    wrapped = _EpochIndexed(torch.utils.data.ConcatDataset([inner, inner]))
+    assert not torch.equal(wrapped[(0, 1)][0], wrapped[(1, 1)][0])
+
+
+def test_ctrl_c_during_the_update_is_held_until_the_step_is_whole(tmp_path, monkeypatch):
+    import signal
+
+    straight = make_trainer(tmp_path / "a")
+    straight.fit()
+    first = make_trainer(tmp_path / "b")
+    update = first.ema.update_parameters
+
+    def interrupted_update(model):
+        if first.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives mid-update
+        update(model)
+
+    monkeypatch.setattr(first.ema, "update_parameters", interrupted_update)
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    resumed = make_trainer(tmp_path / "b")
+    resumed.load(tmp_path / "b" / "run" / "last.pt")
+    assert resumed.step == 4  # the interrupted step finished before the checkpoint
+    resumed.fit()
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
+    for a, b in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
+        assert torch.equal(a, b)
