@@ -11,18 +11,24 @@ from ._checks import InputError
 from .features import FilterFeatures, PixelFeatures, VGG16Features
 from .loss import ContrastivePromptLoss, contrastive_prompt_loss
 from .metrics import evaluate, pad_to_multiple, psnr, ssim
-from .model import PRESETS, ModelConfig, ModelOutput, SparsePromptIR, tiled
+from .model import PRESETS, ModelConfig, SparsePromptIR, tiled
+from .negatives import ModelOutput, forward_with_negatives
 from .objective import CPLObjective, ObjectiveOutput
 from .prompt import (
     PromptFusion,
     Routing,
+    RoutingLog,
     SparsePrompt,
     load_balance_loss,
+    negative_prompts,
     negative_route,
+    prompt_layers,
+    record_routing,
     routing_statistics,
     topk_route,
 )
 from .restormer import TransformerBlock
+from .stages import PromptStage, add_prompts
 
 __version__ = "0.1.0"
 
@@ -37,21 +43,28 @@ __all__ = [
     "ObjectiveOutput",
     "PixelFeatures",
     "PromptFusion",
+    "PromptStage",
     "Routing",
+    "RoutingLog",
     "SparsePrompt",
     "SparsePromptIR",
     "TransformerBlock",
     "VGG16Features",
     "__version__",
+    "add_prompts",
     "contrastive_prompt_loss",
     "data",
     "degradations",
     "evaluate",
+    "forward_with_negatives",
     "load_balance_loss",
     "metrics",
+    "negative_prompts",
     "negative_route",
     "pad_to_multiple",
+    "prompt_layers",
     "psnr",
+    "record_routing",
     "routing_statistics",
     "ssim",
     "tiled",

@@ -7,8 +7,10 @@ tensor values, so the checks stay compatible with ``torch.compile``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
+import torch
 from torch import Tensor
 
 __all__ = ["InputError"]
@@ -51,6 +53,22 @@ def check_shape(where: str, name: str, x: object, expected: Sequence[int | str])
         )
 
 
+def check_shape_any(where: str, name: str, x: object, *expected: Sequence[int | str]) -> None:
+    """Check that ``x`` is a tensor whose shape matches one of ``expected``.
+
+    Each entry of ``expected`` is read as in ``check_shape``; the message lists them all.
+    """
+    if not isinstance(x, Tensor):
+        raise InputError(f"{where}: expected {name} to be a torch.Tensor, got {type(x).__name__}")
+    for shape in expected:
+        if x.ndim == len(shape) and all(
+            not isinstance(e, int) or s == e for s, e in zip(x.shape, shape, strict=True)
+        ):
+            return
+    options = " or ".join(_fmt(shape) for shape in expected)
+    raise InputError(f"{where}: expected {name} of shape {options}, got {_fmt(tuple(x.shape))}")
+
+
 def check_same_shape(where: str, name: str, x: Tensor, other_name: str, other: Tensor) -> None:
     if x.shape != other.shape:
         raise InputError(
@@ -62,6 +80,50 @@ def check_same_shape(where: str, name: str, x: Tensor, other_name: str, other: T
 def check_floating(where: str, name: str, x: Tensor) -> None:
     if not x.is_floating_point():
         raise InputError(f"{where}: expected {name} to be a floating-point tensor, got {x.dtype}")
+
+
+def check_dtype_like(where: str, name: str, x: Tensor, parameter: Tensor) -> None:
+    """Check that ``x`` can meet ``parameter`` in a matrix product or a convolution.
+
+    ``x`` must be floating and have the parameter's dtype, except under :func:`torch.autocast`
+    for ``x``'s device, where the autocast dtype is accepted too (autocast casts the operands of
+    products and convolutions itself). Other dtypes are refused under autocast as well: autocast
+    never casts float64, and it cannot mix float16 with bfloat16. The message gives the fix.
+    """
+    expected = parameter.dtype
+    if not x.is_floating_point():
+        if x.dtype == torch.uint8:
+            fix = f"scale 8-bit images to [0, 1] with {name}.to({expected}) / 255"
+        else:
+            fix = f"convert with {name}.to({expected})"
+        raise InputError(
+            f"{where}: expected {name} to be a floating-point tensor of dtype {expected} "
+            f"(the parameters' dtype), got {x.dtype}; {fix}"
+        )
+    if x.dtype == expected:
+        return
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        autocast_dtype = torch.get_autocast_dtype(device_type)
+        if x.dtype == autocast_dtype:
+            return
+        raise InputError(
+            f"{where}: expected {name} of dtype {expected} (the parameters' dtype) or "
+            f"{autocast_dtype} (the autocast dtype), got {x.dtype}; convert with "
+            f"{name}.to({expected})"
+        )
+    raise InputError(
+        f"{where}: expected {name} of dtype {expected} (the parameters' dtype), got {x.dtype}; "
+        f"convert the input with {name}.to({expected}), the model with model.to({x.dtype}), "
+        f"or run under torch.autocast"
+    )
+
+
+def check_spatial(where: str, name: str, x: Tensor) -> None:
+    """Check that the last two dimensions of ``x`` (``H, W``) are at least 1."""
+    h, w = x.shape[-2:]
+    if h < 1 or w < 1:
+        raise InputError(f"{where}: expected {name} with H, W >= 1, got H={h}, W={w}")
 
 
 def check_choice(where: str, name: str, value: object, choices: Iterable[object]) -> None:
@@ -87,11 +149,44 @@ def check_int_range(
 
 
 def check_positive(where: str, name: str, value: object, *, allow_zero: bool = False) -> None:
-    if (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and (value > 0 or (allow_zero and value == 0))
-    ):
-        return
-    what = "a number >= 0" if allow_zero else "a number > 0"
-    raise InputError(f"{where}: expected {name} to be {what}, got {value!r}")
+    """Check that ``value`` is a finite number ``> 0`` (``>= 0`` with ``allow_zero``).
+
+    ``inf`` and ``nan`` are refused: no option of the library means anything when infinite.
+    """
+    bound = ">= 0" if allow_zero else "> 0"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise InputError(
+                f"{where}: expected {name} to be a finite number {bound}, got {value!r}"
+            )
+        if value > 0 or (allow_zero and value == 0):
+            return
+    raise InputError(f"{where}: expected {name} to be a number {bound}, got {value!r}")
+
+
+def resolve_device(where: str, name: object, local_rank: int = 0) -> torch.device:
+    """The device named ``name``, checked to exist here.
+
+    ``"auto"`` is this process's GPU if there is one (``local_rank`` picks it under torchrun),
+    else the CPU; ``"cuda"`` without an index likewise takes the ``local_rank``-th GPU.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    try:
+        device: torch.device = torch.device(name)  # type: ignore[call-overload]
+    except (RuntimeError, TypeError) as error:
+        raise InputError(
+            f"{where}: expected a device such as 'auto', 'cpu', 'cuda' or 'cuda:1', got {name!r}"
+        ) from error
+    if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(
+            f"{where}: expected an available device, got {name!r} (not available here: {reason})"
+        ) from error
+    return device

@@ -1,23 +1,429 @@
-"""Loading official PromptIR checkpoints into :class:`~contrastive_prompts.SparsePromptIR`.
+"""Everything that reads or writes weights, and reads nothing that can run code.
 
-The Restormer parts keep PromptIR's names; the prompt parts are renamed (PromptIR's
-``prompt3.prompt_param`` is our ``prompt3.prompts`` without the leading singleton axis, its
-``noise_level3`` block is our ``fusion3.block``, and so on). PromptIR defines six 1x1 convolutions
-that its forward pass never uses; they are dropped.
+Three kinds of file:
+
+- **training checkpoints** (``last.pt``), written by :class:`~contrastive_prompts.train.Trainer`:
+  weights, EMA weights, optimiser, schedule and random states, for an exact resume;
+- **shared weights** (``.safetensors``), written by :func:`export_weights` (``contrastive-prompts
+  export``): the EMA weights with the model configuration in the file's metadata, read back by
+  :meth:`SparsePromptIR.from_pretrained <contrastive_prompts.SparsePromptIR.from_pretrained>`;
+- **official PromptIR checkpoints** (Lightning ``.ckpt``, bare state dicts, BasicSR's
+  ``params_ema`` / ``params``), read by :func:`load_promptir_state_dict`.
+
+PyTorch files are read with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists,
+tuples and dicts, never an arbitrary Python object, so a malicious file cannot run code when it
+is loaded. A file that needs more is refused with the names of the types it asked for. The one
+opt-in, ``trust=True`` on :func:`load_promptir_state_dict` (``--trust-checkpoint`` on the command
+line), is for foreign files you trust: it runs whatever code the file holds.
+
+The Restormer parts of a PromptIR checkpoint keep PromptIR's names; the prompt parts are renamed
+(PromptIR's ``prompt3.prompt_param`` is our ``prompt3.prompts`` without the leading singleton axis,
+its ``noise_level3`` block is our ``fusion3.block``, and so on). PromptIR defines six 1x1
+convolutions that its forward pass never uses; they are dropped.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import re
 from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ._checks import InputError
 
-__all__ = ["UNUSED_PROMPTIR_KEYS", "convert_promptir_state_dict", "load_promptir_state_dict"]
+if TYPE_CHECKING:
+    from .model import SparsePromptIR
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "UNUSED_PROMPTIR_KEYS",
+    "WEIGHTS_FORMAT",
+    "CheckpointError",
+    "convert_promptir_state_dict",
+    "export_weights",
+    "load_checkpoint_model",
+    "load_promptir_state_dict",
+    "read_checkpoint",
+    "safe_load",
+]
+
+CHECKPOINT_FORMAT = "contrastive_prompts.checkpoint/1"
+WEIGHTS_FORMAT = "contrastive_prompts.weights/1"
+
+PathLike = str | os.PathLike[str]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, refused as unsafe, or does not fit where it goes.
+
+    Examples:
+        >>> try:
+        ...     load_checkpoint_model("no-such-run/last.pt")
+        ... except CheckpointError as error:
+        ...     print(error)
+        checkpoint 'no-such-run/last.pt' not found
+    """
+
+
+# -- reading PyTorch files safely ---------------------------------------------------------------
+
+
+def _numpy_array_globals() -> list[Any]:
+    """What a pickled numpy array needs: the 0.1 checkpoints kept numpy's RNG state as one.
+
+    Rebuilding an array from its bytes runs no code of the file's choosing; an array of Python
+    objects would need further globals, which stay refused.
+    """
+    reconstruct = np.zeros(1).__reduce__()[0]
+    return [reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def safe_load(path: PathLike, *, what: str = "checkpoint", trust: bool = False) -> Any:
+    """Read a PyTorch file with ``torch.load(weights_only=True)``, with clear errors.
+
+    Args:
+        path: the file.
+        what: how the file is named in messages (``"checkpoint"``, ``"PromptIR checkpoint"``).
+        trust: read it with ``weights_only=False``, which runs any code the file holds. Only for
+            files from a source you trust, and only where nothing safer exists.
+
+    Returns:
+        The unpickled object, tensors on the CPU.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or needs types that the safe loader
+            refuses (the message names them).
+
+    Examples:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "w.pt")
+        >>> torch.save({"w": torch.ones(2)}, path)
+        >>> safe_load(path)["w"]
+        tensor([1., 1.])
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{what} {path!r} not found")
+    try:
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            return torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as error:
+        unsafe = _unsafe_globals(path)
+        if unsafe:
+            raise CheckpointError(
+                f"{what} {path!r} was refused: it asks for Python objects beyond tensors, numbers, "
+                f"strings and containers ({', '.join(unsafe)}), and loading those can run code. "
+                "Only a file from a source you trust may be loaded anyway (trust=True, "
+                "--trust-checkpoint, where offered)"
+            ) from error
+        raise CheckpointError(_unreadable(what, path, error)) from error
+    except Exception as error:
+        raise CheckpointError(_unreadable(what, path, error)) from error
+
+
+def _unsafe_globals(path: str) -> list[str]:
+    allowed = {f"{g.__module__}.{g.__qualname__}" for g in _numpy_array_globals()}
+    try:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not a zip archive: the unpickler's own message says what it met
+        return []
+    return sorted(set(found) - allowed)
+
+
+def _unreadable(what: str, path: str, error: Exception) -> str:
+    # torch's own text suggests weights_only=False; keep only the line that says what was wrong
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    marker = "WeightsUnpickler error:"
+    after = [line for i, line in enumerate(lines) if i and marker in lines[i - 1]]
+    found = [line.split(marker, 1)[1].strip() for line in lines if marker in line]
+    detail = next((d for d in [*found, *after] if d), lines[-1] if lines else "")
+    if "weights_only" in detail or "torch.load" in detail:
+        detail = "not a file of tensors"
+    return (
+        f"{what} {path!r} cannot be read ({type(error).__name__}: {detail}); "
+        "the file is corrupt or truncated, or not a PyTorch file"
+    )
+
+
+def _is_safetensors(path: PathLike) -> bool:
+    """A safetensors file starts with an 8-byte header length and the header's ``{``."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1
+
+
+# -- state dicts ------------------------------------------------------------------------------
+
+
+def _state_problems(
+    expected: Mapping[str, Tensor], given: Mapping[str, Tensor], origin: Mapping[str, str]
+) -> list[str]:
+    """Missing keys, unexpected keys and shape mismatches of ``given`` against ``expected``.
+
+    ``origin`` maps a key to the name to print for it (the file's own name, before renaming).
+    """
+    missing = sorted(k for k in expected if k not in given)
+    unexpected = sorted(origin.get(k, k) for k in given if k not in expected)
+    mismatched = sorted(
+        f"{origin.get(k, k)}: expected {tuple(expected[k].shape)}, got {tuple(v.shape)}"
+        for k, v in given.items()
+        if k in expected and isinstance(v, Tensor) and v.shape != expected[k].shape
+    )
+    not_tensors = sorted(
+        f"{origin.get(k, k)}: {type(v).__name__}"
+        for k, v in given.items()
+        if not isinstance(v, Tensor)
+    )
+    problems = []
+    for name, items in (
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+        ("shape mismatches", mismatched),
+        ("values that are not tensors", not_tensors),
+    ):
+        if items:
+            more = f" and {len(items) - 10} more" if len(items) > 10 else ""
+            problems.append(f"{name} {items[:10]}{more}")
+    return problems
+
+
+def _tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _build_model(where: str, model_config: Any, weights: Any) -> SparsePromptIR:
+    """A :class:`SparsePromptIR` of ``model_config`` holding ``weights``, or a CheckpointError."""
+    from .model import SparsePromptIR
+
+    if model_config is None:
+        raise CheckpointError(
+            f"{where}: it holds the weights of a network of your own (no model_config): build "
+            "that network and load them with model.load_state_dict(read_checkpoint(path)['ema'])"
+        )
+    if not isinstance(model_config, Mapping):
+        raise CheckpointError(
+            f"{where}: expected a model_config mapping, got {type(model_config).__name__}"
+        )
+    if not isinstance(weights, Mapping):
+        raise CheckpointError(f"{where}: expected weights by name, got {type(weights).__name__}")
+    try:
+        model = SparsePromptIR("base", **{str(k): _tuple(v) for k, v in model_config.items()})
+    except (InputError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"{where}: its model_config is not a valid model ({error})"
+        ) from error
+    problems = _state_problems(model.state_dict(), weights, {})
+    if problems:
+        raise CheckpointError(
+            f"{where}: its weights do not fit its model_config: " + "; ".join(problems)
+        )
+    model.load_state_dict(weights)
+    return model
+
+
+# -- training checkpoints ---------------------------------------------------------------------
+
+# What Trainer.state_dict writes; a checkpoint lacking any of it is damaged or foreign.
+_CHECKPOINT_KEYS = (
+    "config", "model_config", "label_names", "model", "ema", "ema_n_averaged", "optimizer",
+    "scheduler", "scaler", "step", "history", "validations", "rng",
+)  # fmt: skip
+
+
+def read_checkpoint(path: PathLike) -> dict[str, Any]:
+    """Read a training checkpoint written by :class:`~contrastive_prompts.train.Trainer`, safely.
+
+    Args:
+        path: the checkpoint (``last.pt`` in a run's ``out_dir``).
+
+    Returns:
+        The checkpoint's dictionary: configuration, weights, EMA weights, optimiser, schedule,
+        step, logs and random states.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, refused as unsafe, not a training
+            checkpoint, or lacks some of what a training checkpoint holds.
+
+    Examples:
+        >>> read_checkpoint("no-such-run/last.pt")
+        Traceback (most recent call last):
+            ...
+        contrastive_prompts.checkpoints.CheckpointError: checkpoint 'no-such-run/last.pt' not found
+    """
+    name = os.fspath(path)
+    if os.path.isfile(name) and _is_safetensors(name):
+        raise CheckpointError(
+            f"checkpoint {name!r} holds shared weights (safetensors), not a training run: "
+            "load it with SparsePromptIR.from_pretrained; a run resumes from its last.pt"
+        )
+    state = safe_load(name)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"checkpoint {name!r} is not a contrastive_prompts training checkpoint "
+            f"(expected format {CHECKPOINT_FORMAT!r})"
+        )
+    missing = [k for k in _CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {name!r} lacks {', '.join(missing)}: it is damaged or was not written by "
+            "the Trainer"
+        )
+    return state
+
+
+def load_checkpoint_model(
+    path: PathLike, *, ema: bool = True, device: str | torch.device = "cpu"
+) -> SparsePromptIR:
+    """The model stored in a training checkpoint or a safetensors export, in eval mode.
+
+    The file's format is read from its first bytes, whatever its name:
+
+    - a training checkpoint gives its EMA weights by default (what validation scored), the raw
+      weights with ``ema=False``;
+    - a ``.safetensors`` file from :func:`export_weights` gives the weights it holds, built with
+      the model configuration stored in its metadata.
+
+    Nothing in either file can run code. :meth:`SparsePromptIR.from_pretrained
+    <contrastive_prompts.SparsePromptIR.from_pretrained>` is the same function.
+
+    Args:
+        path: a checkpoint written by :class:`~contrastive_prompts.train.Trainer` or weights
+            written by :func:`export_weights`.
+        ema: from a training checkpoint, load the EMA weights (``False``: the raw weights).
+        device: where to put the model.
+
+    Returns:
+        The :class:`~contrastive_prompts.SparsePromptIR` of the file's configuration.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, refused as unsafe, of another format,
+            or its weights do not fit its configuration.
+
+    Examples:
+        >>> model = load_checkpoint_model("runs/cpl/last.pt")  # doctest: +SKIP
+        >>> model.restore(torch.rand(1, 3, 64, 64)).shape  # doctest: +SKIP
+        torch.Size([1, 3, 64, 64])
+
+        A missing file raises [CheckpointError][contrastive_prompts.checkpoints.CheckpointError]:
+
+        >>> load_checkpoint_model("no-such-run/last.pt")
+        Traceback (most recent call last):
+            ...
+        contrastive_prompts.checkpoints.CheckpointError: checkpoint 'no-such-run/last.pt' not found
+    """
+    name = os.fspath(path)
+    if not os.path.isfile(name):
+        raise CheckpointError(f"checkpoint {name!r} not found")
+    if _is_safetensors(name):
+        model_config, weights = _read_weights(name)
+        model = _build_model(f"weights {name!r}", model_config, weights)
+    else:
+        state = read_checkpoint(name)
+        model = _build_model(
+            f"checkpoint {name!r}", state["model_config"], state["ema" if ema else "model"]
+        )
+    return model.to(device).eval()
+
+
+# -- shared weights (safetensors) -------------------------------------------------------------
+
+
+def _read_weights(path: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+            weights = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(_unreadable("weights", path, error)) from error
+    if metadata.get("format") != WEIGHTS_FORMAT or "model_config" not in metadata:
+        raise CheckpointError(
+            f"weights {path!r} are not a contrastive_prompts export (expected metadata format "
+            f"{WEIGHTS_FORMAT!r} with the model_config); a bare state dict loads with "
+            "model.load_state_dict(safetensors.torch.load_file(path))"
+        )
+    try:
+        model_config = json.loads(metadata["model_config"])
+    except json.JSONDecodeError as error:
+        raise CheckpointError(
+            f"weights {path!r}: its model_config is not JSON ({error})"
+        ) from error
+    return model_config, weights
+
+
+def export_weights(
+    checkpoint: PathLike, target: PathLike, *, ema: bool = True, overwrite: bool = False
+) -> Path:
+    """Write a training checkpoint's weights as a ``.safetensors`` file to share.
+
+    The file holds the EMA weights (``ema=False``: the raw ones) and, in its metadata, the model
+    configuration, the label names and the step, so :meth:`SparsePromptIR.from_pretrained
+    <contrastive_prompts.SparsePromptIR.from_pretrained>` rebuilds the model from it alone.
+    safetensors files hold tensors and strings only: loading one can never run code. The file is
+    written under a temporary name and renamed, so a failed export leaves nothing half-written.
+
+    Args:
+        checkpoint: a training checkpoint (``last.pt``).
+        target: the ``.safetensors`` file to write.
+        ema: export the EMA weights (what validation scored).
+        overwrite: replace ``target`` if it exists (never the checkpoint itself).
+
+    Returns:
+        ``target`` as a path.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be read or does not fit its configuration.
+        InputError: ``target`` is not a ``.safetensors`` name, is the checkpoint, or exists
+            without ``overwrite``.
+
+    Examples:
+        >>> export_weights("runs/cpl/last.pt", "model.safetensors")  # doctest: +SKIP
+        PosixPath('model.safetensors')
+    """
+    from safetensors.torch import save_file
+
+    source, target = Path(checkpoint), Path(target)
+    if target.suffix != ".safetensors":
+        raise InputError(f"export: expected a target ending in .safetensors, got {str(target)!r}")
+    if target.exists() and source.exists() and target.resolve() == source.resolve():
+        raise InputError(
+            f"export: expected a target other than the checkpoint, got {str(target)!r}"
+        )
+    if target.exists() and not overwrite:
+        raise InputError(
+            f"export: {str(target)!r} exists; pass overwrite=True (--overwrite) to replace it"
+        )
+    state = read_checkpoint(source)
+    weights_key = "ema" if ema else "model"
+    model = _build_model(f"checkpoint {str(source)!r}", state["model_config"], state[weights_key])
+    metadata = {
+        "format": WEIGHTS_FORMAT,
+        "model_config": json.dumps(asdict(model.config)),
+        "label_names": json.dumps(list(state["label_names"])),
+        "step": str(int(state["step"])),
+        "weights": weights_key,
+    }
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.partial")
+    try:
+        save_file(tensors, temporary, metadata=metadata)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return target
+
+
+# -- official PromptIR checkpoints ------------------------------------------------------------
 
 # PromptIR tensors that exist in its state dict but take no part in its forward pass.
 UNUSED_PROMPTIR_KEYS = re.compile(r"^(chnl_reduce\d|reduce_noise_channel_\d)\.")
@@ -43,21 +449,37 @@ def _rename(key: str) -> str:
     return _NORM.sub(r".norm\1.", key)
 
 
-def _read(
-    checkpoint: str | os.PathLike[str] | Mapping[str, Tensor], map_location: str | torch.device
-) -> dict[str, Tensor]:
+def _read_promptir(
+    checkpoint: PathLike | Mapping[str, Tensor], map_location: str | torch.device, trust: bool
+) -> dict[str, Any]:
+    """The state dict inside a PromptIR checkpoint, unwrapped from its training framework."""
+    where = "from_promptir"
     if isinstance(checkpoint, Mapping):
-        state = dict(checkpoint)
+        state: Any = dict(checkpoint)
     else:
         path = os.fspath(checkpoint)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"from_promptir: checkpoint file {path!r} not found")
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    if "state_dict" in state and isinstance(state["state_dict"], Mapping):  # Lightning
-        state = dict(state["state_dict"])
-    if state and all(k.startswith("net.") for k in state):
-        state = {k[len("net.") :]: v for k, v in state.items()}
-    return state
+            raise FileNotFoundError(f"{where}: checkpoint file {path!r} not found")
+        if _is_safetensors(path):
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = safe_load(path, what="PromptIR checkpoint", trust=trust)
+    # Lightning keeps the weights under state_dict, BasicSR under params_ema / params
+    for wrapper in ("state_dict", "params_ema", "params"):
+        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
+            state = dict(state[wrapper])
+            break
+    if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
+        raise CheckpointError(
+            f"{where}: expected a PromptIR state dict (tensors by name, possibly under "
+            f"'state_dict', 'params_ema' or 'params'), got {type(state).__name__}"
+        )
+    for prefix in ("net.", "module."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return {k: v.to(map_location) if isinstance(v, Tensor) else v for k, v in dict(state).items()}
 
 
 def convert_promptir_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -75,7 +497,7 @@ def convert_promptir_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor
     Returns:
         The same tensors (not copied) by this library's names.
 
-    Example:
+    Examples:
         >>> state = {"prompt1.prompt_param": torch.zeros(1, 5, 8, 4, 4),
         ...          "noise_level1.norm1.body.weight": torch.ones(3),
         ...          "chnl_reduce1.weight": torch.ones(1)}
@@ -87,7 +509,12 @@ def convert_promptir_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor
         if UNUSED_PROMPTIR_KEYS.match(key):
             continue
         new_key = _rename(key)
-        if new_key.endswith(".prompts") and value.ndim == 5 and value.shape[0] == 1:
+        if (
+            new_key.endswith(".prompts")
+            and isinstance(value, Tensor)
+            and value.ndim == 5
+            and value.shape[0] == 1
+        ):
             value = value[0]
         converted[new_key] = value
     return converted
@@ -95,19 +522,25 @@ def convert_promptir_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor
 
 def load_promptir_state_dict(
     model: nn.Module,
-    checkpoint: str | os.PathLike[str] | Mapping[str, Tensor],
+    checkpoint: PathLike | Mapping[str, Tensor],
     *,
     map_location: str | torch.device = "cpu",
+    trust: bool = False,
 ) -> None:
-    """Load a PromptIR checkpoint (Lightning ``.ckpt``, or a bare state dict) into ``model``.
+    """Load a PromptIR checkpoint into ``model``.
 
-    :meth:`~contrastive_prompts.SparsePromptIR.from_promptir` builds the model and calls this.
+    [SparsePromptIR.from_promptir][contrastive_prompts.SparsePromptIR.from_promptir] builds the
+    model and calls this. Accepted: a Lightning ``.ckpt`` (PromptIR's own), a BasicSR file
+    (``params_ema``, else ``params``: how CPL's released code saves), a bare state dict, a
+    ``.safetensors`` file, with or without a ``net.`` or ``module.`` prefix.
 
     Args:
         model: the module to fill; every one of its tensors must come from the checkpoint.
-        checkpoint: a path to a ``.ckpt`` / ``.pth`` file, or a state dict (with or without
-            Lightning's ``state_dict`` wrapper and ``net.`` prefix).
-        map_location: where :func:`torch.load` puts the tensors.
+        checkpoint: a path, or a state dict.
+        map_location: where the tensors go.
+        trust: read the file with ``weights_only=False``. That runs any code the file holds:
+            only for a file from a source you trust that the safe loader refuses (the refusal
+            names the Python types the file asks for).
 
     Shape:
         - Every tensor must have the shape of the model's tensor it fills (after the prompt
@@ -118,10 +551,11 @@ def load_promptir_state_dict(
 
     Raises:
         FileNotFoundError: the file does not exist.
+        CheckpointError: the file cannot be read, is refused as unsafe, or holds no state dict.
         InputError: missing or unexpected keys, or shapes that differ, all listed by their
             PromptIR names where they have one.
 
-    Example:
+    Examples:
         >>> from contrastive_prompts import SparsePrompt
         >>> layer = SparsePrompt(dim=4, prompt_dim=2, prompt_size=2)
         >>> model = torch.nn.ModuleDict({"prompt1": layer})
@@ -133,25 +567,11 @@ def load_promptir_state_dict(
         >>> torch.equal(model["prompt1"].prompts, state["prompt1.prompt_param"][0])
         True
     """
-    original = _read(checkpoint, map_location)
+    original = _read_promptir(checkpoint, map_location, trust)
     origin = {_rename(k): k for k in original}
     state = convert_promptir_state_dict(original)
-    expected = model.state_dict()
-    missing = sorted(k for k in expected if k not in state)
-    unexpected = sorted(origin.get(k, k) for k in state if k not in expected)
-    mismatched = sorted(
-        f"{origin.get(k, k)}: expected {tuple(expected[k].shape)}, got {tuple(v.shape)}"
-        for k, v in state.items()
-        if k in expected and v.shape != expected[k].shape
-    )
-    if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"missing keys {missing}")
-        if unexpected:
-            problems.append(f"unexpected keys {unexpected}")
-        if mismatched:
-            problems.append(f"shape mismatches {mismatched}")
+    problems = _state_problems(model.state_dict(), state, origin)
+    if problems:
         raise InputError(
             "from_promptir: expected an official PromptIR (decoder=True) checkpoint; got "
             + "; ".join(problems)

@@ -2,7 +2,8 @@
 
 Subcommands: ``train`` (every :class:`~contrastive_prompts.train.TrainConfig` field is a flag; works
 under ``torchrun``), ``evaluate`` (per-degradation PSNR / SSIM), ``restore`` (images or folders in,
-restored images out, tiled) and ``demo``.
+restored images out, tiled; never over an existing file unless ``--overwrite``, never over an
+input), ``export`` (a checkpoint's weights as ``.safetensors``) and ``demo``.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import RECIPES, TrainConfig, Trainer, read_checkpoint
+    from .checkpoints import read_checkpoint
+    from .train import RECIPES, TrainConfig, Trainer, TrainingDiverged
 
     overrides: dict[str, Any] = {
         f.name: None if value is NONE_GIVEN else value
@@ -100,6 +102,11 @@ def _train(args: argparse.Namespace) -> int:
         overrides["betas"] = tuple(overrides["betas"])
     checkpoint = None
     if args.resume:
+        if args.config:
+            raise InputError(
+                "train: expected --resume or --config, got both: a resumed run starts from its "
+                "checkpoint's options (flags may change steps, logging, validation and output)"
+            )
         # a resumed run starts from the checkpoint's own options; flags change only what they name
         out_dir = overrides.get("out_dir") or (
             RECIPES[args.recipe].out_dir if args.recipe else TrainConfig().out_dir
@@ -113,17 +120,30 @@ def _train(args: argparse.Namespace) -> int:
                 values = json.loads(Path(args.config).read_text())
             except json.JSONDecodeError as error:
                 raise InputError(f"--config {args.config!r} is not valid JSON: {error}") from error
+            if not isinstance(values, dict):
+                raise InputError(
+                    f"--config {args.config!r}: expected a JSON object of TrainConfig fields, "
+                    f"got a JSON {type(values).__name__}"
+                )
             config = TrainConfig.from_dict({**dataclasses.asdict(config), **values})
     config = dataclasses.replace(config, **overrides)
-    trainer = Trainer(config)
+    trainer = Trainer(config, trust_init_promptir=args.trust_checkpoint)
     if checkpoint is not None:
         trainer.load(checkpoint)
+        if trainer.step >= config.steps:
+            raise InputError(
+                f"train: expected --steps beyond the checkpoint's step {trainer.step} to train "
+                f"on, got {config.steps}"
+            )
         if trainer.is_main:
             print(f"resumed from {checkpoint} at step {trainer.step}", file=sys.stderr)
     try:
         trainer.fit()
     except KeyboardInterrupt:
         return 130
+    except TrainingDiverged as error:
+        print(f"contrastive-prompts train: error: {error}", file=sys.stderr)
+        return 1
     if trainer.is_main:
         print(f"done: {config.out_dir} (checkpoint last.pt, log.jsonl, plots)")
     return 0
@@ -155,11 +175,18 @@ def _read(path: Path) -> torch.Tensor:
         raise InputError(f"cannot read image {str(path)!r}: {error}") from error
 
 
+def _model(args: argparse.Namespace) -> Any:
+    from ._checks import resolve_device
+    from .checkpoints import load_checkpoint_model
+
+    device = resolve_device(args.command, args.device)
+    return load_checkpoint_model(args.checkpoint, device=device), device
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from .metrics import evaluate
-    from .train import load_checkpoint_model
 
-    model = load_checkpoint_model(args.checkpoint, device=args.device)
+    model, _ = _model(args)
     dataset = _dataset(args)
     result = evaluate(
         lambda x: model.restore(x, tile=args.tile, overlap=args.overlap),
@@ -173,20 +200,82 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _listed(paths: Sequence[object], limit: int = 8) -> str:
+    names = [str(p) for p in paths]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def restore_plan(
+    inputs: Sequence[Path], out_dir: Path, *, overwrite: bool = False
+) -> list[tuple[Path, Path]]:
+    """``(input, output)`` pairs for ``restore``, checked before any work is done.
+
+    Each input ``x.*`` goes to ``out_dir / "x.png"``. Refused: two inputs with one output name;
+    an output that is one of the inputs (never written over, even with ``overwrite``); an
+    output that exists, unless ``overwrite``.
+
+    Raises:
+        InputError: listing every clash, input or existing file.
+    """
+    plan, sources = [], set()
+    for path in inputs:
+        if path.resolve() not in sources:  # a file named twice is restored once
+            sources.add(path.resolve())
+            plan.append((path, out_dir / f"{path.stem}.png"))
+    by_output: dict[Path, list[Path]] = {}
+    for source, target in plan:
+        by_output.setdefault(target, []).append(source)
+    clashes = [f"{_listed(s)} -> {t}" for t, s in by_output.items() if len(s) > 1]
+    if clashes:
+        raise InputError(
+            "restore: expected inputs with distinct names, got inputs that would share an "
+            f"output: {'; '.join(clashes)}; restore them into separate --output folders"
+        )
+    over_inputs = [t for _, t in plan if t.resolve() in sources]
+    if over_inputs:
+        raise InputError(
+            f"restore: expected an --output folder apart from the inputs, got outputs that are "
+            f"input files ({_listed(over_inputs)}); inputs are never written over"
+        )
+    existing = [t for _, t in plan if t.exists()]
+    if existing and not overwrite:
+        raise InputError(
+            f"restore: expected new output files, got {len(existing)} that exist "
+            f"({_listed(existing)}); pass --overwrite to replace them"
+        )
+    return plan
+
+
 def _restore(args: argparse.Namespace) -> int:
     from .data import write_image
-    from .train import load_checkpoint_model
 
-    model = load_checkpoint_model(args.checkpoint, device=args.device)
     out_dir = Path(args.output)
+    plan = restore_plan(image_paths(args.inputs), out_dir, overwrite=args.overwrite)
+    model, device = _model(args)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for path in image_paths(args.inputs):
-        image = _read(path).to(args.device)
+    for source, target in plan:
+        image = _read(source).to(device)
         with torch.no_grad():
             restored = model.restore(image, tile=args.tile, overlap=args.overlap)
-        target = out_dir / (path.stem + ".png")
-        write_image(target, restored.cpu())
-        print(f"{path} -> {target}")
+        # written whole or not at all: a temporary name, then a rename
+        temporary = target.with_name(f".{target.stem}.partial.png")
+        try:
+            write_image(temporary, restored.cpu())
+            temporary.replace(target)
+        finally:
+            temporary.unlink(missing_ok=True)
+        print(f"{source} -> {target}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .checkpoints import export_weights
+
+    target = export_weights(
+        args.checkpoint, args.target, ema=not args.raw, overwrite=args.overwrite
+    )
+    print(f"{args.checkpoint} -> {target}")
     return 0
 
 
@@ -211,15 +300,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="a JSON file of TrainConfig fields")
     train.add_argument("--resume", nargs="?", const="last", default=None,
                        help="continue from a checkpoint (default: OUT_DIR/last.pt)")  # fmt: skip
+    train.add_argument(
+        "--trust-checkpoint", action="store_true",
+        help="read an --init-promptir file that the safe loader refuses; this runs any code the "
+        "file holds: only for files from a source you trust",
+    )  # fmt: skip
     _add_config_flags(train)
     train.set_defaults(run=_train)
 
     def add_model_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--checkpoint", required=True, help="a checkpoint written by train")
+        p.add_argument("--checkpoint", required=True,
+                       help="a checkpoint from train, or weights from export")  # fmt: skip
         p.add_argument("--tile", type=_int_or_none, default=512,
                        help="tile side for large images (none: one pass)")  # fmt: skip
         p.add_argument("--overlap", type=int, default=32, help="overlap between tiles")
-        p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+        p.add_argument("--device", default="auto",
+                       help="auto (a GPU if there is one), cpu, cuda, cuda:1...")  # fmt: skip
 
     evaluate = sub.add_parser("evaluate", help="per-degradation PSNR / SSIM table")
     add_model_flags(evaluate)
@@ -238,7 +334,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_flags(restore)
     restore.add_argument("inputs", nargs="+", help="image files or folders")
     restore.add_argument("--output", required=True, help="folder for the restored PNGs")
+    restore.add_argument("--overwrite", action="store_true",
+                         help="replace existing outputs (never an input)")  # fmt: skip
     restore.set_defaults(run=_restore)
+
+    export = sub.add_parser("export", help="write a checkpoint's weights as .safetensors")
+    export.add_argument("--checkpoint", required=True, help="a checkpoint written by train")
+    export.add_argument("target", help="the .safetensors file to write")
+    export.add_argument("--raw", action="store_true",
+                        help="export the raw weights instead of the EMA weights")  # fmt: skip
+    export.add_argument("--overwrite", action="store_true", help="replace an existing target")
+    export.set_defaults(run=_export)
 
     demo = sub.add_parser("demo", help="train on the bundled photos and write a report")
     demo.add_argument("--out", default="results/demo")
@@ -261,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["evaluate", "--checkpoint", "no-such-file.pt"])
         2
     """
-    from .train import CheckpointError
+    from .checkpoints import CheckpointError
 
     parser = build_parser()
     args = parser.parse_args(argv)

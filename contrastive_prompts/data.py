@@ -456,8 +456,8 @@ class _SkippingReader:
                         RuntimeWarning,
                         stacklevel=3,
                     )
-        raise RuntimeError(
-            f"{type(self).__name__}: none of the {size} items could be read; "
+        raise InputError(
+            f"{type(self).__name__}: expected at least one readable image, got none of {size}; "
             f"unreadable: {', '.join(self.skipped)}"
         )
 
@@ -539,6 +539,7 @@ class SyntheticDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         self.epoch = 0
         self.skipped = {}
         self._cached: dict[int, Tensor] = {}
+        self._small: set[int] = set()
         self.paths: list[Path] = []
         self._images: list[Tensor] = []
         if isinstance(images, (str, Path)):
@@ -595,11 +596,27 @@ class SyntheticDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         gen = _item_generator(self.seed, self.epoch, index)
         clean = self._read_item(index % self.num_images, self._load, self.num_images)
         if self.crop_size is not None:
+            self._warn_if_small(index % self.num_images, clean)
             (clean,) = _random_crop([clean], self.crop_size, gen)
         if self.augment:
             (clean,) = _flip_rotate([clean], gen)
         degraded, labels = self.mix(clean[None], generator=gen)
         return degraded[0], clean, labels[0]
+
+    def _warn_if_small(self, j: int, image: Tensor) -> None:
+        """Warn once per image that is smaller than the crop (its crops are mostly padding)."""
+        h, w = image.shape[-2:]
+        size = self.crop_size
+        if size is None or (h >= size and w >= size) or j in self._small:
+            return
+        self._small.add(j)
+        name = str(self.paths[j]) if self.paths else f"image {j}"
+        warnings.warn(
+            f"SyntheticDataset: {name} is {h}x{w}, smaller than crop_size {size}: its crops "
+            "are padded by reflection; pick a smaller crop",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def __repr__(self) -> str:
         return (

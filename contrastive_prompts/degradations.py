@@ -907,13 +907,34 @@ class DegradationMix(nn.Module):
     def degrade(
         self, x: Tensor, labels: Tensor, generator: torch.Generator | None = None
     ) -> Tensor:
-        """Apply the degradations that ``labels`` name (``(B,)`` ints or a ``(B, N)`` mask)."""
+        """Apply the degradations that ``labels`` name (``(B,)`` ints or a ``(B, N)`` mask).
+
+        Integer labels must lie in ``[0, N)``; any other label, or a floating or boolean
+        ``(B,)`` tensor, raises [InputError][contrastive_prompts.InputError].
+        """
         where = "DegradationMix"
         _check_image(where, x)
         n = len(self.names)
+        if not isinstance(labels, Tensor):
+            raise InputError(
+                f"{where}: expected labels to be a torch.Tensor, got {type(labels).__name__}"
+            )
         if labels.ndim == 1:
             check_shape(where, "labels", labels, (x.shape[0],))
-            mask = F.one_hot(labels.long().clamp(0, n - 1), n).bool()
+            if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+                raise InputError(
+                    f"{where}: expected labels to be an integer tensor, got {labels.dtype}"
+                )
+            # a value check, unlike forward checks elsewhere: labels are a few integers and
+            # degrade is never compiled, so the sync it costs is negligible
+            bad = labels[(labels < 0) | (labels >= n)]
+            if bad.numel():
+                values = ", ".join(str(v) for v in sorted(set(bad.tolist())))
+                raise InputError(
+                    f"{where}: expected labels to be integers in [0, {n}) (one per degradation "
+                    f"of {self.names}), got {values}"
+                )
+            mask = F.one_hot(labels.long(), n).bool()
         else:
             check_shape(where, "labels", labels, (x.shape[0], n))
             mask = labels.bool()

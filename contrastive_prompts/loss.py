@@ -85,10 +85,11 @@ def contrastive_prompt_loss(
             :class:`~contrastive_prompts.features.FilterFeatures` by default.
         layer_weights: one weight per map; the feature space's ``layer_weights`` attribute, else
             equal weights.
-        temperature: $\tau$ of ``"infonce"``, > 0.
+        temperature: $\tau$ of ``"infonce"``, a finite number > 0.
         normalize: L2-normalise each map over channels before the distance.
         reduction: ``"none"`` (per sample), ``"mean"`` or ``"sum"`` over the batch.
-        eps: keeps the ratio finite when the negatives equal the anchor.
+        eps: keeps the ratio finite when the negatives equal the anchor; a finite number > 0
+            (0 would give NaN for an anchor equal to its positive and its negatives).
 
     Shape:
         - anchor, positive: ``(B, C, H, W)``; negatives: ``(B, M, C, H, W)`` with ``M >= 1``.
@@ -107,6 +108,7 @@ def contrastive_prompt_loss(
     check_choice(where, "mode", mode, MODES)
     check_choice(where, "reduction", reduction, REDUCTIONS)
     check_positive(where, "temperature", temperature)
+    check_positive(where, "eps", eps)
     check_shape(where, "anchor", anchor, ("B", "C", "H", "W"))
     check_floating(where, "anchor", anchor)
     check_same_shape(where, "positive", positive, "anchor", anchor)
@@ -153,10 +155,10 @@ class ContrastivePromptLoss(nn.Module):
         mode: ``"subtractive"`` (default), ``"infonce"`` or ``"ratio"``.
         features: feature space; :class:`~contrastive_prompts.features.FilterFeatures` by default.
         layer_weights: one weight per feature map.
-        temperature: temperature of ``"infonce"``.
+        temperature: temperature of ``"infonce"``, a finite number > 0.
         normalize: L2-normalise maps over channels.
         reduction: ``"none"``, ``"mean"`` or ``"sum"``.
-        eps: keeps the ratio finite.
+        eps: keeps the ratio finite, a finite number > 0.
 
     Shape:
         - anchor, positive: ``(B, C, H, W)``; negatives: ``(B, M, C, H, W)``.
@@ -184,6 +186,7 @@ class ContrastivePromptLoss(nn.Module):
         check_choice(where, "mode", mode, MODES)
         check_choice(where, "reduction", reduction, REDUCTIONS)
         check_positive(where, "temperature", temperature)
+        check_positive(where, "eps", eps)
         self.mode, self.temperature, self.normalize = mode, temperature, normalize
         self.reduction, self.eps = reduction, eps
         self.features = features if features is not None else FilterFeatures()

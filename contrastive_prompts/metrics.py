@@ -63,6 +63,16 @@ def _work_dtype(x: Tensor) -> torch.dtype:
     return torch.float32 if x.device.type == "mps" else torch.float64
 
 
+def _check_options(where: str, x: Tensor, data_range: float, reduction: str) -> None:
+    check_positive(where, "data_range", data_range)
+    check_choice(where, "reduction", reduction, _REDUCTIONS)
+    if reduction == "mean" and x.shape[0] == 0:  # the mean of no image is undefined, not NaN
+        raise InputError(
+            f"{where}: expected at least one image for reduction='mean', got an empty batch "
+            f"{tuple(x.shape)}"
+        )
+
+
 def _reduce(values: Tensor, reduction: str) -> Tensor:
     if reduction == "mean":
         return values.mean()
@@ -216,8 +226,10 @@ def psnr(
     Args:
         x: restored images.
         y: reference images.
-        data_range: $R$, the value range of the images (1 for [0, 1]).
-        reduction: ``"none"`` (per image), ``"mean"`` or ``"sum"`` over the batch.
+        data_range: $R$, the value range of the images (1 for [0, 1]); finite and > 0.
+        reduction: ``"none"`` (per image), ``"mean"`` or ``"sum"`` over the batch. An empty
+            batch gives an empty result for ``"none"``, 0 for ``"sum"`` and an
+            [InputError][contrastive_prompts.InputError] for ``"mean"``.
         y_channel: compare the BT.601 luma (:func:`rgb_to_y`) of RGB images.
         border: pixels to crop from each side first (:func:`crop_border`).
 
@@ -236,8 +248,7 @@ def psnr(
     """
     where = "psnr"
     _check_pair(where, x, y)
-    check_positive(where, "data_range", data_range)
-    check_choice(where, "reduction", reduction, _REDUCTIONS)
+    _check_options(where, x, data_range, reduction)
     xd, yd = _prepare(where, x, y, y_channel, border)
     # the squared error of float32 images in float32, accumulated in float64: within 1e-6 dB
     # of a full float64 computation at a third of the cost
@@ -294,8 +305,10 @@ def ssim(
     Args:
         x: restored images, at least 7x7 (after ``y_channel`` and ``border``).
         y: reference images.
-        data_range: $R$, the value range of the images (1 for [0, 1]).
-        reduction: ``"none"`` (per image), ``"mean"`` or ``"sum"`` over the batch.
+        data_range: $R$, the value range of the images (1 for [0, 1]); finite and > 0.
+        reduction: ``"none"`` (per image), ``"mean"`` or ``"sum"`` over the batch. An empty
+            batch gives an empty result for ``"none"``, 0 for ``"sum"`` and an
+            [InputError][contrastive_prompts.InputError] for ``"mean"``.
         y_channel: compare the BT.601 luma (:func:`rgb_to_y`) of RGB images.
         border: pixels to crop from each side first (:func:`crop_border`).
 
@@ -316,8 +329,7 @@ def ssim(
     """
     where = "ssim"
     _check_pair(where, x, y)
-    check_positive(where, "data_range", data_range)
-    check_choice(where, "reduction", reduction, _REDUCTIONS)
+    _check_options(where, x, data_range, reduction)
     xd, yd = _prepare(where, x, y, y_channel, border)
     h, w = xd.shape[-2:]
     if h < _SSIM_WIN or w < _SSIM_WIN:

@@ -17,7 +17,14 @@ from typing import Any, NamedTuple, cast
 import torch
 from torch import Tensor, nn
 
-from ._checks import InputError, check_int_range, check_shape
+from ._checks import (
+    InputError,
+    check_dtype_like,
+    check_int_range,
+    check_shape,
+    check_shape_any,
+    check_spatial,
+)
 from .metrics import pad_to_multiple
 from .prompt import PromptFusion, Routing, SparsePrompt
 from .restormer import TransformerBlock, downsample, upsample
@@ -122,8 +129,15 @@ class SparsePromptIR(nn.Module):
         **overrides: any :class:`ModelConfig` field, e.g. ``top_k=5`` for PromptIR's dense prompts.
 
     Shape:
-        - Input: ``(B, 3, H, W)`` images in [0, 1], any ``H, W >= 1``.
+        - Input: ``(B, 3, H, W)`` images in [0, 1], any ``H, W >= 1``; ``B = 0`` gives an empty
+          output.
         - Output: ``(B, 3, H, W)``.
+
+    Every entry point (``forward``, :meth:`forward_negative`, :meth:`forward_with_negatives`,
+    :meth:`restore`) takes images of the parameters' dtype (``model.to(torch.float64)`` for
+    float64 images) or, under `torch.autocast`, of the autocast dtype. Any other dtype, 8-bit
+    images included, raises [InputError][contrastive_prompts.InputError], as does ``H = 0`` or
+    ``W = 0``.
 
     Example:
         >>> model = SparsePromptIR("tiny")
@@ -295,8 +309,8 @@ class SparsePromptIR(nn.Module):
 
     def _pad(self, x: Tensor, where: str) -> tuple[Tensor, int, int]:
         check_shape(where, "x", x, ("B", 3, "H", "W"))
-        if not x.is_floating_point():
-            raise InputError(f"{where}: expected a floating-point image tensor, got {x.dtype}")
+        check_spatial(where, "x", x)
+        check_dtype_like(where, "x", x, self.patch_embed.weight)
         h, w = x.shape[-2:]
         return pad_to_multiple(x, 8), h, w
 
@@ -359,7 +373,7 @@ class SparsePromptIR(nn.Module):
 
         Returns:
             :class:`ModelOutput` with ``output (B, 3, H, W)``, ``negatives (B, M, 3, H, W)`` and
-            the positive routing of each stage.
+            the positive routing of each stage; empty tensors for ``B = 0``.
 
         Example:
             >>> model = SparsePromptIR("tiny")
@@ -381,8 +395,8 @@ class SparsePromptIR(nn.Module):
         out, routing = self.decode(padded, features)
         with torch.no_grad():
             rows = torch.arange(batch * num_negatives, device=x.device) % batch
-            size = chunk_size or rows.numel()
-            if labels is not None:  # label-aware negatives compare each row with the whole batch
+            size = chunk_size or max(rows.numel(), 1)
+            if labels is not None and batch:  # label-aware negatives see the whole batch
                 size = -(-size // batch) * batch
             pieces = []
             for index in rows.split(size):
@@ -408,13 +422,18 @@ class SparsePromptIR(nn.Module):
         single pass; prefer large tiles.
 
         Args:
-            image: ``(B, 3, H, W)`` or ``(3, H, W)`` in [0, 1].
+            image: ``(B, 3, H, W)`` or ``(3, H, W)`` in [0, 1], ``H, W >= 1``, of the
+                parameters' dtype (or the autocast dtype under `torch.autocast`).
             tile: tile side (a multiple of 8 is best), or ``None`` for one pass.
             overlap: overlap between neighbouring tiles, ``0 <= overlap < tile``.
 
         Returns:
-            Restored images of the input's shape, clamped to [0, 1].
+            Restored images of the input's shape, clamped to [0, 1]; empty for ``B = 0``.
         """
+        where = "SparsePromptIR.restore"
+        check_shape_any(where, "image", image, (3, "H", "W"), ("B", 3, "H", "W"))
+        check_spatial(where, "image", image)
+        check_dtype_like(where, "image", image, self.patch_embed.weight)
         single = image.ndim == 3
         batch = image.unsqueeze(0) if single else image
         out: Tensor
@@ -434,22 +453,65 @@ class SparsePromptIR(nn.Module):
         *,
         top_k: int = 1,
         map_location: str | torch.device = "cpu",
+        trust: bool = False,
     ) -> SparsePromptIR:
         """Load an official PromptIR checkpoint into the ``base`` preset.
 
-        Accepts a Lightning ``.ckpt`` (keys under ``state_dict`` starting with ``net.``) or a
-        bare state dict. With ``top_k=5`` the model computes exactly what PromptIR computes; with
-        ``top_k=1`` it is the starting point of CPL fine-tuning. The six 1x1 convolutions that
-        PromptIR defines but never uses are ignored.
+        Accepts PromptIR's Lightning ``.ckpt``, a BasicSR file (``params_ema``, else ``params``,
+        as CPL's released code saves), a bare state dict or a ``.safetensors`` file. With
+        ``top_k=5`` the model computes exactly what PromptIR computes; with ``top_k=1`` it is the
+        starting point of CPL fine-tuning. The six 1x1 convolutions that PromptIR defines but
+        never uses are ignored. The file is read with ``weights_only=True``: it cannot run code.
+
+        Args:
+            checkpoint: a path or a state dict.
+            top_k: experts per prompt (5 is PromptIR's dense prompt).
+            map_location: where the tensors go.
+            trust: read a file that the safe loader refuses with ``weights_only=False``, which
+                runs any code the file holds. Only for files from a source you trust.
 
         Raises:
+            FileNotFoundError: the file does not exist.
+            CheckpointError: the file cannot be read, is refused as unsafe, or holds no state
+                dict.
             InputError: missing or unexpected keys, or shape mismatches, all listed.
         """
         from .checkpoints import load_promptir_state_dict
 
         model = cls("base", top_k=top_k)
-        load_promptir_state_dict(model, checkpoint, map_location=map_location)
+        load_promptir_state_dict(model, checkpoint, map_location=map_location, trust=trust)
         return model
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        ema: bool = True,
+        device: str | torch.device = "cpu",
+    ) -> SparsePromptIR:
+        """A trained model from a ``.safetensors`` export or a training checkpoint, in eval mode.
+
+        The configuration comes from the file: the safetensors metadata written by
+        ``contrastive-prompts export``, or the checkpoint's ``model_config``. Neither file can
+        run code when it is read. The same as
+        [load_checkpoint_model][contrastive_prompts.checkpoints.load_checkpoint_model].
+
+        Args:
+            path: a ``.safetensors`` file from ``contrastive-prompts export`` or a ``last.pt``.
+            ema: from a training checkpoint, the EMA weights (``False``: the raw weights).
+            device: where to put the model.
+
+        Raises:
+            CheckpointError: the file is missing, unreadable, of another format, or its weights
+                do not fit its configuration.
+
+        Examples:
+            >>> model = SparsePromptIR.from_pretrained("model.safetensors")  # doctest: +SKIP
+        """
+        from .checkpoints import load_checkpoint_model
+
+        return load_checkpoint_model(path, ema=ema, device=device)
 
     def extra_repr(self) -> str:
         return f"config={self.config}"
@@ -485,12 +547,13 @@ def tiled(model: nn.Module, image: Tensor, *, tile: int, overlap: int = 32) -> T
 
     Args:
         model: any module mapping ``(B, C, h, w)`` to ``(B, C', h, w)``.
-        image: ``(B, C, H, W)``.
+        image: ``(B, C, H, W)`` with ``H, W >= 1``.
         tile: tile side.
         overlap: pixels shared by neighbouring tiles, ``0 <= overlap < tile``.
 
     Shape:
-        - image: ``(B, C, H, W)``; output: ``(B, C', H, W)``.
+        - image: ``(B, C, H, W)``; output: ``(B, C', H, W)``. ``B = 0`` gives an empty output
+          if ``model`` maps an empty batch to one.
 
     Returns:
         ``(B, C', H, W)``; memory beyond the input and output is one tile's worth. For a model
@@ -501,6 +564,8 @@ def tiled(model: nn.Module, image: Tensor, *, tile: int, overlap: int = 32) -> T
         >>> torch.allclose(tiled(conv, image, tile=8, overlap=4), conv(image), atol=1e-6)
         True
     """
+    check_shape("tiled", "image", image, ("B", "C", "H", "W"))
+    check_spatial("tiled", "image", image)
     check_int_range("tiled", "tile", tile, 1)
     check_int_range("tiled", "overlap", overlap, 0, tile - 1)
     _, _, height, width = image.shape

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -10,7 +11,8 @@ from torch import Tensor, nn
 
 from ._checks import InputError, check_int_range, check_positive, check_same_shape, check_shape
 from .loss import ContrastivePromptLoss
-from .prompt import Routing, load_balance_loss, routing_statistics
+from .negatives import forward_with_negatives
+from .prompt import Routing, load_balance_loss, record_routing, routing_statistics
 
 __all__ = ["CPLObjective", "ObjectiveOutput"]
 
@@ -24,12 +26,13 @@ class ObjectiveOutput(NamedTuple):
         cpr: the contrastive prompt term (0 when its weight is 0).
         balance: the expert-balance term, averaged over prompt stages (0 when its weight is 0).
         output: ``(B, 3, H, W)`` restored batch.
-        expert_counts: per prompt stage, ``(L, N)`` counts of expert picks per label
-            (``L = 1`` without labels).
+        expert_counts: per prompt layer in call order, ``(L, N)`` counts of expert picks per
+            label (``L = 1`` without labels).
+        stages: the qualified names of those prompt layers, in the same order.
 
-    Example:
+    Examples:
         >>> ObjectiveOutput._fields
-        ('loss', 'l1', 'cpr', 'balance', 'output', 'expert_counts')
+        ('loss', 'l1', 'cpr', 'balance', 'output', 'expert_counts', 'stages')
     """
 
     loss: Tensor
@@ -38,14 +41,20 @@ class ObjectiveOutput(NamedTuple):
     balance: Tensor
     output: Tensor
     expert_counts: tuple[Tensor, ...]
+    stages: tuple[str, ...] = ()
 
 
 class CPLObjective(nn.Module):
-    r"""Contrastive Prompt Learning's loss for a prompt-steered restoration model.
+    r"""Contrastive Prompt Learning's loss for any network holding SparsePrompt layers.
 
     $\mathcal{L} = \mathcal{L}_1(a, y) + \lambda\,\mathrm{CPR}(a, y, n_{1..M})
     + \beta\,\mathrm{balance}$, where $a$ is the model's output, $y$ the clean batch and $n_j$
-    the outputs under negative prompts from ``model.forward_with_negatives``.
+    the outputs under negative prompts from
+    [forward_with_negatives][contrastive_prompts.forward_with_negatives], which reuses whatever
+    the network computes before its first prompt layer. The routing of every prompt layer is
+    recorded as the network runs ([record_routing][contrastive_prompts.record_routing]), so the
+    network needs no extra method and no change to its ``forward``: ``model(degraded)`` must
+    return the restored batch. With ``weight=0`` any network trains with L1 alone.
 
     Args:
         weight: $\lambda$; 0 trains with L1 alone (and makes no negatives).
@@ -56,16 +65,20 @@ class CPLObjective(nn.Module):
         label_negatives: also give the labels to the negatives, which then favour experts that
             other degradations use (CPL itself draws them without labels). Labels always feed
             the expert-use counts.
-        chunk_size: rows per decoder pass for the negatives (see
-            :meth:`~contrastive_prompts.SparsePromptIR.forward_with_negatives`); all at once by
-            default.
+        chunk_size: rows per negative pass (see
+            [forward_with_negatives][contrastive_prompts.forward_with_negatives]); all at once
+            by default.
 
     Shape:
         - ``forward(model, degraded, clean, labels=None, *, generator=None)``: ``degraded`` and
           ``clean`` $(B, 3, H, W)$, ``labels`` $(B,)$; returns an :class:`ObjectiveOutput` of
           scalars, the $(B, 3, H, W)$ output and $(L, N)$ expert counts per prompt stage.
 
-    Example:
+    Raises:
+        InputError: ``weight > 0`` and the model holds no SparsePrompt that leaves experts for
+            negatives, or the model's output does not have the shape of ``clean``.
+
+    Examples:
         >>> from contrastive_prompts import SparsePromptIR
         >>> model, objective = SparsePromptIR("tiny"), CPLObjective(num_negatives=2)
         >>> degraded, clean = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
@@ -117,13 +130,8 @@ class CPLObjective(nn.Module):
             check_shape("CPLObjective", "labels", labels, (degraded.shape[0],))
         zero = degraded.new_zeros(())
         if self.weight > 0:
-            forward_with_negatives = getattr(model, "forward_with_negatives", None)
-            if forward_with_negatives is None:
-                raise InputError(
-                    "CPLObjective: expected a model with forward_with_negatives (weight > 0), "
-                    f"got {type(model).__name__}"
-                )
             output, negatives, routing = forward_with_negatives(
+                model,
                 degraded,
                 num_negatives=self.num_negatives,
                 generator=generator,
@@ -132,17 +140,24 @@ class CPLObjective(nn.Module):
             )
             cpr = self.loss(output, clean, negatives)
         else:
-            result = model(degraded, return_routing=True)
-            output, routing = result if isinstance(result, tuple) else (result, ())
+            with record_routing(model) as routing:
+                output = model(degraded)
             cpr = zero
+        if not isinstance(output, Tensor) or output.shape != clean.shape:
+            raise InputError(
+                f"CPLObjective: expected model(degraded) to return a tensor of the shape of clean "
+                f"{tuple(clean.shape)}, got "
+                f"{tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__}"
+            )
         l1 = F.l1_loss(output, clean)
         balance = zero
         if self.balance_weight > 0 and routing:
             balance = torch.stack([load_balance_loss(r) for r in routing]).mean()
         loss = l1 + self.weight * cpr + self.balance_weight * balance
-        return ObjectiveOutput(loss, l1, cpr, balance, output, self._counts(routing, labels))
+        counts = self._counts(routing, labels)
+        return ObjectiveOutput(loss, l1, cpr, balance, output, counts, tuple(routing.names))
 
-    def _counts(self, routing: tuple[Routing, ...], labels: Tensor | None) -> tuple[Tensor, ...]:
+    def _counts(self, routing: Sequence[Routing], labels: Tensor | None) -> tuple[Tensor, ...]:
         with torch.no_grad():
             return tuple(
                 routing_statistics(r, labels=labels, num_labels=self.num_labels) for r in routing

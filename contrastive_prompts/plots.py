@@ -51,7 +51,8 @@ def plot_training(
 
     Args:
         history: per-step records with ``step``, ``loss``, ``l1``, ``cpr`` and
-            ``expert_counts`` (per prompt stage, ``(labels, experts)`` counts).
+            ``expert_counts`` (per prompt layer, ``(labels, experts)`` counts) and optionally
+            ``stages`` (the prompt layers' names, titling the panels).
         validations: records with ``step`` and ``psnr`` (``{name: dB}``).
         label_names: the degradation of each label.
         out_dir: the folder to write to.
@@ -108,6 +109,7 @@ def plot_training(
         plt.close(fig)
 
     stages = [r["expert_counts"] for r in history if r.get("expert_counts")]
+    names = next((r["stages"] for r in reversed(history) if r.get("stages")), [])
     if stages:
         recent = stages[-max(1, len(stages) // 4) :]  # the last quarter of training
         totals = np.sum(np.asarray(recent, dtype=float), axis=0)  # (stages, labels, experts)
@@ -118,7 +120,7 @@ def plot_training(
             ax.set_yticks(range(len(label_names)), labels=label_names, fontsize=8)
             ax.set_xticks(range(share.shape[1]))
             ax.set_xlabel("expert")
-            ax.set_title(f"prompt{i + 1}: expert use")
+            ax.set_title(f"{names[i] if i < len(names) else f'stage {i + 1}'}: expert use")
             for (row, col), value in np.ndenumerate(share):
                 ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
                         color="white" if value < 0.6 else "black")  # fmt: skip

@@ -5,26 +5,42 @@ learned prompt bank (CPL's Sparse Prompt Module); with ``top_k == num_prompts`` 
 dense prompt generator. ``PromptFusion`` merges a prompt into the features (PromptIR's interaction
 block). The routing maths lives in the pure functions :func:`topk_route` and
 :func:`negative_route`.
+
+Two modes reach every ``SparsePrompt`` inside a model, at any depth, without a change to the
+model's code: :func:`negative_prompts` (each layer renders a negative prompt) and
+:func:`record_routing` (each layer logs its routing). Like ``Module.train()``, each is a flag per
+layer instance, set for one model by a context manager that restores it on exit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import InputError, check_int_range, check_shape
+from ._checks import (
+    InputError,
+    check_dtype_like,
+    check_int_range,
+    check_shape,
+    check_spatial,
+)
 from .restormer import TransformerBlock
 
 __all__ = [
     "PromptFusion",
     "Routing",
+    "RoutingLog",
     "SparsePrompt",
     "load_balance_loss",
+    "negative_prompts",
     "negative_route",
+    "prompt_layers",
+    "record_routing",
     "routing_statistics",
     "topk_route",
 ]
@@ -229,8 +245,12 @@ class SparsePrompt(nn.Module):
         dtype: dtype of the parameters.
 
     Shape:
-        - Input: ``(B, dim, H, W)`` with any ``H, W >= 1``.
+        - Input: ``(B, dim, H, W)`` with any ``H, W >= 1``; ``B = 0`` gives an empty output.
         - Output: ``(B, prompt_dim, H, W)``.
+
+    The input must have the parameters' dtype (convert the layer with ``.to(dtype)`` for another
+    one) or, under `torch.autocast`, the autocast dtype; any other dtype, an integer one
+    included, raises [InputError][contrastive_prompts.InputError], as does ``H = 0`` or ``W = 0``.
 
     Example:
         >>> layer = SparsePrompt(dim=16, prompt_dim=8, prompt_size=4)
@@ -264,6 +284,9 @@ class SparsePrompt(nn.Module):
         )
         self.router = nn.Linear(dim, num_prompts, **factory)
         self.conv = nn.Conv2d(prompt_dim, prompt_dim, 3, padding=1, bias=False, **factory)
+        # modes, set by negative_prompts() and record_routing(), never by hand
+        self._negative_mode: _NegativeMode | None = None
+        self._routing_logs: tuple[tuple[RoutingLog, str], ...] = ()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -281,13 +304,22 @@ class SparsePrompt(nn.Module):
     def route(self, x: Tensor) -> Routing:
         """Route ``x`` of shape ``(B, dim, H, W)`` to its ``top_k`` experts."""
         check_shape("SparsePrompt", "x", x, ("B", self.dim, "H", "W"))
+        check_spatial("SparsePrompt", "x", x)
+        check_dtype_like("SparsePrompt", "x", x, self.router.weight)
         logits = self.router(x.mean(dim=(-2, -1)))
         return topk_route(logits, self.top_k, renormalize=self.renormalize)
 
     def render(self, weights: Tensor, size: Sequence[int]) -> Tensor:
         """Mix the bank with ``(B, N)`` weights and render the prompt at ``size = (H, W)``."""
+        where = "SparsePrompt.render"
+        check_shape(where, "weights", weights, ("B", self.num_prompts))
+        check_dtype_like(where, "weights", weights, self.prompts)
+        size = tuple(size)
+        if len(size) != 2 or size[0] < 1 or size[1] < 1:
+            raise InputError(f"{where}: expected size (H, W) with H, W >= 1, got {size}")
         bank = self.prompts.flatten(1)  # (N, D*S*S)
-        mixed = (weights.to(bank.dtype) @ bank).view(-1, *self.prompts.shape[1:])
+        # under autocast the weights may be in the autocast dtype; the product casts them
+        mixed = (weights @ bank).view(weights.shape[0], *self.prompts.shape[1:])
         mixed = F.interpolate(mixed, size=size, mode="bilinear", align_corners=False)
         prompt: Tensor = self.conv(mixed)
         return prompt
@@ -295,7 +327,21 @@ class SparsePrompt(nn.Module):
     def forward(
         self, x: Tensor, *, return_routing: bool = False
     ) -> Tensor | tuple[Tensor, Routing]:
+        """The prompt for ``x`` (and its routing with ``return_routing=True``).
+
+        Inside [negative_prompts][contrastive_prompts.negative_prompts] this is
+        [negative][contrastive_prompts.SparsePrompt.negative]; inside
+        [record_routing][contrastive_prompts.record_routing] the routing is also logged.
+        """
+        mode = self._negative_mode
+        if mode is not None:
+            return self.negative(
+                x, generator=mode.generator, labels=mode.labels, return_routing=return_routing
+            )
         routing = self.route(x)
+        for log, name in self._routing_logs:
+            log.append(routing)
+            log.names.append(name)
         prompt = self.render(routing.weights, x.shape[-2:])
         return (prompt, routing) if return_routing else prompt
 
@@ -324,6 +370,138 @@ class SparsePrompt(nn.Module):
         return (prompt, routing) if return_routing else prompt
 
 
+class _NegativeMode(NamedTuple):
+    generator: torch.Generator | None
+    labels: Tensor | None
+
+
+class RoutingLog(list[Routing]):
+    """The routings that [record_routing][contrastive_prompts.record_routing] collected.
+
+    A list of [Routing][contrastive_prompts.Routing] in the order the layers ran; ``names[i]`` is
+    the qualified name (as in ``model.named_modules()``) of the layer that made ``self[i]``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+
+def prompt_layers(model: nn.Module) -> dict[str, SparsePrompt]:
+    """Every [SparsePrompt][contrastive_prompts.SparsePrompt] inside ``model``, by qualified name.
+
+    ``model`` may be a layer itself (its name is then ``""``), any network holding layers at any
+    depth, or such a network wrapped in ``DistributedDataParallel`` or ``AveragedModel``.
+
+    Examples:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), SparsePrompt(dim=8, prompt_dim=4,
+        ...                                                                  prompt_size=2))
+        >>> list(prompt_layers(net))
+        ['1']
+    """
+    if not isinstance(model, nn.Module):
+        raise InputError(f"prompt_layers: expected an nn.Module, got {type(model).__name__}")
+    return {name: m for name, m in model.named_modules() if isinstance(m, SparsePrompt)}
+
+
+def _require_layers(where: str, model: nn.Module) -> dict[str, SparsePrompt]:
+    layers = prompt_layers(model)
+    if not layers:
+        raise InputError(
+            f"{where}: expected a model containing SparsePrompt layers, got "
+            f"{type(model).__name__} with none (add_prompts adds them to an existing network)"
+        )
+    return layers
+
+
+@contextlib.contextmanager
+def negative_prompts(
+    model: nn.Module,
+    *,
+    generator: torch.Generator | None = None,
+    labels: Tensor | None = None,
+) -> Iterator[None]:
+    """Run ``model`` with negative prompts: every SparsePrompt inside renders CPL's negative.
+
+    Inside the block each [SparsePrompt][contrastive_prompts.SparsePrompt] of ``model``, at any
+    depth, returns [negative][contrastive_prompts.SparsePrompt.negative] instead of its own
+    prompt: experts it did not select, drawn from ``generator`` (see
+    [negative_route][contrastive_prompts.negative_route]). The block runs under
+    ``torch.no_grad()``: negatives are targets to push away from, not paths for the gradient.
+    The mode is a flag per layer instance, set on entry and restored on exit, an exception
+    included; blocks nest (the innermost one's generator and labels apply). A model wrapped in
+    ``DistributedDataParallel`` works as it is. Under ``torch.compile`` the flag is part of the
+    guarded state: the first call in each mode compiles once, later calls reuse that graph.
+
+    Args:
+        model: a network holding SparsePrompt layers.
+        generator: source of randomness for the negative experts, drawn by each layer in call
+            order.
+        labels: optional ``(B,)`` degradation labels of the batch the block will run: negatives
+            favour experts that other degradations selected.
+
+    Raises:
+        InputError: ``model`` holds no SparsePrompt, or one whose ``top_k`` leaves no expert for
+            negatives (``top_k == num_prompts``).
+
+    Examples:
+        >>> from contrastive_prompts import SparsePromptIR
+        >>> model, x = SparsePromptIR("tiny"), torch.rand(2, 3, 16, 16)
+        >>> with negative_prompts(model, generator=torch.Generator().manual_seed(0)):
+        ...     negative = model(x)
+        >>> negative.shape, negative.requires_grad
+        (torch.Size([2, 3, 16, 16]), False)
+    """
+    layers = _require_layers("negative_prompts", model)
+    dense = [name for name, layer in layers.items() if layer.top_k >= layer.num_prompts]
+    if dense:
+        raise InputError(
+            "negative_prompts: expected layers with top_k < num_prompts (experts left for "
+            f"negatives), got top_k == num_prompts in {dense}"
+        )
+    mode = _NegativeMode(generator, labels)
+    previous = {name: layer._negative_mode for name, layer in layers.items()}
+    try:
+        for layer in layers.values():
+            layer._negative_mode = mode
+        with torch.no_grad():
+            yield
+    finally:
+        for name, layer in layers.items():
+            layer._negative_mode = previous[name]
+
+
+@contextlib.contextmanager
+def record_routing(model: nn.Module) -> Iterator[RoutingLog]:
+    """Collect the routing of every SparsePrompt inside ``model`` as it runs, in call order.
+
+    No ``return_routing`` needs threading through the network's code: each
+    [SparsePrompt][contrastive_prompts.SparsePrompt] of ``model`` appends its positive
+    [Routing][contrastive_prompts.Routing] (with gradient, for a balance loss) to the yielded
+    [RoutingLog][contrastive_prompts.RoutingLog], whose ``names`` say which layer made each one.
+    Negative prompts are not logged. Blocks nest: every open block collects. A model without
+    SparsePrompt layers yields an empty log.
+
+    Examples:
+        >>> from contrastive_prompts import SparsePromptIR
+        >>> model = SparsePromptIR("tiny")
+        >>> with record_routing(model) as log:
+        ...     out = model(torch.rand(2, 3, 16, 16))
+        >>> log.names, log[0].indices.shape
+        (['prompt3', 'prompt2', 'prompt1'], torch.Size([2, 1]))
+    """
+    layers = prompt_layers(model)
+    log = RoutingLog()
+    previous = {name: layer._routing_logs for name, layer in layers.items()}
+    try:
+        for name, layer in layers.items():
+            layer._routing_logs = (*layer._routing_logs, (log, name))
+        yield log
+    finally:
+        for name, layer in layers.items():
+            layer._routing_logs = previous[name]
+
+
 class PromptFusion(nn.Module):
     """PromptIR's prompt interaction block: ``proj(block(concat(x, prompt)))``.
 
@@ -337,8 +515,12 @@ class PromptFusion(nn.Module):
             Restormer :class:`~contrastive_prompts.restormer.TransformerBlock` by default.
 
     Shape:
-        - x: ``(B, dim, H, W)``; prompt: ``(B, prompt_dim, H, W)``.
-        - Output: ``(B, out_dim, H, W)``.
+        - x: ``(B, dim, H, W)`` with ``H, W >= 1``; prompt: ``(B, prompt_dim, H, W)``.
+        - Output: ``(B, out_dim, H, W)``; ``B = 0`` gives an empty output.
+
+    ``x`` and ``prompt`` follow the dtype rule of
+    [SparsePrompt][contrastive_prompts.SparsePrompt]: the parameters' dtype, or the autocast
+    dtype under `torch.autocast`.
 
     Example:
         >>> fusion = PromptFusion(dim=16, prompt_dim=8, num_heads=2)
@@ -369,7 +551,10 @@ class PromptFusion(nn.Module):
 
     def forward(self, x: Tensor, prompt: Tensor) -> Tensor:
         check_shape("PromptFusion", "x", x, ("B", self.dim, "H", "W"))
+        check_spatial("PromptFusion", "x", x)
         b, _, h, w = x.shape
         check_shape("PromptFusion", "prompt", prompt, (b, self.prompt_dim, h, w))
+        check_dtype_like("PromptFusion", "x", x, self.proj.weight)
+        check_dtype_like("PromptFusion", "prompt", prompt, self.proj.weight)
         fused: Tensor = self.proj(self.block(torch.cat([x, prompt], dim=1)))
         return fused

@@ -149,6 +149,21 @@ class TransformerBlock(nn.Module):
         return y
 
 
+class PixelUnshuffle(nn.PixelUnshuffle):
+    """:class:`torch.nn.PixelUnshuffle` that also reshapes an empty batch.
+
+    torch returns a ``(0, C, H, W)`` input unchanged instead of ``(0, C r^2, H / r, W / r)``,
+    which breaks the channel count of the next layer.
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        if input.shape[0] == 0:
+            r = self.downscale_factor
+            c, h, w = input.shape[-3:]
+            return input.new_empty(0, c * r * r, h // r, w // r)
+        return super().forward(input)
+
+
 def downsample(dim: int) -> nn.Sequential:
     """Halve the resolution, double the channels: 3x3 conv to ``dim // 2``, PixelUnshuffle(2).
 
@@ -165,7 +180,7 @@ def downsample(dim: int) -> nn.Sequential:
         >>> downsample(8)(torch.rand(1, 8, 4, 4)).shape
         torch.Size([1, 16, 2, 2])
     """
-    return nn.Sequential(nn.Conv2d(dim, dim // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
+    return nn.Sequential(nn.Conv2d(dim, dim // 2, 3, padding=1, bias=False), PixelUnshuffle(2))
 
 
 def upsample(dim: int) -> nn.Sequential:

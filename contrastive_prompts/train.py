@@ -20,10 +20,12 @@ import signal
 import sys
 import threading
 import time
+import types
+import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -32,7 +34,15 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ._checks import InputError, check_choice, check_int_range, check_positive
+from ._checks import InputError, check_choice, check_int_range, check_positive, resolve_device
+from .checkpoints import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    _state_problems,
+    _tuple,
+    load_checkpoint_model,
+    read_checkpoint,
+)
 from .data import (
     SyntheticDataset,
     degraded_copies,
@@ -46,16 +56,18 @@ from .loss import MODES, ContrastivePromptLoss
 from .metrics import EvaluationResult, evaluate
 from .model import PRESETS, SparsePromptIR
 from .objective import CPLObjective, ObjectiveOutput
+from .prompt import prompt_layers
 
 __all__ = [
     "RECIPES",
     "CheckpointError",
     "TrainConfig",
     "Trainer",
+    "TrainingDiverged",
     "load_checkpoint_model",
+    "read_checkpoint",
 ]
 
-CHECKPOINT_FORMAT = "contrastive_prompts.checkpoint/1"
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -67,18 +79,6 @@ RUN_FIELDS = (
     "chunk_size", "lr", "betas", "weight_decay", "warmup_steps", "min_lr", "grad_clip",
     "ema_decay", "precision", "seed",
 )  # fmt: skip
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable, or does not fit the run it is loaded into.
-
-    Example:
-        >>> try:
-        ...     load_checkpoint_model("no-such-run/last.pt")
-        ... except CheckpointError as error:
-        ...     print(error)
-        checkpoint 'no-such-run/last.pt' not found
-    """
 
 
 @dataclass
@@ -173,7 +173,13 @@ class TrainConfig:
     device: str = "auto"
 
     def validate(self) -> None:
+        """Check every option's type and range; raises InputError naming the first bad one.
+
+        Numbers must be finite: an infinite or NaN learning rate or weight would only make the
+        run diverge later.
+        """
         where = "TrainConfig"
+        _check_field_types(self)
         check_choice(where, "preset", self.preset, PRESETS)
         check_choice(where, "mix", self.mix, ("3task", "5task"))
         check_choice(where, "cpr_mode", self.cpr_mode, MODES)
@@ -189,38 +195,115 @@ class TrainConfig:
             check_int_range(where, name, getattr(self, name), 1)
         for name in ("workers", "warmup_steps", "val_every", "seed"):
             check_int_range(where, name, getattr(self, name), 0)
+        check_int_range(where, "top_k", self.top_k, 1)
         check_positive(where, "lr", self.lr)
         check_positive(where, "temperature", self.temperature)
-        check_positive(where, "cpr_weight", self.cpr_weight, allow_zero=True)
-        check_positive(where, "balance_weight", self.balance_weight, allow_zero=True)
-        if self.init_promptir and (self.preset != "base" or not self.use_prompts):
+        for name in ("cpr_weight", "balance_weight", "weight_decay"):
+            check_positive(where, name, getattr(self, name), allow_zero=True)
+        if self.init_promptir is not None and (self.preset != "base" or not self.use_prompts):
             raise InputError(
                 f"{where}: expected preset='base' with prompts for init_promptir, "
                 f"got preset={self.preset!r}, use_prompts={self.use_prompts}"
             )
         if not 0 <= self.ema_decay < 1:
             raise InputError(f"{where}: expected ema_decay in [0, 1), got {self.ema_decay}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+        if not all(0 <= b < 1 for b in self.betas):
             raise InputError(f"{where}: expected betas of two numbers in [0, 1), got {self.betas}")
         if not 0 <= self.min_lr <= self.lr:
             raise InputError(f"{where}: expected min_lr in [0, lr={self.lr}], got {self.min_lr}")
-        check_positive(where, "weight_decay", self.weight_decay, allow_zero=True)
         if self.grad_clip is not None:
             check_positive(where, "grad_clip", self.grad_clip, allow_zero=True)
         for name in ("val_crop", "chunk_size"):
             if getattr(self, name) is not None:
                 check_int_range(where, name, getattr(self, name), 1)
+        if self.precision == "fp16" and self.device == "cpu":
+            raise InputError(f"{where}: {_FP16_ON_CPU}")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, values: object) -> TrainConfig:
+        """A configuration from a mapping of field values (a JSON object), checked.
+
+        Raises:
+            InputError: ``values`` is not a mapping, names unknown fields, or holds a value of
+                the wrong type or range.
+        """
+        if not isinstance(values, dict):
+            raise InputError(
+                f"TrainConfig: expected a mapping of field names to values, "
+                f"got {type(values).__name__}"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise InputError(f"TrainConfig: expected fields among {sorted(known)}, got {unknown}")
         values = dict(values)
-        if "betas" in values:
+        if isinstance(values.get("betas"), list):
             values["betas"] = tuple(values["betas"])
-        return cls(**values)
+        config = cls(**values)
+        config.validate()
+        return config
+
+
+_FP16_ON_CPU = (
+    "expected precision 'fp32' or 'bf16' on a CPU, got 'fp16': float16 autocast on a CPU is "
+    "many times slower than float32 (a depthwise convolution took 60 times as long), and its "
+    "loss scaling is meant for GPUs"
+)
+
+
+def _type_ok(value: object, hint: Any) -> bool:
+    """Whether ``value`` fits a TrainConfig annotation (bool is no number, int is a float)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list:
+        return isinstance(value, list) and all(_type_ok(v, args[0]) for v in value)
+    if origin is tuple:
+        return (
+            isinstance(value, tuple)
+            and len(value) == len(args)
+            and all(_type_ok(v, a) for v, a in zip(value, args, strict=True))
+        )
+    return True
+
+
+_TYPE_NAMES = {
+    bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
+    type(None): "none",
+}  # fmt: skip
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is list:
+        return f"a list of {_describe(args[0]).removeprefix('a ')}s"
+    if origin is tuple:
+        return f"{len(args)} numbers"
+    return _TYPE_NAMES.get(hint, str(hint))
+
+
+def _check_field_types(config: TrainConfig) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(config, f.name)
+        if not _type_ok(value, hints[f.name]):
+            raise InputError(
+                f"TrainConfig: expected {f.name} to be {_describe(hints[f.name])}, got {value!r}"
+            )
 
 
 RECIPES: dict[str, TrainConfig] = {
@@ -248,19 +331,6 @@ def _world() -> tuple[int, int, int]:
     """``(rank, world_size, local_rank)`` from torchrun's environment (1 process without it)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def _resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"Trainer: expected an available device, got {name!r} (no CUDA here)")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-    return device
 
 
 class StepBatchSampler(Sampler[list[tuple[int, int]]]):
@@ -332,6 +402,14 @@ def _set_epoch(dataset: Any, epoch: int) -> None:
         _set_epoch(dataset.dataset, epoch)
 
 
+class TrainingDiverged(RuntimeError):
+    """Training met a non-finite loss or gradient norm and stopped before applying the step.
+
+    Nothing is saved after the last finite step: the run's last checkpoint stays as it was.
+    The message names the step and the terms (L1, CPR, balance) or the gradient norm.
+    """
+
+
 class _TrainStep(nn.Module):
     """Model + objective as one module, so that DistributedDataParallel sees the whole step."""
 
@@ -363,6 +441,18 @@ def _deferred_interrupt(received: list[int]) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _model_config(model: nn.Module) -> dict[str, Any] | None:
+    """The reference model's configuration, or ``None`` for a network of the user's own."""
+    return asdict(model.config) if isinstance(model, SparsePromptIR) else None
+
+
+def _read_validation_image(path: Path) -> Tensor:
+    try:
+        return read_image(path)
+    except (OSError, ValueError) as error:
+        raise InputError(f"Trainer: cannot read validation image {str(path)!r}: {error}") from error
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, floor: float) -> float:
@@ -423,6 +513,15 @@ class Trainer:
             under every degradation of the mix.
         label_names: names of the labels of ``train_data`` / ``val_data`` when they are not the
             mix's.
+        model: your own network to train instead of the reference model, for example one
+            given prompt layers by [add_prompts][contrastive_prompts.add_prompts]. It is called
+            as ``model(degraded)`` and returns the restored batch; ``config.preset``, ``top_k``,
+            ``use_prompts`` and ``init_promptir`` do not apply to it. Its checkpoints hold its
+            weights without a model configuration: load them into the network you build
+            (``model.load_state_dict(read_checkpoint(path)["ema"])``).
+        trust_init_promptir: read ``config.init_promptir`` even if the safe loader refuses it,
+            with ``weights_only=False``, which runs any code the file holds: only for a file
+            from a source you trust (``--trust-checkpoint``). Not stored with the run.
 
     Example:
         >>> import tempfile
@@ -440,11 +539,15 @@ class Trainer:
         train_data: Dataset[Any] | None = None,
         val_data: Dataset[Any] | None = None,
         label_names: Sequence[str] | None = None,
+        model: nn.Module | None = None,
+        trust_init_promptir: bool = False,
     ) -> None:
         config.validate()
         self.config = config
         self.rank, self.world_size, local_rank = _world()
-        self.device = _resolve_device(config.device, local_rank)
+        self.device = resolve_device("Trainer", config.device, local_rank)
+        if config.precision == "fp16" and self.device.type == "cpu":
+            raise InputError(f"Trainer: {_FP16_ON_CPU}")
         if self.world_size > 1 and not dist.is_initialized():
             backend = "nccl" if self.device.type == "cuda" else "gloo"
             if self.device.type == "cuda":
@@ -455,18 +558,30 @@ class Trainer:
         self.out_dir = Path(config.out_dir)
 
         torch.manual_seed(config.seed)
-        if config.init_promptir:
-            model = SparsePromptIR.from_promptir(config.init_promptir, top_k=config.top_k)
+        if model is not None:
+            if not isinstance(model, nn.Module):
+                raise InputError(
+                    f"Trainer: expected model to be an nn.Module, got {type(model).__name__}"
+                )
+            if config.init_promptir is not None:
+                raise InputError(
+                    "Trainer: expected init_promptir=None with your own model (load its weights "
+                    f"before passing it), got {config.init_promptir!r}"
+                )
+        elif config.init_promptir:
+            model = SparsePromptIR.from_promptir(
+                config.init_promptir, top_k=config.top_k, trust=trust_init_promptir
+            )
         else:
             model = SparsePromptIR(
                 config.preset, top_k=config.top_k, use_prompts=config.use_prompts
             )
         self.model = model.to(self.device)
-        makes_negatives = config.use_prompts and config.top_k < self.model.config.num_prompts
-        if config.cpr_weight > 0 and not makes_negatives:
+        layers = prompt_layers(self.model).values()
+        if config.cpr_weight > 0 and not any(p.top_k < p.num_prompts for p in layers):
             raise InputError(
-                "Trainer: expected cpr_weight=0 for a model without negatives (no prompts, or "
-                f"top_k == num_prompts), got cpr_weight={config.cpr_weight}"
+                "Trainer: expected cpr_weight=0 for a model without negatives (no SparsePrompt "
+                f"layer, or top_k == num_prompts in all), got cpr_weight={config.cpr_weight}"
             )
         self.ema = AveragedModel(
             self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
@@ -511,6 +626,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.step = 0
         self._interrupts: list[int] = []
+        self._saved: tuple[Path, int] | None = None  # the last checkpoint written: (path, step)
         self.history: list[dict[str, Any]] = []
         self.validations: list[dict[str, Any]] = []
 
@@ -522,7 +638,7 @@ class Trainer:
         self.train_data = train_data
         if val_data is None and (config.val_data or not config.data):
             held_out = (
-                [read_image(p) for p in image_paths(config.val_data)]
+                [_read_validation_image(p) for p in image_paths(config.val_data)]
                 if config.val_data
                 else sample_split()[1]
             )
@@ -549,12 +665,22 @@ class Trainer:
         )
         with autocast:
             parts = self.step_module(degraded, clean, labels, generator=generator)
+        # one synchronisation reads every term; a non-finite one stops the run before the update
+        loss, l1, cpr, balance = torch.stack(
+            [parts.loss, parts.l1, parts.cpr, parts.balance]
+        ).tolist()
+        if not all(map(math.isfinite, (loss, l1, cpr, balance))):
+            self._diverged("loss", {"l1": l1, "cpr": cpr, "balance": balance})
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(parts.loss).backward()
-        grad_norm = float("nan")
-        if config.grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip))
+        self.scaler.unscale_(self.optimizer)  # a no-op without fp16 loss scaling
+        grad_norm = float(
+            nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip or math.inf)
+        )
+        # under fp16 a non-finite gradient is the scaler's business: it skips the step and
+        # lowers the scale; anywhere else it is divergence
+        if not math.isfinite(grad_norm) and config.precision != "fp16":
+            self._diverged("gradient norm", {"grad_norm": grad_norm})
         lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
         # Ctrl-C during the update is held until the step is whole and logged (see fit)
         with _deferred_interrupt(self._interrupts):
@@ -565,14 +691,33 @@ class Trainer:
             self.step += 1
         return {
             "step": self.step,
-            "loss": parts.loss.item(),
-            "l1": parts.l1.item(),
-            "cpr": parts.cpr.item(),
-            "balance": parts.balance.item(),
+            "loss": loss,
+            "l1": l1,
+            "cpr": cpr,
+            "balance": balance,
             "lr": lr,
             "grad_norm": grad_norm,
             "expert_counts": [c.tolist() for c in parts.expert_counts],
+            "stages": list(parts.stages),
         }
+
+    def _diverged(self, what: str, values: dict[str, float]) -> NoReturn:
+        """Log and raise [TrainingDiverged][contrastive_prompts.train.TrainingDiverged]."""
+        step = self.step + 1
+        names = {"l1": "L1", "cpr": "CPR", "balance": "balance", "grad_norm": "gradient norm"}
+        detail = ", ".join(f"{names[k]} {v:.4g}" for k, v in values.items())
+        if self._saved is not None:
+            kept = (
+                f"the last checkpoint, {str(self._saved[0])!r} (step {self._saved[1]}), is intact"
+            )
+        else:
+            kept = "no checkpoint was written"
+        self._log({"diverged": {"step": step, "what": what, **values}})
+        raise TrainingDiverged(
+            f"training diverged at step {step}: non-finite {what} ({detail}); the step was not "
+            f"applied and nothing was saved; {kept}. Lower lr (now {self.config.lr:g}) or "
+            f"cpr_weight (now {self.config.cpr_weight:g}), or clip gradients (grad_clip)"
+        )
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -596,6 +741,11 @@ class Trainer:
         """Train until ``config.steps``; returns the per-step log records of this call.
 
         Ctrl-C (KeyboardInterrupt) writes a checkpoint before leaving, so ``--resume`` carries on.
+
+        Raises:
+            TrainingDiverged: a loss term or the gradient norm is not finite (under fp16, a
+                non-finite gradient is a step the loss scaler skips, as usual). Nothing is
+                saved from that step on.
         """
         config = self.config
         if self.is_main:
@@ -629,6 +779,9 @@ class Trainer:
                     self.validate()
                 if self.step % config.save_every == 0 and self.step < config.steps:
                     self.save()
+        except TrainingDiverged:
+            progress.close()
+            raise
         except KeyboardInterrupt:
             progress.close()
             path = self.save()
@@ -674,7 +827,7 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             "config": asdict(self.config),
-            "model_config": asdict(self.model.config),
+            "model_config": _model_config(self.model),
             "label_names": self.label_names,
             "model": self.model.state_dict(),
             "ema": self.ema.module.state_dict(),
@@ -688,14 +841,27 @@ class Trainer:
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "numpy": np.random.get_state(),  # noqa: NPY002 - the global state users seed
+                # the global state users seed, its key array as a list: no numpy in the pickle
+                "numpy": [
+                    v.tolist() if isinstance(v, np.ndarray) else v
+                    for v in np.random.get_state()  # noqa: NPY002
+                ],
                 "python": random.getstate(),
             },
         }
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
-        """Write a checkpoint atomically (a temporary file, then a rename); rank 0 only."""
+        """Write a checkpoint atomically (a temporary file, then a rename); rank 0 only.
+
+        Raises:
+            TrainingDiverged: a weight is not finite; nothing is written, so the last
+                checkpoint stays as it was.
+        """
         target = Path(path) if path is not None else self.out_dir / "last.pt"
+        weights = [*self.model.parameters(), *self.ema.module.parameters()]
+        if not bool(torch.stack([w.isfinite().all() for w in weights]).all()):
+            message = f"training diverged by step {self.step}: a weight is not finite; not saved"
+            raise TrainingDiverged(message)
         if self.is_main:
             target.parent.mkdir(parents=True, exist_ok=True)
             temporary = target.with_name(f".{target.name}.tmp")
@@ -704,19 +870,31 @@ class Trainer:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(temporary, target)
+        self._saved = (target, self.step)
         return target
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Continue from a checkpoint written by :meth:`save`, exactly where it stopped."""
         state = read_checkpoint(path)
-        mine = asdict(self.model.config)
-        theirs = state["model_config"]
-        differ = sorted(k for k in mine if mine[k] != _tuple(theirs.get(k)))
-        if differ:
-            detail = ", ".join(
-                f"{k}: run {mine[k]!r}, checkpoint {theirs.get(k)!r}" for k in differ
+        mine, theirs = _model_config(self.model), state["model_config"]
+        if (mine is None) != (theirs is None):
+            kinds = ("your own network", "the reference model")
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} is for {kinds[theirs is not None]}, the run trains "
+                f"{kinds[mine is not None]}"
             )
-            raise CheckpointError(f"checkpoint {str(path)!r} is for another model ({detail})")
+        if mine is not None:
+            differ = sorted(k for k in mine if mine[k] != _tuple(theirs.get(k)))
+            if differ:
+                detail = ", ".join(
+                    f"{k}: run {mine[k]!r}, checkpoint {theirs.get(k)!r}" for k in differ
+                )
+                raise CheckpointError(f"checkpoint {str(path)!r} is for another model ({detail})")
+        problems = _state_problems(self.model.state_dict(), state["model"], {})
+        if problems:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} does not fit the run's model: " + "; ".join(problems)
+            )
         run, saved = asdict(self.config), state["config"]
         changed = [k for k in RUN_FIELDS if _tuple(run[k]) != _tuple(saved.get(k))]
         if changed:
@@ -738,7 +916,10 @@ class Trainer:
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"][: torch.cuda.device_count()])
-        np.random.set_state(rng["numpy"])  # noqa: NPY002
+        np.random.set_state(tuple(rng["numpy"]))  # noqa: NPY002
+        self._saved = (Path(path), self.step)
+        if self.is_main:
+            _truncate_log(self.out_dir / "log.jsonl", self.step)
         random.setstate(rng["python"])
 
     # -- plots ---------------------------------------------------------------------------------
@@ -752,61 +933,22 @@ class Trainer:
         return plot_training(self.history, self.validations, self.label_names, self.out_dir)
 
 
-def _tuple(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
+def _truncate_log(log: Path, step: int) -> None:
+    """Drop the records of steps after ``step`` (logged before a crash, redone on resume).
 
-
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint written by :class:`Trainer`, with clear errors for bad files."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} cannot be read ({type(error).__name__}: {error}); "
-            "the file is corrupt or truncated"
-        ) from error
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is not a contrastive_prompts training checkpoint "
-            f"(expected format {CHECKPOINT_FORMAT!r})"
-        )
-    return state
-
-
-def load_checkpoint_model(
-    path: str | os.PathLike[str], *, ema: bool = True, device: str | torch.device = "cpu"
-) -> SparsePromptIR:
-    """The model of a training checkpoint, with its EMA weights by default, in eval mode.
-
-    Args:
-        path: a checkpoint written by :class:`Trainer` (``last.pt`` in the run's ``out_dir``).
-        ema: load the EMA weights (what validation scored); ``False`` loads the raw weights.
-        device: where to put the model.
-
-    Returns:
-        The :class:`~contrastive_prompts.SparsePromptIR` of the run's configuration.
-
-    Raises:
-        CheckpointError: the file is missing or is not a training checkpoint.
-
-    Example:
-        >>> model = load_checkpoint_model("runs/cpl/last.pt")  # doctest: +SKIP
-        >>> model.restore(torch.rand(1, 3, 64, 64)).shape  # doctest: +SKIP
-        torch.Size([1, 3, 64, 64])
-
-        A missing file raises :class:`CheckpointError`:
-
-        >>> load_checkpoint_model("no-such-run/last.pt")
-        Traceback (most recent call last):
-            ...
-        contrastive_prompts.train.CheckpointError: checkpoint 'no-such-run/last.pt' not found
+    A line cut short by the crash is dropped too. The log is rewritten atomically.
     """
-    state = read_checkpoint(path)
-    config = {k: _tuple(v) for k, v in state["model_config"].items()}
-    preset = "base"
-    model = SparsePromptIR(preset, **config)
-    model.load_state_dict(state["ema" if ema else "model"])
-    return model.to(device).eval()
+    if not log.is_file():
+        return
+    kept = []
+    for line in log.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        inner = next((record[k] for k in ("validation", "diverged") if k in record), record)
+        if isinstance(inner, dict) and int(inner.get("step", 0)) <= step:
+            kept.append(line)
+    temporary = log.with_name(f".{log.name}.tmp")
+    temporary.write_text("".join(f"{line}\n" for line in kept))
+    os.replace(temporary, log)

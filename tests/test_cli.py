@@ -78,6 +78,7 @@ def test_clear_errors(trained, tmp_path, capsys):
 
 
 def test_missing_checkpoint_message(tmp_path, capsys):
+    write_image(tmp_path / "a.png", torch.rand(3, 8, 8))
     code = main(["restore", "--checkpoint", str(tmp_path / "none.pt"), str(tmp_path),
                  "--output", str(tmp_path / "o")])  # fmt: skip
     assert code == 2

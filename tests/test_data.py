@@ -180,8 +180,23 @@ def test_synthetic_errors(tmp_path):
         Dt.SyntheticDataset([torch.rand(3, 8, 8)], crop_size=0)
     corrupt(tmp_path / "only.png")
     ds = Dt.SyntheticDataset(tmp_path)
-    with pytest.warns(RuntimeWarning), pytest.raises(RuntimeError, match=r"none of the 1 items"):
+    with (
+        pytest.warns(RuntimeWarning),
+        pytest.raises(
+            InputError, match=r"expected at least one readable image, got none of 1; unreadable: "
+        ),
+    ):
         ds[0]
+
+
+def test_images_smaller_than_the_crop_warn_once_each(tmp_path):
+    Dt.write_image(tmp_path / "small.png", torch.rand(3, 20, 48))
+    Dt.write_image(tmp_path / "large.png", torch.rand(3, 64, 64))
+    ds = Dt.SyntheticDataset(tmp_path, crop_size=32, repeat=3)
+    with pytest.warns(UserWarning, match=r"small\.png is 20x48, smaller than crop_size 32") as seen:
+        for i in range(len(ds)):
+            assert ds[i][1].shape == (3, 32, 32)
+    assert len([w for w in seen if "smaller than crop_size" in str(w.message)]) == 1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -332,3 +332,42 @@ def test_mix_does_not_shadow_module_apply():
     seen = []
     model.apply(lambda m: seen.append(type(m).__name__))
     assert "DegradationMix" in seen and "Conv2d" in seen
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (torch.tensor([9, 0, 1]), r"got 9$"),
+        (torch.tensor([-1, 0, 1]), r"got -1$"),
+        (torch.tensor([5, -1, 9]), r"got -1, 5, 9$"),
+    ],
+)
+def test_mix_labels_out_of_range(labels, message):
+    mix = D.make_mix("5task")
+    with pytest.raises(
+        InputError,
+        match=r"DegradationMix: expected labels to be integers in \[0, 5\) \(one per degradation "
+        r"of \('noise', 'rain', 'haze', 'blur', 'low_light'\)\), " + message,
+    ):
+        mix.degrade(torch.rand(3, 3, 8, 8), labels)
+
+
+@pytest.mark.parametrize(
+    "labels", [torch.tensor([0.5, 0.0, 1.0]), torch.tensor([1.0, 0.0, 2.0]), torch.ones(3).bool()]
+)
+def test_mix_labels_must_be_integers(labels):
+    mix = D.make_mix("5task")
+    with pytest.raises(
+        InputError,
+        match=rf"DegradationMix: expected labels to be an integer tensor, got {labels.dtype}",
+    ):
+        mix.degrade(torch.rand(3, 3, 8, 8), labels)
+
+
+def test_mix_accepts_any_integer_label_dtype_and_only_tensors():
+    mix = D.DegradationMix({"a": _constant(0.1), "b": _constant(0.2)})
+    with pytest.raises(InputError, match=r"expected labels to be a torch.Tensor, got list"):
+        mix.degrade(torch.rand(2, 3, 8, 8), [1, 0])
+    for dtype in (torch.int32, torch.uint8, torch.int64):
+        y = mix.degrade(torch.rand(2, 3, 8, 8), torch.tensor([1, 0], dtype=dtype))
+        assert torch.allclose(y[:, 0, 0, 0], torch.tensor([0.2, 0.1]))

@@ -239,3 +239,27 @@ def test_bad_input(call, message):
     a, y, n = triple(0)
     with pytest.raises(InputError, match=message):
         call(a, y, n)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(eps=-1.0), r"expected eps to be a number > 0, got -1.0"),
+        (dict(eps=0.0), r"expected eps to be a number > 0, got 0.0"),
+        (dict(eps=float("inf")), r"expected eps to be a finite number > 0, got inf"),
+        (
+            dict(temperature=float("inf")),
+            r"expected temperature to be a finite number > 0, got inf",
+        ),
+        (
+            dict(temperature=float("nan")),
+            r"expected temperature to be a finite number > 0, got nan",
+        ),
+    ],
+)
+def test_eps_and_temperature_must_be_finite_and_positive(options, message):
+    a, y, n = triple(0)
+    with pytest.raises(InputError, match="contrastive_prompt_loss: " + message):
+        contrastive_prompt_loss(a, y, n, mode="ratio", **options)
+    with pytest.raises(InputError, match="ContrastivePromptLoss: " + message):
+        ContrastivePromptLoss(mode="ratio", **options)

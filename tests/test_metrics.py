@@ -237,3 +237,28 @@ def test_evaluate_bad_input():
         evaluate(3, [])
     with pytest.raises(InputError, match=r"expected pad_multiple to be an integer >= 1, got 0"):
         evaluate(lambda x: x, [], pad_multiple=0)
+
+
+@pytest.mark.parametrize("metric", [psnr, ssim])
+@pytest.mark.parametrize("data_range", [float("inf"), float("nan")])
+def test_data_range_must_be_finite(metric, data_range):
+    x = torch.rand(1, 3, 8, 8, generator=gen(0))
+    with pytest.raises(
+        InputError,
+        match=rf"{metric.__name__}: expected data_range to be a finite number > 0, "
+        rf"got {data_range}",
+    ):
+        metric(x, x, data_range=data_range)
+
+
+@pytest.mark.parametrize("metric", [psnr, ssim])
+def test_empty_batch(metric):
+    x = torch.rand(0, 3, 8, 8)
+    assert metric(x, x).shape == (0,)
+    assert metric(x, x, reduction="sum").item() == 0
+    with pytest.raises(
+        InputError,
+        match=rf"{metric.__name__}: expected at least one image for reduction='mean', got an "
+        r"empty batch \(0, 3, 8, 8\)",
+    ):
+        metric(x, x, reduction="mean")

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -320,3 +322,140 @@ def test_label_aware_negatives_see_the_whole_batch_whatever_the_chunk(tiny):
         for chunk in (1, 2)
     ]  # fmt: skip
     torch.testing.assert_close(runs[0], runs[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# dtypes, empty batches and images, bad shapes
+
+ENTRY_POINTS = {
+    "forward": ("SparsePromptIR", "x", lambda m, x: m(x)),
+    "forward_negative": (
+        "SparsePromptIR.forward_negative",
+        "x",
+        lambda m, x: m.forward_negative(x),
+    ),
+    "forward_with_negatives": (
+        "SparsePromptIR.forward_with_negatives",
+        "x",
+        lambda m, x: m.forward_with_negatives(x, num_negatives=2),
+    ),
+    "restore": ("SparsePromptIR.restore", "image", lambda m, x: m.restore(x)),
+    "restore_tiled": ("SparsePromptIR.restore", "image", lambda m, x: m.restore(x, tile=8)),
+}
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float16, torch.bfloat16, torch.float64, torch.uint8, torch.int64]
+)
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_wrong_dtype_names_expected_given_and_fix(tiny, entry, dtype):
+    where, name, call = ENTRY_POINTS[entry]
+    if dtype.is_floating_point:
+        message = (
+            rf"{where}: expected {name} of dtype torch.float32 \(the parameters' dtype\), "
+            rf"got {dtype}; convert the input with {name}\.to\(torch\.float32\), the model with "
+            rf"model\.to\({dtype}\), or run under torch\.autocast"
+        )
+    else:
+        fix = (
+            rf"scale 8-bit images to \[0, 1\] with {name}\.to\(torch\.float32\) / 255"
+            if dtype == torch.uint8
+            else rf"convert with {name}\.to\(torch\.float32\)"
+        )
+        message = (
+            rf"{where}: expected {name} to be a floating-point tensor of dtype torch.float32 "
+            rf"\(the parameters' dtype\), got {dtype}; {fix}"
+        )
+    with pytest.raises(InputError, match=message):
+        call(tiny, torch.zeros(1, 3, 8, 8, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_autocast_refuses_dtypes_it_cannot_cast(tiny, dtype):
+    message = (
+        r"SparsePromptIR: expected x of dtype torch.float32 \(the parameters' dtype\) or "
+        rf"torch.bfloat16 \(the autocast dtype\), got {dtype}; "
+        r"convert with x\.to\(torch\.float32\)"
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(InputError, match=message):
+        tiny(torch.rand(1, 3, 8, 8, dtype=dtype))
+
+
+def test_float64_model_gives_float64():
+    torch.manual_seed(0)
+    model = SparsePromptIR("tiny").to(torch.float64).eval()
+    x = torch.rand(1, 3, 9, 10, dtype=torch.float64)
+    assert model(x).dtype == torch.float64
+    assert model.forward_negative(x).dtype == torch.float64
+    out = model.forward_with_negatives(x, num_negatives=2)
+    assert out.output.dtype == out.negatives.dtype == torch.float64
+    assert model.restore(x[0], tile=8, overlap=2).dtype == torch.float64
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bfloat16_autocast_on_cpu_works(tiny, dtype):
+    x = torch.rand(2, 3, 20, 20).to(dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = tiny(x)
+        parts = tiny.forward_with_negatives(x, num_negatives=2, labels=torch.tensor([0, 1]))
+        restored = tiny.restore(x, tile=16, overlap=4)
+    assert out.shape == restored.shape == (2, 3, 20, 20)
+    assert parts.negatives.shape == (2, 2, 3, 20, 20)
+    assert torch.isfinite(out.float()).all() and torch.isfinite(parts.negatives.float()).all()
+
+
+def test_empty_batch_gives_empty_outputs(tiny):
+    x = torch.rand(0, 3, 13, 17)
+    out, routing = tiny(x, return_routing=True)
+    assert out.shape == (0, 3, 13, 17)
+    assert [r.indices.shape for r in routing] == [(0, 1)] * 3
+    assert tiny.forward_negative(x).shape == (0, 3, 13, 17)
+    for labels, chunk_size in ((None, None), (torch.zeros(0, dtype=torch.long), 3)):
+        parts = tiny.forward_with_negatives(
+            x, num_negatives=2, labels=labels, chunk_size=chunk_size
+        )
+        assert parts.output.shape == (0, 3, 13, 17)
+        assert parts.negatives.shape == (0, 2, 3, 13, 17)
+    assert tiny.restore(x).shape == (0, 3, 13, 17)
+    assert tiny.restore(x, tile=8, overlap=2).shape == (0, 3, 13, 17)
+    assert tiled(tiny, x, tile=8, overlap=2).shape == (0, 3, 13, 17)
+
+
+@pytest.mark.parametrize(("h", "w"), [(0, 16), (16, 0)])
+def test_empty_image_raises(tiny, h, w):
+    sizes = rf"H, W >= 1, got H={h}, W={w}"
+    with pytest.raises(InputError, match=r"SparsePromptIR: expected x with " + sizes):
+        tiny(torch.rand(1, 3, h, w))
+    with pytest.raises(InputError, match=r"forward_with_negatives: expected x with " + sizes):
+        tiny.forward_with_negatives(torch.rand(1, 3, h, w), num_negatives=1)
+    with pytest.raises(InputError, match=r"SparsePromptIR.restore: expected image with " + sizes):
+        tiny.restore(torch.rand(3, h, w))
+    with pytest.raises(InputError, match=r"tiled: expected image with " + sizes):
+        tiled(tiny, torch.rand(1, 3, h, w), tile=8)
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (1, 1, 3, 16, 16), (4, 16, 16), (2, 1, 16, 16)])
+def test_restore_checks_the_shape_up_front(tiny, shape):
+    got = "(" + ", ".join(map(str, shape)) + ")"
+    with pytest.raises(
+        InputError,
+        match=r"SparsePromptIR.restore: expected image of shape \(3, H, W\) or \(B, 3, H, W\), "
+        rf"got {re.escape(got)}",
+    ):
+        tiny.restore(torch.rand(shape))
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 16), (1, 1, 3, 16, 16)])
+def test_tiled_checks_the_shape_up_front(tiny, shape):
+    got = "(" + ", ".join(map(str, shape)) + ")"
+    with pytest.raises(
+        InputError, match=rf"tiled: expected image of shape \(B, C, H, W\), got {re.escape(got)}"
+    ):
+        tiled(tiny, torch.rand(shape), tile=8)
+
+
+def test_objective_weights_must_be_finite():
+    with pytest.raises(
+        InputError, match=r"CPLObjective: expected weight to be a finite number >= 0, got inf"
+    ):
+        CPLObjective(weight=float("inf"))

@@ -209,3 +209,127 @@ def test_bad_inputs():
 
 def test_repr_names_the_options():
     assert "top_k=1" in repr(make_layer(0)) and "num_prompts=5" in repr(make_layer(0))
+
+
+# ---------------------------------------------------------------------------------------------
+# dtypes and degenerate sizes
+
+FLOAT_MISMATCH = [torch.float16, torch.bfloat16, torch.float64]
+NOT_FLOATING = [torch.uint8, torch.int32, torch.int64]
+
+
+def dtype_message(where: str, name: str, dtype: torch.dtype) -> str:
+    if dtype.is_floating_point:
+        return (
+            rf"{where}: expected {name} of dtype torch.float32 \(the parameters' dtype\), "
+            rf"got {dtype}; convert the input with {name}\.to\(torch\.float32\), the model with "
+            rf"model\.to\({dtype}\), or run under torch\.autocast"
+        )
+    fix = (
+        rf"scale 8-bit images to \[0, 1\] with {name}\.to\(torch\.float32\) / 255"
+        if dtype == torch.uint8
+        else rf"convert with {name}\.to\(torch\.float32\)"
+    )
+    return (
+        rf"{where}: expected {name} to be a floating-point tensor of dtype torch.float32 "
+        rf"\(the parameters' dtype\), got {dtype}; {fix}"
+    )
+
+
+@pytest.mark.parametrize("dtype", FLOAT_MISMATCH + NOT_FLOATING)
+@pytest.mark.parametrize("method", ["forward", "route", "negative"])
+def test_sparse_prompt_wrong_dtype_names_expected_given_and_fix(method, dtype):
+    layer = make_layer(0)
+    x = torch.zeros(2, 6, 4, 4, dtype=dtype)
+    call = layer if method == "forward" else getattr(layer, method)
+    with pytest.raises(InputError, match=dtype_message("SparsePrompt", "x", dtype)):
+        call(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64, torch.int64])
+def test_render_wrong_weights_dtype(dtype):
+    with pytest.raises(InputError, match=dtype_message("SparsePrompt.render", "weights", dtype)):
+        make_layer(0).render(torch.zeros(2, 5, dtype=dtype), (4, 4))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_MISMATCH + NOT_FLOATING)
+def test_fusion_wrong_dtype(dtype):
+    fusion = PromptFusion(dim=8, prompt_dim=4)
+    x, prompt = torch.rand(1, 8, 3, 3), torch.rand(1, 4, 3, 3)
+    with pytest.raises(InputError, match=dtype_message("PromptFusion", "x", dtype)):
+        fusion(x.to(dtype), prompt)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.uint8])
+def test_fusion_wrong_prompt_dtype(dtype):
+    fusion = PromptFusion(dim=8, prompt_dim=4)
+    with pytest.raises(InputError, match=dtype_message("PromptFusion", "prompt", dtype)):
+        fusion(torch.rand(1, 8, 3, 3), torch.rand(1, 4, 3, 3).to(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_autocast_refuses_dtypes_it_cannot_cast(dtype):
+    # autocast never casts float64, and cannot mix float16 with bfloat16
+    layer, fusion = make_layer(0), PromptFusion(dim=8, prompt_dim=4)
+    expected = (
+        r"expected {} of dtype torch.float32 \(the parameters' dtype\) or torch.bfloat16 "
+        rf"\(the autocast dtype\), got {dtype}"
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.raises(InputError, match="SparsePrompt: " + expected.format("x")):
+            layer(torch.rand(2, 6, 4, 4, dtype=dtype))
+        with pytest.raises(InputError, match="PromptFusion: " + expected.format("x")):
+            fusion(torch.rand(1, 8, 3, 3, dtype=dtype), torch.rand(1, 4, 3, 3))
+
+
+def test_float64_layers_give_float64():
+    layer = make_layer(0).to(torch.float64)
+    x = torch.rand(2, 6, 5, 7, dtype=torch.float64)
+    prompt = layer(x)
+    assert prompt.dtype == torch.float64
+    assert layer.negative(x).dtype == torch.float64
+    fusion = PromptFusion(dim=6, prompt_dim=4, num_heads=2).to(torch.float64)
+    assert fusion(x, prompt).dtype == torch.float64
+
+
+def test_bfloat16_inputs_under_bfloat16_autocast():
+    layer, fusion = make_layer(0), PromptFusion(dim=6, prompt_dim=4, num_heads=2)
+    x = torch.rand(2, 6, 8, 8).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        prompt, routing = layer(x, return_routing=True)
+        out = fusion(x, prompt)
+    assert prompt.shape == (2, 4, 8, 8) and out.shape == (2, 6, 8, 8)
+    assert torch.isfinite(out.float()).all() and ((routing.weights > 0).sum(1) == 1).all()
+
+
+def test_empty_batch_gives_empty_outputs():
+    layer = make_layer(0, top_k=2)
+    x = torch.rand(0, 6, 5, 7)
+    prompt, routing = layer(x, return_routing=True)
+    assert prompt.shape == (0, 4, 5, 7) and routing.indices.shape == (0, 2)
+    assert layer.negative(x).shape == (0, 4, 5, 7)
+    fusion = PromptFusion(dim=6, prompt_dim=4, num_heads=2)
+    assert fusion(x, prompt).shape == (0, 6, 5, 7)
+
+
+@pytest.mark.parametrize(("h", "w"), [(0, 5), (5, 0)])
+def test_empty_image_raises(h, w):
+    message = rf"expected x with H, W >= 1, got H={h}, W={w}"
+    with pytest.raises(InputError, match="SparsePrompt: " + message):
+        make_layer(0)(torch.rand(2, 6, h, w))
+    with pytest.raises(InputError, match="SparsePrompt: " + message):
+        make_layer(0).negative(torch.rand(2, 6, h, w))
+    with pytest.raises(InputError, match="PromptFusion: " + message):
+        PromptFusion(dim=8, prompt_dim=4)(torch.rand(1, 8, h, w), torch.rand(1, 4, h, w))
+
+
+def test_render_bad_weights_and_size():
+    layer = make_layer(0)
+    with pytest.raises(
+        InputError, match=r"render: expected weights of shape \(B, 5\), got \(2, 4\)"
+    ):
+        layer.render(torch.rand(2, 4), (4, 4))
+    with pytest.raises(
+        InputError, match=r"render: expected size \(H, W\) with H, W >= 1, got \(0, 4\)"
+    ):
+        layer.render(torch.rand(2, 5), (0, 4))

@@ -1,0 +1,72 @@
+"""Small networks that are not the reference model, written the way a user would write them."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from contrastive_prompts import PromptFusion, SparsePrompt
+
+
+def conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1), nn.GELU(), nn.Conv2d(cout, cout, 3, padding=1)
+    )
+
+
+class PlainUNet(nn.Module):
+    """A two-level U-Net with no prompt anywhere: what add_prompts is given."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.encoder = nn.ModuleList([conv_block(3, width), conv_block(width, 2 * width)])
+        self.up = nn.ConvTranspose2d(2 * width, width, 2, stride=2)
+        self.decoder = nn.ModuleList(
+            [conv_block(2 * width, 2 * width), conv_block(2 * width, width)]
+        )
+        self.out = nn.Conv2d(width, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.encoder[0](x)
+        h = self.encoder[1](F.avg_pool2d(skip, 2))
+        h = self.decoder[0](h)
+        h = self.decoder[1](torch.cat([self.up(h), skip], dim=1))
+        return x + self.out(h)
+
+
+class PromptedUNet(nn.Module):
+    """A U-Net with its own prompt layers, a module shared before and after them, and an
+    in-place operation on an encoder output: the cases the negative pass must get right."""
+
+    def __init__(self, width: int = 8, top_k: int = 1) -> None:
+        super().__init__()
+        self.act = nn.GELU()  # called in the encoder and in the decoder
+        self.enc1 = nn.Conv2d(3, width, 3, padding=1)
+        self.enc2 = nn.Conv2d(width, 2 * width, 3, padding=1)
+        self.prompt_mid = SparsePrompt(dim=2 * width, prompt_dim=width, prompt_size=4, top_k=top_k)
+        self.fuse_mid = PromptFusion(dim=2 * width, prompt_dim=width, num_heads=2)
+        self.up = nn.ConvTranspose2d(2 * width, width, 2, stride=2)
+        self.dec = nn.Conv2d(2 * width, width, 3, padding=1)
+        self.prompt_dec = SparsePrompt(dim=width, prompt_dim=4, prompt_size=8, top_k=top_k)
+        self.fuse_dec = PromptFusion(dim=width, prompt_dim=4, num_heads=2)
+        self.out = nn.Conv2d(width, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.act(self.enc1(x))
+        h = self.enc2(F.avg_pool2d(skip, 2))
+        h += 0.5  # in place, on a kept encoder output
+        h = self.fuse_mid(h, self.prompt_mid(h))
+        h = self.act(self.dec(torch.cat([self.up(h), skip], dim=1)))
+        h = self.fuse_dec(h, self.prompt_dec(h))
+        return x + self.out(h)
+
+
+class PromptFirst(nn.Module):
+    """A network whose first operation is a prompt layer: nothing to reuse."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prompt = SparsePrompt(dim=3, prompt_dim=3, prompt_size=4)
+        self.body = nn.Conv2d(6, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(torch.cat([x, self.prompt(x)], dim=1))
