@@ -1,13 +1,20 @@
-"""Cost of a CPL training step against a plain L1 step and against the naive way.
+"""Cost of a CPL training step against a plain L1 step, the decoder-only floor and the naive way.
 
-For one preset and crop size, in one run (round-robin, median of several steps):
+Two networks, in one run: the reference model (``SparsePromptIR`` at ``--preset``) and the
+network of ``examples/plug_into_your_network.py`` (a plain U-Net given prompt stages by
+``add_prompts``). Both go through the one generic path, ``forward_with_negatives(model, x)``,
+which reuses whatever the network computed before its first prompt layer. For each network,
+timed round-robin (median of several steps):
 
 - ``plain``: an L1 step (forward, backward, AdamW);
-- ``cpl M``: an L1 + CPR step whose M negatives re-run only the decoder, as one batch of
-  ``B * M`` rows, without gradient (``SparsePromptIR.forward_with_negatives``);
-- ``chunked M``: the same with ``chunk_size=B``, one decoder pass per negative;
-- ``naive M``: the same loss with a full forward pass per negative, as the released code does;
-- ``decoder``: the decoder alone without gradient, with negative prompts, on the same batch.
+- ``cpl M``: an L1 + CPR step whose M negatives go through the network as one batch of
+  ``B * M`` rows, without gradient, the prompt-free start served from the positive pass;
+- ``chunked M``: the same with ``chunk_size=B``, one negative pass per negative;
+- ``naive M``: the same loss with a full forward pass under ``negative_prompts`` per negative,
+  as the released code does;
+- ``decoder``: one negative pass over ``B`` rows with the prompt-free start served, without
+  gradient: the work a negative cannot avoid. For the reference model, ``decode`` alone (the
+  hand-written decoder half) is timed too, as a check on that figure.
 
 It prints each step's time over the plain step, the floor ``(t_step + M * t_decoder) / t_step``
 from the measured times, CPL's distance to that floor, and the peak memory over the plain step.
@@ -19,36 +26,49 @@ The last line is one JSON object with these figures.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import interleaved_medians, peak_memory
 
-from contrastive_prompts import PRESETS, CPLObjective, SparsePromptIR
+from contrastive_prompts import (
+    PRESETS,
+    CPLObjective,
+    SparsePromptIR,
+    negative_prompts,
+    prompt_layers,
+)
+from contrastive_prompts.negatives import _Prefix
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plug_into_your_network.py"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
-    parser.add_argument("--crop", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--negatives", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    device = torch.device(args.device)
+def example_network() -> nn.Module:
+    """``build_network()`` of the plug-in example, imported by path."""
+    spec = importlib.util.spec_from_file_location("plug_into_your_network", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    network: nn.Module = module.build_network()
+    return network
 
-    torch.manual_seed(0)
-    model = SparsePromptIR(args.preset).to(device)
+
+def measure(
+    model: nn.Module, degraded: torch.Tensor, clean: torch.Tensor, negatives: list[int], args: Any
+) -> dict[str, Any]:
+    device = degraded.device
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-6)
-    degraded = torch.rand(args.batch, 3, args.crop, args.crop, device=device)
-    clean = torch.rand_like(degraded)
     generator = torch.Generator(device=device).manual_seed(0)
+    batch = degraded.shape[0]
 
     def step(loss: torch.Tensor) -> None:
         optimiser.zero_grad(set_to_none=True)
@@ -58,56 +78,66 @@ def main() -> None:
     def plain() -> None:
         step(F.l1_loss(model(degraded), clean))
 
-    def cpl(m: int, chunk_size: int | None = None):
+    def cpl(m: int, chunk_size: int | None = None) -> Callable[[], None]:
         objective = CPLObjective(num_negatives=m, chunk_size=chunk_size)
         return lambda: step(objective(model, degraded, clean, generator=generator).loss)
 
-    def naive(m: int):
+    def naive(m: int) -> Callable[[], None]:
         objective = CPLObjective(num_negatives=m)
 
         def run() -> None:
             output = model(degraded)
-            negatives = torch.stack(
-                [model.forward_negative(degraded, generator=generator) for _ in range(m)], dim=1
-            )
-            step(
-                F.l1_loss(output, clean)
-                + objective.weight * objective.loss(output, clean, negatives)
-            )
+            with negative_prompts(model, generator=generator):
+                negatives = torch.stack([model(degraded) for _ in range(m)], dim=1)
+            loss = objective.loss(output, clean, negatives)
+            step(F.l1_loss(output, clean) + objective.weight * loss)
 
         return run
 
-    with torch.no_grad():
-        features = model.encode(degraded)
+    # the prompt-free start of one positive pass, served to a negative pass over B rows
+    prefix = _Prefix(model, set(prompt_layers(model).values()))
+    with torch.no_grad(), prefix.recording():
+        model(degraded)
+    rows = torch.arange(batch, device=device)
 
     def decoder() -> None:
-        with torch.no_grad():
-            model.decode(degraded, features, negative=True, generator=generator)
+        with prefix.serving(rows, batch), negative_prompts(model, generator=generator):
+            model(degraded)
 
-    calls = {"plain": plain, "decoder": decoder}
-    for m in args.negatives:
+    calls: dict[str, Callable[[], None]] = {"plain": plain, "decoder": decoder}
+    if isinstance(model, SparsePromptIR):
+        padded = degraded  # crops are multiples of 8: no padding
+        with torch.no_grad():
+            features = model.encode(padded)
+
+        def decode() -> None:
+            with negative_prompts(model, generator=generator):
+                model.decode(padded, features)
+
+        calls["decode"] = decode
+    for m in negatives:
         calls[f"cpl {m}"] = cpl(m)
-        calls[f"chunked {m}"] = cpl(m, chunk_size=args.batch)
+        calls[f"chunked {m}"] = cpl(m, chunk_size=batch)
         calls[f"naive {m}"] = naive(m)
     times = interleaved_medians(calls, repeats=args.repeats, device=device)
     memory = {name: peak_memory(call, device=device)["peak"] for name, call in calls.items()}
 
     t_step, t_dec = times["plain"], times["decoder"]
     params = sum(p.numel() for p in model.parameters())
-    print(
-        f"preset={args.preset} ({params:,} parameters) crop={args.crop} batch={args.batch} "
-        f"device={device} threads={torch.get_num_threads()}"
+    print(f"{type(model).__name__} ({params:,} parameters)")
+    line = (
+        f"plain step {t_step * 1e3:.1f} ms, negative pass with the start served "
+        f"{t_dec * 1e3:.1f} ms ({t_dec / t_step:.2f} of a step)"
     )
-    print(
-        f"plain step {t_step * 1e3:.1f} ms, decoder without gradient {t_dec * 1e3:.1f} ms "
-        f"({t_dec / t_step:.2f} of a step)"
-    )
+    if "decode" in times:
+        line += f"; decode() alone {times['decode'] * 1e3:.1f} ms"
+    print(line)
     print(
         f"{'M':>2} {'floor':>6} {'cpl/plain':>10} {'cpl/floor':>10} {'chunked/floor':>14} "
         f"{'naive/plain':>12} {'mem cpl':>8} {'mem chunked':>12} {'mem naive':>10}"
     )
     figures = {}
-    for m in args.negatives:
+    for m in negatives:
         floor = (t_step + m * t_dec) / t_step
         row = {
             "cpl_over_plain": times[f"cpl {m}"] / t_step,
@@ -127,9 +157,42 @@ def main() -> None:
             f"{row['memory_cpl_over_plain']:8.2f} {row['memory_chunked_over_plain']:12.2f} "
             f"{row['memory_naive_over_plain']:10.2f}"
         )
+    result = {
+        "parameters": params,
+        "plain_step_s": t_step,
+        "decoder_nograd_s": t_dec,
+        "negatives": figures,
+    }
+    if "decode" in times:
+        result["decode_nograd_s"] = times["decode"]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    parser.add_argument("--crop", type=int, default=64, help="a multiple of 8")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--negatives", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--networks", nargs="+", default=["reference", "example"], choices=["reference", "example"]
+    )
+    args = parser.parse_args()
+    device = torch.device(args.device)
+
+    torch.manual_seed(0)
+    degraded = torch.rand(args.batch, 3, args.crop, args.crop, device=device)
+    clean = torch.rand_like(degraded)
+    print(f"crop={args.crop} batch={args.batch} device={device} threads={torch.get_num_threads()}")
+    results = {}
+    for name in args.networks:
+        model = SparsePromptIR(args.preset) if name == "reference" else example_network()
+        results[name] = measure(model.to(device), degraded, clean, args.negatives, args)
     print(
-        "times and peak memory are over the plain L1 step; the floor uses the measured decoder "
-        "time; chunked = chunk_size=B"
+        "times and peak memory are over each network's plain L1 step; the floor uses the "
+        "measured negative pass; chunked = chunk_size=B"
     )
     print(
         json.dumps(
@@ -138,10 +201,7 @@ def main() -> None:
                 "crop": args.crop,
                 "batch": args.batch,
                 "device": str(device),
-                "parameters": params,
-                "plain_step_s": t_step,
-                "decoder_nograd_s": t_dec,
-                "negatives": figures,
+                "networks": results,
             }
         )
     )

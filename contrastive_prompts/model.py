@@ -3,8 +3,9 @@
 A Restormer U-Net (Zamir et al., 2022) whose decoder holds three prompt stages (PromptIR,
 Potlapalli et al., 2023), each a :class:`~contrastive_prompts.SparsePrompt` followed by a
 :class:`~contrastive_prompts.PromptFusion`. Every prompt stage sits in the decoder, so the encoder
-and the latent do not depend on the prompt: :meth:`SparsePromptIR.forward_with_negatives` computes
-them once and re-runs only the decoder for the negatives.
+and the latent do not depend on the prompt: for the negatives,
+[forward_with_negatives][contrastive_prompts.forward_with_negatives] computes them once and
+re-runs only the decoder, as it does for any network.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +30,7 @@ from .metrics import pad_to_multiple
 from .prompt import PromptFusion, Routing, SparsePrompt
 from .restormer import TransformerBlock, downsample, upsample
 
-__all__ = ["PRESETS", "ModelConfig", "ModelOutput", "SparsePromptIR"]
+__all__ = ["PRESETS", "ModelConfig", "SparsePromptIR"]
 
 
 @dataclass(frozen=True)
@@ -93,25 +94,6 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
-class ModelOutput(NamedTuple):
-    """What :meth:`SparsePromptIR.forward_with_negatives` returns.
-
-    Attributes:
-        output: ``(B, 3, H, W)`` restored images under the network's own prompts (with gradient).
-        negatives: ``(B, M, 3, H, W)`` outputs with negative prompts at every stage (no gradient).
-        routing: the positive :class:`~contrastive_prompts.Routing` of prompt1, prompt2, prompt3.
-
-    Example:
-        >>> out = ModelOutput(torch.zeros(2, 3, 8, 8), torch.zeros(2, 4, 3, 8, 8), routing=())
-        >>> out.negatives.shape[1]  # M negatives per image
-        4
-    """
-
-    output: Tensor
-    negatives: Tensor
-    routing: tuple[Routing, ...]
-
-
 def _level(dim: int, blocks: int, heads: int, ffn: float) -> nn.Sequential:
     return nn.Sequential(*(TransformerBlock(dim, heads, ffn) for _ in range(blocks)))
 
@@ -133,11 +115,10 @@ class SparsePromptIR(nn.Module):
           output.
         - Output: ``(B, 3, H, W)``.
 
-    Every entry point (``forward``, :meth:`forward_negative`, :meth:`forward_with_negatives`,
-    :meth:`restore`) takes images of the parameters' dtype (``model.to(torch.float64)`` for
-    float64 images) or, under `torch.autocast`, of the autocast dtype. Any other dtype, 8-bit
-    images included, raises [InputError][contrastive_prompts.InputError], as does ``H = 0`` or
-    ``W = 0``.
+    Both entry points (``forward`` and :meth:`restore`) take images of the parameters' dtype
+    (``model.to(torch.float64)`` for float64 images) or, under `torch.autocast`, of the autocast
+    dtype. Any other dtype, 8-bit images included, raises
+    [InputError][contrastive_prompts.InputError], as does ``H = 0`` or ``W = 0``.
 
     Example:
         >>> model = SparsePromptIR("tiny")
@@ -264,21 +245,11 @@ class SparsePromptIR(nn.Module):
         enc3 = self.encoder_level3(self.down2_3(enc2))
         return enc1, enc2, enc3, self.latent(self.down3_4(enc3))
 
-    def decode(
-        self,
-        x: Tensor,
-        features: Sequence[Tensor],
-        *,
-        negative: bool = False,
-        generator: torch.Generator | None = None,
-        labels: Tensor | None = None,
-    ) -> tuple[Tensor, tuple[Routing, ...]]:
+    def decode(self, x: Tensor, features: Sequence[Tensor]) -> tuple[Tensor, tuple[Routing, ...]]:
         """Decoder from :meth:`encode`'s features; ``x`` is the padded input (the residual).
 
-        With ``negative=True`` every prompt stage uses a negative prompt
-        (:meth:`SparsePrompt.negative`), drawn from ``generator`` in the order prompt3, prompt2,
-        prompt1. Returns the output and the routing of each stage, in the order prompt1, prompt2,
-        prompt3.
+        Returns the output and the routing of each stage, in the order prompt1, prompt2,
+        prompt3 (the stages run in the order prompt3, prompt2, prompt1).
         """
         enc1, enc2, enc3, h = features
         routings = []
@@ -292,12 +263,7 @@ class SparsePromptIR(nn.Module):
             if prompt is None:
                 h = fusion(h)
             else:
-                if negative:
-                    p, routing = prompt.negative(
-                        h, generator=generator, labels=labels, return_routing=True
-                    )
-                else:
-                    p, routing = prompt(h, return_routing=True)
+                p, routing = prompt(h, return_routing=True)
                 routings.append(routing)
                 h = fusion(h, p)
             h = torch.cat([up(h), skip], dim=1)
@@ -321,95 +287,6 @@ class SparsePromptIR(nn.Module):
         out, routing = self.decode(padded, self.encode(padded))
         out = out[..., :h, :w]
         return (out, routing) if return_routing else out
-
-    def forward_negative(
-        self,
-        x: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        labels: Tensor | None = None,
-    ) -> Tensor:
-        """The whole network with negative prompts at every stage, without gradient.
-
-        The slow way (a full forward per negative), kept as the reference that
-        :meth:`forward_with_negatives` must match.
-        """
-        padded, h, w = self._pad(x, "SparsePromptIR.forward_negative")
-        with torch.no_grad():
-            features = self.encode(padded)
-            out, _ = self.decode(
-                padded, features, negative=True, generator=generator, labels=labels
-            )
-        return out[..., :h, :w]
-
-    def forward_with_negatives(
-        self,
-        x: Tensor,
-        *,
-        num_negatives: int,
-        generator: torch.Generator | None = None,
-        labels: Tensor | None = None,
-        chunk_size: int | None = None,
-    ) -> ModelOutput:
-        """The output with gradient and ``num_negatives`` negative outputs, at decoder cost.
-
-        The encoder and latent run once. The decoder runs once with gradient for the output, then
-        without gradient on ``B * M`` rows (negative-major: row ``r`` is sample ``r % B``) in
-        which every prompt stage uses a negative prompt, so their memory never joins the autograd
-        graph. The rows go through the decoder as one batch, or in chunks of ``chunk_size`` rows
-        to bound memory (and, on a CPU, to stay in cache: ``chunk_size=B`` is one decoder pass
-        per negative).
-
-        Args:
-            x: ``(B, 3, H, W)`` degraded images in [0, 1].
-            num_negatives: ``M >= 1``.
-            generator: source of randomness for the negative experts.
-            labels: optional ``(B,)`` degradation labels: negatives favour other degradations'
-                experts.
-            chunk_size: rows per decoder pass for the negatives; all ``B * M`` at once by default
-                (rounded up to a multiple of ``B`` when ``labels`` are given). The negative
-                experts are drawn chunk by chunk, so a different ``chunk_size`` draws different
-                (equally valid) negatives from the same generator.
-
-        Returns:
-            :class:`ModelOutput` with ``output (B, 3, H, W)``, ``negatives (B, M, 3, H, W)`` and
-            the positive routing of each stage; empty tensors for ``B = 0``.
-
-        Example:
-            >>> model = SparsePromptIR("tiny")
-            >>> out = model.forward_with_negatives(torch.rand(2, 3, 16, 16), num_negatives=3)
-            >>> out.output.shape, out.negatives.shape
-            (torch.Size([2, 3, 16, 16]), torch.Size([2, 3, 3, 16, 16]))
-        """
-        where = "SparsePromptIR.forward_with_negatives"
-        if not self.config.use_prompts:
-            raise InputError(f"{where}: expected a model with prompts, got use_prompts=False")
-        check_int_range(where, "num_negatives", num_negatives, 1)
-        if chunk_size is not None:
-            check_int_range(where, "chunk_size", chunk_size, 1)
-        padded, h, w = self._pad(x, where)
-        batch = x.shape[0]
-        if labels is not None:
-            check_shape(where, "labels", labels, (batch,))
-        features = self.encode(padded)
-        out, routing = self.decode(padded, features)
-        with torch.no_grad():
-            rows = torch.arange(batch * num_negatives, device=x.device) % batch
-            size = chunk_size or max(rows.numel(), 1)
-            if labels is not None and batch:  # label-aware negatives see the whole batch
-                size = -(-size // batch) * batch
-            pieces = []
-            for index in rows.split(size):
-                negatives, _ = self.decode(
-                    padded[index],
-                    [t.detach()[index] for t in features],
-                    negative=True,
-                    generator=generator,
-                    labels=None if labels is None else labels[index],
-                )
-                pieces.append(negatives[..., :h, :w])
-            negatives = torch.cat(pieces).view(num_negatives, batch, 3, h, w).transpose(0, 1)
-        return ModelOutput(out[..., :h, :w], negatives, routing)
 
     @torch.no_grad()
     def restore(self, image: Tensor, *, tile: int | None = None, overlap: int = 32) -> Tensor:

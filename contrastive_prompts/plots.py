@@ -109,7 +109,7 @@ def plot_training(
         plt.close(fig)
 
     stages = [r["expert_counts"] for r in history if r.get("expert_counts")]
-    names = next((r["stages"] for r in reversed(history) if r.get("stages")), [])
+    names: list[str] = next((r["stages"] for r in reversed(history) if r.get("stages")), [])
     if stages:
         recent = stages[-max(1, len(stages) // 4) :]  # the last quarter of training
         totals = np.sum(np.asarray(recent, dtype=float), axis=0)  # (stages, labels, experts)

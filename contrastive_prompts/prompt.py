@@ -430,8 +430,9 @@ def negative_prompts(
     ``torch.no_grad()``: negatives are targets to push away from, not paths for the gradient.
     The mode is a flag per layer instance, set on entry and restored on exit, an exception
     included; blocks nest (the innermost one's generator and labels apply). A model wrapped in
-    ``DistributedDataParallel`` works as it is. Under ``torch.compile`` the flag is part of the
-    guarded state: the first call in each mode compiles once, later calls reuse that graph.
+    ``DistributedDataParallel`` works as it is. Under ``torch.compile`` the flag is guarded
+    state: the first call in each mode compiles, later calls reuse the graphs (the draw from
+    ``generator`` is a graph break).
 
     Args:
         model: a network holding SparsePrompt layers.

@@ -11,6 +11,8 @@ from contrastive_prompts import (
     SparsePrompt,
     SparsePromptIR,
     contrastive_prompt_loss,
+    forward_with_negatives,
+    negative_prompts,
 )
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -42,16 +44,11 @@ def test_negatives_on_cuda_with_a_cuda_generator_equal_the_naive_rerun():
     torch.manual_seed(0)
     model = SparsePromptIR("tiny").cuda().eval()
     x = torch.rand(2, 3, 37, 45, device="cuda")
-    fast = model.forward_with_negatives(
-        x, num_negatives=3, generator=torch.Generator("cuda").manual_seed(1)
+    fast = forward_with_negatives(
+        model, x, num_negatives=3, generator=torch.Generator("cuda").manual_seed(1)
     ).negatives
-    naive = (
-        model.forward_negative(
-            x.repeat(3, 1, 1, 1), generator=torch.Generator("cuda").manual_seed(1)
-        )
-        .view(3, 2, 3, 37, 45)
-        .transpose(0, 1)
-    )
+    with negative_prompts(model, generator=torch.Generator("cuda").manual_seed(1)):
+        naive = model(x.repeat(3, 1, 1, 1)).view(3, 2, 3, 37, 45).transpose(0, 1)
     torch.testing.assert_close(fast, naive, rtol=1e-4, atol=1e-4)
 
 

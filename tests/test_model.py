@@ -11,6 +11,8 @@ from contrastive_prompts import (
     CPLObjective,
     InputError,
     SparsePromptIR,
+    forward_with_negatives,
+    negative_prompts,
     pad_to_multiple,
     tiled,
 )
@@ -18,6 +20,12 @@ from contrastive_prompts.checkpoints import convert_promptir_state_dict
 from contrastive_prompts.model import parameter_count
 
 from .promptir_reference import PromptIRReference, promptir_state_dict_shapes
+
+
+def negative_output(model, x, *, generator=None, labels=None):
+    """The whole network under negative prompts: the naive way, one full forward."""
+    with negative_prompts(model, generator=generator, labels=labels):
+        return model(x)
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +159,8 @@ def test_convert_drops_the_six_unused_convs(promptir_state):
 
 def test_negatives_shapes_no_gradient_and_differ(tiny):
     x = torch.rand(2, 3, 20, 28)
-    out = tiny.forward_with_negatives(
-        x, num_negatives=3, generator=torch.Generator().manual_seed(0)
+    out = forward_with_negatives(
+        tiny, x, num_negatives=3, generator=torch.Generator().manual_seed(0)
     )
     assert out.output.shape == (2, 3, 20, 28)
     assert out.negatives.shape == (2, 3, 3, 20, 28)
@@ -166,7 +174,8 @@ def test_negatives_shapes_no_gradient_and_differ(tiny):
 def test_shared_encoder_negatives_equal_naive_full_rerun(tiny, labels, chunk_size):
     """Row r of the negatives (negative-major) is a full forward of sample r % B."""
     x, m = torch.rand(2, 3, 19, 26), 3
-    fast = tiny.forward_with_negatives(
+    fast = forward_with_negatives(
+        tiny,
         x,
         num_negatives=m,
         generator=torch.Generator().manual_seed(5),
@@ -178,10 +187,8 @@ def test_shared_encoder_negatives_equal_naive_full_rerun(tiny, labels, chunk_siz
     generator = torch.Generator().manual_seed(5)
     naive = torch.cat(
         [
-            tiny.forward_negative(
-                rows[i],
-                generator=generator,
-                labels=None if labels is None else row_labels[i],
+            negative_output(
+                tiny, rows[i], generator=generator, labels=None if labels is None else row_labels[i]
             )
             for i in torch.arange(2 * m).split(chunk_size or 2 * m)
         ]
@@ -204,7 +211,7 @@ def test_negatives_build_no_autograd_graph(tiny):
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            tiny.forward_with_negatives(x, num_negatives=m)
+            forward_with_negatives(tiny, x, num_negatives=m)
         return total
 
     assert saved_bytes(8) == saved_bytes(1)
@@ -287,12 +294,12 @@ def test_bad_arguments(tiny):
     with pytest.raises(InputError, match=r"expected x of shape \(B, 3, H, W\), got \(3, 16, 16\)"):
         tiny(torch.rand(3, 16, 16))
     with pytest.raises(InputError, match=r"expected num_negatives to be an integer >= 1, got 0"):
-        tiny.forward_with_negatives(torch.rand(1, 3, 8, 8), num_negatives=0)
+        forward_with_negatives(tiny, torch.rand(1, 3, 8, 8), num_negatives=0)
     with pytest.raises(InputError, match=r"expected clean of the same shape as degraded"):
         CPLObjective()(tiny, torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 9))
     with pytest.raises(InputError, match="top_k < num_prompts"):
-        SparsePromptIR("tiny", top_k=5).forward_with_negatives(
-            torch.rand(1, 3, 8, 8), num_negatives=1
+        forward_with_negatives(
+            SparsePromptIR("tiny", top_k=5), torch.rand(1, 3, 8, 8), num_negatives=1
         )
 
 
@@ -308,15 +315,15 @@ def test_model_without_prompts_is_a_plain_baseline():
     assert out.shape == (1, 3, 20, 20) and routing == ()
     parts = CPLObjective(weight=0.0)(model, torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
     parts.loss.backward()
-    with pytest.raises(InputError, match="expected a model with prompts, got use_prompts=False"):
-        model.forward_with_negatives(torch.rand(1, 3, 8, 8), num_negatives=1)
+    with pytest.raises(InputError, match="expected a model containing SparsePrompt layers"):
+        forward_with_negatives(model, torch.rand(1, 3, 8, 8), num_negatives=1)
 
 
 def test_label_aware_negatives_see_the_whole_batch_whatever_the_chunk(tiny):
     x, labels = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
     runs = [
-        tiny.forward_with_negatives(
-            x, num_negatives=2, generator=torch.Generator().manual_seed(3), labels=labels,
+        forward_with_negatives(
+            tiny, x, num_negatives=2, generator=torch.Generator().manual_seed(3), labels=labels,
             chunk_size=chunk,
         ).negatives
         for chunk in (1, 2)
@@ -329,15 +336,11 @@ def test_label_aware_negatives_see_the_whole_batch_whatever_the_chunk(tiny):
 
 ENTRY_POINTS = {
     "forward": ("SparsePromptIR", "x", lambda m, x: m(x)),
-    "forward_negative": (
-        "SparsePromptIR.forward_negative",
-        "x",
-        lambda m, x: m.forward_negative(x),
-    ),
+    "negative_prompts": ("SparsePromptIR", "x", lambda m, x: negative_output(m, x)),
     "forward_with_negatives": (
-        "SparsePromptIR.forward_with_negatives",
+        "SparsePromptIR",
         "x",
-        lambda m, x: m.forward_with_negatives(x, num_negatives=2),
+        lambda m, x: forward_with_negatives(m, x, num_negatives=2),
     ),
     "restore": ("SparsePromptIR.restore", "image", lambda m, x: m.restore(x)),
     "restore_tiled": ("SparsePromptIR.restore", "image", lambda m, x: m.restore(x, tile=8)),
@@ -386,8 +389,8 @@ def test_float64_model_gives_float64():
     model = SparsePromptIR("tiny").to(torch.float64).eval()
     x = torch.rand(1, 3, 9, 10, dtype=torch.float64)
     assert model(x).dtype == torch.float64
-    assert model.forward_negative(x).dtype == torch.float64
-    out = model.forward_with_negatives(x, num_negatives=2)
+    assert negative_output(model, x).dtype == torch.float64
+    out = forward_with_negatives(model, x, num_negatives=2)
     assert out.output.dtype == out.negatives.dtype == torch.float64
     assert model.restore(x[0], tile=8, overlap=2).dtype == torch.float64
 
@@ -397,7 +400,7 @@ def test_bfloat16_autocast_on_cpu_works(tiny, dtype):
     x = torch.rand(2, 3, 20, 20).to(dtype)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = tiny(x)
-        parts = tiny.forward_with_negatives(x, num_negatives=2, labels=torch.tensor([0, 1]))
+        parts = forward_with_negatives(tiny, x, num_negatives=2, labels=torch.tensor([0, 1]))
         restored = tiny.restore(x, tile=16, overlap=4)
     assert out.shape == restored.shape == (2, 3, 20, 20)
     assert parts.negatives.shape == (2, 2, 3, 20, 20)
@@ -409,10 +412,10 @@ def test_empty_batch_gives_empty_outputs(tiny):
     out, routing = tiny(x, return_routing=True)
     assert out.shape == (0, 3, 13, 17)
     assert [r.indices.shape for r in routing] == [(0, 1)] * 3
-    assert tiny.forward_negative(x).shape == (0, 3, 13, 17)
+    assert negative_output(tiny, x).shape == (0, 3, 13, 17)
     for labels, chunk_size in ((None, None), (torch.zeros(0, dtype=torch.long), 3)):
-        parts = tiny.forward_with_negatives(
-            x, num_negatives=2, labels=labels, chunk_size=chunk_size
+        parts = forward_with_negatives(
+            tiny, x, num_negatives=2, labels=labels, chunk_size=chunk_size
         )
         assert parts.output.shape == (0, 3, 13, 17)
         assert parts.negatives.shape == (0, 2, 3, 13, 17)
@@ -426,8 +429,8 @@ def test_empty_image_raises(tiny, h, w):
     sizes = rf"H, W >= 1, got H={h}, W={w}"
     with pytest.raises(InputError, match=r"SparsePromptIR: expected x with " + sizes):
         tiny(torch.rand(1, 3, h, w))
-    with pytest.raises(InputError, match=r"forward_with_negatives: expected x with " + sizes):
-        tiny.forward_with_negatives(torch.rand(1, 3, h, w), num_negatives=1)
+    with pytest.raises(InputError, match=r"SparsePromptIR: expected x with " + sizes):
+        forward_with_negatives(tiny, torch.rand(1, 3, h, w), num_negatives=1)
     with pytest.raises(InputError, match=r"SparsePromptIR.restore: expected image with " + sizes):
         tiny.restore(torch.rand(3, h, w))
     with pytest.raises(InputError, match=r"tiled: expected image with " + sizes):

@@ -304,3 +304,96 @@ def test_add_prompts_bad_requests():
     with pytest.raises(InputError, match=r"expected the wrapped module's output of shape \(B, 9"):
         add_prompts(model, {"decoder.1": {"dim": 9, "num_heads": 1}})(torch.rand(1, 3, 8, 8))
     assert not prompt_layers(PlainUNet())
+
+
+# -- the trainer on any network -------------------------------------------------------------------
+
+
+def own_trainer(out_dir, steps=4, **options):
+    from contrastive_prompts.data import SyntheticDataset, degraded_copies
+    from contrastive_prompts.train import TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    model = add_prompts(PlainUNet(), {"decoder.1": {"dim": 8, "prompt_size": 4}})
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 24, 24, generator=g) for _ in range(3)]
+    config = TrainConfig(steps=steps, batch_size=2, crop=16, num_negatives=2, log_every=1,
+                         warmup_steps=1, lr=1e-2, val_every=2, val_crop=16, use_labels=True,
+                         balance_weight=0.01, out_dir=str(out_dir), **options)  # fmt: skip
+    train = SyntheticDataset(images, config.mix, crop_size=16)
+    return Trainer(config, model=model, train_data=train,
+                   val_data=degraded_copies(images[:1], config.mix, crop=16))  # fmt: skip
+
+
+def test_trainer_trains_resumes_and_validates_a_network_of_ones_own(tmp_path, monkeypatch):
+    from contrastive_prompts.checkpoints import CheckpointError, load_checkpoint_model
+    from contrastive_prompts.train import read_checkpoint
+
+    straight = own_trainer(tmp_path / "a")
+    history = straight.fit()
+    assert [r["stages"] for r in history][-1] == ["decoder.1.prompt"]
+    assert history[-1]["cpr"] < 0  # the prompt stage has moved off the identity
+    assert [v["step"] for v in straight.validations] == [2, 4]
+    for name in ("last.pt", "log.jsonl", "loss.png", "experts.png", "validation.png"):
+        assert (tmp_path / "a" / name).is_file(), name
+    first = own_trainer(tmp_path / "b")
+    original = first.train_step
+
+    def stop_after_two(*args):
+        if first.step == 2:
+            raise KeyboardInterrupt  # as Ctrl-C: a checkpoint is written before leaving
+        return original(*args)
+
+    monkeypatch.setattr(first, "train_step", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    resumed = own_trainer(tmp_path / "b")
+    resumed.load(tmp_path / "b" / "last.pt")
+    resumed.fit()
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
+    for a, b in zip(resumed.ema.parameters(), straight.ema.parameters(), strict=True):
+        assert torch.equal(a, b)
+    state = read_checkpoint(tmp_path / "a" / "last.pt")
+    assert state["model_config"] is None
+    rebuilt = add_prompts(PlainUNet(), {"decoder.1": {"dim": 8, "prompt_size": 4}})
+    rebuilt.load_state_dict(state["ema"])
+    with pytest.raises(CheckpointError, match="holds the weights of a network of your own"):
+        load_checkpoint_model(tmp_path / "a" / "last.pt")
+    reference = SparsePromptIR("tiny")
+    reference_trainer = own_trainer(tmp_path / "c")
+    reference_trainer.model = reference
+    with pytest.raises(CheckpointError, match="is for your own network, the run trains the ref"):
+        reference_trainer.load(tmp_path / "a" / "last.pt")
+
+
+def test_trainer_refuses_what_cannot_work_with_ones_own_network(tmp_path):
+    from contrastive_prompts.train import TrainConfig, Trainer
+
+    config = TrainConfig(out_dir=str(tmp_path))
+    with pytest.raises(InputError, match="expected cpr_weight=0 for a model without negatives"):
+        Trainer(config, model=PlainUNet())
+    with pytest.raises(InputError, match="expected init_promptir=None with your own model"):
+        Trainer(TrainConfig(preset="base", init_promptir="x.ckpt"), model=PromptedUNet())
+    with pytest.raises(InputError, match=r"expected model to be an nn\.Module, got str"):
+        Trainer(config, model="unet")
+
+
+def _ddp_own_network(rank: int, world: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))  # fmt: skip
+    torch.set_num_threads(1)
+    trainer = own_trainer(out_dir, steps=2)
+    trainer.fit()
+    torch.save(trainer.model.state_dict(), f"{out_dir}/params{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_ddp_trains_a_network_of_ones_own_with_cpr(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_own_network, args=(2, port, str(tmp_path)), nprocs=2)
+    p0, p1 = (torch.load(tmp_path / f"params{r}.pt") for r in range(2))
+    assert all(torch.equal(p0[k], p1[k]) for k in p0)  # one model, updated alike on both ranks
+    assert not torch.equal(p0["decoder.1.fusion.proj.weight"], torch.zeros_like(p0[
+        "decoder.1.fusion.proj.weight"]))  # fmt: skip
