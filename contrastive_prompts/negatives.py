@@ -51,7 +51,7 @@ class ModelOutput(NamedTuple):
 
 
 class _Call:
-    """One submodule call of the positive pass, in the order calls start."""
+    """One submodule call of the positive pass before the first prompt layer, in start order."""
 
     __slots__ = ("end", "kept", "module", "output", "versions")
 
@@ -83,19 +83,23 @@ class _Prefix:
         calls, stack = self.calls, []
         started = False
 
+        # once the first prompt layer starts, nothing more is kept: the hooks return at once
         def before(module: nn.Module, args: Any) -> None:
             nonlocal started
-            started = started or module in self.layers
+            if started or module in self.layers:
+                started = True
+                return
             stack.append(len(calls))
             calls.append(_Call(module))
 
         def after(module: nn.Module, args: Any, output: Any) -> None:
+            if started:
+                return
             call = calls[stack.pop()]
             call.end = len(calls)
-            if not started:
-                call.kept, call.output = True, tree_map(_detach, output)
-                leaves = tree_flatten(call.output)[0]
-                call.versions = [t._version for t in leaves if isinstance(t, Tensor)]
+            call.kept, call.output = True, tree_map(_detach, output)
+            leaves = tree_flatten(call.output)[0]
+            call.versions = [t._version for t in leaves if isinstance(t, Tensor)]
 
         handles = []
         for module in self.model.modules():
