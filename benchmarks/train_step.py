@@ -58,6 +58,8 @@ def example_network() -> nn.Module:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if not hasattr(module, "build_network"):
+        raise SystemExit(f"train_step: expected build_network() in {EXAMPLE}, found none")
     network: nn.Module = module.build_network()
     return network
 
@@ -177,7 +179,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
-        "--networks", nargs="+", default=["reference", "example"], choices=["reference", "example"]
+        "--networks",
+        nargs="+",
+        default=["reference"],
+        choices=["reference", "example"],
+        help="example: build_network() of examples/plug_into_your_network.py",
     )
     args = parser.parse_args()
     device = torch.device(args.device)
