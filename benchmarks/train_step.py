@@ -14,13 +14,17 @@ timed round-robin (median of several steps):
   as the released code does;
 - ``decoder``: one negative pass over ``B`` rows with the prompt-free start served, without
   gradient: the work a negative cannot avoid. For the reference model, ``decode`` alone (the
-  hand-written decoder half) is timed too, as a check on that figure.
+  hand-written decoder half) is timed too, as a check on that figure;
+- ``executed M``: the work of ``cpl M`` written out by hand, with no hooks and nothing to
+  record: a positive pass, one served negative pass over the ``B * M`` rows, the loss and the
+  step. What ``cpl M`` costs above it is the generic path's own overhead.
 
 It prints each step's time over the plain step, the floor ``(t_step + M * t_decoder) / t_step``
-from the measured times, CPL's distance to that floor, and the peak memory over the plain step.
+from the measured times (the negative pass timed alone), the executed floor, CPL's distance to
+both, and the peak memory over the plain step.
 The last line is one JSON object with these figures.
 
-    python benchmarks/train_step.py --preset tiny --crop 64 --batch 4
+    python benchmarks/train_step.py --preset tiny --crop 64 --batch 4 [--networks reference example]
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ def example_network() -> nn.Module:
     spec = importlib.util.spec_from_file_location("plug_into_your_network", EXAMPLE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up by name
     spec.loader.exec_module(module)
     if not hasattr(module, "build_network"):
         raise SystemExit(f"train_step: expected build_network() in {EXAMPLE}, found none")
@@ -106,6 +111,20 @@ def measure(
         with prefix.serving(rows, batch), negative_prompts(model, generator=generator):
             model(degraded)
 
+    def executed_floor(m: int) -> Callable[[], None]:
+        objective = CPLObjective(num_negatives=m)
+        negative_rows = torch.arange(batch * m, device=device) % batch
+
+        def run() -> None:
+            output = model(degraded)
+            with prefix.serving(negative_rows, batch), negative_prompts(model, generator=generator):
+                negatives = model(degraded[negative_rows])
+            negatives = negatives.view(m, batch, *output.shape[1:]).transpose(0, 1)
+            loss = objective.loss(output, clean, negatives)
+            step(F.l1_loss(output, clean) + objective.weight * loss)
+
+        return run
+
     calls: dict[str, Callable[[], None]] = {"plain": plain, "decoder": decoder}
     if isinstance(model, SparsePromptIR):
         padded = degraded  # crops are multiples of 8: no padding
@@ -121,6 +140,7 @@ def measure(
         calls[f"cpl {m}"] = cpl(m)
         calls[f"chunked {m}"] = cpl(m, chunk_size=batch)
         calls[f"naive {m}"] = naive(m)
+        calls[f"executed {m}"] = executed_floor(m)
     times = interleaved_medians(calls, repeats=args.repeats, device=device)
     memory = {name: peak_memory(call, device=device)["peak"] for name, call in calls.items()}
 
@@ -135,7 +155,8 @@ def measure(
         line += f"; decode() alone {times['decode'] * 1e3:.1f} ms"
     print(line)
     print(
-        f"{'M':>2} {'floor':>6} {'cpl/plain':>10} {'cpl/floor':>10} {'chunked/floor':>14} "
+        f"{'M':>2} {'floor':>6} {'executed':>9} {'cpl/plain':>10} {'cpl/floor':>10} "
+        f"{'cpl/executed':>13} {'chunked/floor':>14} "
         f"{'naive/plain':>12} {'mem cpl':>8} {'mem chunked':>12} {'mem naive':>10}"
     )
     figures = {}
@@ -145,6 +166,8 @@ def measure(
             "cpl_over_plain": times[f"cpl {m}"] / t_step,
             "floor": floor,
             "cpl_over_floor": times[f"cpl {m}"] / t_step / floor,
+            "executed_floor": times[f"executed {m}"] / t_step,
+            "cpl_over_executed_floor": times[f"cpl {m}"] / times[f"executed {m}"],
             "chunked_over_plain": times[f"chunked {m}"] / t_step,
             "chunked_over_floor": times[f"chunked {m}"] / t_step / floor,
             "naive_over_plain": times[f"naive {m}"] / t_step,
@@ -154,7 +177,8 @@ def measure(
         }
         figures[str(m)] = row
         print(
-            f"{m:>2} {floor:6.2f} {row['cpl_over_plain']:10.2f} {row['cpl_over_floor']:10.2f} "
+            f"{m:>2} {floor:6.2f} {row['executed_floor']:9.2f} {row['cpl_over_plain']:10.2f} "
+            f"{row['cpl_over_floor']:10.2f} {row['cpl_over_executed_floor']:13.2f} "
             f"{row['chunked_over_floor']:14.2f} {row['naive_over_plain']:12.2f} "
             f"{row['memory_cpl_over_plain']:8.2f} {row['memory_chunked_over_plain']:12.2f} "
             f"{row['memory_naive_over_plain']:10.2f}"

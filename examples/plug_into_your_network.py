@@ -1,28 +1,59 @@
-"""Add CPL's modules to your own network: a small U-Net that is not PromptIR.
+"""Prompt a network that knows nothing about prompts, train it with CPL, and see the effect.
 
-The network gets a ``SparsePrompt`` + ``PromptFusion`` pair at the bottleneck and at the first
-decoder level. Training uses L1 plus ``ContrastivePromptLoss``, whose negatives are the same
-network's outputs on the same input under negative prompts (computed without gradient, and only
-from the first prompt stage on: the encoder does not depend on the prompt).
+A plain two-level U-Net gets a prompt stage on each of its two decoder blocks with one call to
+``add_prompts``, without a change to its code. ``CPLObjective`` (L1 + lambda * CPR + a balance
+term) trains it in a plain AdamW loop on procedural images (no files) degraded by haze or by low
+light. Then, on held-out images drawn from another random stream, it prints:
 
-    python examples/plug_into_your_network.py [--steps 60] [--size 48]
+- the PSNR of the degraded input, of the output under the network's own prompts and under
+  negative prompts (``negative_prompts``: the expert the router did not pick), per degradation;
+- which expert each degradation uses at each prompt stage (``record_routing``).
+
+At the defaults (under 2 minutes on a 2-core CPU; defaults chosen on images of another random
+stream than the report's), a negative prompt cost 1.6-2.3 dB on the held-out images in four runs
+(three seeds, one of them also with another thread count), and at the stage nearest the output
+each degradation had an expert of its own in all four (at both stages in three). Trained with L1
+alone (``--weight 0``), three seeds gave -0.02 to 1.5 dB: the contrastive term is what makes the
+prompt matter every time. Everything is importable: ``run(...)`` returns the
+numbers, ``build_network()`` the prompted network.
+
+    python examples/plug_into_your_network.py [--steps 800] [--seed 0] [--weight 0.1]
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import math
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from contrastive_prompts import (
-    ContrastivePromptLoss,
-    PromptFusion,
-    SparsePrompt,
+    CPLObjective,
+    add_prompts,
+    negative_prompts,
+    psnr,
+    record_routing,
     routing_statistics,
 )
+from contrastive_prompts.degradations import DegradationMix, GaussianNoise, Haze, LowLight
+
+DEGRADATIONS: dict[str, Callable[[], nn.Module]] = {
+    "haze": Haze,  # RESIDE's ranges: beta in [0.04, 0.2], airlight in [0.8, 1]
+    "low_light": LowLight,  # gamma, gain and Poisson-Gaussian sensor noise
+    "noise": lambda: GaussianNoise(50.0),
+}
+HELD_OUT_SEED = 2024  # the images the report is made on
+VALIDATION_SEED = 777  # the images the defaults were chosen on (run(held_out_seed=...))
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. A network that knows nothing about prompts, and the prompts added to it
 
 
 def conv_block(cin: int, cout: int) -> nn.Sequential:
@@ -31,120 +62,282 @@ def conv_block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-class PromptedUNet(nn.Module):
-    """A two-level U-Net with a prompt stage at the bottleneck and at the decoder."""
+class UNet(nn.Module):
+    """A two-level U-Net predicting a residual; it starts as the identity."""
 
-    def __init__(self, width: int = 24, num_prompts: int = 5, top_k: int = 1) -> None:
+    def __init__(self, width: int = 16) -> None:
         super().__init__()
-        self.enc1 = conv_block(3, width)
-        self.enc2 = conv_block(width, 2 * width)
-        self.prompt_mid = SparsePrompt(
-            dim=2 * width, prompt_dim=width, prompt_size=8, num_prompts=num_prompts, top_k=top_k
-        )
-        self.fuse_mid = PromptFusion(dim=2 * width, prompt_dim=width, num_heads=2)
+        self.encoder = nn.ModuleList([conv_block(3, width), conv_block(width, 2 * width)])
         self.up = nn.ConvTranspose2d(2 * width, width, 2, stride=2)
-        self.dec1 = conv_block(2 * width, width)
-        self.prompt_dec = SparsePrompt(
-            dim=width, prompt_dim=width // 2, prompt_size=16, num_prompts=num_prompts, top_k=top_k
+        self.decoder = nn.ModuleList(
+            [conv_block(2 * width, 2 * width), conv_block(2 * width, width)]
         )
-        self.fuse_dec = PromptFusion(dim=width, prompt_dim=width // 2, num_heads=2)
         self.out = nn.Conv2d(width, 3, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        skip = self.enc1(x)
-        return skip, self.enc2(F.avg_pool2d(skip, 2))
-
-    def decode(self, x, skip, mid, *, negative=False, generator=None):
-        def prompt(layer, features):
-            if negative:
-                return layer.negative(features, generator=generator), None
-            return layer(features, return_routing=True)
-
-        p, routing = prompt(self.prompt_mid, mid)
-        mid = self.fuse_mid(mid, p)
-        h = self.dec1(torch.cat([self.up(mid), skip], dim=1))
-        p, _ = prompt(self.prompt_dec, h)
-        return x + self.out(self.fuse_dec(h, p)), routing
-
-    def forward(self, x):
-        skip, mid = self.encode(x)
-        return self.decode(x, skip, mid)[0]
-
-    def forward_with_negatives(self, x, num_negatives, generator=None):
-        skip, mid = self.encode(x)
-        out, routing = self.decode(x, skip, mid)
-        with torch.no_grad():  # negatives: decoder only, all M at once, no autograd graph
-            rep = [t.repeat_interleave(num_negatives, 0) for t in (x, skip, mid)]
-            neg, _ = self.decode(*rep, negative=True, generator=generator)
-        return out, neg.view(x.shape[0], num_negatives, *x.shape[1:]), routing
+    def forward(self, x: Tensor) -> Tensor:
+        skip = self.encoder[0](x)
+        h = self.encoder[1](F.avg_pool2d(skip, 2))
+        h = self.decoder[0](h)
+        h = self.decoder[1](torch.cat([self.up(h), skip], dim=1))
+        return x + self.out(h)
 
 
-def degrade(clean: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Label 0: Gaussian noise (sigma 25/255); label 1: uniform haze (t = 0.6, A = 0.9)."""
-    noise = torch.randn(clean.shape, generator=generator) * 25 / 255
-    noisy = clean + noise
-    hazy = clean * 0.6 + 0.9 * 0.4
-    return torch.where(labels.view(-1, 1, 1, 1) == 0, noisy, hazy).clamp(0, 1)
+def build_network(*, width: int = 16, num_prompts: int = 2, prompt_size: int = 8) -> nn.Module:
+    """The U-Net with a prompt stage after each decoder block.
+
+    The stages sit on the decoder, so the negatives reuse the encoder's features. One expert per
+    degradation (``num_prompts=2``) keeps the balance term from spreading a degradation over
+    several experts.
+    """
+    stage = {"prompt_size": prompt_size, "num_prompts": num_prompts}
+    stages = {"decoder.0": {"dim": 2 * width, **stage}, "decoder.1": {"dim": width, **stage}}
+    return add_prompts(UNet(width), stages)
 
 
-def smooth_images(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Random smooth colour images (upsampled low-resolution noise): needs no data files."""
-    low = torch.rand(n, 3, size // 8, size // 8, generator=generator)
-    return F.interpolate(low, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+# ----------------------------------------------------------------------------------------------
+# 2. Data that needs no files
+
+
+def procedural_images(n: int, size: int, generator: torch.Generator) -> Tensor:
+    """Smooth colour fields with three flat rectangles on top: gradients and edges."""
+    low = torch.rand(n, 3, 4, 4, generator=generator)
+    images = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)
+    coords = torch.arange(size)
+    for _ in range(3):
+        corners = torch.randint(0, size, (n, 4, 1), generator=generator)
+        rows = (coords >= corners[:, :2].amin(1)) & (coords <= corners[:, :2].amax(1))
+        cols = (coords >= corners[:, 2:].amin(1)) & (coords <= corners[:, 2:].amax(1))
+        inside = (rows[:, :, None] & cols[:, None, :]).unsqueeze(1)  # (n, 1, size, size)
+        images = torch.where(inside, torch.rand(n, 3, 1, 1, generator=generator), images)
+    return images.clamp(0, 1)
+
+
+def make_batch(
+    mix: DegradationMix, n: int, size: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(degraded, clean, labels)``, every degradation equally often."""
+    clean = procedural_images(n, size, generator)
+    labels = torch.arange(n) % mix.num_degradations
+    return mix.degrade(clean, labels, generator), clean, labels
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Train with CPLObjective, score on held-out images
+
+
+@dataclass
+class Result:
+    """What one run measured on its held-out images.
+
+    Attributes:
+        names: the degradations, in label order.
+        psnr: PSNR in dB per degradation, for the rows ``"degraded"`` (the input), ``"own"``
+            (the network's own prompts) and ``"negative"`` (negative prompts).
+        experts: per prompt stage, ``(num_degradations, num_prompts)`` counts of expert picks.
+        losses: the training loss of every step.
+        seconds: wall time of the training.
+        model: the trained network, in eval mode.
+    """
+
+    names: tuple[str, ...]
+    psnr: dict[str, list[float]]
+    experts: dict[str, Tensor]
+    losses: list[float]
+    seconds: float
+    model: nn.Module
+
+    def average(self, row: str) -> float:
+        return sum(self.psnr[row]) / len(self.psnr[row])
+
+    @property
+    def cost(self) -> float:
+        """How much a negative prompt costs: own minus negative PSNR, averaged (dB)."""
+        return self.average("own") - self.average("negative")
+
+    def top_experts(self, stage: str) -> list[int]:
+        """The most-used expert of each degradation at ``stage``."""
+        return self.experts[stage].argmax(dim=1).tolist()
+
+    def separated_at(self, stage: str) -> bool:
+        """Whether each degradation's most-used expert at ``stage`` is one no other uses most."""
+        return len(set(self.top_experts(stage))) == len(self.names)
+
+    @property
+    def separated(self) -> list[str]:
+        """The stages at which every degradation has a most-used expert of its own."""
+        return [stage for stage in self.experts if self.separated_at(stage)]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, mix: DegradationMix, *, num_images: int, size: int, seed: int
+) -> tuple[dict[str, list[float]], dict[str, Tensor]]:
+    """PSNR per degradation (input, own prompts, negative prompts) and expert use per stage."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    degraded, clean, labels = make_batch(mix, num_images, size, generator)
+    with record_routing(model) as log:
+        own = model(degraded)
+    with negative_prompts(model, generator=generator):
+        negative = model(degraded)
+    scores = {}
+    for row, images in (("degraded", degraded), ("own", own), ("negative", negative)):
+        values = psnr(images.clamp(0, 1), clean)
+        scores[row] = [values[labels == j].mean().item() for j in range(mix.num_degradations)]
+    experts = {
+        name: routing_statistics(routing, labels=labels, num_labels=mix.num_degradations)
+        for name, routing in zip(log.names, log, strict=True)
+    }
+    return scores, experts
+
+
+def run(
+    *,
+    steps: int = 800,
+    size: int = 32,
+    batch: int = 12,
+    lr: float = 2e-3,
+    weight: float = 0.1,
+    balance_weight: float = 0.05,
+    num_negatives: int = 1,
+    label_negatives: bool = True,
+    num_prompts: int = 2,
+    degradations: Sequence[str] = ("haze", "low_light"),
+    seed: int = 0,
+    held_out_seed: int = HELD_OUT_SEED,
+    held_out: int = 48,
+    log_every: int = 0,
+) -> Result:
+    """Train the prompted U-Net with ``CPLObjective`` and score it on held-out images.
+
+    Args:
+        steps: training steps (AdamW, cosine learning rate).
+        size: image side, a multiple of 2.
+        batch: images per step, every degradation equally often.
+        lr: peak learning rate.
+        weight: lambda of the contrastive term; 0 trains with L1 alone.
+        balance_weight: weight of the expert-balance term.
+        num_negatives: negatives per image (with two experts and top-1 routing there is only one
+            expert to draw, so more than one repeats it).
+        label_negatives: draw the negatives from other degradations' experts.
+        num_prompts: experts per prompt stage.
+        degradations: names from ``DEGRADATIONS``.
+        seed: the initial weights and the training images.
+        held_out_seed: the random stream of the images scored; never the training one.
+        held_out: images scored (split evenly over the degradations).
+        log_every: print the losses and expert use every that many steps (0: never).
+
+    Returns:
+        A Result: held-out PSNR per degradation and expert use per stage.
+    """
+    if seed == held_out_seed:
+        raise ValueError(f"run: expected held_out_seed other than the training seed, got {seed}")
+    torch.manual_seed(seed)
+    model = build_network(num_prompts=num_prompts)
+    mix = DegradationMix({name: DEGRADATIONS[name]() for name in degradations})
+    objective = CPLObjective(
+        weight=weight,
+        num_negatives=num_negatives,
+        balance_weight=balance_weight,
+        num_labels=mix.num_degradations,
+        label_negatives=label_negatives,
+    )
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr)  # after add_prompts: it adds some
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        degraded, clean, labels = make_batch(mix, batch, size, generator)
+        parts = objective(model, degraded, clean, labels, generator=generator)
+        optimiser.zero_grad()
+        parts.loss.backward()
+        optimiser.step()
+        schedule.step()
+        losses.append(parts.loss.item())
+        if log_every and (step % log_every == 0 or step == 1):
+            top = "  ".join(
+                f"{name.removesuffix('.prompt')} {counts.argmax(dim=1).tolist()}"
+                for name, counts in zip(parts.stages, parts.expert_counts, strict=True)
+            )
+            print(
+                f"step {step:4d}  loss {parts.loss.item():.4f}  l1 {parts.l1.item():.4f}  "
+                f"cpr {parts.cpr.item():+.4f}  balance {parts.balance.item():.3f}  "
+                f"top expert per degradation: {top}"
+            )
+    seconds = time.perf_counter() - start
+    scores, experts = evaluate(model, mix, num_images=held_out, size=size, seed=held_out_seed)
+    return Result(tuple(mix.names), scores, experts, losses, seconds, model)
+
+
+def report(result: Result) -> str:
+    """The PSNR table and the expert-use table, as Markdown."""
+    names = result.names
+    lines = [
+        "| held-out PSNR (dB) | " + " | ".join(names) + " | average |",
+        "|---" * (len(names) + 2) + "|",
+    ]
+    rows = {"degraded": "degraded input", "own": "own prompts", "negative": "negative prompts"}
+    for row, label in rows.items():
+        values = [*result.psnr[row], result.average(row)]
+        lines.append(f"| {label} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+    costs = [o - n for o, n in zip(result.psnr["own"], result.psnr["negative"], strict=True)]
+    lines.append(
+        "| cost of a negative prompt | "
+        + " | ".join(f"{v:.2f}" for v in [*costs, result.cost])
+        + " |"
+    )
+    num_prompts = next(iter(result.experts.values())).shape[1]
+    lines += [
+        "",
+        "| expert use (held-out images) | "
+        + " | ".join(f"e{i}" for i in range(num_prompts))
+        + " |",
+        "|---" * (num_prompts + 1) + "|",
+    ]
+    for stage, counts in result.experts.items():
+        for name, row in zip(names, counts.tolist(), strict=True):
+            lines.append(f"| {stage} {name} | " + " | ".join(map(str, row)) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
+    default = {name: p.default for name, p in inspect.signature(run).parameters.items()}
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--size", type=int, default=48)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--negatives", type=int, default=2)
-    parser.add_argument("--weight", type=float, default=0.01, help="lambda of the CPR term")
+    parser.add_argument("--steps", type=int, default=default["steps"])
+    parser.add_argument("--seed", type=int, default=default["seed"])
+    parser.add_argument(
+        "--weight", type=float, default=default["weight"], help="lambda of the CPR term"
+    )
+    parser.add_argument("--balance-weight", type=float, default=default["balance_weight"])
+    parser.add_argument("--num-prompts", type=int, default=default["num_prompts"])
+    parser.add_argument(
+        "--degradations",
+        nargs="+",
+        default=list(default["degradations"]),
+        choices=sorted(DEGRADATIONS),
+    )
     args = parser.parse_args()
 
-    torch.manual_seed(0)
-    generator = torch.Generator().manual_seed(0)
-    model = PromptedUNet()
-    cpr = ContrastivePromptLoss()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    print(f"PromptedUNet: {sum(p.numel() for p in model.parameters()):,} parameters")
-
-    start = time.perf_counter()
-    for step in range(1, args.steps + 1):
-        clean = smooth_images(args.batch, args.size, generator)
-        labels = torch.arange(args.batch) % 2
-        degraded = degrade(clean, labels, generator)
-        out, negatives, routing = model.forward_with_negatives(degraded, args.negatives, generator)
-        l1 = F.l1_loss(out, clean)
-        reg = cpr(out, clean, negatives)
-        loss = l1 + args.weight * reg
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        if step % 10 == 0 or step == 1:
-            counts = routing_statistics(routing, labels=labels, num_labels=2).tolist()
-            print(
-                f"step {step:3d}  loss {loss.item():.4f}  l1 {l1.item():.4f}  cpr {reg.item():.4f}"
-                f"  expert use noise {counts[0]} haze {counts[1]}"
-            )
-    print(f"{args.steps} steps in {time.perf_counter() - start:.1f} s")
-
-    model.eval()
-    with torch.no_grad():
-        clean = smooth_images(4, args.size, torch.Generator().manual_seed(123))
-        labels = torch.tensor([0, 1, 0, 1])
-        degraded = degrade(clean, labels, torch.Generator().manual_seed(124))
-        out, negatives, _ = model.forward_with_negatives(
-            degraded, 1, torch.Generator().manual_seed(1)
-        )
-
-    def psnr(image: torch.Tensor) -> float:
-        mse = F.mse_loss(image, clean, reduction="none").mean((1, 2, 3))
-        return float((-10 * torch.log10(mse)).mean())
-
+    result = run(
+        steps=args.steps,
+        seed=args.seed,
+        weight=args.weight,
+        balance_weight=args.balance_weight,
+        num_prompts=args.num_prompts,
+        degradations=args.degradations,
+        log_every=100,
+    )
+    print(f"\ntrained {args.steps} steps in {result.seconds:.0f} s\n")
+    print(report(result))
+    finite = all(math.isfinite(v) for v in result.losses)
     print(
-        f"held-out PSNR: degraded {psnr(degraded):.2f} dB, own prompt {psnr(out):.2f} dB, "
-        f"negative prompt {psnr(negatives[:, 0]):.2f} dB"
+        f"\na negative prompt costs {result.cost:.2f} dB on average; each degradation has a "
+        f"most-used expert of its own at {len(result.separated)} of {len(result.experts)} "
+        f"prompt stages ({', '.join(result.separated) or 'none'})"
+        + ("" if finite else "; some losses were not finite")
     )
 
 
