@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from contrastive_prompts.degradations import make_mix
+from contrastive_prompts.degradations import MIXES, make_mix
 from contrastive_prompts.metrics import psnr, ssim
 
 
@@ -100,7 +100,7 @@ def main() -> None:
     }
 
     crops = torch.rand(args.mix_batch, 3, args.mix_crop, args.mix_crop, generator=g)
-    for preset in ("3task", "5task"):
+    for preset in MIXES:
         mix = make_mix(preset)
         gen = torch.Generator().manual_seed(args.seed)
         mix(crops, generator=gen)  # warm-up

@@ -26,9 +26,11 @@ import time
 
 import torch
 
+from contrastive_prompts.config import TrainConfig
 from contrastive_prompts.data import DegradedCopies, sample_split
+from contrastive_prompts.degradations import MIXES
 from contrastive_prompts.metrics import evaluate
-from contrastive_prompts.train import TrainConfig, Trainer
+from contrastive_prompts.train import Trainer
 
 
 def parse_cpl(spec: str) -> dict[str, object]:
@@ -50,7 +52,7 @@ def parse_cpl(spec: str) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--mix", default="3task", choices=("3task", "5task"))
+    parser.add_argument("--mix", default="3task", choices=sorted(MIXES))
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--batch", type=int, default=4)

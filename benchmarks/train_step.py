@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import interleaved_medians, peak_memory
 
 from contrastive_prompts import (
-    PRESETS,
+    MODEL_PRESETS,
     CPLObjective,
     SparsePromptIR,
     negative_prompts,
@@ -196,7 +196,7 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    parser.add_argument("--preset", default="tiny", choices=sorted(MODEL_PRESETS))
     parser.add_argument("--crop", type=int, default=64, help="a multiple of 8")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--negatives", type=int, nargs="+", default=[1, 2, 4])

@@ -6,14 +6,18 @@ output under the network's own prompt to the clean image and pushes it away from
 mismatched prompts.
 """
 
+from typing import Any
+
 from . import data, degradations, metrics
 from ._checks import InputError
+from ._renamed import renamed_attribute
 from .features import FilterFeatures, PixelFeatures, VGG16Features
 from .loss import ContrastivePromptLoss, contrastive_prompt_loss
-from .metrics import evaluate, pad_to_multiple, psnr, ssim
-from .model import PRESETS, ModelConfig, SparsePromptIR, tiled
+from .metrics import evaluate, psnr, ssim
+from .model import MODEL_PRESETS, ModelConfig, SparsePromptIR, tiled
 from .negatives import ModelOutput, forward_with_negatives
 from .objective import CPLObjective, ObjectiveOutput
+from .padding import pad_to_multiple
 from .prompt import (
     PromptFusion,
     Routing,
@@ -32,8 +36,13 @@ from .stages import PromptStage, add_prompts
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> Any:
+    return renamed_attribute(__name__, name, {"PRESETS": "MODEL_PRESETS"}, globals())
+
+
 __all__ = [
-    "PRESETS",
+    "MODEL_PRESETS",
     "CPLObjective",
     "ContrastivePromptLoss",
     "FilterFeatures",

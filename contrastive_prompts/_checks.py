@@ -190,3 +190,16 @@ def resolve_device(where: str, name: object, local_rank: int = 0) -> torch.devic
             f"{where}: expected an available device, got {name!r} (not available here: {reason})"
         ) from error
     return device
+
+
+REDUCTIONS = ("none", "mean", "sum")
+"""How a per-sample loss or metric is reduced over the batch, everywhere in the library."""
+
+
+def reduce_batch(values: Tensor, reduction: str) -> Tensor:
+    """``values`` (per sample) reduced as ``reduction`` (one of REDUCTIONS, already checked)."""
+    if reduction == "mean":
+        return values.mean()
+    if reduction == "sum":
+        return values.sum()
+    return values

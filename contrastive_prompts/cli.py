@@ -1,9 +1,9 @@
 """The ``contrastive-prompts`` command line (also ``python -m contrastive_prompts``).
 
-Subcommands: ``train`` (every :class:`~contrastive_prompts.train.TrainConfig` field is a flag; works
-under ``torchrun``), ``evaluate`` (per-degradation PSNR / SSIM), ``restore`` (images or folders in,
-restored images out, tiled; never over an existing file unless ``--overwrite``, never over an
-input), ``export`` (a checkpoint's weights as ``.safetensors``) and ``demo``.
+Subcommands: ``train`` (every :class:`~contrastive_prompts.config.TrainConfig` field is a
+flag; works under ``torchrun``), ``evaluate`` (per-degradation PSNR / SSIM), ``restore`` (images
+or folders in, restored images out, tiled; never over an existing file unless ``--overwrite``,
+never over an input), ``export`` (a checkpoint's weights as ``.safetensors``) and ``demo``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def _field_help(cls: type) -> dict[str, str]:
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     described = _field_help(TrainConfig)
@@ -91,7 +91,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from .checkpoints import read_checkpoint
-    from .train import RECIPES, TrainConfig, Trainer, TrainingDiverged
+    from .config import RECIPES, TrainConfig
+    from .train import Trainer, TrainingDiverged
 
     overrides: dict[str, Any] = {
         f.name: None if value is NONE_GIVEN else value
@@ -287,7 +288,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train import RECIPES
+    from .config import RECIPES
+    from .degradations import MIXES
 
     parser = argparse.ArgumentParser(
         prog="contrastive-prompts",
@@ -320,12 +322,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="per-degradation PSNR / SSIM table")
     add_model_flags(evaluate)
     evaluate.add_argument("--data", nargs="+", help="clean images or folders, degraded by --mix")
-    evaluate.add_argument("--mix", default="3task", choices=("3task", "5task"))
+    evaluate.add_argument("--mix", default="3task", choices=sorted(MIXES))
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the degradations")
     evaluate.add_argument("--benchmark", choices=BENCHMARKS, help="a paired benchmark layout")
     evaluate.add_argument("--root", help="the benchmark's folder")
     evaluate.add_argument("--sigma", type=float, default=25.0, help="noise level for cbsd68")
-    evaluate.add_argument("--pad-multiple", type=int, default=16)
+    evaluate.add_argument(
+        "--pad-multiple",
+        type=int,
+        default=1,
+        help="pad inputs to this multiple first (the reference model pads to 8 itself)",
+    )
     evaluate.add_argument("--y-channel", action="store_true", help="score the luma channel")
     evaluate.add_argument("--json", help="also write the table as JSON here")
     evaluate.set_defaults(run=_evaluate)

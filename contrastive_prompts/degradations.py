@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import kornia
 import torch
@@ -30,10 +31,11 @@ from contrastive_prompts._checks import (
     check_int_range,
     check_shape,
 )
+from contrastive_prompts._renamed import renamed_attribute
 
 __all__ = [
     "DEGRADATIONS",
-    "PRESETS",
+    "MIXES",
     "DegradationMix",
     "GaussianBlur",
     "GaussianNoise",
@@ -986,7 +988,7 @@ def _preset_5task() -> dict[str, nn.Module]:
     }
 
 
-PRESETS: dict[str, tuple[Callable[[], dict[str, nn.Module]], dict[str, str]]] = {
+MIXES: dict[str, tuple[Callable[[], dict[str, nn.Module]], dict[str, str]]] = {
     "3task": (
         _preset_3task,
         {"noise_15": "noise", "noise_25": "noise", "noise_50": "noise"}
@@ -1009,7 +1011,7 @@ def make_mix(
 ) -> DegradationMix:
     """Build a :class:`DegradationMix` from a preset name or a list of degradation names.
 
-    Presets (:data:`PRESETS`):
+    Presets (:data:`MIXES`):
 
     - ``"3task"``: tasks ``noise_15``, ``noise_25``, ``noise_50``, ``rain``, ``haze``. The three
       noise levels are three labels, as the PromptIR protocol trains them as three tasks, and one
@@ -1035,8 +1037,8 @@ def make_mix(
     """
     where = "make_mix"
     if isinstance(preset, str):
-        check_choice(where, "preset", preset, PRESETS)
-        build, kinds = PRESETS[preset]
+        check_choice(where, "preset", preset, MIXES)
+        build, kinds = MIXES[preset]
         return DegradationMix(build(), kinds=kinds, probs=probs, max_per_sample=max_per_sample)
     names = list(preset)
     for name in names:
@@ -1044,3 +1046,7 @@ def make_mix(
     return DegradationMix(
         {n: DEGRADATIONS[n]() for n in names}, probs=probs, max_per_sample=max_per_sample
     )
+
+
+def __getattr__(name: str) -> Any:
+    return renamed_attribute(__name__, name, {"PRESETS": "MIXES"}, globals())

@@ -140,7 +140,7 @@ def run_demo(
     Args:
         out_dir: where the grid, metrics and plots go (the run itself goes in ``out_dir/run``).
         steps: training steps (the recipe's 600 by default: a few minutes on a 2-core CPU).
-        **overrides: other :class:`~contrastive_prompts.train.TrainConfig` fields.
+        **overrides: other :class:`~contrastive_prompts.config.TrainConfig` fields.
 
     Returns:
         ``{what: path}`` of everything written.
@@ -153,7 +153,8 @@ def run_demo(
         >>> sorted(written)  # doctest: +SKIP
         ['checkpoint', 'expert use plot', 'grid', 'loss plot', 'metrics', 'validation plot']
     """
-    from .train import RECIPES, Trainer
+    from .config import RECIPES
+    from .train import Trainer
 
     out_dir = Path(out_dir)
     config = dataclasses.replace(RECIPES["demo"], out_dir=str(out_dir / "run"), **overrides)

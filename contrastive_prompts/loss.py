@@ -15,19 +15,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import (
+    REDUCTIONS,
     InputError,
     check_choice,
     check_floating,
     check_positive,
     check_same_shape,
     check_shape,
+    reduce_batch,
 )
 from .features import FilterFeatures
 
 __all__ = ["MODES", "REDUCTIONS", "ContrastivePromptLoss", "contrastive_prompt_loss"]
 
 MODES = ("infonce", "ratio", "subtractive")
-REDUCTIONS = ("none", "mean", "sum")
 
 _DEFAULT_FEATURES = FilterFeatures()
 
@@ -141,11 +142,7 @@ def contrastive_prompt_loss(
     else:  # subtractive
         per_sample = -(weights * distances[:, :, 1:]).sum(dim=(0, 2))
 
-    if reduction == "mean":
-        return per_sample.mean()
-    if reduction == "sum":
-        return per_sample.sum()
-    return per_sample
+    return reduce_batch(per_sample, reduction)
 
 
 class ContrastivePromptLoss(nn.Module):

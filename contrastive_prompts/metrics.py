@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from contrastive_prompts._checks import (
+from ._checks import (
+    REDUCTIONS,
     InputError,
     check_choice,
     check_floating,
@@ -28,7 +28,9 @@ from contrastive_prompts._checks import (
     check_positive,
     check_same_shape,
     check_shape,
+    reduce_batch,
 )
+from .padding import crop_to_multiple, pad_to_multiple
 
 __all__ = [
     "EvaluationResult",
@@ -41,7 +43,6 @@ __all__ = [
     "ssim",
 ]
 
-_REDUCTIONS = ("none", "mean", "sum")
 _SSIM_WIN = 7
 _SSIM_K1 = 0.01
 _SSIM_K2 = 0.03
@@ -65,20 +66,12 @@ def _work_dtype(x: Tensor) -> torch.dtype:
 
 def _check_options(where: str, x: Tensor, data_range: float, reduction: str) -> None:
     check_positive(where, "data_range", data_range)
-    check_choice(where, "reduction", reduction, _REDUCTIONS)
+    check_choice(where, "reduction", reduction, REDUCTIONS)
     if reduction == "mean" and x.shape[0] == 0:  # the mean of no image is undefined, not NaN
         raise InputError(
             f"{where}: expected at least one image for reduction='mean', got an empty batch "
             f"{tuple(x.shape)}"
         )
-
-
-def _reduce(values: Tensor, reduction: str) -> Tensor:
-    if reduction == "mean":
-        return values.mean()
-    if reduction == "sum":
-        return values.sum()
-    return values
 
 
 def _prepare(
@@ -145,69 +138,6 @@ def crop_border(x: Tensor, border: int) -> Tensor:
     return x[..., border : h - border, border : w - border] if border else x
 
 
-def pad_to_multiple(x: Tensor, multiple: int = 16, *, mode: str = "reflect") -> Tensor:
-    """Pad the bottom and right so that height and width are multiples of ``multiple``.
-
-    Crop back with ``out[..., :h, :w]``. ``"reflect"`` falls back to ``"replicate"`` along an axis
-    too short to reflect (a pad of at least its size).
-
-    Args:
-        x: images.
-        multiple: the size multiple (1 leaves the images as they are).
-        mode: ``"reflect"``, ``"replicate"`` or ``"constant"`` (zeros).
-
-    Shape:
-        - x: $(B, C, H, W)$.
-        - output: $(B, C, \\lceil H/m \\rceil m, \\lceil W/m \\rceil m)$.
-
-    Returns:
-        The padded images.
-
-    Example:
-        >>> pad_to_multiple(torch.rand(1, 3, 17, 30), 16).shape
-        torch.Size([1, 3, 32, 32])
-    """
-    where = "pad_to_multiple"
-    check_shape(where, "x", x, ("B", "C", "H", "W"))
-    check_int_range(where, "multiple", multiple, 1)
-    check_choice(where, "mode", mode, ("reflect", "replicate", "constant"))
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    # one axis at a time, so that only an axis too short to reflect falls back to replicate
-    if pw:
-        x = F.pad(x, (0, pw, 0, 0), mode="replicate" if mode == "reflect" and pw >= w else mode)
-    if ph:
-        x = F.pad(x, (0, 0, 0, ph), mode="replicate" if mode == "reflect" and ph >= h else mode)
-    return x
-
-
-def crop_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    """Crop the bottom and right so that height and width are multiples of ``multiple``.
-
-    Args:
-        x: images at least ``multiple`` pixels on each side.
-        multiple: the size multiple.
-
-    Shape:
-        - x: $(B, C, H, W)$.
-        - output: $(B, C, \\lfloor H/m \\rfloor m, \\lfloor W/m \\rfloor m)$.
-
-    Returns:
-        A view of the cropped images.
-
-    Example:
-        >>> crop_to_multiple(torch.rand(1, 3, 17, 30), 8).shape
-        torch.Size([1, 3, 16, 24])
-    """
-    where = "crop_to_multiple"
-    check_shape(where, "x", x, ("B", "C", "H", "W"))
-    check_int_range(where, "multiple", multiple, 1)
-    h, w = x.shape[-2:]
-    if h < multiple or w < multiple:
-        raise InputError(f"{where}: expected images of at least {multiple}x{multiple}, got {h}x{w}")
-    return x[..., : h - h % multiple, : w - w % multiple]
-
-
 def psnr(
     x: Tensor,
     y: Tensor,
@@ -256,7 +186,7 @@ def psnr(
     sq = (xd.to(dt) - yd.to(dt)).square()
     mse = sq.mean(dim=(1, 2, 3), dtype=_work_dtype(xd))
     values = 10 * torch.log10(data_range**2 / mse)
-    return _reduce(values, reduction).to(x.dtype)
+    return reduce_batch(values, reduction).to(x.dtype)
 
 
 def _box_mean(t: Tensor) -> Tensor:
@@ -339,7 +269,7 @@ def ssim(
         )
     b, c = xd.shape[:2]
     if b == 0:
-        return _reduce(x.new_zeros(0), reduction)
+        return reduce_batch(x.new_zeros(0), reduction)
     # chunks of about 2**20 pixels keep the intermediates in cache: several times faster than
     # one pass over a large batch, and a bounded memory
     # float32 keeps the error below 1e-6 (measured against float64 on real photos and on flat,
@@ -352,7 +282,7 @@ def ssim(
             for i in range(0, b, chunk)
         ]
     )
-    return _reduce(values, reduction).to(x.dtype)
+    return reduce_batch(values, reduction).to(x.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -460,14 +390,13 @@ def evaluate(
     names: Sequence[str] | Mapping[int, str] | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
-    pad_multiple: int = 16,
+    pad_multiple: int = 1,
     y_channel: bool = False,
     border: int = 0,
 ) -> EvaluationResult:
     """Run ``model`` over ``(degraded, clean, label)`` items and tabulate PSNR / SSIM per label.
 
-    Each input is padded (reflect) to a multiple of ``pad_multiple``, restored under
-    :func:`torch.no_grad`, cropped back and clamped to [0, 1]; PSNR and SSIM are computed per
+    Each input is restored under :func:`torch.no_grad` and clamped to [0, 1]; PSNR and SSIM are computed per
     image (:func:`psnr`, :func:`ssim`) and averaged per label. A :class:`torch.nn.Module` is put in
     eval mode for the run and restored afterwards.
 
@@ -480,7 +409,9 @@ def evaluate(
             ``data.names`` when the dataset has it, else the label numbers.
         device: where to run; by default the device of the model's first parameter, else CPU.
         dtype: the dtype of the inputs; by default the model's parameter dtype, else the data's.
-        pad_multiple: size multiple the model needs (1 disables padding).
+        pad_multiple: pad each input (reflect) to a multiple of this and crop the output back,
+            for a network that needs a size multiple and does not pad itself. The default 1
+            leaves inputs as they are: ``SparsePromptIR`` pads to 8 itself.
         y_channel: score the BT.601 luma of RGB images.
         border: pixels to crop from each side before scoring.
 

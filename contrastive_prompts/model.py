@@ -26,11 +26,12 @@ from ._checks import (
     check_shape_any,
     check_spatial,
 )
-from .metrics import pad_to_multiple
+from ._renamed import renamed_attribute
+from .padding import pad_to_multiple
 from .prompt import PromptFusion, Routing, SparsePrompt
 from .restormer import TransformerBlock, downsample, upsample
 
-__all__ = ["PRESETS", "ModelConfig", "SparsePromptIR"]
+__all__ = ["MODEL_PRESETS", "ModelConfig", "SparsePromptIR"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class ModelConfig:
 
     Example:
         >>> from dataclasses import replace
-        >>> dense = replace(PRESETS["tiny"], top_k=5)  # PromptIR's dense prompts
+        >>> dense = replace(MODEL_PRESETS["tiny"], top_k=5)  # PromptIR's dense prompts
         >>> SparsePromptIR("tiny", top_k=5).config == dense
         True
     """
@@ -73,7 +74,7 @@ class ModelConfig:
     use_prompts: bool = True
 
 
-PRESETS: dict[str, ModelConfig] = {
+MODEL_PRESETS: dict[str, ModelConfig] = {
     # The paper's size (PromptIR's architecture).
     "base": ModelConfig(),
     # Small enough to train on a CPU with 64x64 crops.
@@ -128,10 +129,10 @@ class SparsePromptIR(nn.Module):
 
     def __init__(self, preset: str = "base", **overrides: Any) -> None:
         super().__init__()
-        if preset not in PRESETS:
+        if preset not in MODEL_PRESETS:
             raise InputError(
-                f"SparsePromptIR: expected preset to be one of {', '.join(map(repr, PRESETS))}, "
-                f"got {preset!r}"
+                "SparsePromptIR: expected preset to be one of "
+                f"{', '.join(map(repr, MODEL_PRESETS))}, got {preset!r}"
             )
         fields = set(ModelConfig.__dataclass_fields__)
         unknown = sorted(set(overrides) - fields)
@@ -140,7 +141,7 @@ class SparsePromptIR(nn.Module):
                 f"SparsePromptIR: expected overrides among {', '.join(sorted(fields))}, "
                 f"got {unknown}"
             )
-        config = ModelConfig(**{**asdict(PRESETS[preset]), **overrides})
+        config = ModelConfig(**{**asdict(MODEL_PRESETS[preset]), **overrides})
         self._validate(config)
         self.config = config
         c, nb, h, f = config.dim, config.num_blocks, config.heads, config.ffn_expansion_factor
@@ -467,3 +468,7 @@ def tiled(model: nn.Module, image: Tensor, *, tile: int, overlap: int = 32) -> T
 def parameter_count(model: nn.Module) -> int:
     """Number of parameters of ``model``."""
     return sum(p.numel() for p in model.parameters())
+
+
+def __getattr__(name: str) -> Any:
+    return renamed_attribute(__name__, name, {"PRESETS": "MODEL_PRESETS"}, globals())

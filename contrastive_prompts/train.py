@@ -10,7 +10,6 @@ DistributedDataParallel (NCCL on GPUs, gloo on CPUs); rank 0 alone writes.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import json
 import math
@@ -20,10 +19,8 @@ import signal
 import sys
 import threading
 import time
-import types
-import typing
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -34,7 +31,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ._checks import InputError, check_choice, check_int_range, check_positive, resolve_device
+from ._checks import InputError, resolve_device
 from .checkpoints import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -43,6 +40,7 @@ from .checkpoints import (
     load_checkpoint_model,
     read_checkpoint,
 )
+from .config import _FP16_ON_CPU, RECIPES, RUN_FIELDS, TrainConfig
 from .data import (
     SyntheticDataset,
     degraded_copies,
@@ -52,9 +50,9 @@ from .data import (
 )
 from .degradations import make_mix
 from .features import FilterFeatures, PixelFeatures, VGG16Features
-from .loss import MODES, ContrastivePromptLoss
+from .loss import ContrastivePromptLoss
 from .metrics import EvaluationResult, evaluate
-from .model import PRESETS, SparsePromptIR
+from .model import SparsePromptIR
 from .objective import CPLObjective, ObjectiveOutput
 from .prompt import prompt_layers
 
@@ -67,262 +65,6 @@ __all__ = [
     "load_checkpoint_model",
     "read_checkpoint",
 ]
-
-PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-# Options that shape the optimisation and the data stream: a resumed run must keep them to carry
-# on exactly. The rest (steps, logging, validation, output, workers, device) may change.
-RUN_FIELDS = (
-    "preset", "top_k", "use_prompts", "data", "mix", "crop", "batch_size", "cpr_weight",
-    "num_negatives", "cpr_mode", "cpr_features", "temperature", "balance_weight", "use_labels",
-    "chunk_size", "lr", "betas", "weight_decay", "warmup_steps", "min_lr", "grad_clip",
-    "ema_decay", "precision", "seed",
-)  # fmt: skip
-
-
-@dataclass
-class TrainConfig:
-    """Every option of a training run; a recipe is a named instance.
-
-    Attributes:
-        preset: model size (:data:`~contrastive_prompts.PRESETS`).
-        top_k: experts per prompt (1 for CPL, 5 for PromptIR's dense prompts).
-        use_prompts: ``False`` trains the same network without prompts.
-        init_promptir: an official PromptIR checkpoint to start from (``base`` preset only):
-            CPL fine-tuning, as the paper's models relate to PromptIR.
-        data: folders or files of clean images, degraded on the fly; empty for the photos that
-            ship with scikit-image (training split).
-        val_data: folders or files of clean held-out images, scored under every degradation of
-            the mix; by default the held-out scikit-image photos when ``data`` is empty, and no
-            validation otherwise.
-        mix: degradation mix, ``"3task"`` or ``"5task"``.
-        crop: side of the random training crops.
-        batch_size: images per step and process.
-        workers: DataLoader worker processes.
-        cpr_weight: lambda of the contrastive term (0 trains with L1 alone).
-        num_negatives: negatives per image.
-        cpr_mode: ``"subtractive"``, ``"infonce"`` or ``"ratio"``.
-        cpr_features: ``"filters"``, ``"pixels"`` or ``"vgg16:<weights file>"``.
-        temperature: InfoNCE temperature.
-        balance_weight: weight of the expert-balance loss.
-        use_labels: give degradation labels to the negatives (other degradations' experts first).
-        chunk_size: rows per decoder pass for the negatives. ``None`` picks what measured faster:
-            all ``batch_size * num_negatives`` rows at once on a GPU, ``batch_size`` rows (one
-            pass per negative) on a CPU.
-        steps: optimisation steps.
-        lr: peak learning rate.
-        betas: AdamW betas.
-        weight_decay: AdamW weight decay.
-        warmup_steps: linear warm-up steps before the cosine decay.
-        min_lr: learning rate at the end of the cosine.
-        grad_clip: maximum gradient norm (``None`` or 0 disables clipping).
-        ema_decay: decay of the EMA weights used for validation and saved for inference.
-        precision: ``"fp32"``, ``"bf16"`` (CPU or GPU) or ``"fp16"`` (GPU, with loss scaling).
-        seed: seeds the model, the data stream and the negatives.
-        val_every: validate every this many steps (and at the end); 0 only at the end.
-        val_crop: centre crop of the held-out images for validation (``None``: whole images).
-        log_every: log and refresh the progress line every this many steps.
-        save_every: write a checkpoint every this many steps (and at the end).
-        out_dir: where logs, plots and checkpoints go.
-        device: ``"auto"`` (the process's GPU if any, else CPU), ``"cpu"``, ``"cuda"``...
-
-    Example:
-        >>> config = dataclasses.replace(RECIPES["demo"], steps=50, batch_size=2)
-        >>> config.preset, config.steps
-        ('tiny', 50)
-        >>> TrainConfig(batch_size=0).validate()  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-            ...
-        contrastive_prompts._checks.InputError: TrainConfig: expected batch_size to be ..., got 0
-    """
-
-    preset: str = "tiny"
-    top_k: int = 1
-    use_prompts: bool = True
-    init_promptir: str | None = None
-    data: list[str] = field(default_factory=list)
-    val_data: list[str] = field(default_factory=list)
-    mix: str = "3task"
-    crop: int = 64
-    batch_size: int = 4
-    workers: int = 0
-    cpr_weight: float = 0.01
-    num_negatives: int = 2
-    cpr_mode: str = "subtractive"
-    cpr_features: str = "filters"
-    temperature: float = 0.1
-    balance_weight: float = 0.0
-    use_labels: bool = False
-    chunk_size: int | None = None
-    steps: int = 1000
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    min_lr: float = 1e-6
-    grad_clip: float | None = 1.0
-    ema_decay: float = 0.999
-    precision: str = "fp32"
-    seed: int = 0
-    val_every: int = 0
-    val_crop: int | None = 128
-    log_every: int = 10
-    save_every: int = 500
-    out_dir: str = "runs/cpl"
-    device: str = "auto"
-
-    def validate(self) -> None:
-        """Check every option's type and range; raises InputError naming the first bad one.
-
-        Numbers must be finite: an infinite or NaN learning rate or weight would only make the
-        run diverge later.
-        """
-        where = "TrainConfig"
-        _check_field_types(self)
-        check_choice(where, "preset", self.preset, PRESETS)
-        check_choice(where, "mix", self.mix, ("3task", "5task"))
-        check_choice(where, "cpr_mode", self.cpr_mode, MODES)
-        check_choice(where, "precision", self.precision, PRECISIONS)
-        if not (
-            self.cpr_features in ("filters", "pixels") or self.cpr_features.startswith("vgg16:")
-        ):
-            raise InputError(
-                f"{where}: expected cpr_features 'filters', 'pixels' or 'vgg16:<weights file>', "
-                f"got {self.cpr_features!r}"
-            )
-        for name in ("crop", "batch_size", "steps", "num_negatives", "log_every", "save_every"):
-            check_int_range(where, name, getattr(self, name), 1)
-        for name in ("workers", "warmup_steps", "val_every", "seed"):
-            check_int_range(where, name, getattr(self, name), 0)
-        check_int_range(where, "top_k", self.top_k, 1)
-        check_positive(where, "lr", self.lr)
-        check_positive(where, "temperature", self.temperature)
-        for name in ("cpr_weight", "balance_weight", "weight_decay"):
-            check_positive(where, name, getattr(self, name), allow_zero=True)
-        if self.init_promptir is not None and (self.preset != "base" or not self.use_prompts):
-            raise InputError(
-                f"{where}: expected preset='base' with prompts for init_promptir, "
-                f"got preset={self.preset!r}, use_prompts={self.use_prompts}"
-            )
-        if not 0 <= self.ema_decay < 1:
-            raise InputError(f"{where}: expected ema_decay in [0, 1), got {self.ema_decay}")
-        if not all(0 <= b < 1 for b in self.betas):
-            raise InputError(f"{where}: expected betas of two numbers in [0, 1), got {self.betas}")
-        if not 0 <= self.min_lr <= self.lr:
-            raise InputError(f"{where}: expected min_lr in [0, lr={self.lr}], got {self.min_lr}")
-        if self.grad_clip is not None:
-            check_positive(where, "grad_clip", self.grad_clip, allow_zero=True)
-        for name in ("val_crop", "chunk_size"):
-            if getattr(self, name) is not None:
-                check_int_range(where, name, getattr(self, name), 1)
-        if self.precision == "fp16" and self.device == "cpu":
-            raise InputError(f"{where}: {_FP16_ON_CPU}")
-
-    @classmethod
-    def from_dict(cls, values: object) -> TrainConfig:
-        """A configuration from a mapping of field values (a JSON object), checked.
-
-        Raises:
-            InputError: ``values`` is not a mapping, names unknown fields, or holds a value of
-                the wrong type or range.
-        """
-        if not isinstance(values, dict):
-            raise InputError(
-                f"TrainConfig: expected a mapping of field names to values, "
-                f"got {type(values).__name__}"
-            )
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InputError(f"TrainConfig: expected fields among {sorted(known)}, got {unknown}")
-        values = dict(values)
-        if isinstance(values.get("betas"), list):
-            values["betas"] = tuple(values["betas"])
-        config = cls(**values)
-        config.validate()
-        return config
-
-
-_FP16_ON_CPU = (
-    "expected precision 'fp32' or 'bf16' on a CPU, got 'fp16': float16 autocast on a CPU is "
-    "many times slower than float32 (a depthwise convolution took 60 times as long), and its "
-    "loss scaling is meant for GPUs"
-)
-
-
-def _type_ok(value: object, hint: Any) -> bool:
-    """Whether ``value`` fits a TrainConfig annotation (bool is no number, int is a float)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in args)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        )
-    if hint is str:
-        return isinstance(value, str)
-    if origin is list:
-        return isinstance(value, list) and all(_type_ok(v, args[0]) for v in value)
-    if origin is tuple:
-        return (
-            isinstance(value, tuple)
-            and len(value) == len(args)
-            and all(_type_ok(v, a) for v, a in zip(value, args, strict=True))
-        )
-    return True
-
-
-_TYPE_NAMES = {
-    bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
-    type(None): "none",
-}  # fmt: skip
-
-
-def _describe(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if origin is list:
-        return f"a list of {_describe(args[0]).removeprefix('a ')}s"
-    if origin is tuple:
-        return f"{len(args)} numbers"
-    return _TYPE_NAMES.get(hint, str(hint))
-
-
-def _check_field_types(config: TrainConfig) -> None:
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        value = getattr(config, f.name)
-        if not _type_ok(value, hints[f.name]):
-            raise InputError(
-                f"TrainConfig: expected {f.name} to be {_describe(hints[f.name])}, got {value!r}"
-            )
-
-
-RECIPES: dict[str, TrainConfig] = {
-    # The demo: a few minutes on a 2-core CPU, on the photos that ship with scikit-image.
-    "demo": TrainConfig(
-        preset="tiny", crop=64, batch_size=4, steps=600, lr=1e-3, warmup_steps=30,
-        ema_decay=0.99, num_negatives=2, val_every=200, save_every=200,
-        out_dir="results/demo/run",
-    ),
-    # The papers' recipe (METHOD.md section 4): PromptIR's architecture, 128x128 crops, batch 8
-    # per GPU, AdamW lr 2e-4 with betas (0.9, 0.9) as CPL's released config, EMA 0.999, warm-up
-    # for 1/8 of training (PromptIR: 15 of 120 epochs), cosine decay, 4 negatives.
-    "paper": TrainConfig(
-        preset="base", crop=128, batch_size=8, steps=300_000, lr=2e-4, betas=(0.9, 0.9),
-        warmup_steps=37_500, min_lr=1e-6, ema_decay=0.999, num_negatives=4, workers=8,
-        val_every=10_000, save_every=5_000, val_crop=None, out_dir="runs/paper",
-    ),
-}  # fmt: skip
-
 
 # -- distributed helpers -----------------------------------------------------------------------
 

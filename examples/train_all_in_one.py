@@ -16,9 +16,10 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from contrastive_prompts.config import RECIPES
 from contrastive_prompts.data import read_image, sample_split
 from contrastive_prompts.demo import write_report
-from contrastive_prompts.train import RECIPES, Trainer
+from contrastive_prompts.train import Trainer
 
 
 def main() -> None:

@@ -75,7 +75,8 @@ def test_cpl_step_under_autocast_is_finite(dtype):
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_trainer_on_cuda(tmp_path, precision):
-    from contrastive_prompts.train import TrainConfig, Trainer
+    from contrastive_prompts.config import TrainConfig
+    from contrastive_prompts.train import Trainer
 
     config = TrainConfig(steps=3, batch_size=2, crop=32, val_crop=64, precision=precision,
                          device="cuda", out_dir=str(tmp_path))  # fmt: skip
@@ -94,7 +95,8 @@ def test_nccl_process_group_and_ddp_step(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")
     monkeypatch.setenv("LOCAL_RANK", "0")
-    from contrastive_prompts.train import TrainConfig, Trainer
+    from contrastive_prompts.config import TrainConfig
+    from contrastive_prompts.train import Trainer
 
     dist.init_process_group("nccl", rank=0, world_size=1)
     try:

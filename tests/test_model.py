@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contrastive_prompts import (
-    PRESETS,
+    MODEL_PRESETS,
     CPLObjective,
     InputError,
     SparsePromptIR,
@@ -304,7 +304,7 @@ def test_bad_arguments(tiny):
 
 
 def test_presets_are_named_argument_sets():
-    assert SparsePromptIR("small").config == PRESETS["small"]
+    assert SparsePromptIR("small").config == MODEL_PRESETS["small"]
     assert SparsePromptIR("tiny", dim=8).config.dim == 8
 
 

@@ -310,8 +310,9 @@ def test_add_prompts_bad_requests():
 
 
 def own_trainer(out_dir, steps=4, **options):
+    from contrastive_prompts.config import TrainConfig
     from contrastive_prompts.data import SyntheticDataset, degraded_copies
-    from contrastive_prompts.train import TrainConfig, Trainer
+    from contrastive_prompts.train import Trainer
 
     torch.manual_seed(0)
     model = add_prompts(PlainUNet(), {"decoder.1": {"dim": 8, "prompt_size": 4}})
@@ -326,8 +327,11 @@ def own_trainer(out_dir, steps=4, **options):
 
 
 def test_trainer_trains_resumes_and_validates_a_network_of_ones_own(tmp_path, monkeypatch):
-    from contrastive_prompts.checkpoints import CheckpointError, load_checkpoint_model
-    from contrastive_prompts.train import read_checkpoint
+    from contrastive_prompts.checkpoints import (
+        CheckpointError,
+        load_checkpoint_model,
+        read_checkpoint,
+    )
 
     straight = own_trainer(tmp_path / "a")
     history = straight.fit()
@@ -367,7 +371,8 @@ def test_trainer_trains_resumes_and_validates_a_network_of_ones_own(tmp_path, mo
 
 
 def test_trainer_refuses_what_cannot_work_with_ones_own_network(tmp_path):
-    from contrastive_prompts.train import TrainConfig, Trainer
+    from contrastive_prompts.config import TrainConfig
+    from contrastive_prompts.train import Trainer
 
     config = TrainConfig(out_dir=str(tmp_path))
     with pytest.raises(InputError, match="expected cpr_weight=0 for a model without negatives"):

@@ -21,8 +21,9 @@ from contrastive_prompts.checkpoints import (
     safe_load,
 )
 from contrastive_prompts.cli import main
+from contrastive_prompts.config import TrainConfig
 from contrastive_prompts.data import SyntheticDataset, read_image, write_image
-from contrastive_prompts.train import TrainConfig, Trainer, TrainingDiverged
+from contrastive_prompts.train import Trainer, TrainingDiverged
 
 from .test_model import random_promptir_state_dict
 

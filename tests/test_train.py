@@ -9,15 +9,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from contrastive_prompts import CPLObjective, InputError, SparsePromptIR
-from contrastive_prompts.train import (
-    RECIPES,
-    CheckpointError,
-    StepBatchSampler,
-    TrainConfig,
-    Trainer,
-    load_checkpoint_model,
-    warmup_cosine,
-)
+from contrastive_prompts.checkpoints import CheckpointError, load_checkpoint_model
+from contrastive_prompts.config import RECIPES, TrainConfig
+from contrastive_prompts.train import StepBatchSampler, Trainer, warmup_cosine
 
 
 def images(n: int = 3, size: int = 40) -> list[torch.Tensor]:

@@ -5,7 +5,8 @@ from torch import nn
 
 from contrastive_prompts import add_prompts
 from contrastive_prompts.data import SyntheticDataset
-from contrastive_prompts.train import TrainConfig, Trainer
+from contrastive_prompts.config import TrainConfig
+from contrastive_prompts.train import Trainer
 
 model = add_prompts(
     nn.Sequential(
