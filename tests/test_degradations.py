@@ -65,7 +65,44 @@ def test_module_equals_function(name):
     module, fn = MODULES[name]
     x = torch.rand(2, 3, 24, 24, generator=gen(0))
     assert torch.equal(module(x, gen(5)), fn(x, gen(5)))
-    assert name.split("_")[0] in repr(module).lower() or "=" in repr(module)
+
+
+REPRS = [
+    (
+        D.GaussianNoise(7, clip=False, quantize=True),
+        "GaussianNoise(sigma=(7.0, 7.0), clip=False, quantize=True)",
+    ),
+    (
+        D.Haze((0.1, 0.3), airlight=0.7, depth_range=(2.0, 5.0)),
+        "Haze(beta=(0.1, 0.3), airlight=(0.7, 0.7), depth_range=(2.0, 5.0))",
+    ),
+    (
+        D.RainStreaks(
+            density=0.01,
+            length=(12.0, 14.0),
+            angle=5.0,
+            width=0.4,
+            brightness=0.9,
+            alpha=(0.2, 0.3),
+        ),
+        "RainStreaks(density=(0.01, 0.01), length=(12.0, 14.0), angle=(5.0, 5.0), "
+        "width=(0.4, 0.4), brightness=(0.9, 0.9), alpha=(0.2, 0.3))",
+    ),
+    (D.GaussianBlur(1.5), "GaussianBlur(sigma=(1.5, 1.5))"),
+    (D.MotionBlur(9.0, angle=(10.0, 20.0)), "MotionBlur(length=(9.0, 9.0), angle=(10.0, 20.0))"),
+    (
+        D.LowLight(gamma=2.0, gain=(0.4, 0.5), photons=100.0, read_sigma=(2.0, 3.0)),
+        "LowLight(gamma=(2.0, 2.0), gain=(0.4, 0.5), photons=(100.0, 100.0), "
+        "read_sigma=(2.0, 3.0))",
+    ),
+    (D.JpegCompression(quality=(20, 30)), "JpegCompression(quality=(20.0, 30.0))"),
+]
+
+
+@pytest.mark.parametrize(("module", "expected"), REPRS, ids=[e.split("(")[0] for _, e in REPRS])
+def test_repr_shows_the_parameters(module, expected):
+    # non-default values, ranges as the (low, high) floats the module stores and draws from
+    assert repr(module) == expected
 
 
 def test_per_sample_parameters_differ():

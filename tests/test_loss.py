@@ -7,12 +7,15 @@ from hypothesis import strategies as st
 
 from contrastive_prompts import (
     ContrastivePromptLoss,
+    CPLObjective,
     FilterFeatures,
     InputError,
     PixelFeatures,
     contrastive_prompt_loss,
 )
 from contrastive_prompts.loss import MODES
+
+from .networks import PromptedUNet
 
 
 def triple(seed: int, batch: int = 2, m: int = 3, size: int = 12, dtype=torch.float32):
@@ -179,11 +182,39 @@ def test_compile_eager_matches():
     torch.testing.assert_close(torch.compile(module, backend="eager")(a, y, n), module(a, y, n))
 
 
-def test_no_gradient_flows_into_negatives_unless_asked():
+class _RecordingLoss(ContrastivePromptLoss):
+    """The default loss, keeping what CPLObjective hands it (and the anchor's gradient)."""
+
+    def forward(self, anchor, positive, negatives):
+        anchor.retain_grad()
+        self.seen = anchor, negatives
+        return super().forward(anchor, positive, negatives)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_gradient_flows_into_negatives_unless_asked(mode):
+    # By default (CPLObjective) the negatives are made from the model's parameters, which all
+    # require grad, yet they reach the loss with no graph: the gradient goes to the output only.
+    torch.manual_seed(0)
+    model = PromptedUNet()
+    recorder = _RecordingLoss(mode=mode)
+    g = torch.Generator().manual_seed(6)
+    degraded, clean = torch.rand(2, 3, 16, 16, generator=g), torch.rand(2, 3, 16, 16, generator=g)
+    objective = CPLObjective(weight=1.0, num_negatives=2, loss=recorder)
+    objective(model, degraded, clean, generator=g).cpr.backward()
+    output, negatives = recorder.seen
+    assert all(p.requires_grad for p in model.parameters())
+    assert not negatives.requires_grad and negatives.grad_fn is None and negatives.grad is None
+    assert output.grad is not None and output.grad.abs().sum() > 0
+    assert model.out.weight.grad.abs().sum() > 0  # the model learns through the output
+
+    # Asked: negatives that require grad get the loss's gradient (the loss never detaches them).
     a, y, n = triple(6)
     a.requires_grad_(True)
-    contrastive_prompt_loss(a, y, n).backward()
-    assert a.grad is not None and n.grad is None
+    n.requires_grad_(True)
+    contrastive_prompt_loss(a, y, n, mode=mode).backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0
+    assert n.grad is not None and n.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize(
