@@ -9,7 +9,7 @@ mismatched prompts.
 from typing import Any
 
 from . import data, degradations, metrics
-from ._checks import InputError
+from ._checks import InputError, InputTypeError
 from ._renamed import renamed_attribute
 from .features import FilterFeatures, PixelFeatures, VGG16Features
 from .loss import ContrastivePromptLoss, contrastive_prompt_loss
@@ -47,6 +47,7 @@ __all__ = [
     "ContrastivePromptLoss",
     "FilterFeatures",
     "InputError",
+    "InputTypeError",
     "ModelConfig",
     "ModelOutput",
     "ObjectiveOutput",

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["InputError"]
+__all__ = ["InputError", "InputTypeError"]
 
 
 class InputError(ValueError):
@@ -33,6 +33,24 @@ class InputError(ValueError):
     """
 
 
+class InputTypeError(InputError, TypeError):
+    """An argument is not of the expected type: a list where a tensor is expected, say.
+
+    Both an [InputError][contrastive_prompts.InputError] (so ``except InputError`` and
+    ``except ValueError`` catch it, as before) and a :class:`TypeError`, as Python's own type
+    errors are.
+
+    Example:
+        >>> from contrastive_prompts import SparsePrompt
+        >>> layer = SparsePrompt(dim=4, prompt_dim=2, prompt_size=2)
+        >>> try:
+        ...     layer([[0.5]])
+        ... except TypeError as error:
+        ...     print(error)
+        SparsePrompt: expected x to be a torch.Tensor, got list
+    """
+
+
 def _fmt(shape: Sequence[object]) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ")"
 
@@ -44,7 +62,9 @@ def check_shape(where: str, name: str, x: object, expected: Sequence[int | str])
     name the axis in the message.
     """
     if not isinstance(x, Tensor):
-        raise InputError(f"{where}: expected {name} to be a torch.Tensor, got {type(x).__name__}")
+        raise InputTypeError(
+            f"{where}: expected {name} to be a torch.Tensor, got {type(x).__name__}"
+        )
     if x.ndim != len(expected) or any(
         isinstance(e, int) and s != e for s, e in zip(x.shape, expected, strict=False)
     ):
@@ -59,7 +79,9 @@ def check_shape_any(where: str, name: str, x: object, *expected: Sequence[int | 
     Each entry of ``expected`` is read as in ``check_shape``; the message lists them all.
     """
     if not isinstance(x, Tensor):
-        raise InputError(f"{where}: expected {name} to be a torch.Tensor, got {type(x).__name__}")
+        raise InputTypeError(
+            f"{where}: expected {name} to be a torch.Tensor, got {type(x).__name__}"
+        )
     for shape in expected:
         if x.ndim == len(shape) and all(
             not isinstance(e, int) or s == e for s, e in zip(x.shape, shape, strict=True)

@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._checks import InputError, check_choice, check_int_range, check_positive
+from ._checks import InputError, InputTypeError, check_choice, check_int_range, check_positive
 from .degradations import MIXES
 from .loss import MODES
 from .model import MODEL_PRESETS
@@ -181,7 +181,7 @@ class TrainConfig:
                 the wrong type or range.
         """
         if not isinstance(values, dict):
-            raise InputError(
+            raise InputTypeError(
                 f"TrainConfig: expected a mapping of field names to values, "
                 f"got {type(values).__name__}"
             )
@@ -254,7 +254,7 @@ def _check_field_types(config: TrainConfig) -> None:
     for f in dataclasses.fields(TrainConfig):
         value = getattr(config, f.name)
         if not _type_ok(value, hints[f.name]):
-            raise InputError(
+            raise InputTypeError(
                 f"TrainConfig: expected {f.name} to be {_describe(hints[f.name])}, got {value!r}"
             )
 

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from contrastive_prompts._checks import (
     InputError,
+    InputTypeError,
     check_choice,
     check_floating,
     check_int_range,
@@ -918,7 +919,7 @@ class DegradationMix(nn.Module):
         _check_image(where, x)
         n = len(self.names)
         if not isinstance(labels, Tensor):
-            raise InputError(
+            raise InputTypeError(
                 f"{where}: expected labels to be a torch.Tensor, got {type(labels).__name__}"
             )
         if labels.ndim == 1:

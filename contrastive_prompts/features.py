@@ -180,6 +180,9 @@ class VGG16Features(nn.Module):
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), False)
 
+    def extra_repr(self) -> str:
+        return f"layers={self.layers}, layer_weights={self.layer_weights}"
+
     def _load(self, weights: str | os.PathLike[str] | Mapping[str, Tensor]) -> None:
         if not isinstance(weights, Mapping):
             path = os.fspath(weights)

@@ -22,6 +22,7 @@ from torch import Tensor
 from ._checks import (
     REDUCTIONS,
     InputError,
+    InputTypeError,
     check_choice,
     check_floating,
     check_int_range,
@@ -370,7 +371,11 @@ def _batches(data: object) -> Iterable[tuple[Tensor, Tensor, Tensor]]:
 
 
 def _names_of(data: object) -> dict[int, str] | None:
-    """Label names from ``data.names``, a loader's dataset or the parts of a ConcatDataset."""
+    """``{label: name}`` from ``data.names``, a loader's dataset or the parts of a ConcatDataset.
+
+    The datasets of :mod:`contrastive_prompts.data` all hold a ``{label: name}`` dict; a sequence
+    indexed by label (a dataset of your own) is read as one.
+    """
     names = getattr(data, "names", None)
     if names is not None:
         return dict(names) if isinstance(names, Mapping) else dict(enumerate(names))
@@ -396,9 +401,9 @@ def evaluate(
 ) -> EvaluationResult:
     """Run ``model`` over ``(degraded, clean, label)`` items and tabulate PSNR / SSIM per label.
 
-    Each input is restored under :func:`torch.no_grad` and clamped to [0, 1]; PSNR and SSIM are computed per
-    image (:func:`psnr`, :func:`ssim`) and averaged per label. A :class:`torch.nn.Module` is put in
-    eval mode for the run and restored afterwards.
+    Each input is restored under :func:`torch.no_grad` and clamped to [0, 1]; PSNR and SSIM
+    are computed per image (:func:`psnr`, :func:`ssim`) and averaged per label. A
+    :class:`torch.nn.Module` is put in eval mode for the run and restored afterwards.
 
     Args:
         model: any callable ``model(x) -> y`` on ``(B, C, H, W)`` batches.
@@ -430,7 +435,7 @@ def evaluate(
     """
     where = "evaluate"
     if not callable(model):
-        raise InputError(f"{where}: expected model to be callable, got {type(model).__name__}")
+        raise InputTypeError(f"{where}: expected model to be callable, got {type(model).__name__}")
     check_int_range(where, "pad_multiple", pad_multiple, 1)
     if names is None:
         names = _names_of(data)

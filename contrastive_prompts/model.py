@@ -95,8 +95,13 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
 }
 
 
-def _level(dim: int, blocks: int, heads: int, ffn: float) -> nn.Sequential:
-    return nn.Sequential(*(TransformerBlock(dim, heads, ffn) for _ in range(blocks)))
+def _level(dim: int, blocks: int, heads: int, ffn: float, **factory: Any) -> nn.Sequential:
+    return nn.Sequential(
+        *(
+            TransformerBlock(dim, num_heads=heads, ffn_expansion_factor=ffn, **factory)
+            for _ in range(blocks)
+        )
+    )
 
 
 class SparsePromptIR(nn.Module):
@@ -109,6 +114,10 @@ class SparsePromptIR(nn.Module):
 
     Args:
         preset: ``"base"`` (the paper's size, 35,376,967 parameters), ``"small"`` or ``"tiny"``.
+        device: where to allocate the parameters; ``"meta"`` builds the network without
+            allocating it (to count parameters, or to load weights into with
+            ``load_state_dict(..., assign=True)``).
+        dtype: dtype of the parameters.
         **overrides: any :class:`ModelConfig` field, e.g. ``top_k=5`` for PromptIR's dense prompts.
 
     Shape:
@@ -127,7 +136,14 @@ class SparsePromptIR(nn.Module):
         torch.Size([1, 3, 21, 30])
     """
 
-    def __init__(self, preset: str = "base", **overrides: Any) -> None:
+    def __init__(
+        self,
+        preset: str = "base",
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        **overrides: Any,
+    ) -> None:
         super().__init__()
         if preset not in MODEL_PRESETS:
             raise InputError(
@@ -145,15 +161,16 @@ class SparsePromptIR(nn.Module):
         self._validate(config)
         self.config = config
         c, nb, h, f = config.dim, config.num_blocks, config.heads, config.ffn_expansion_factor
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
 
-        self.patch_embed = nn.Conv2d(3, c, 3, padding=1, bias=False)
-        self.encoder_level1 = _level(c, nb[0], h[0], f)
-        self.down1_2 = downsample(c)
-        self.encoder_level2 = _level(c * 2, nb[1], h[1], f)
-        self.down2_3 = downsample(c * 2)
-        self.encoder_level3 = _level(c * 4, nb[2], h[2], f)
-        self.down3_4 = downsample(c * 4)
-        self.latent = _level(c * 8, nb[3], h[3], f)
+        self.patch_embed = nn.Conv2d(3, c, 3, padding=1, bias=False, **factory)
+        self.encoder_level1 = _level(c, nb[0], h[0], f, **factory)
+        self.down1_2 = downsample(c, **factory)
+        self.encoder_level2 = _level(c * 2, nb[1], h[1], f, **factory)
+        self.down2_3 = downsample(c * 2, **factory)
+        self.encoder_level3 = _level(c * 4, nb[2], h[2], f, **factory)
+        self.down3_4 = downsample(c * 4, **factory)
+        self.latent = _level(c * 8, nb[3], h[3], f, **factory)
 
         # prompt stages: (input channels, prompt) at the latent, decoder level 3, decoder level 2
         dims, sizes = config.prompt_dims, config.prompt_sizes
@@ -164,8 +181,13 @@ class SparsePromptIR(nn.Module):
                 self.add_module(
                     f"fusion{i + 1}",
                     nn.Sequential(
-                        TransformerBlock(stage_dims[i], config.prompt_heads, f),
-                        nn.Conv2d(stage_dims[i], out_dims[i], 1, bias=False),
+                        TransformerBlock(
+                            stage_dims[i],
+                            num_heads=config.prompt_heads,
+                            ffn_expansion_factor=f,
+                            **factory,
+                        ),
+                        nn.Conv2d(stage_dims[i], out_dims[i], 1, bias=False, **factory),
                     ),
                 )
                 continue
@@ -177,6 +199,7 @@ class SparsePromptIR(nn.Module):
                     num_prompts=config.num_prompts,
                     prompt_size=sizes[i],
                     top_k=config.top_k,
+                    **factory,
                 ),
             )
             self.add_module(
@@ -187,19 +210,20 @@ class SparsePromptIR(nn.Module):
                     out_dim=out_dims[i],
                     num_heads=config.prompt_heads,
                     ffn_expansion_factor=f,
+                    **factory,
                 ),
             )
 
-        self.up4_3 = upsample(c * 4)
-        self.reduce_chan_level3 = nn.Conv2d(c * 6, c * 4, 1, bias=False)
-        self.decoder_level3 = _level(c * 4, nb[2], h[2], f)
-        self.up3_2 = upsample(c * 4)
-        self.reduce_chan_level2 = nn.Conv2d(c * 4, c * 2, 1, bias=False)
-        self.decoder_level2 = _level(c * 2, nb[1], h[1], f)
-        self.up2_1 = upsample(c * 2)
-        self.decoder_level1 = _level(c * 2, nb[0], h[0], f)
-        self.refinement = _level(c * 2, config.num_refinement_blocks, h[0], f)
-        self.output = nn.Conv2d(c * 2, 3, 3, padding=1, bias=False)
+        self.up4_3 = upsample(c * 4, **factory)
+        self.reduce_chan_level3 = nn.Conv2d(c * 6, c * 4, 1, bias=False, **factory)
+        self.decoder_level3 = _level(c * 4, nb[2], h[2], f, **factory)
+        self.up3_2 = upsample(c * 4, **factory)
+        self.reduce_chan_level2 = nn.Conv2d(c * 4, c * 2, 1, bias=False, **factory)
+        self.decoder_level2 = _level(c * 2, nb[1], h[1], f, **factory)
+        self.up2_1 = upsample(c * 2, **factory)
+        self.decoder_level1 = _level(c * 2, nb[0], h[0], f, **factory)
+        self.refinement = _level(c * 2, config.num_refinement_blocks, h[0], f, **factory)
+        self.output = nn.Conv2d(c * 2, 3, 3, padding=1, bias=False, **factory)
 
     @staticmethod
     def _validate(config: ModelConfig) -> None:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_map
 
-from ._checks import InputError, check_int_range, check_shape
+from ._checks import InputError, InputTypeError, check_int_range, check_shape
 from .prompt import RoutingLog, _require_layers, negative_prompts, record_routing
 
 __all__ = ["ModelOutput", "forward_with_negatives"]
@@ -239,7 +239,9 @@ def forward_with_negatives(
     check_int_range(where, "num_negatives", num_negatives, 1)
     if chunk_size is not None:
         check_int_range(where, "chunk_size", chunk_size, 1)
-    if not isinstance(x, Tensor) or x.ndim < 1:
+    if not isinstance(x, Tensor):
+        raise InputTypeError(f"{where}: expected x to be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim < 1:
         raise InputError(f"{where}: expected x to be a batch tensor (B, ...), got {x!r:.80}")
     batch = x.shape[0]
     if labels is not None:
@@ -249,7 +251,7 @@ def forward_with_negatives(
     with prefix.recording(), record_routing(model) as routing:
         output = model(x)
     if not isinstance(output, Tensor) or output.shape[:1] != (batch,):
-        raise InputError(
+        raise (InputError if isinstance(output, Tensor) else InputTypeError)(
             f"{where}: expected model(x) to return a tensor of batch {batch}, got "
             f"{tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__}"
         )

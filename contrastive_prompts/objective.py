@@ -9,7 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import InputError, check_int_range, check_positive, check_same_shape, check_shape
+from ._checks import (
+    InputError,
+    InputTypeError,
+    check_int_range,
+    check_positive,
+    check_same_shape,
+    check_shape,
+)
 from .loss import ContrastivePromptLoss
 from .negatives import forward_with_negatives
 from .prompt import Routing, load_balance_loss, record_routing, routing_statistics
@@ -144,7 +151,7 @@ class CPLObjective(nn.Module):
                 output = model(degraded)
             cpr = zero
         if not isinstance(output, Tensor) or output.shape != clean.shape:
-            raise InputError(
+            raise (InputError if isinstance(output, Tensor) else InputTypeError)(
                 f"CPLObjective: expected model(degraded) to return a tensor of the shape of clean "
                 f"{tuple(clean.shape)}, got "
                 f"{tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__}"

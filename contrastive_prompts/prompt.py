@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ._checks import (
     InputError,
+    InputTypeError,
     check_dtype_like,
     check_int_range,
     check_shape,
@@ -400,7 +401,7 @@ def prompt_layers(model: nn.Module) -> dict[str, SparsePrompt]:
         ['1']
     """
     if not isinstance(model, nn.Module):
-        raise InputError(f"prompt_layers: expected an nn.Module, got {type(model).__name__}")
+        raise InputTypeError(f"prompt_layers: expected an nn.Module, got {type(model).__name__}")
     return {name: m for name, m in model.named_modules() if isinstance(m, SparsePrompt)}
 
 
@@ -514,6 +515,8 @@ class PromptFusion(nn.Module):
         ffn_expansion_factor: feed-forward width of the default block.
         block: any module mapping ``(B, dim + prompt_dim, H, W)`` to the same shape; one
             Restormer :class:`~contrastive_prompts.restormer.TransformerBlock` by default.
+        device: where to allocate the parameters (of the default block too).
+        dtype: dtype of the parameters (of the default block too).
 
     Shape:
         - x: ``(B, dim, H, W)`` with ``H, W >= 1``; prompt: ``(B, prompt_dim, H, W)``.
@@ -538,17 +541,29 @@ class PromptFusion(nn.Module):
         num_heads: int = 1,
         ffn_expansion_factor: float = 2.66,
         block: nn.Module | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         check_int_range("PromptFusion", "dim", dim, 1)
         check_int_range("PromptFusion", "prompt_dim", prompt_dim, 1)
+        if out_dim is not None:
+            check_int_range("PromptFusion", "out_dim", out_dim, 1)
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.dim, self.prompt_dim = dim, prompt_dim
         self.out_dim = dim if out_dim is None else out_dim
         width = dim + prompt_dim
         self.block = (
-            block if block is not None else TransformerBlock(width, num_heads, ffn_expansion_factor)
+            block
+            if block is not None
+            else TransformerBlock(
+                width, num_heads=num_heads, ffn_expansion_factor=ffn_expansion_factor, **factory
+            )
         )
-        self.proj = nn.Conv2d(width, self.out_dim, 1, bias=False)
+        self.proj = nn.Conv2d(width, self.out_dim, 1, bias=False, **factory)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, prompt_dim={self.prompt_dim}, out_dim={self.out_dim}"
 
     def forward(self, x: Tensor, prompt: Tensor) -> Tensor:
         check_shape("PromptFusion", "x", x, ("B", self.dim, "H", "W"))

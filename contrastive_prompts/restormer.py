@@ -7,6 +7,8 @@ U-Net. Convolutions carry no bias, as in PromptIR.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -23,6 +25,8 @@ class LayerNorm2d(nn.Module):
     Args:
         dim: number of channels ``C``.
         eps: added to the variance.
+        device: where to allocate the parameters.
+        dtype: dtype of the parameters.
 
     Shape:
         - Input: ``(B, C, H, W)``; output: the same.
@@ -32,11 +36,22 @@ class LayerNorm2d(nn.Module):
         tensor(True)
     """
 
-    def __init__(self, dim: int, *, eps: float = 1e-5) -> None:
+    def __init__(
+        self,
+        dim: int,
+        *,
+        eps: float = 1e-5,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
+        check_int_range("LayerNorm2d", "dim", dim, 1)
+        self.dim, self.eps = dim, eps
+        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(dim, device=device, dtype=dtype))
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}, eps={self.eps}"
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.permute(0, 2, 3, 1)
@@ -52,6 +67,8 @@ class Attention(nn.Module):
     Args:
         dim: channels; must be divisible by ``num_heads``.
         num_heads: attention heads.
+        device: where to allocate the parameters.
+        dtype: dtype of the parameters.
 
     Shape:
         - Input: ``(B, dim, H, W)``; output: the same.
@@ -61,18 +78,30 @@ class Attention(nn.Module):
         torch.Size([1, 8, 4, 4])
     """
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(
+        self,
+        dim: int,
+        *,
+        num_heads: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
+        check_int_range("Attention", "dim", dim, 1)
         check_int_range("Attention", "num_heads", num_heads, 1)
         if dim % num_heads:
             raise InputError(
                 f"Attention: expected dim divisible by num_heads={num_heads}, got dim={dim}"
             )
-        self.num_heads = num_heads
-        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
-        self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=False)
-        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=False)
-        self.project_out = nn.Conv2d(dim, dim, 1, bias=False)
+        factory: dict[str, Any] = {"device": device, "dtype": dtype, "bias": False}
+        self.dim, self.num_heads = dim, num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1, device=device, dtype=dtype))
+        self.qkv = nn.Conv2d(dim, dim * 3, 1, **factory)
+        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, **factory)
+        self.project_out = nn.Conv2d(dim, dim, 1, **factory)
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}, num_heads={self.num_heads}"
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
@@ -97,6 +126,8 @@ class FeedForward(nn.Module):
         dim: channels.
         ffn_expansion_factor: hidden width over ``dim``,
             ``hidden = int(dim * ffn_expansion_factor)``.
+        device: where to allocate the parameters.
+        dtype: dtype of the parameters.
 
     Shape:
         - Input: ``(B, dim, H, W)``; output: the same.
@@ -106,12 +137,30 @@ class FeedForward(nn.Module):
         torch.Size([1, 8, 4, 4])
     """
 
-    def __init__(self, dim: int, ffn_expansion_factor: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        *,
+        ffn_expansion_factor: float,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
+        check_int_range("FeedForward", "dim", dim, 1)
         hidden = int(dim * ffn_expansion_factor)
-        self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=False)
-        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=False)
-        self.project_out = nn.Conv2d(hidden, dim, 1, bias=False)
+        if hidden < 1:
+            raise InputError(
+                f"FeedForward: expected int(dim * ffn_expansion_factor) >= 1, got dim={dim}, "
+                f"ffn_expansion_factor={ffn_expansion_factor}"
+            )
+        factory: dict[str, Any] = {"device": device, "dtype": dtype, "bias": False}
+        self.dim, self.hidden, self.ffn_expansion_factor = dim, hidden, ffn_expansion_factor
+        self.project_in = nn.Conv2d(dim, hidden * 2, 1, **factory)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, **factory)
+        self.project_out = nn.Conv2d(hidden, dim, 1, **factory)
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}, ffn_expansion_factor={self.ffn_expansion_factor}, hidden={self.hidden}"
 
     def forward(self, x: Tensor) -> Tensor:
         x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
@@ -126,6 +175,8 @@ class TransformerBlock(nn.Module):
         dim: channels.
         num_heads: attention heads (must divide ``dim``).
         ffn_expansion_factor: hidden width of the feed-forward network over ``dim``.
+        device: where to allocate the parameters.
+        dtype: dtype of the parameters.
 
     Shape:
         - Input: ``(B, dim, H, W)``; output: the same.
@@ -136,12 +187,28 @@ class TransformerBlock(nn.Module):
         torch.Size([1, 16, 8, 8])
     """
 
-    def __init__(self, dim: int, num_heads: int = 1, ffn_expansion_factor: float = 2.66) -> None:
+    def __init__(
+        self,
+        dim: int,
+        *,
+        num_heads: int = 1,
+        ffn_expansion_factor: float = 2.66,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
-        self.norm1 = LayerNorm2d(dim)
-        self.attn = Attention(dim, num_heads)
-        self.norm2 = LayerNorm2d(dim)
-        self.ffn = FeedForward(dim, ffn_expansion_factor)
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
+        self.dim, self.num_heads, self.ffn_expansion_factor = dim, num_heads, ffn_expansion_factor
+        self.norm1 = LayerNorm2d(dim, **factory)
+        self.attn = Attention(dim, num_heads=num_heads, **factory)
+        self.norm2 = LayerNorm2d(dim, **factory)
+        self.ffn = FeedForward(dim, ffn_expansion_factor=ffn_expansion_factor, **factory)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.dim}, num_heads={self.num_heads}, "
+            f"ffn_expansion_factor={self.ffn_expansion_factor}"
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))
@@ -164,11 +231,15 @@ class PixelUnshuffle(nn.PixelUnshuffle):
         return super().forward(input)
 
 
-def downsample(dim: int) -> nn.Sequential:
+def downsample(
+    dim: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> nn.Sequential:
     """Halve the resolution, double the channels: 3x3 conv to ``dim // 2``, PixelUnshuffle(2).
 
     Args:
         dim: input channels (even).
+        device: where to allocate the parameters.
+        dtype: dtype of the parameters.
 
     Shape:
         - Input: ``(B, dim, H, W)`` with even ``H``, ``W``; output: ``(B, 2 * dim, H / 2, W / 2)``.
@@ -180,14 +251,19 @@ def downsample(dim: int) -> nn.Sequential:
         >>> downsample(8)(torch.rand(1, 8, 4, 4)).shape
         torch.Size([1, 16, 2, 2])
     """
-    return nn.Sequential(nn.Conv2d(dim, dim // 2, 3, padding=1, bias=False), PixelUnshuffle(2))
+    conv = nn.Conv2d(dim, dim // 2, 3, padding=1, bias=False, device=device, dtype=dtype)
+    return nn.Sequential(conv, PixelUnshuffle(2))
 
 
-def upsample(dim: int) -> nn.Sequential:
+def upsample(
+    dim: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> nn.Sequential:
     """Double the resolution, halve the channels: 3x3 conv to ``2 * dim``, PixelShuffle(2).
 
     Args:
         dim: input channels (even).
+        device: where to allocate the parameters.
+        dtype: dtype of the parameters.
 
     Shape:
         - Input: ``(B, dim, H, W)``; output: ``(B, dim / 2, 2 H, 2 W)``.
@@ -199,4 +275,5 @@ def upsample(dim: int) -> nn.Sequential:
         >>> upsample(8)(torch.rand(1, 8, 2, 2)).shape
         torch.Size([1, 4, 4, 4])
     """
-    return nn.Sequential(nn.Conv2d(dim, dim * 2, 3, padding=1, bias=False), nn.PixelShuffle(2))
+    conv = nn.Conv2d(dim, dim * 2, 3, padding=1, bias=False, device=device, dtype=dtype)
+    return nn.Sequential(conv, nn.PixelShuffle(2))

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from ._checks import InputError, check_shape
+from ._checks import InputError, InputTypeError, check_shape
 from .prompt import PromptFusion, SparsePrompt
 
 __all__ = ["PromptStage", "add_prompts"]
@@ -40,6 +41,8 @@ class PromptStage(nn.Module):
         renormalize: rescale the kept routing weights to sum to 1.
         num_heads: attention heads of the fusion block (must divide ``dim + prompt_dim``).
         ffn_expansion_factor: feed-forward width of the fusion block.
+        device: where to allocate the new parameters; by default the wrapped module's device.
+        dtype: dtype of the new parameters; by default the wrapped module's dtype.
 
     Shape:
         - module output ``h``: ``(B, dim, H, W)``; output: the same.
@@ -63,10 +66,12 @@ class PromptStage(nn.Module):
         renormalize: bool = False,
         num_heads: int = 1,
         ffn_expansion_factor: float = 2.66,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(module, nn.Module):
-            raise InputError(
+            raise InputTypeError(
                 f"PromptStage: expected module to be an nn.Module, got {type(module).__name__}"
             )
         prompt_dim = max(1, dim // 2) if prompt_dim is None else prompt_dim
@@ -77,6 +82,11 @@ class PromptStage(nn.Module):
                 f"got {num_heads}"
             )
         self.module = module
+        reference = next(module.parameters(), None)  # follow the wrapped module by default
+        factory: dict[str, Any] = {
+            "device": device if device is not None or reference is None else reference.device,
+            "dtype": dtype if dtype is not None or reference is None else reference.dtype,
+        }
         self.prompt = SparsePrompt(
             dim=dim,
             prompt_dim=prompt_dim,
@@ -84,18 +94,16 @@ class PromptStage(nn.Module):
             num_prompts=num_prompts,
             top_k=top_k,
             renormalize=renormalize,
+            **factory,
         )
         self.fusion = PromptFusion(
             dim=dim,
             prompt_dim=prompt_dim,
             num_heads=num_heads,
             ffn_expansion_factor=ffn_expansion_factor,
+            **factory,
         )
         nn.init.zeros_(self.fusion.proj.weight)
-        reference = next(module.parameters(), None)
-        if reference is not None:  # follow the wrapped module's device and dtype
-            self.prompt.to(reference.device, reference.dtype)
-            self.fusion.to(reference.device, reference.dtype)
 
     def extra_repr(self) -> str:
         return f"dim={self.prompt.dim}, prompt_dim={self.prompt.prompt_dim}"
@@ -147,7 +155,9 @@ def add_prompts(model: nn.Module, stages: Mapping[str, Mapping[str, Any]]) -> nn
     """
     where = "add_prompts"
     if not isinstance(model, nn.Module):
-        raise InputError(f"{where}: expected model to be an nn.Module, got {type(model).__name__}")
+        raise InputTypeError(
+            f"{where}: expected model to be an nn.Module, got {type(model).__name__}"
+        )
     if not isinstance(stages, Mapping) or not stages:
         raise InputError(f"{where}: expected a non-empty mapping of submodule names to options")
     known = dict(model.named_modules())

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ._checks import InputError, resolve_device
+from ._checks import InputError, InputTypeError, resolve_device
 from .checkpoints import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -302,7 +302,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         if model is not None:
             if not isinstance(model, nn.Module):
-                raise InputError(
+                raise InputTypeError(
                     f"Trainer: expected model to be an nn.Module, got {type(model).__name__}"
                 )
             if config.init_promptir is not None:

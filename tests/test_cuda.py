@@ -1,4 +1,8 @@
-"""GPU paths: CUDA tensors, float16 / bfloat16 autocast, NCCL. Skipped without a CUDA device."""
+"""What only a GPU has: float16 / bfloat16 autocast, the trainer on CUDA, NCCL.
+
+The modules themselves run on CUDA through the ``device`` fixture (tests/test_modules.py and
+the other module tests); these are skipped without a CUDA device.
+"""
 
 import socket
 
@@ -10,9 +14,6 @@ from contrastive_prompts import (
     CPLObjective,
     SparsePrompt,
     SparsePromptIR,
-    contrastive_prompt_loss,
-    forward_with_negatives,
-    negative_prompts,
 )
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -28,28 +29,6 @@ def test_prompt_layer_autocast_matches_float32(dtype):
         low = layer(x)
     assert torch.isfinite(low).all()
     torch.testing.assert_close(low.float(), reference, rtol=0.05, atol=0.05)
-
-
-def test_loss_on_cuda_equals_cpu():
-    g = torch.Generator().manual_seed(0)
-    a, y = torch.rand(2, 3, 32, 32, generator=g), torch.rand(2, 3, 32, 32, generator=g)
-    n = torch.rand(2, 4, 3, 32, 32, generator=g)
-    for mode in ("infonce", "ratio", "subtractive"):
-        cpu = contrastive_prompt_loss(a, y, n, mode=mode)
-        gpu = contrastive_prompt_loss(a.cuda(), y.cuda(), n.cuda(), mode=mode)
-        torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-5)
-
-
-def test_negatives_on_cuda_with_a_cuda_generator_equal_the_naive_rerun():
-    torch.manual_seed(0)
-    model = SparsePromptIR("tiny").cuda().eval()
-    x = torch.rand(2, 3, 37, 45, device="cuda")
-    fast = forward_with_negatives(
-        model, x, num_negatives=3, generator=torch.Generator("cuda").manual_seed(1)
-    ).negatives
-    with negative_prompts(model, generator=torch.Generator("cuda").manual_seed(1)):
-        naive = model(x.repeat(3, 1, 1, 1)).view(3, 2, 3, 37, 45).transpose(0, 1)
-    torch.testing.assert_close(fast, naive, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
