@@ -118,7 +118,7 @@ def main() -> None:
             with open(args.json, "w") as f:
                 json.dump({"args": vars(args), "device": device_name, "variants": rows}, f)
 
-    names = list(held_out.names)
+    names = list(held_out.names.values())
     header = "| variant | " + " | ".join(names) + " | average |"
     print(f"\npreset={args.preset} mix={args.mix} steps={args.steps} crop={args.crop} "
           f"batch={args.batch} seed={args.seed} device={device_name}")  # fmt: skip

@@ -19,12 +19,12 @@ def renamed_attribute(
     if name not in renames:
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
     new = renames[name]
-    key = f"{module}.{name}"
-    if key not in _warned:
-        _warned.add(key)
-        warnings.warn(
-            f"{key} is renamed {module}.{new}; the old name goes in the next release",
-            FutureWarning,
-            stacklevel=3,
-        )
+    warn_once(f"{module}.{name} is renamed {module}.{new}; the old name goes in the next release")
     return namespace[new]
+
+
+def warn_once(message: str, *, stacklevel: int = 4) -> None:
+    """A FutureWarning with ``message``, the first time this message comes in this process."""
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, FutureWarning, stacklevel=stacklevel)

@@ -22,11 +22,9 @@ from typing import Any
 import torch
 
 from ._checks import InputError
-from .data import image_paths
+from .data import BENCHMARKS, image_paths
 
 __all__ = ["main"]
-
-BENCHMARKS = ("rain100l", "sots", "cbsd68", "gopro", "lol")
 
 
 class _NoneGiven:
@@ -156,11 +154,7 @@ def _dataset(args: argparse.Namespace) -> Any:
     if args.benchmark:
         if not args.root:
             raise InputError(f"evaluate: expected --root with --benchmark {args.benchmark}")
-        if args.benchmark == "cbsd68":
-            return data.cbsd68(args.root, args.sigma)
-        reader = {"rain100l": data.rain100l, "sots": data.reside, "gopro": data.gopro,
-                  "lol": data.lol}[args.benchmark]  # fmt: skip
-        return reader(args.root)
+        return data.read_benchmark(args.benchmark, args.root, sigma=args.sigma)
     if not args.data:
         raise InputError("evaluate: expected --data FOLDER or --benchmark NAME --root FOLDER")
     images = [_read(p) for p in image_paths(args.data)]
@@ -324,7 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", nargs="+", help="clean images or folders, degraded by --mix")
     evaluate.add_argument("--mix", default="3task", choices=sorted(MIXES))
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the degradations")
-    evaluate.add_argument("--benchmark", choices=BENCHMARKS, help="a paired benchmark layout")
+    evaluate.add_argument(
+        "--benchmark",
+        choices=list(BENCHMARKS),
+        help="a benchmark laid out under --root: "
+        + "; ".join(f"{b.name}: {b.layout}" for b in BENCHMARKS.values()).replace("%", "%%"),
+    )
     evaluate.add_argument("--root", help="the benchmark's folder")
     evaluate.add_argument("--sigma", type=float, default=25.0, help="noise level for cbsd68")
     evaluate.add_argument(

@@ -62,6 +62,28 @@ def test_evaluate_prints_a_table_per_degradation(trained, tmp_path, capsys):
     assert set(json.loads((tmp_path / "t.json").read_text())["psnr"]) >= {"rain", "haze"}
 
 
+def test_evaluate_reads_the_benchmarks_of_the_table(trained, tmp_path, capsys):
+    checkpoint = ["evaluate", "--checkpoint", str(trained / "last.pt")]
+    root = tmp_path / "lol"
+    for folder in ("low", "high"):
+        (root / folder).mkdir(parents=True)
+        write_image(root / folder / "1.png", torch.rand(3, 24, 24))
+    assert main([*checkpoint, "--benchmark", "lol", "--root", str(root)]) == 0
+    assert "| low_light |" in capsys.readouterr().out
+    write_image(root / "low" / "2.png", torch.rand(3, 24, 24))
+    assert main([*checkpoint, "--benchmark", "lol", "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "read_benchmark('lol'): 1 files in" in err and "no partner: low/2.png" in err
+    assert main([*checkpoint, "--benchmark", "cbsd68", "--root", str(root / "high"),
+                 "--sigma", "15"]) == 0  # fmt: skip
+    assert "| noise_15 |" in capsys.readouterr().out
+    assert main([*checkpoint, "--benchmark", "sots"]) == 2
+    assert "expected --root with --benchmark sots" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*checkpoint, "--benchmark", "rain100h", "--root", str(root)])
+    assert "invalid choice: 'rain100h'" in capsys.readouterr().err
+
+
 def test_clear_errors(trained, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -1,3 +1,6 @@
+import dataclasses
+import warnings
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -200,7 +203,7 @@ def test_images_smaller_than_the_crop_warn_once_each(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# benchmarks
+# the table of benchmarks
 
 
 def make_rain100l(root, ids=(1, 2, 3), missing=()):
@@ -211,9 +214,9 @@ def make_rain100l(root, ids=(1, 2, 3), missing=()):
             write(root / "gt" / f"norain-{k}.png", clean)
 
 
-def test_rain100l_pairs_by_name_and_reports_missing(tmp_path):
+def test_rain100l_pairs_by_name_in_natural_order_and_reports_missing(tmp_path):
     make_rain100l(tmp_path, ids=(1, 2, 10))
-    ds = Dt.rain100l(tmp_path, label=3)
+    ds = Dt.read_benchmark("rain100l", tmp_path, label=3)
     assert [p[0].name for p in ds.pairs] == ["rain-1.png", "rain-2.png", "rain-10.png"]
     assert [p[1].name for p in ds.pairs] == ["norain-1.png", "norain-2.png", "norain-10.png"]
     degraded, clean, label = ds[2]
@@ -226,83 +229,372 @@ def test_rain100l_pairs_by_name_and_reports_missing(tmp_path):
     with pytest.raises(
         InputError, match=r"2 files .* no partner: rainy/rain-3.png, gt/norain-9.png"
     ):
-        Dt.rain100l(missing)
+        Dt.read_benchmark("rain100l", missing)
     with pytest.warns(RuntimeWarning, match=r"rainy/rain-3.png"):
-        lenient = Dt.rain100l(missing, strict=False)
+        lenient = Dt.read_benchmark("rain100l", missing, strict=False)
     assert len(lenient) == 2 and lenient.unmatched == ["rainy/rain-3.png", "gt/norain-9.png"]
 
 
-def test_paired_crop_and_augment_keep_alignment(tmp_path):
+def test_table_rows_are_named_by_their_keys_and_frozen():
+    assert list(Dt.BENCHMARKS) == ["rain100l", "sots", "cbsd68", "gopro", "lol"]
+    for key, bench in Dt.BENCHMARKS.items():
+        assert isinstance(bench, Dt.Benchmark) and bench.name == key
+        assert bench.layout and "\n" not in bench.layout
+        assert bench.paired == (key != "cbsd68")
+    assert Dt.BENCHMARKS["sots"].clean_dirs == ("gt", "clear")
+    assert [Dt.BENCHMARKS[k].degradation for k in ("rain100l", "sots", "gopro", "lol")] == [
+        "rain",
+        "haze",
+        "blur",
+        "low_light",
+    ]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Dt.BENCHMARKS["lol"].degradation = "dark"
+
+
+def test_naming_rules():
+    rain = Dt.BENCHMARKS["rain100l"].clean_stem
+    assert rain("rain-12") == "norain-12" and rain("rain-") is None and rain("norain-1") is None
+    assert Dt.BENCHMARKS["sots"].clean_stem("0001_0.8_0.2") == "0001"
+    assert Dt.BENCHMARKS["sots"].clean_stem("0001") == "0001"
+    assert Dt.BENCHMARKS["gopro"].clean_stem("GOPR0384_11_00-000001") == "GOPR0384_11_00-000001"
+
+
+def _evaluate_choices(parser):
+    import argparse
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    evaluate = sub.choices["evaluate"]
+    return next(a for a in evaluate._actions if a.dest == "benchmark").choices
+
+
+def test_the_table_drives_the_command_line_choices(monkeypatch):
+    from contrastive_prompts.cli import build_parser
+
+    assert list(_evaluate_choices(build_parser())) == list(Dt.BENCHMARKS)
+    mine = dataclasses.replace(Dt.BENCHMARKS["gopro"], name="mine", degraded_dirs=("input",))
+    monkeypatch.setitem(Dt.BENCHMARKS, "mine", mine)
+    assert list(_evaluate_choices(build_parser()))[-1] == "mine"
+
+
+# every paired layout: (degraded folder, clean folder, degraded stems, clean stems, pairs,
+# unmatched), with a file that breaks the naming rule or lacks its partner on each side
+LAYOUTS = {
+    "rain100l": (
+        "rainy",
+        "gt",
+        ["rain-1", "rain-2", "rain-3", "7"],
+        ["norain-1", "norain-2", "norain-9"],
+        [("rain-1", "norain-1"), ("rain-2", "norain-2")],
+        ["rainy/7.png", "rainy/rain-3.png", "gt/norain-9.png"],
+    ),
+    "sots": (
+        "hazy",
+        "gt",
+        ["0001_0.8_0.2", "0001_1_0.04", "0002_0.9_0.1", "0003_0.8_0.1"],
+        ["0001", "0002", "0004"],
+        [("0001_0.8_0.2", "0001"), ("0001_1_0.04", "0001"), ("0002_0.9_0.1", "0002")],
+        ["hazy/0003_0.8_0.1.png", "gt/0004.png"],
+    ),
+    "gopro": ("blur", "sharp", ["a", "b"], ["a", "c"], [("a", "a")], ["blur/b.png", "sharp/c.png"]),
+    "lol": ("low", "high", ["1", "2"], ["1", "3"], [("1", "1")], ["low/2.png", "high/3.png"]),
+}
+
+
+def make_layout(root, name, clean_dir=None):
+    deg_dir, default_clean, deg, clean, pairs, unmatched = LAYOUTS[name]
+    clean_dir = clean_dir or default_clean
+    for stem in clean:
+        write(root / clean_dir / f"{stem}.png", torch.rand(3, 8, 8, generator=gen(len(stem))))
+    for stem in deg:
+        write(root / deg_dir / f"{stem}.png", torch.rand(3, 8, 8))
+    return pairs, [u.replace(f"{default_clean}/", f"{clean_dir}/") for u in unmatched]
+
+
+@pytest.mark.parametrize(
+    ("name", "clean_dir"),
+    [("rain100l", None), ("sots", "gt"), ("sots", "clear"), ("gopro", None), ("lol", None)],
+)
+def test_read_benchmark_on_each_layout(tmp_path, name, clean_dir):
+    pairs, unmatched = make_layout(tmp_path, name, clean_dir)
+    with pytest.raises(InputError, match=rf"{len(unmatched)} files .* have no partner") as error:
+        Dt.read_benchmark(name, tmp_path)
+    assert ", ".join(unmatched) in str(error.value) and "strict=False" in str(error.value)
+    assert f"read_benchmark('{name}')" in str(error.value)
+    with pytest.warns(RuntimeWarning, match=unmatched[0]):
+        ds = Dt.read_benchmark(name, tmp_path, label=2, strict=False)
+    assert isinstance(ds, Dt.PairedDataset) and ds.unmatched == unmatched
+    assert [(d.stem, c.stem) for d, c in ds.pairs] == pairs
+    assert ds.names == {2: Dt.BENCHMARKS[name].degradation}
+    degraded, clean, label = ds[len(ds) - 1]
+    assert degraded.shape == clean.shape == (3, 8, 8) and int(label) == 2
+    assert Dt.BENCHMARKS[name].match(tmp_path) == (ds.pairs, unmatched)
+    with pytest.warns(RuntimeWarning, match="have no partner"):
+        renamed = Dt.read_benchmark(name, tmp_path, degradation="mine", strict=False)
+    assert renamed.names == {0: "mine"}
+
+
+def test_read_benchmark_crops_augments_and_keeps_alignment(tmp_path):
     make_rain100l(tmp_path)
-    ds = Dt.rain100l(tmp_path, crop_size=8, augment=True, seed=1)
+    ds = Dt.read_benchmark("rain100l", tmp_path, crop_size=8, augment=True, seed=1)
     for i in range(len(ds)):
         degraded, clean, _ = ds[i]
         assert degraded.shape == clean.shape == (3, 8, 8)
         assert torch.allclose(degraded, 1 - clean, atol=1e-6)
 
 
+def test_read_benchmark_errors(tmp_path):
+    expected = (
+        "read_benchmark: expected name to be one of 'rain100l', 'sots', 'cbsd68', 'gopro', "
+        "'lol', got 'rain100h'"
+    )
+    with pytest.raises(InputError) as error:
+        Dt.read_benchmark("rain100h", tmp_path)
+    assert str(error.value) == expected
+    with pytest.raises(InputError, match=r"read_benchmark\('lol'\): expected root to be an ex"):
+        Dt.read_benchmark("lol", tmp_path / "nowhere")
+    with pytest.raises(InputError, match=r"expected a folder 'rainy' in .*, found none"):
+        Dt.read_benchmark("rain100l", tmp_path)
+    (tmp_path / "hazy").mkdir()
+    with pytest.raises(InputError, match=r"expected a folder 'gt' or 'clear' in"):
+        Dt.read_benchmark("sots", tmp_path)
+    (tmp_path / "gt").mkdir()
+    with pytest.raises(InputError, match=r"read_benchmark\('sots'\): expected image pairs in .*"):
+        Dt.read_benchmark("sots", tmp_path)
+    with pytest.raises(InputError, match=r"expected crop_size=None and augment=False .* got"):
+        Dt.read_benchmark("cbsd68", tmp_path, crop_size=8)
+    with pytest.raises(InputError, match=r"expected a layout with a degraded folder to match"):
+        Dt.BENCHMARKS["cbsd68"].match(tmp_path)
+
+
+def test_a_layout_of_your_own(tmp_path):
+    for k in (1, 2):
+        write(tmp_path / "input" / f"rain-{k}.png", torch.rand(3, 8, 8))
+        write(tmp_path / "target" / f"norain-{k}.png", torch.rand(3, 8, 8))
+    mine = dataclasses.replace(
+        Dt.BENCHMARKS["rain100l"], degraded_dirs=("input",), clean_dirs=("target",)
+    )
+    ds = Dt.read_benchmark(mine, tmp_path, label=1)
+    assert len(ds) == 2 and ds.names == {1: "rain"}
+    pairs, unmatched = Dt.match_pairs(tmp_path, "input", ["gt", "target"], mine.clean_stem)
+    assert pairs == ds.pairs and unmatched == []
+    pairs, unmatched = Dt.match_pairs(tmp_path, "input", "target")  # same stems: none
+    assert pairs == [] and len(unmatched) == 4
+    # no clean folder: the clean images lie in the root itself
+    flat = tmp_path / "flat"
+    write(flat / "a.png", torch.rand(3, 8, 8))
+    write(flat / "b.png", torch.rand(3, 8, 8))
+    write(flat / "noisy" / "a.png", torch.rand(3, 8, 8))
+    pairs, unmatched = Dt.match_pairs(flat, "noisy", ())
+    assert pairs == [(flat / "noisy" / "a.png", flat / "a.png")] and unmatched == ["b.png"]
+
+
 def test_paired_corrupt_file_is_skipped_and_counted(tmp_path):
     make_rain100l(tmp_path)
     corrupt(tmp_path / "rainy" / "rain-2.png")
-    ds = Dt.rain100l(tmp_path)
+    ds = Dt.read_benchmark("rain100l", tmp_path)
     with pytest.warns(RuntimeWarning, match=r"rain-2.png"):
         items = [ds[i] for i in range(len(ds))]
     assert len(items) == 3 and ds.num_skipped == 1
+    assert str(tmp_path / "rainy" / "rain-2.png") in ds.skipped
     assert torch.equal(items[1][1], items[2][1])  # item 2 stood in for the unreadable one
 
 
-def test_reside_maps_hazy_names_to_clear_ids(tmp_path):
-    for image_id in ("0001", "0002"):
-        write(tmp_path / "clear" / f"{image_id}.png", torch.rand(3, 16, 16))
-    for name in ("0001_0.8_0.2", "0001_1_0.04", "0002_0.9_0.1"):
-        write(tmp_path / "hazy" / f"{name}.jpg", torch.rand(3, 16, 16))
-    ds = Dt.reside(tmp_path, label=4)
-    assert sorted((a.name, b.name) for a, b in ds.pairs) == [
-        ("0001_0.8_0.2.jpg", "0001.png"),
-        ("0001_1_0.04.jpg", "0001.png"),
-        ("0002_0.9_0.1.jpg", "0002.png"),
-    ]
-    write(tmp_path / "hazy" / "0003_0.8_0.1.jpg", torch.rand(3, 16, 16))
-    with pytest.raises(InputError, match=r"hazy/0003_0.8_0.1.jpg"):
-        Dt.reside(tmp_path)
-
-
-def test_same_name_benchmarks_and_size_mismatch(tmp_path):
-    for split, (deg, cl) in {"gopro": ("blur", "sharp"), "lol": ("low", "high")}.items():
-        root = tmp_path / split
-        write(root / deg / "a.png", torch.rand(3, 16, 16))
-        write(root / cl / "a.png", torch.rand(3, 20, 18))  # larger ground truth is centre-cropped
-        write(root / deg / "b.png", torch.rand(3, 16, 16))
-        reader = getattr(Dt, split)
-        with pytest.raises(InputError, match=rf"{deg}/b.png"):
-            reader(root)
-        with pytest.warns(RuntimeWarning, match=rf"{deg}/b.png"):
-            ds = reader(root, strict=False)
-        assert ds.unmatched == [f"{deg}/b.png"]
-        degraded, clean, _ = ds[0]
-        assert degraded.shape == clean.shape == (3, 16, 16)
-
-
-def test_missing_folders_and_empty_pairs(tmp_path):
-    with pytest.raises(InputError, match=r"expected a folder 'rainy' in"):
-        Dt.rain100l(tmp_path)
-    (tmp_path / "hazy").mkdir()
-    (tmp_path / "gt").mkdir()
-    with pytest.raises(InputError, match=r"reside: expected image pairs in .* found none"):
-        Dt.reside(tmp_path)
-    (tmp_path / "only_hazy" / "hazy").mkdir(parents=True)
-    with pytest.raises(InputError, match=r"expected a folder 'gt' or 'clear'"):
-        Dt.match_reside(tmp_path / "only_hazy")
+def test_paired_size_mismatch_is_centre_cropped(tmp_path):
+    write(tmp_path / "blur" / "a.png", torch.rand(3, 16, 16))
+    write(tmp_path / "sharp" / "a.png", torch.rand(3, 20, 18))  # larger ground truth
+    degraded, clean, _ = Dt.read_benchmark("gopro", tmp_path)[0]
+    assert degraded.shape == clean.shape == (3, 16, 16)
 
 
 def test_cbsd68_noise_is_fixed_per_seed(tmp_path):
     for i in range(2):
         write(tmp_path / f"{i}.png", torch.full((3, 64, 64), 0.5))
-    ds = Dt.cbsd68(tmp_path, sigma=25, label=1)
+    ds = Dt.read_benchmark("cbsd68", tmp_path, sigma=25, label=1)
+    assert isinstance(ds, Dt.NoisyDataset)
     noisy, clean, label = ds[0]
     assert int(label) == 1 and ds.names == {1: "noise_25"}
-    assert torch.equal(noisy, Dt.cbsd68(tmp_path, sigma=25)[0][0])
-    assert not torch.equal(noisy, Dt.cbsd68(tmp_path, sigma=25, seed=1)[0][0])
+    assert torch.equal(noisy, Dt.read_benchmark("cbsd68", tmp_path, sigma=25)[0][0])
+    assert not torch.equal(noisy, Dt.read_benchmark("cbsd68", tmp_path, sigma=25, seed=1)[0][0])
     assert not torch.equal(noisy, ds[1][0])
     assert (noisy - clean).std().item() * 255 == pytest.approx(25, rel=0.1)
     assert torch.allclose(noisy * 255, (noisy * 255).round(), atol=1e-3)  # 8-bit
+    assert Dt.read_benchmark("cbsd68", tmp_path, sigma=50).names == {0: "noise_50"}
+    assert Dt.read_benchmark("cbsd68", tmp_path, degradation="n").names == {0: "n"}
+
+
+# ---------------------------------------------------------------------------------------------
+# the previous release's readers
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch):
+    """Forget which old names warned already, and record every warning."""
+    from contrastive_prompts import _renamed
+
+    monkeypatch.setattr(_renamed, "_warned", set())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught
+
+
+def _same_dataset(a, b):
+    assert type(a) is type(b) and a.names == b.names and len(a) == len(b)
+    assert getattr(a, "pairs", None) == getattr(b, "pairs", None)
+    assert getattr(a, "unmatched", None) == getattr(b, "unmatched", None)
+    for i in range(len(a)):
+        assert all(torch.equal(x, y) for x, y in zip(a[i], b[i], strict=True))
+
+
+OLD_READERS = [
+    ("rain100l", "rain100l", "read_benchmark('rain100l', root)"),
+    ("reside", "sots", "read_benchmark('sots', root)"),
+    ("gopro", "gopro", "read_benchmark('gopro', root)"),
+    ("lol", "lol", "read_benchmark('lol', root)"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "replacement"), OLD_READERS)
+def test_old_readers_warn_once_and_read_as_the_new_one(
+    tmp_path, fresh_warnings, old, new, replacement
+):
+    make_layout(tmp_path, new)
+    for _ in range(2):
+        with pytest.raises(InputError, match=r"have no partner"):
+            getattr(Dt, old)(tmp_path)
+    old_ds = getattr(Dt, old)(tmp_path, label=3, strict=False, crop_size=4, augment=True, seed=2)
+    new_ds = Dt.read_benchmark(
+        new, tmp_path, label=3, strict=False, crop_size=4, augment=True, seed=2
+    )
+    _same_dataset(old_ds, new_ds)
+    future = [str(w.message) for w in fresh_warnings if w.category is FutureWarning]
+    assert future == [
+        f"contrastive_prompts.data.{old} is replaced by contrastive_prompts.data.{replacement}; "
+        "the old name goes in the next release"
+    ]
+
+
+def test_old_rain100l_folder_arguments_still_work(tmp_path, fresh_warnings):
+    for k in (1, 2):
+        write(tmp_path / "rain" / f"rain-{k}.png", torch.rand(3, 8, 8))
+        write(tmp_path / "clean" / f"norain-{k}.png", torch.rand(3, 8, 8))
+    ds = Dt.rain100l(tmp_path, degraded_dir="rain", clean_dir="clean", name="streaks")
+    layout = dataclasses.replace(
+        Dt.BENCHMARKS["rain100l"], degraded_dirs=("rain",), clean_dirs=("clean",)
+    )
+    _same_dataset(ds, Dt.read_benchmark(layout, tmp_path, degradation="streaks"))
+    assert ds.names == {0: "streaks"}
+    write(tmp_path / "rain" / "rain-3.png", torch.rand(3, 8, 8))
+    with pytest.raises(InputError, match=r"no partner: rain/rain-3.png"):
+        Dt.rain100l(tmp_path, degraded_dir="rain", clean_dir="clean")
+
+
+def test_old_cbsd68_warns_once_and_reads_as_the_new_one(tmp_path, fresh_warnings):
+    write(tmp_path / "0.png", torch.full((3, 16, 16), 0.5))
+    _same_dataset(
+        Dt.cbsd68(tmp_path, 15, seed=3), Dt.read_benchmark("cbsd68", tmp_path, sigma=15, seed=3)
+    )
+    assert Dt.cbsd68(tmp_path, name="n", quantize=False).names == {0: "n"}
+    future = [str(w.message) for w in fresh_warnings if w.category is FutureWarning]
+    assert len(future) == 1 and "read_benchmark('cbsd68', root, sigma=sigma)" in future[0]
+
+
+def test_old_matchers_warn_once_and_match_as_the_new_one(tmp_path, fresh_warnings):
+    for name in ("rain100l", "sots", "gopro"):
+        make_layout(tmp_path / name, name, "clear" if name == "sots" else None)
+    rain, sots, gopro = (tmp_path / n for n in ("rain100l", "sots", "gopro"))
+    for _ in range(2):
+        assert Dt.match_rain100l(rain) == Dt.BENCHMARKS["rain100l"].match(rain)
+        assert Dt.match_reside(sots) == Dt.BENCHMARKS["sots"].match(sots)
+        assert Dt.match_same_names(gopro, "blur", "sharp") == Dt.match_pairs(gopro, "blur", "sharp")
+    assert Dt.match_rain100l(rain)[1] == LAYOUTS["rain100l"][5]
+    assert Dt.match_reside(sots)[1] == ["hazy/0003_0.8_0.1.png", "clear/0004.png"]
+    assert Dt.match_same_names(gopro, "blur", "sharp")[1] == ["blur/b.png", "sharp/c.png"]
+    future = [str(w.message) for w in fresh_warnings if w.category is FutureWarning]
+    assert len(future) == 3
+    assert "BENCHMARKS['rain100l'].match(root)" in future[0]
+    assert "BENCHMARKS['sots'].match(root)" in future[1]
+    assert "match_pairs(root, degraded_dir, clean_dir)" in future[2]
+    (tmp_path / "only_hazy" / "hazy").mkdir(parents=True)
+    with pytest.raises(InputError, match=r"expected a folder 'gt' or 'clear'"):
+        Dt.match_reside(tmp_path / "only_hazy")
+
+
+# ---------------------------------------------------------------------------------------------
+# one image source, one type of names
+
+
+def test_noisy_dataset_reads_without_a_synthetic_dataset(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("NoisyDataset built a SyntheticDataset")
+
+    monkeypatch.setattr(Dt.SyntheticDataset, "__init__", refuse)
+    for i in range(2):
+        write(tmp_path / f"{i}.png", torch.full((3, 8, 8), 0.5))
+    corrupt(tmp_path / "1b.png")
+    ds = Dt.NoisyDataset(tmp_path, 25)
+    assert len(ds) == 3 and [p.name for p in ds.paths] == ["0.png", "1.png", "1b.png"]
+    with pytest.warns(RuntimeWarning, match=r"NoisyDataset: skipping unreadable image .*1b.png"):
+        items = [ds[i] for i in range(len(ds))]
+    assert ds.num_skipped == 1 and torch.equal(items[2][1], items[0][1])
+    memory = Dt.NoisyDataset([torch.full((3, 8, 8), 0.5)], 25)
+    assert torch.equal(memory[0][0], ds[0][0]) and memory.paths == []
+    with pytest.raises(InputError, match=r"NoisyDataset: expected an existing folder or file, got"):
+        Dt.NoisyDataset(tmp_path / "nowhere")
+    with pytest.raises(InputError, match=r"NoisyDataset: expected at least one image, got an emp"):
+        Dt.NoisyDataset([])
+    with pytest.raises(InputError, match=r"NoisyDataset: expected images\[0\] of shape"):
+        Dt.NoisyDataset([torch.rand(2, 3, 8, 8)])
+    with pytest.raises(InputError, match=r"NoisyDataset: expected seed to be an integer >= 0"):
+        Dt.NoisyDataset(tmp_path, seed=-1)
+
+
+def test_synthetic_cache_reads_each_file_once(tmp_path, monkeypatch):
+    from contrastive_prompts.data import images
+
+    write(tmp_path / "a.png", torch.rand(3, 16, 16))
+    reads = []
+    real = images.read_image
+    monkeypatch.setattr(images, "read_image", lambda p: reads.append(p) or real(p))
+    cached = Dt.SyntheticDataset(tmp_path, crop_size=8, repeat=3, cache=True)
+    [cached[i] for i in range(3)]
+    assert len(reads) == 1
+    plain = Dt.SyntheticDataset(tmp_path, crop_size=8, repeat=3)
+    [plain[i] for i in range(3)]
+    assert len(reads) == 4 and plain.paths == [tmp_path / "a.png"]
+
+
+def test_names_is_a_dict_everywhere(tmp_path):
+    from contrastive_prompts.metrics import _names_of, evaluate
+
+    make_rain100l(tmp_path / "rain")
+    write(tmp_path / "clean" / "0.png", torch.rand(3, 16, 16))
+    mix = DegradationMix({"a": lambda x, generator=None: x, "b": lambda x, generator=None: x})
+    datasets = [
+        Dt.SyntheticDataset([torch.rand(3, 16, 16)], mix, crop_size=8),
+        Dt.DegradedCopies([torch.rand(3, 16, 16)], mix),
+        Dt.degraded_copies([torch.rand(3, 16, 16)], "3task"),
+        Dt.PairedDataset([(tmp_path / "clean" / "0.png",) * 2], label=4, name="x"),
+        Dt.read_benchmark("rain100l", tmp_path / "rain", label=5),
+        Dt.NoisyDataset(tmp_path / "clean", 15, label=6),
+        Dt.read_benchmark("cbsd68", tmp_path / "clean", label=7),
+    ]
+    for ds in datasets:
+        assert isinstance(ds.names, dict), type(ds).__name__
+        assert all(isinstance(k, int) and isinstance(v, str) for k, v in ds.names.items())
+        assert _names_of(ds) == ds.names
+    assert datasets[0].names == datasets[1].names == {0: "a", 1: "b"}
+    assert datasets[2].names == dict(
+        enumerate(("noise_15", "noise_25", "noise_50", "rain", "haze"))
+    )
+    assert [ds.names for ds in datasets[3:]] == [
+        {4: "x"},
+        {5: "rain"},
+        {6: "noise_15"},
+        {7: "noise_25"},
+    ]
+    # a mix of datasets: the names of every part, by label
+    mixed = torch.utils.data.ConcatDataset([datasets[0], *datasets[3:]])
+    assert _names_of(mixed) == {0: "a", 1: "b", 4: "x", 5: "rain", 6: "noise_15", 7: "noise_25"}
+    assert evaluate(lambda x: x, datasets[1]).names == ["a", "b"]
+    assert "names=('a', 'b')" in repr(datasets[0])  # the repr shows the mix's names as before

@@ -1,0 +1,76 @@
+"""Image I/O, bundled sample photos, synthetic training pairs and the paired benchmarks.
+
+Every dataset yields ``(degraded, clean, label)``: two ``(3, H, W)`` float32 images in [0, 1] and
+an integer label, and has ``names``, a ``{label: name}`` dict. Randomness (crops, flips,
+rotations, degradations) comes from a generator seeded by ``(seed, epoch, index)``, so an item is
+the same whichever DataLoader worker loads it; call ``set_epoch`` at the start of each epoch.
+
+File problems are reported, never silently dropped: a benchmark file without its pair raises an
+:class:`~contrastive_prompts._checks.InputError` naming it (or, with ``strict=False``, warns and
+lists it in ``unmatched``), and an unreadable image is skipped with a warning, recorded in
+``skipped`` and replaced by the next readable item, so an epoch never stops half way.
+
+The modules: :mod:`~contrastive_prompts.data.images` (reading, writing and listing images, the
+sample photos), :mod:`~contrastive_prompts.data.synthetic` (clean images degraded in code) and
+:mod:`~contrastive_prompts.data.benchmarks` (the table of benchmark layouts and their reader);
+every public name is importable from ``contrastive_prompts.data`` itself.
+"""
+
+from .benchmarks import (
+    BENCHMARKS,
+    Benchmark,
+    PairedDataset,
+    cbsd68,
+    gopro,
+    lol,
+    match_pairs,
+    match_rain100l,
+    match_reside,
+    match_same_names,
+    rain100l,
+    read_benchmark,
+    reside,
+)
+from .images import (
+    IMAGE_EXTENSIONS,
+    SAMPLE_HELD_OUT,
+    SAMPLE_TRAIN,
+    image_paths,
+    list_images,
+    read_image,
+    sample_images,
+    sample_split,
+    write_image,
+)
+from .images import ImageSource as ImageSource  # the readers' argument types, as before
+from .images import PathLike as PathLike
+from .synthetic import DegradedCopies, NoisyDataset, SyntheticDataset, degraded_copies
+
+__all__ = [
+    "BENCHMARKS",
+    "IMAGE_EXTENSIONS",
+    "SAMPLE_HELD_OUT",
+    "SAMPLE_TRAIN",
+    "Benchmark",
+    "DegradedCopies",
+    "NoisyDataset",
+    "PairedDataset",
+    "SyntheticDataset",
+    "cbsd68",
+    "degraded_copies",
+    "gopro",
+    "image_paths",
+    "list_images",
+    "lol",
+    "match_pairs",
+    "match_rain100l",
+    "match_reside",
+    "match_same_names",
+    "rain100l",
+    "read_benchmark",
+    "read_image",
+    "reside",
+    "sample_images",
+    "sample_split",
+    "write_image",
+]

@@ -1,0 +1,98 @@
+"""The machinery the datasets share: per-item generators, crops and flips, skipping bad files.
+
+Private: the public names live in :mod:`contrastive_prompts.data`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from contrastive_prompts._checks import InputError
+
+_T = TypeVar("_T")
+
+# the attribute by which a read error carries the file it came from (see _tagged, _SkippingReader)
+_PATH_TAG = "_image_path"
+
+
+def _item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    # SeedSequence mixes the three numbers well, so neighbouring items get unrelated streams
+    state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
+
+
+def _random_crop(images: Sequence[Tensor], size: int, generator: torch.Generator) -> list[Tensor]:
+    """The same random ``size`` x ``size`` crop of every image (padded by reflection if small)."""
+    h, w = images[0].shape[-2:]
+    if h < size or w < size:
+        ph, pw = max(0, size - h), max(0, size - w)
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        images = [torch.nn.functional.pad(im[None], (0, pw, 0, ph), mode=mode)[0] for im in images]
+        h, w = images[0].shape[-2:]
+    top = int(torch.randint(0, h - size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - size + 1, (1,), generator=generator))
+    return [im[..., top : top + size, left : left + size] for im in images]
+
+
+def _flip_rotate(images: Sequence[Tensor], generator: torch.Generator) -> list[Tensor]:
+    """The same random horizontal flip and 90-degree rotation of every image."""
+    flip = bool(torch.rand((), generator=generator) < 0.5)
+    k = int(torch.randint(0, 4, (1,), generator=generator))
+    out = []
+    for im in images:
+        im = im.flip(-1) if flip else im
+        out.append(torch.rot90(im, k, dims=(-2, -1)).contiguous())
+    return out
+
+
+def _center_crop_to(image: Tensor, h: int, w: int) -> Tensor:
+    top, left = (image.shape[-2] - h) // 2, (image.shape[-1] - w) // 2
+    return image[..., top : top + h, left : left + w]
+
+
+@contextmanager
+def _tagged(path: Path) -> Iterator[None]:
+    """Tag a read error raised inside with ``path``, so that :class:`_SkippingReader` names it."""
+    try:
+        yield
+    except (OSError, ValueError) as e:
+        setattr(e, _PATH_TAG, str(path))
+        raise
+
+
+class _SkippingReader:
+    """Reads an item, and on an unreadable file warns, records it and moves to the next item."""
+
+    skipped: dict[str, str]
+
+    def _read_item(self, index: int, read: Callable[[int], _T], size: int) -> _T:
+        for step in range(size):
+            j = (index + step) % size
+            try:
+                return read(j)
+            except (OSError, ValueError) as e:
+                path = getattr(e, _PATH_TAG, None) or f"item {j}"
+                if path not in self.skipped:
+                    self.skipped[path] = str(e)
+                    warnings.warn(
+                        f"{type(self).__name__}: skipping unreadable image {path}: {e}",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+        raise InputError(
+            f"{type(self).__name__}: expected at least one readable image, got none of {size}; "
+            f"unreadable: {', '.join(self.skipped)}"
+        )
+
+    @property
+    def num_skipped(self) -> int:
+        """How many unreadable files this copy of the dataset has met (per DataLoader worker)."""
+        return len(self.skipped)

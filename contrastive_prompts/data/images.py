@@ -1,0 +1,357 @@
+"""Image files and in-memory images: reading, writing, listing, and the bundled sample photos.
+
+Files are decoded by :func:`kornia.io.load_image` into ``(3, H, W)`` float32 tensors in [0, 1];
+in-memory images (tensors or arrays, uint8 or float) are brought to the same form. The sample
+photos come with scikit-image, so demos and tests need no download.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from contrastive_prompts._checks import InputError, InputTypeError, check_int_range, check_shape
+
+from ._common import _tagged
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SAMPLE_HELD_OUT",
+    "SAMPLE_TRAIN",
+    "image_paths",
+    "list_images",
+    "read_image",
+    "sample_images",
+    "sample_split",
+    "write_image",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+"""File extensions (any letter case) that the folder readers pick up."""
+
+PathLike = str | Path
+ImageSource = PathLike | Sequence[PathLike] | Sequence[Tensor] | Sequence[np.ndarray]
+"""What a dataset reads its images from: a folder, folders and files, or in-memory images."""
+
+
+# ----------------------------------------------------------------------------------------------
+# image I/O
+
+
+def read_image(path: PathLike) -> Tensor:
+    """Read a PNG, JPEG, BMP or TIFF file as a ``(3, H, W)`` float32 tensor in [0, 1].
+
+    Decoding goes through :func:`kornia.io.load_image` (the Rust ``kornia_rs`` decoders). Grey
+    images are repeated to three channels; an alpha channel is dropped (not composited); 16-bit
+    files are scaled by 1/65535. kornia-rs cannot decode grey+alpha PNGs; those raise like any
+    other undecodable file.
+
+    Args:
+        path: the image file.
+
+    Shape:
+        - output: $(3, H, W)$.
+
+    Returns:
+        The image.
+
+    Raises:
+        OSError: the file cannot be opened (``FileNotFoundError`` when it does not exist).
+        ValueError: the file cannot be decoded.
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "x.png")
+        >>> write_image(path, torch.full((3, 4, 5), 0.5))
+        >>> read_image(path).shape
+        torch.Size([3, 4, 5])
+    """
+    from kornia.io import ImageLoadType, load_image
+
+    try:
+        # RGBA8 expands grey and palette files and adds an opaque alpha to RGB ones
+        img = load_image(path, ImageLoadType.RGBA8, device="cpu")[:3]
+        return img.float() / 255.0
+    except NotImplementedError:
+        # wider than 8 bits: only UNCHANGED loads it
+        img = load_image(path, ImageLoadType.UNCHANGED, device="cpu")
+    scale = 65535.0 if img.dtype == torch.uint16 else 1.0
+    img = img.float() / scale
+    if img.shape[0] in (2, 4):  # drop alpha
+        img = img[:-1]
+    return img.expand(3, -1, -1).contiguous() if img.shape[0] == 1 else img
+
+
+def write_image(path: PathLike, image: Tensor, *, quality: int = 95) -> None:
+    """Write a float image in [0, 1] as an 8-bit PNG or JPEG (by extension) with kornia.io.
+
+    Values are clamped to [0, 1] and rounded to the nearest of 256 levels.
+
+    Args:
+        path: a ``.png``, ``.jpg``, ``.jpeg``, ``.tif`` or ``.tiff`` file; its folder must exist.
+        image: the image, on any device.
+        quality: JPEG quality in [0, 100] (ignored by other formats).
+
+    Shape:
+        - image: $(C, H, W)$ with $C \\in \\{1, 3\\}$, or $(H, W)$.
+
+    Returns:
+        None; the file is written.
+
+    Example:
+        >>> import tempfile, os
+        >>> write_image(os.path.join(tempfile.mkdtemp(), "x.jpg"), torch.rand(3, 8, 8))
+    """
+    from kornia.io import write_image as _write
+
+    where = "write_image"
+    if not isinstance(image, Tensor):
+        raise InputTypeError(
+            f"{where}: expected image to be a torch.Tensor, got {type(image).__name__}"
+        )
+    if image.ndim == 2:
+        image = image.unsqueeze(0)
+    check_shape(where, "image", image, ("C", "H", "W"))
+    if image.shape[0] not in (1, 3):
+        raise InputError(f"{where}: expected image with 1 or 3 channels, got {image.shape[0]}")
+    check_int_range(where, "quality", quality, 0, 100)
+    pixels = image.detach().to("cpu", torch.float32).clamp(0, 1).mul(255).round().to(torch.uint8)
+    _write(path, pixels.contiguous(), quality=quality)
+
+
+def image_paths(inputs: Sequence[PathLike]) -> list[Path]:
+    """The image files named by ``inputs``: files as they are, folders by their images.
+
+    Args:
+        inputs: image files and folders.
+
+    Returns:
+        The paths, folders expanded in natural order.
+
+    Raises:
+        InputError: an input does not exist, or a folder holds no image.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> (Path(tmp.name) / "a.png").touch()
+        >>> print(*(p.name for p in image_paths([tmp.name])))
+        a.png
+        >>> tmp.cleanup()
+    """
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                raise InputError(f"expected image files in folder {str(item)!r}, found none")
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise InputError(f"expected an image file or a folder, got {str(item)!r} (not found)")
+    return paths
+
+
+def _natural_key(path: Path) -> list[object]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
+def list_images(folder: PathLike) -> list[Path]:
+    """The image files directly inside ``folder`` in natural order (``rain-2`` before ``rain-10``).
+
+    Args:
+        folder: a directory.
+
+    Returns:
+        The paths whose extension is in :data:`IMAGE_EXTENSIONS`.
+
+    Raises:
+        InputError: the folder does not exist or is not a directory.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> for name in ("rain-10.png", "rain-2.png", "notes.txt"):
+        ...     (Path(tmp.name) / name).touch()
+        >>> print(*(p.name for p in list_images(tmp.name)))
+        rain-2.png rain-10.png
+        >>> tmp.cleanup()
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"list_images: expected an existing folder, got {str(folder)!r}")
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(files, key=_natural_key)
+
+
+def _to_chw(where: str, i: int, image: object) -> Tensor:
+    """Turn one in-memory image into a ``(3, H, W)`` float32 tensor in [0, 1]."""
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4) and arr.shape[0] not in (1, 3, 4):
+            arr = np.moveaxis(arr, -1, 0)  # HWC -> CHW
+        scale = 255.0 if arr.dtype == np.uint8 else 65535.0 if arr.dtype == np.uint16 else 1.0
+        image = torch.from_numpy(np.ascontiguousarray(arr)).float() / scale
+    if not isinstance(image, Tensor):
+        raise InputTypeError(
+            f"{where}: expected images[{i}] to be a tensor, an array or a path, "
+            f"got {type(image).__name__}"
+        )
+    if image.dtype == torch.uint8:
+        image = image.float() / 255.0
+    if image.ndim == 2:
+        image = image.unsqueeze(0)
+    if image.ndim != 3 or image.shape[0] not in (1, 3, 4):
+        raise InputError(
+            f"{where}: expected images[{i}] of shape (C, H, W) with C in (1, 3, 4), "
+            f"got {tuple(image.shape)}"
+        )
+    if not image.is_floating_point():
+        raise InputError(f"{where}: expected images[{i}] float or uint8, got {image.dtype}")
+    image = image[:3] if image.shape[0] == 4 else image
+    return image.expand(3, -1, -1).contiguous() if image.shape[0] == 1 else image
+
+
+# ----------------------------------------------------------------------------------------------
+# one image source for the datasets
+
+
+class _ImageSource:
+    """The images a dataset reads: files (read on access, or once with ``cache``) or memory.
+
+    Args:
+        where: the dataset's name, for messages.
+        images: a folder, a list of folders or image files, or a list of in-memory images
+            (``(C, H, W)`` tensors or ``(H, W, C)`` / ``(H, W)`` arrays; uint8 is scaled by 1/255).
+        cache: keep decoded files in memory.
+
+    Raises:
+        InputError: no image, a path that does not exist, a folder without images, or an
+            in-memory image of the wrong type or shape.
+    """
+
+    def __init__(self, where: str, images: ImageSource, *, cache: bool = False) -> None:
+        self.cache = cache
+        self.paths: list[Path] = []
+        self._images: list[Tensor] = []
+        self._cached: dict[int, Tensor] = {}
+        if isinstance(images, (str, Path)):
+            images = [images]
+        items = list(images)
+        if not items:
+            raise InputError(f"{where}: expected at least one image, got an empty list")
+        paths = [p for p in items if isinstance(p, (str, Path))]
+        if len(paths) < len(items):
+            self._images = [_to_chw(where, i, im) for i, im in enumerate(items)]
+            return
+        for p in map(Path, paths):
+            if p.is_dir():
+                found = list_images(p)
+                if not found:
+                    raise InputError(
+                        f"{where}: expected image files ({', '.join(IMAGE_EXTENSIONS)}) "
+                        f"in {str(p)!r}, found none"
+                    )
+                self.paths.extend(found)
+            elif p.is_file():
+                self.paths.append(p)
+            else:
+                raise InputError(f"{where}: expected an existing folder or file, got {str(p)!r}")
+
+    def __len__(self) -> int:
+        return len(self.paths) or len(self._images)
+
+    def load(self, j: int) -> Tensor:
+        """Image ``j``; a read error carries the file's path for the skipping reader."""
+        if self._images:
+            return self._images[j]
+        if j in self._cached:
+            return self._cached[j]
+        with _tagged(self.paths[j]):
+            image = read_image(self.paths[j])
+        if self.cache:
+            self._cached[j] = image
+        return image
+
+    def describe(self, j: int) -> str:
+        """How messages name image ``j``: its path, or ``image j`` for an in-memory one."""
+        return str(self.paths[j]) if self.paths else f"image {j}"
+
+
+# ----------------------------------------------------------------------------------------------
+# bundled sample photos
+
+_SAMPLES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "stereo_motorcycle")
+SAMPLE_TRAIN = ("astronaut", "rocket", "hubble_deep_field", "stereo_motorcycle")
+"""The sample photos of the fixed training split."""
+SAMPLE_HELD_OUT = ("chelsea", "coffee")
+"""The sample photos of the fixed held-out split."""
+
+
+def sample_images(names: Sequence[str] | None = None) -> dict[str, Tensor]:
+    """Photos bundled with scikit-image, as ``(3, H, W)`` float32 tensors in [0, 1].
+
+    The default data for demos and tests, needing no download: ``astronaut`` (512x512),
+    ``chelsea`` (300x451), ``coffee`` (400x600), ``rocket`` (427x640), ``hubble_deep_field``
+    (872x1000) and the left view of ``stereo_motorcycle`` (500x741).
+
+    Args:
+        names: which photos, all by default.
+
+    Shape:
+        - each image: $(3, H, W)$.
+
+    Returns:
+        ``{name: image}`` in the order asked.
+
+    Raises:
+        ImportError: scikit-image is not installed.
+
+    Example:
+        >>> sample_images(["chelsea"])["chelsea"].shape
+        torch.Size([3, 300, 451])
+    """
+    try:
+        import skimage.data
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("sample_images needs scikit-image: pip install scikit-image") from e
+    names = list(_SAMPLES if names is None else names)
+    for name in names:
+        if name not in _SAMPLES:
+            raise InputError(
+                f"sample_images: expected names from {', '.join(_SAMPLES)}, got {name!r}"
+            )
+    out = {}
+    for name in names:
+        arr = getattr(skimage.data, name)()
+        if name == "stereo_motorcycle":
+            arr = arr[0]  # (left, right, disparity)
+        out[name] = _to_chw("sample_images", 0, arr)
+    return out
+
+
+def sample_split() -> tuple[list[Tensor], list[Tensor]]:
+    """The fixed train / held-out split of :func:`sample_images`.
+
+    Shape:
+        - each image: $(3, H, W)$.
+
+    Returns:
+        ``(train, held_out)``: the images of :data:`SAMPLE_TRAIN` and :data:`SAMPLE_HELD_OUT`.
+
+    Example:
+        >>> train, held_out = sample_split()
+        >>> len(train), len(held_out)
+        (4, 2)
+    """
+    images = sample_images()
+    return [images[n] for n in SAMPLE_TRAIN], [images[n] for n in SAMPLE_HELD_OUT]
