@@ -20,7 +20,10 @@ import pytest
 import contrastive_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = sorted(p.name for p in (ROOT / "contrastive_prompts").glob("*.py"))
+MODULES = sorted(  # sub-packages too (contrastive_prompts/data/)
+    p.relative_to(ROOT / "contrastive_prompts").as_posix()
+    for p in (ROOT / "contrastive_prompts").rglob("*.py")
+)
 SMOKE = (
     "import contrastive_prompts as cp; "
     "cp.SparsePrompt(dim=4, prompt_dim=2, prompt_size=2); "
