@@ -1,9 +1,11 @@
 """Contrastive Prompt Learning for all-in-one image restoration, in PyTorch.
 
-The two drop-in modules of CPL (arXiv:2504.09973): :class:`SparsePrompt`, a degradation prompt built
-from the top-k experts of a learned prompt bank, and :class:`ContrastivePromptLoss`, which pulls the
-output under the network's own prompt to the clean image and pushes it away from outputs under
-mismatched prompts.
+The two drop-in modules of CPL (arXiv:2504.09973):
+[SparsePrompt][contrastive_prompts.SparsePrompt], a degradation prompt built from the top-k
+experts of a learned prompt bank, and
+[ContrastivePromptLoss][contrastive_prompts.ContrastivePromptLoss], which pulls the output under
+the network's own prompt to the clean image and pushes it away from outputs under mismatched
+prompts.
 """
 
 from typing import Any

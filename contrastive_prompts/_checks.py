@@ -1,8 +1,8 @@
 """Argument checks shared by every public entry point.
 
-Each check raises :class:`InputError`, a :class:`ValueError`, whose message names the caller, the
-argument, what was expected and what came. Only shapes, dtypes and option values are checked, never
-tensor values, so the checks stay compatible with ``torch.compile``.
+Each check raises [InputError][contrastive_prompts.InputError], a `ValueError`, whose message
+names the caller, the argument, what was expected and what came. Only shapes, dtypes and option
+values are checked, never tensor values, so the checks stay compatible with ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class InputError(ValueError):
     The message names the argument, what was expected and what came, for example
     ``SparsePrompt: expected x of shape (B, 48, H, W), got (2, 32, 16, 16)``.
 
-    Example:
+    Examples:
         >>> from contrastive_prompts import SparsePrompt
         >>> layer = SparsePrompt(dim=48, prompt_dim=8, prompt_size=4)
         >>> try:
@@ -37,10 +37,10 @@ class InputTypeError(InputError, TypeError):
     """An argument is not of the expected type: a list where a tensor is expected, say.
 
     Both an [InputError][contrastive_prompts.InputError] (so ``except InputError`` and
-    ``except ValueError`` catch it, as before) and a :class:`TypeError`, as Python's own type
+    ``except ValueError`` catch it, as before) and a `TypeError`, as Python's own type
     errors are.
 
-    Example:
+    Examples:
         >>> from contrastive_prompts import SparsePrompt
         >>> layer = SparsePrompt(dim=4, prompt_dim=2, prompt_size=2)
         >>> try:
@@ -107,7 +107,7 @@ def check_floating(where: str, name: str, x: Tensor) -> None:
 def check_dtype_like(where: str, name: str, x: Tensor, parameter: Tensor) -> None:
     """Check that ``x`` can meet ``parameter`` in a matrix product or a convolution.
 
-    ``x`` must be floating and have the parameter's dtype, except under :func:`torch.autocast`
+    ``x`` must be floating and have the parameter's dtype, except under `torch.autocast`
     for ``x``'s device, where the autocast dtype is accepted too (autocast casts the operands of
     products and convolutions itself). Other dtypes are refused under autocast as well: autocast
     never casts float64, and it cannot mix float16 with bfloat16. The message gives the fix.

@@ -2,19 +2,23 @@
 
 Three kinds of file:
 
-- **training checkpoints** (``last.pt``), written by :class:`~contrastive_prompts.train.Trainer`:
+- **training checkpoints** (``last.pt``), written by [Trainer][contrastive_prompts.train.Trainer]:
   weights, EMA weights, optimiser, schedule and random states, for an exact resume;
-- **shared weights** (``.safetensors``), written by :func:`export_weights` (``contrastive-prompts
+- **shared weights** (``.safetensors``), written by
+  [export_weights][contrastive_prompts.checkpoints.export_weights] (``contrastive-prompts
   export``): the EMA weights with the model configuration in the file's metadata, read back by
-  :meth:`SparsePromptIR.from_pretrained <contrastive_prompts.SparsePromptIR.from_pretrained>`;
+  [SparsePromptIR.from_pretrained][contrastive_prompts.SparsePromptIR.from_pretrained];
 - **official PromptIR checkpoints** (Lightning ``.ckpt``, bare state dicts, BasicSR's
-  ``params_ema`` / ``params``), read by :func:`load_promptir_state_dict`.
+  ``params_ema`` / ``params``), read by
+  [load_promptir_state_dict][contrastive_prompts.checkpoints.load_promptir_state_dict].
 
 PyTorch files are read with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists,
 tuples and dicts, never an arbitrary Python object, so a malicious file cannot run code when it
 is loaded. A file that needs more is refused with the names of the types it asked for. The one
-opt-in, ``trust=True`` on :func:`load_promptir_state_dict` (``--trust-checkpoint`` on the command
-line), is for foreign files you trust: it runs whatever code the file holds.
+opt-in, ``trust=True`` on
+[load_promptir_state_dict][contrastive_prompts.checkpoints.load_promptir_state_dict]
+(``--trust-checkpoint`` on the command line), is for foreign files you trust: it runs whatever code
+the file holds.
 
 The Restormer parts of a PromptIR checkpoint keep PromptIR's names; the prompt parts are renamed
 (PromptIR's ``prompt3.prompt_param`` is our ``prompt3.prompts`` without the leading singleton axis,
@@ -71,6 +75,10 @@ class CheckpointError(RuntimeError):
         ...     print(error)
         checkpoint 'no-such-run/last.pt' not found
     """
+
+
+class _ForeignFormat(CheckpointError):
+    """A readable file that this library did not write (it may be an official PromptIR one)."""
 
 
 # -- reading PyTorch files safely ---------------------------------------------------------------
@@ -200,7 +208,7 @@ def _tuple(value: Any) -> Any:
 
 
 def _build_model(where: str, model_config: Any, weights: Any) -> SparsePromptIR:
-    """A :class:`SparsePromptIR` of ``model_config`` holding ``weights``, or a CheckpointError."""
+    """A `SparsePromptIR` of ``model_config`` holding ``weights``, or a CheckpointError."""
     from .model import SparsePromptIR
 
     if model_config is None:
@@ -239,7 +247,7 @@ _CHECKPOINT_KEYS = (
 
 
 def read_checkpoint(path: PathLike) -> dict[str, Any]:
-    """Read a training checkpoint written by :class:`~contrastive_prompts.train.Trainer`, safely.
+    """Read a training checkpoint written by [Trainer][contrastive_prompts.train.Trainer], safely.
 
     Args:
         path: the checkpoint (``last.pt`` in a run's ``out_dir``).
@@ -266,7 +274,7 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
         )
     state = safe_load(name)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
+        raise _ForeignFormat(
             f"checkpoint {name!r} is not a contrastive_prompts training checkpoint "
             f"(expected format {CHECKPOINT_FORMAT!r})"
         )
@@ -280,28 +288,40 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
 
 
 def load_checkpoint_model(
-    path: PathLike, *, ema: bool = True, device: str | torch.device = "cpu"
+    path: PathLike,
+    *,
+    ema: bool = True,
+    device: str | torch.device = "cpu",
+    promptir_top_k: int = 5,
 ) -> SparsePromptIR:
-    """The model stored in a training checkpoint or a safetensors export, in eval mode.
+    """The model stored in a training checkpoint, a safetensors export or a PromptIR checkpoint.
 
     The file's format is read from its first bytes, whatever its name:
 
     - a training checkpoint gives its EMA weights by default (what validation scored), the raw
       weights with ``ema=False``;
-    - a ``.safetensors`` file from :func:`export_weights` gives the weights it holds, built with
-      the model configuration stored in its metadata.
+    - a ``.safetensors`` file from
+      [export_weights][contrastive_prompts.checkpoints.export_weights] gives the weights it holds,
+      built with the model configuration stored in its metadata;
+    - any other file is read as an official PromptIR checkpoint (Lightning ``.ckpt``, BasicSR,
+      bare state dict or ``.safetensors``), as
+      [SparsePromptIR.from_promptir][contrastive_prompts.SparsePromptIR.from_promptir] reads it,
+      with ``promptir_top_k`` experts per prompt.
 
-    Nothing in either file can run code. :meth:`SparsePromptIR.from_pretrained
-    <contrastive_prompts.SparsePromptIR.from_pretrained>` is the same function.
+    The model is in eval mode. Nothing in any of these files can run code.
+    [SparsePromptIR.from_pretrained][contrastive_prompts.SparsePromptIR.from_pretrained] is the
+    same function.
 
     Args:
-        path: a checkpoint written by :class:`~contrastive_prompts.train.Trainer` or weights
-            written by :func:`export_weights`.
+        path: a checkpoint written by [Trainer][contrastive_prompts.train.Trainer] or weights
+            written by [export_weights][contrastive_prompts.checkpoints.export_weights].
         ema: from a training checkpoint, load the EMA weights (``False``: the raw weights).
         device: where to put the model.
+        promptir_top_k: experts per prompt for a PromptIR checkpoint: 5 computes what PromptIR
+            computes, 1 reads CPL weights saved in PromptIR's format.
 
     Returns:
-        The :class:`~contrastive_prompts.SparsePromptIR` of the file's configuration.
+        The [SparsePromptIR][contrastive_prompts.SparsePromptIR] of the file's configuration.
 
     Raises:
         CheckpointError: the file is missing, unreadable, refused as unsafe, of another format,
@@ -322,15 +342,30 @@ def load_checkpoint_model(
     name = os.fspath(path)
     if not os.path.isfile(name):
         raise CheckpointError(f"checkpoint {name!r} not found")
-    if _is_safetensors(name):
-        model_config, weights = _read_weights(name)
-        model = _build_model(f"weights {name!r}", model_config, weights)
-    else:
-        state = read_checkpoint(name)
-        model = _build_model(
-            f"checkpoint {name!r}", state["model_config"], state["ema" if ema else "model"]
-        )
+    try:
+        if _is_safetensors(name):
+            model_config, weights = _read_weights(name)
+            model = _build_model(f"weights {name!r}", model_config, weights)
+        else:
+            state = read_checkpoint(name)
+            model = _build_model(
+                f"checkpoint {name!r}", state["model_config"], state["ema" if ema else "model"]
+            )
+    except _ForeignFormat as foreign:
+        model = _promptir_model(name, promptir_top_k, foreign)
     return model.to(device).eval()
+
+
+def _promptir_model(path: str, top_k: int, foreign: _ForeignFormat) -> SparsePromptIR:
+    """The file as an official PromptIR checkpoint, or an error saying it is neither."""
+    from .model import SparsePromptIR
+
+    try:
+        return SparsePromptIR.from_promptir(path, top_k=top_k)
+    except (CheckpointError, InputError) as error:
+        raise CheckpointError(
+            f"{foreign}; read as an official PromptIR checkpoint instead, it fails too: {error}"
+        ) from error
 
 
 # -- shared weights (safetensors) -------------------------------------------------------------
@@ -346,7 +381,7 @@ def _read_weights(path: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(_unreadable("weights", path, error)) from error
     if metadata.get("format") != WEIGHTS_FORMAT or "model_config" not in metadata:
-        raise CheckpointError(
+        raise _ForeignFormat(
             f"weights {path!r} are not a contrastive_prompts export (expected metadata format "
             f"{WEIGHTS_FORMAT!r} with the model_config); a bare state dict loads with "
             "model.load_state_dict(safetensors.torch.load_file(path))"
@@ -366,10 +401,11 @@ def export_weights(
     """Write a training checkpoint's weights as a ``.safetensors`` file to share.
 
     The file holds the EMA weights (``ema=False``: the raw ones) and, in its metadata, the model
-    configuration, the label names and the step, so :meth:`SparsePromptIR.from_pretrained
-    <contrastive_prompts.SparsePromptIR.from_pretrained>` rebuilds the model from it alone.
-    safetensors files hold tensors and strings only: loading one can never run code. The file is
-    written under a temporary name and renamed, so a failed export leaves nothing half-written.
+    configuration, the label names and the step, so
+    [SparsePromptIR.from_pretrained][contrastive_prompts.SparsePromptIR.from_pretrained] rebuilds
+    the model from it alone. safetensors files hold tensors and strings only: loading one can never
+    run code. The file is written under a temporary name and renamed, so a failed export leaves
+    nothing half-written.
 
     Args:
         checkpoint: a training checkpoint (``last.pt``).

@@ -1,6 +1,6 @@
 """The ``contrastive-prompts`` command line (also ``python -m contrastive_prompts``).
 
-Subcommands: ``train`` (every :class:`~contrastive_prompts.config.TrainConfig` field is a
+Subcommands: ``train`` (every [TrainConfig][contrastive_prompts.config.TrainConfig] field is a
 flag; works under ``torchrun``), ``evaluate`` (per-degradation PSNR / SSIM), ``restore`` (images
 or folders in, restored images out, tiled; never over an existing file unless ``--overwrite``,
 never over an input), ``export`` (a checkpoint's weights as ``.safetensors``) and ``demo``.
@@ -46,19 +46,29 @@ def _int_or_none(text: str) -> int | None:
     return None if text.lower() in ("none", "null") else int(text)
 
 
+_REFERENCE = re.compile(r"\[([^\]]+)\]\[[^\]]*\]")  # a docs cross-reference, [text][target]
+
+
+def _plain(text: str) -> str:
+    """Docstring markup as help text: ``[text][target]`` is ``text``; no backticks."""
+    return _REFERENCE.sub(r"\1", text).replace("`", "").replace("%", "%%")
+
+
 def _field_help(cls: type) -> dict[str, str]:
     """``{field: description}`` from the ``Attributes:`` section of a dataclass docstring."""
     text = (cls.__doc__ or "").split("Attributes:", 1)[-1]
     found: dict[str, list[str]] = {}
     current = None
     for line in text.splitlines():
+        if line.strip() and not line.startswith(" " * 8):
+            break  # the next section (``Examples:``) ends the attributes
         match = re.match(r"^ {8}(\w+): (.*)", line)
         if match:
             current = match.group(1)
             found[current] = [match.group(2)]
         elif current and line.startswith(" " * 12):
             found[current].append(line.strip())
-    return {k: " ".join(v).replace("``", "").replace("%", "%%") for k, v in found.items()}
+    return {k: _plain(" ".join(v)) for k, v in found.items()}
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -175,12 +185,21 @@ def _model(args: argparse.Namespace) -> Any:
     from .checkpoints import load_checkpoint_model
 
     device = resolve_device(args.command, args.device)
-    return load_checkpoint_model(args.checkpoint, device=device), device
+    model = load_checkpoint_model(
+        args.checkpoint, device=device, promptir_top_k=args.promptir_top_k
+    )
+    return model, device
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .metrics import evaluate
 
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        # checked before any work, like restore: a user's file is never replaced unasked
+        raise InputError(
+            f"evaluate: expected --json to name a new file, got {args.json!r}, which exists; "
+            "pass --overwrite to replace it"
+        )
     model, _ = _model(args)
     dataset = _dataset(args)
     result = evaluate(
@@ -191,7 +210,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     print(result.to_markdown())
     if args.json:
-        Path(args.json).write_text(json.dumps(dataclasses.asdict(result)))
+        target = Path(args.json)
+        partial = target.with_name(f".{target.name}.partial")
+        partial.write_text(json.dumps(dataclasses.asdict(result)))
+        partial.replace(target)  # never a half-written table
     return 0
 
 
@@ -306,7 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_model_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--checkpoint", required=True,
-                       help="a checkpoint from train, or weights from export")  # fmt: skip
+                       help="a checkpoint from train, weights from export, or an official "
+                       "PromptIR checkpoint")  # fmt: skip
+        p.add_argument("--promptir-top-k", type=int, default=5,
+                       help="experts per prompt when --checkpoint is a PromptIR checkpoint "
+                       "(5: PromptIR itself; 1: CPL weights in PromptIR's format)")  # fmt: skip
         p.add_argument("--tile", type=_int_or_none, default=512,
                        help="tile side for large images (none: one pass)")  # fmt: skip
         p.add_argument("--overlap", type=int, default=32, help="overlap between tiles")
@@ -333,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="pad inputs to this multiple first (the reference model pads to 8 itself)",
     )
     evaluate.add_argument("--y-channel", action="store_true", help="score the luma channel")
-    evaluate.add_argument("--json", help="also write the table as JSON here")
+    evaluate.add_argument("--json", help="also write the table as JSON here (a new file)")
+    evaluate.add_argument("--overwrite", action="store_true",
+                          help="let --json replace an existing file")  # fmt: skip
     evaluate.set_defaults(run=_evaluate)
 
     restore = sub.add_parser("restore", help="restore images or folders of images")
@@ -367,9 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         The exit status: 0 on success, 2 for a usage or input error (the message goes to
-        stderr). ``--help`` and argparse's own usage errors exit through :class:`SystemExit`.
+        stderr). ``--help`` and argparse's own usage errors exit through `SystemExit`.
 
-    Example:
+    Examples:
         >>> main(["evaluate", "--checkpoint", "no-such-file.pt"])
         2
     """

@@ -1,6 +1,6 @@
 """Synthetic degradations for all-in-one restoration, batched and reproducible.
 
-Each degradation is a pure function holding the maths and a thin :class:`torch.nn.Module` that
+Each degradation is a pure function holding the maths and a thin `torch.nn.Module` that
 stores the options and calls it. Every function takes a batch ``(B, C, H, W)`` of float images in
 [0, 1], draws its parameters per sample from ranges (a fixed value is the range ``(v, v)``) and
 returns a batch of the same shape, device and dtype, clamped to [0, 1]. Randomness comes only from
@@ -8,9 +8,10 @@ the optional ``generator``, which must live on the input's device; the same seed
 output. Every range argument always consumes its draw, so two calls that differ only in one
 parameter value (for example ``beta``) share every other random draw under the same seed.
 
-:class:`DegradationMix` applies one (or several) of a list of named degradations per sample and
-returns the integer labels of what it applied; :func:`make_mix` builds the 3-task and 5-task mixes
-of the papers.
+[DegradationMix][contrastive_prompts.degradations.DegradationMix] applies one (or several) of a
+list of named degradations per sample and returns the integer labels of what it applied;
+[make_mix][contrastive_prompts.degradations.make_mix] builds the 3-task and 5-task mixes of the
+papers.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ def gaussian_noise(
     Returns:
         The noisy images, in x's dtype.
 
-    Example:
+    Examples:
         >>> x = torch.full((1, 3, 8, 8), 0.5)
         >>> y = gaussian_noise(x, 25.0, generator=torch.Generator().manual_seed(0))
         >>> y.shape
@@ -182,7 +183,7 @@ def gaussian_noise(
 
 
 class GaussianNoise(nn.Module):
-    """Module form of :func:`gaussian_noise`.
+    """Module form of [gaussian_noise][contrastive_prompts.degradations.gaussian_noise].
 
     Args:
         sigma: noise standard deviation on the 0-255 scale, a value or a range.
@@ -192,7 +193,7 @@ class GaussianNoise(nn.Module):
     Shape:
         - Input: $(B, C, H, W)$ in [0, 1]; output: the same.
 
-    Example:
+    Examples:
         >>> GaussianNoise(sigma=(15.0, 50.0))(torch.rand(2, 3, 8, 8)).shape
         torch.Size([2, 3, 8, 8])
     """
@@ -204,6 +205,15 @@ class GaussianNoise(nn.Module):
         self.quantize = quantize
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Degrade ``x``, drawing the options per sample from the stored ranges.
+
+        Args:
+            x: $(B, C, H, W)$ images in [0, 1].
+            generator: source of randomness, on x's device.
+
+        Returns:
+            The degraded images, of the shape, device and dtype of ``x``.
+        """
         return gaussian_noise(
             x, self.sigma, clip=self.clip, quantize=self.quantize, generator=generator
         )
@@ -236,7 +246,7 @@ def random_depth(
     Returns:
         Depth, spanning exactly ``depth_range`` in each sample.
 
-    Example:
+    Examples:
         >>> random_depth(torch.rand(2, 3, 16, 16)).shape
         torch.Size([2, 1, 16, 16])
     """
@@ -272,7 +282,8 @@ def haze(
         x: clean images $J$ in [0, 1].
         beta: scattering coefficient, a value or a range drawn per sample.
         airlight: global atmospheric light $A$ (grey), a value or a range drawn per sample.
-        depth: scene depth $d$; by default a smooth random map from :func:`random_depth`.
+        depth: scene depth $d$; by default a smooth random map from
+            [random_depth][contrastive_prompts.degradations.random_depth].
         depth_range: ``(near, far)`` of the random depth (ignored when ``depth`` is given).
         generator: source of randomness, on x's device.
 
@@ -284,7 +295,7 @@ def haze(
     Returns:
         The hazy images.
 
-    Example:
+    Examples:
         >>> x = torch.rand(1, 3, 8, 8)
         >>> torch.equal(haze(x, 0.0), x)
         True
@@ -306,7 +317,7 @@ def haze(
 
 
 class Haze(nn.Module):
-    """Module form of :func:`haze`.
+    """Module form of [haze][contrastive_prompts.degradations.haze].
 
     Args:
         beta: scattering coefficient, a value or a range drawn per sample.
@@ -317,7 +328,7 @@ class Haze(nn.Module):
     Shape:
         - Input: $(B, C, H, W)$ in [0, 1]; output: the same.
 
-    Example:
+    Examples:
         >>> Haze(beta=0.1)(torch.rand(2, 3, 8, 8)).shape
         torch.Size([2, 3, 8, 8])
     """
@@ -337,6 +348,16 @@ class Haze(nn.Module):
     def forward(
         self, x: Tensor, generator: torch.Generator | None = None, depth: Tensor | None = None
     ) -> Tensor:
+        """Haze ``x``, drawing ``beta`` and the airlight per sample from the stored ranges.
+
+        Args:
+            x: $(B, C, H, W)$ clean images in [0, 1].
+            generator: source of randomness, on x's device.
+            depth: $(B, 1, H, W)$ scene depth; by default a random map in ``depth_range``.
+
+        Returns:
+            The hazy images, of the shape, device and dtype of ``x``.
+        """
         return haze(
             x,
             self.beta,
@@ -370,8 +391,8 @@ def rain_streaks(
     The streak layer $R$ is made by drawing sparse random seed points (each pixel with probability
     ``density``, of random intensity up to ``brightness``), smearing them with a line (motion)
     kernel of ``length`` pixels tilted by ``angle`` degrees from the vertical through
-    :func:`kornia.filters.filter2d`, and thickening them with a Gaussian of std ``width`` pixels
-    (:func:`kornia.filters.gaussian_blur2d`). Streaks are white and the same in every channel.
+    `kornia.filters.filter2d`, and thickening them with a Gaussian of std ``width`` pixels
+    (`kornia.filters.gaussian_blur2d`). Streaks are white and the same in every channel.
 
     Args:
         x: clean images in [0, 1].
@@ -392,7 +413,7 @@ def rain_streaks(
     Returns:
         The rainy images.
 
-    Example:
+    Examples:
         >>> rain_streaks(torch.rand(2, 3, 32, 32)).shape
         torch.Size([2, 3, 32, 32])
     """
@@ -427,7 +448,7 @@ def rain_streaks(
 
 
 class RainStreaks(nn.Module):
-    """Module form of :func:`rain_streaks`.
+    """Module form of [rain_streaks][contrastive_prompts.degradations.rain_streaks].
 
     Every option is a value or a ``(low, high)`` range drawn per sample.
 
@@ -442,7 +463,7 @@ class RainStreaks(nn.Module):
     Shape:
         - Input: $(B, C, H, W)$ in [0, 1]; output: the same.
 
-    Example:
+    Examples:
         >>> RainStreaks(length=20.0)(torch.rand(2, 3, 32, 32)).shape
         torch.Size([2, 3, 32, 32])
     """
@@ -467,6 +488,15 @@ class RainStreaks(nn.Module):
         self.alpha = _as_range(w, "alpha", alpha, low=0.0, high=1.0)
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Degrade ``x``, drawing the options per sample from the stored ranges.
+
+        Args:
+            x: $(B, C, H, W)$ images in [0, 1].
+            generator: source of randomness, on x's device.
+
+        Returns:
+            The degraded images, of the shape, device and dtype of ``x``.
+        """
         return rain_streaks(
             x,
             density=self.density,
@@ -492,7 +522,7 @@ class RainStreaks(nn.Module):
 def gaussian_blur(
     x: Tensor, sigma: Range = (0.5, 3.0), *, generator: torch.Generator | None = None
 ) -> Tensor:
-    r"""Isotropic Gaussian blur, $y = k_\sigma * x$, through :func:`kornia.filters.gaussian_blur2d`.
+    r"""Isotropic Gaussian blur, $y = k_\sigma * x$, through `kornia.filters.gaussian_blur2d`.
 
     The kernel spans $\pm 3\sigma$ of the largest ``sigma``; borders replicate the edge pixels.
 
@@ -508,7 +538,7 @@ def gaussian_blur(
     Returns:
         The blurred images.
 
-    Example:
+    Examples:
         >>> gaussian_blur(torch.rand(2, 3, 16, 16), 1.5).shape
         torch.Size([2, 3, 16, 16])
     """
@@ -524,7 +554,7 @@ def gaussian_blur(
 
 
 class GaussianBlur(nn.Module):
-    """Module form of :func:`gaussian_blur`.
+    """Module form of [gaussian_blur][contrastive_prompts.degradations.gaussian_blur].
 
     Args:
         sigma: blur std in pixels (> 0), a value or a range drawn per sample.
@@ -532,7 +562,7 @@ class GaussianBlur(nn.Module):
     Shape:
         - Input: $(B, C, H, W)$ in [0, 1]; output: the same.
 
-    Example:
+    Examples:
         >>> GaussianBlur(sigma=2.0)(torch.rand(1, 3, 16, 16)).shape
         torch.Size([1, 3, 16, 16])
     """
@@ -542,6 +572,15 @@ class GaussianBlur(nn.Module):
         self.sigma = _as_range("GaussianBlur", "sigma", sigma, low=1e-3)
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Degrade ``x``, drawing the options per sample from the stored ranges.
+
+        Args:
+            x: $(B, C, H, W)$ images in [0, 1].
+            generator: source of randomness, on x's device.
+
+        Returns:
+            The degraded images, of the shape, device and dtype of ``x``.
+        """
         return gaussian_blur(x, self.sigma, generator=generator)
 
     def extra_repr(self) -> str:
@@ -559,7 +598,7 @@ def motion_blur(
 
     Each sample gets its own anti-aliased line kernel of ``length`` pixels at ``angle`` degrees
     (counter-clockwise from the horizontal), the per-sample equivalent of
-    :func:`kornia.filters.motion_blur`, applied with :func:`kornia.filters.filter2d`; borders
+    `kornia.filters.motion_blur`, applied with `kornia.filters.filter2d`; borders
     replicate the edge pixels.
 
     Args:
@@ -575,7 +614,7 @@ def motion_blur(
     Returns:
         The blurred images.
 
-    Example:
+    Examples:
         >>> motion_blur(torch.rand(2, 3, 16, 16), 9.0, angle=45.0).shape
         torch.Size([2, 3, 16, 16])
     """
@@ -589,7 +628,7 @@ def motion_blur(
 
 
 class MotionBlur(nn.Module):
-    """Module form of :func:`motion_blur`.
+    """Module form of [motion_blur][contrastive_prompts.degradations.motion_blur].
 
     Args:
         length: blur length in pixels (>= 1), a value or a range drawn per sample.
@@ -598,7 +637,7 @@ class MotionBlur(nn.Module):
     Shape:
         - Input: $(B, C, H, W)$ in [0, 1]; output: the same.
 
-    Example:
+    Examples:
         >>> MotionBlur(length=11.0)(torch.rand(1, 3, 16, 16)).shape
         torch.Size([1, 3, 16, 16])
     """
@@ -609,6 +648,15 @@ class MotionBlur(nn.Module):
         self.angle = _as_range("MotionBlur", "angle", angle)
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Degrade ``x``, drawing the options per sample from the stored ranges.
+
+        Args:
+            x: $(B, C, H, W)$ images in [0, 1].
+            generator: source of randomness, on x's device.
+
+        Returns:
+            The degraded images, of the shape, device and dtype of ``x``.
+        """
         return motion_blur(x, self.length, angle=self.angle, generator=generator)
 
     def extra_repr(self) -> str:
@@ -651,7 +699,7 @@ def low_light(
     Returns:
         The dark, noisy images.
 
-    Example:
+    Examples:
         >>> low_light(torch.rand(2, 3, 8, 8)).shape
         torch.Size([2, 3, 8, 8])
     """
@@ -668,7 +716,7 @@ def low_light(
 
 
 class LowLight(nn.Module):
-    r"""Module form of :func:`low_light`.
+    r"""Module form of [low_light][contrastive_prompts.degradations.low_light].
 
     Every option is a value or a ``(low, high)`` range drawn per sample.
 
@@ -681,7 +729,7 @@ class LowLight(nn.Module):
     Shape:
         - Input: $(B, C, H, W)$ in [0, 1]; output: the same.
 
-    Example:
+    Examples:
         >>> LowLight(gamma=2.0)(torch.rand(1, 3, 8, 8)).shape
         torch.Size([1, 3, 8, 8])
     """
@@ -702,6 +750,15 @@ class LowLight(nn.Module):
         self.read_sigma = _as_range(w, "read_sigma", read_sigma, low=0.0)
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Degrade ``x``, drawing the options per sample from the stored ranges.
+
+        Args:
+            x: $(B, C, H, W)$ images in [0, 1].
+            generator: source of randomness, on x's device.
+
+        Returns:
+            The degraded images, of the shape, device and dtype of ``x``.
+        """
         return low_light(
             x,
             gamma=self.gamma,
@@ -725,7 +782,7 @@ class LowLight(nn.Module):
 def jpeg_compression(
     x: Tensor, quality: Range = (10.0, 50.0), *, generator: torch.Generator | None = None
 ) -> Tensor:
-    r"""JPEG compression artefacts through :func:`kornia.enhance.jpeg_codec_differentiable`.
+    r"""JPEG compression artefacts through `kornia.enhance.jpeg_codec_differentiable`.
 
     The codec quantises the 8x8 DCT of the YCbCr image (4:2:0 chroma) with the standard tables
     scaled by ``quality``; it is differentiable. Grey images go through the codec as three equal
@@ -743,7 +800,7 @@ def jpeg_compression(
     Returns:
         The decoded images.
 
-    Example:
+    Examples:
         >>> jpeg_compression(torch.rand(2, 3, 16, 16), 30.0).shape
         torch.Size([2, 3, 16, 16])
     """
@@ -762,7 +819,7 @@ def jpeg_compression(
 
 
 class JpegCompression(nn.Module):
-    """Module form of :func:`jpeg_compression`.
+    """Module form of [jpeg_compression][contrastive_prompts.degradations.jpeg_compression].
 
     Args:
         quality: JPEG quality in [1, 100], a value or a range drawn per sample.
@@ -770,7 +827,7 @@ class JpegCompression(nn.Module):
     Shape:
         - Input: $(B, C, H, W)$ in [0, 1] with $C$ = 1 or 3; output: the same.
 
-    Example:
+    Examples:
         >>> JpegCompression(quality=20.0)(torch.rand(1, 3, 16, 16)).shape
         torch.Size([1, 3, 16, 16])
     """
@@ -780,6 +837,15 @@ class JpegCompression(nn.Module):
         self.quality = _as_range("JpegCompression", "quality", quality, low=1.0, high=100.0)
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Degrade ``x``, drawing the options per sample from the stored ranges.
+
+        Args:
+            x: $(B, C, H, W)$ images in [0, 1].
+            generator: source of randomness, on x's device.
+
+        Returns:
+            The degraded images, of the shape, device and dtype of ``x``.
+        """
         return jpeg_compression(x, self.quality, generator=generator)
 
     def extra_repr(self) -> str:
@@ -796,9 +862,10 @@ class DegradationMix(nn.Module):
     """Apply one (or several) of a list of named degradations to each sample.
 
     Each degradation is called as ``fn(x, generator=generator)`` on the samples it was drawn for.
-    The labels index :attr:`names`. Several tasks may share a degradation kind (the 3-task protocol
-    has three noise levels of one kind); :attr:`kinds` names the kind of each task and
-    :meth:`kind_labels` maps task labels to indices into :attr:`kind_names`.
+    The labels index `names`. Several tasks may share a degradation kind (the 3-task protocol
+    has three noise levels of one kind); `kinds` names the kind of each task and
+    [kind_labels][contrastive_prompts.degradations.DegradationMix.kind_labels] maps task labels to
+    indices into `kind_names`.
 
     Args:
         degradations: ``{name: degradation}`` in label order, or a sequence of ``(name, fn)``.
@@ -810,12 +877,19 @@ class DegradationMix(nn.Module):
             degradations, applied in list order, and the labels are a ``(B, N)`` boolean
             multi-hot mask (``probs`` is then ignored).
 
+    Attributes:
+        names: the task names, in label order.
+        kinds: the degradation kind of each task.
+        kind_names: the distinct kinds, in order of first appearance.
+        probs: the probability of each task, normalised to sum to 1.
+        max_per_sample: the most degradations one sample gets.
+
     Shape:
         - x: $(B, C, H, W)$.
         - degraded: same as ``x``.
         - labels: $(B,)$ int64, or $(B, N)$ bool when ``max_per_sample > 1``.
 
-    Example:
+    Examples:
         >>> mix = DegradationMix({"noise": GaussianNoise(25.0), "haze": Haze()})
         >>> y, labels = mix(torch.rand(4, 3, 16, 16), generator=torch.Generator().manual_seed(0))
         >>> y.shape, labels.shape
@@ -879,10 +953,11 @@ class DegradationMix(nn.Module):
 
     @property
     def num_degradations(self) -> int:
+        """The number of tasks, ``len(names)``."""
         return len(self.names)
 
     def kind_labels(self, labels: Tensor) -> Tensor:
-        """Map ``(B,)`` task labels to ``(B,)`` indices into :attr:`kind_names`."""
+        """Map ``(B,)`` task labels to ``(B,)`` indices into `kind_names`."""
         table = torch.tensor(self._task_to_kind, device=labels.device, dtype=torch.long)
         return table[labels.long()]
 
@@ -893,7 +968,11 @@ class DegradationMix(nn.Module):
         device: torch.device | str | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Draw labels as :meth:`forward` does: ``(B,)`` int64 or ``(B, N)`` bool."""
+        """Draw labels as [forward][contrastive_prompts.degradations.DegradationMix.forward] does.
+
+        Returns:
+            ``(B,)`` int64 labels, or a ``(B, N)`` bool mask when ``max_per_sample > 1``.
+        """
         n = len(self.names)
         if self.max_per_sample == 1:
             p = torch.tensor(self.probs, device=device, dtype=torch.float64)
@@ -949,6 +1028,16 @@ class DegradationMix(nn.Module):
         return out
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Draw labels for the batch (as `sample_labels` does) and apply what they name.
+
+        Args:
+            x: $(B, C, H, W)$ images in [0, 1].
+            generator: source of randomness for the labels and the degradations, on x's device.
+
+        Returns:
+            ``(degraded, labels)``: the batch, and $(B,)$ int64 labels indexing `names` (or a
+            $(B, N)$ bool mask when ``max_per_sample > 1``).
+        """
         _check_image("DegradationMix", x)
         labels = self.sample_labels(x.shape[0], device=x.device, generator=generator)
         return self.degrade(x, labels, generator=generator), labels
@@ -1010,27 +1099,29 @@ def make_mix(
     probs: Sequence[float] | None = None,
     max_per_sample: int = 1,
 ) -> DegradationMix:
-    """Build a :class:`DegradationMix` from a preset name or a list of degradation names.
+    """Build a `DegradationMix` from a preset name or a list of degradation names.
 
-    Presets (:data:`MIXES`):
+    Presets ([MIXES][contrastive_prompts.degradations.MIXES]):
 
     - ``"3task"``: tasks ``noise_15``, ``noise_25``, ``noise_50``, ``rain``, ``haze``. The three
       noise levels are three labels, as the PromptIR protocol trains them as three tasks, and one
-      kind ``"noise"`` (see :attr:`DegradationMix.kinds`). Noise is quantised to 8 bits.
+      kind ``"noise"`` (see `DegradationMix.kinds`). Noise is quantised to 8 bits.
     - ``"5task"``: ``noise`` (sigma 25, the level the 5-task protocol tests), ``rain``, ``haze``,
       ``blur`` (motion), ``low_light``.
 
-    A list picks names from :data:`DEGRADATIONS` with their default options.
+    A list picks names from [DEGRADATIONS][contrastive_prompts.degradations.DEGRADATIONS] with
+    their default options.
 
     Args:
         preset: a preset name or a sequence of degradation names.
         probs: task probabilities (uniform by default).
-        max_per_sample: maximum number of degradations per sample (see :class:`DegradationMix`).
+        max_per_sample: maximum number of degradations per sample (see
+            [DegradationMix][contrastive_prompts.degradations.DegradationMix]).
 
     Returns:
         The mix.
 
-    Example:
+    Examples:
         >>> make_mix("3task").names
         ('noise_15', 'noise_25', 'noise_50', 'rain', 'haze')
         >>> make_mix("3task").kind_names

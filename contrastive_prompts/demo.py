@@ -1,9 +1,10 @@
 """The demo: train a small CPL restorer on the photos that ship with scikit-image.
 
-:func:`run_demo` trains the ``tiny`` preset with Contrastive Prompt Learning on four bundled photos
-degraded on the fly by the 3-task mix (noise at sigma 15 / 25 / 50, rain, haze), then scores it on
-two held-out photos and writes to ``out_dir`` a before/after grid, the metrics table and the
-training plots. :func:`write_report` does the scoring and writing for any model.
+[run_demo][contrastive_prompts.demo.run_demo] trains the ``tiny`` preset with Contrastive Prompt
+Learning on four bundled photos degraded on the fly by the 3-task mix (noise at sigma 15 / 25 / 50,
+rain, haze), then scores it on two held-out photos and writes to ``out_dir`` a before/after grid,
+the metrics table and the training plots. [write_report][contrastive_prompts.demo.write_report]
+does the scoring and writing for any model.
 """
 
 from __future__ import annotations
@@ -76,11 +77,11 @@ def write_report(
     Needs matplotlib for the grid.
 
     Args:
-        model: the restorer; its :meth:`~contrastive_prompts.SparsePromptIR.restore` is scored.
+        model: the restorer; its [restore][contrastive_prompts.SparsePromptIR.restore] is scored.
         held_out: clean photos in [0, 1].
         out_dir: the folder to write to (created if missing).
         mix: the degradation mix (a preset name of
-            :func:`~contrastive_prompts.degradations.make_mix`).
+            [make_mix][contrastive_prompts.degradations.make_mix]).
         seed: the seed of the degradations, so every report scores the same inputs.
         tile: tile side for large photos (``None``: one pass).
 
@@ -90,7 +91,7 @@ def write_report(
     Returns:
         ``(restored, degraded)``: the per-degradation tables of the model and of the inputs.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> tmp = tempfile.TemporaryDirectory()
@@ -140,12 +141,12 @@ def run_demo(
     Args:
         out_dir: where the grid, metrics and plots go (the run itself goes in ``out_dir/run``).
         steps: training steps (the recipe's 600 by default: a few minutes on a 2-core CPU).
-        **overrides: other :class:`~contrastive_prompts.config.TrainConfig` fields.
+        **overrides: other [TrainConfig][contrastive_prompts.config.TrainConfig] fields.
 
     Returns:
         ``{what: path}`` of everything written.
 
-    Example:
+    Examples:
         Training and scoring the full-size held-out photos take minutes on a CPU, so this one
         is not run as a test (``tests/test_examples.py`` runs the demo script instead):
 

@@ -3,11 +3,11 @@
 A feature space is any module that maps ``(B, 3, H, W)`` images to a list of feature maps; its
 optional attribute ``layer_weights`` gives one weight per map. Three are provided:
 
-- :class:`PixelFeatures`: the images themselves.
-- :class:`FilterFeatures` (the default): fixed multi-scale intensity and Sobel-gradient maps built
-  with kornia; needs no weights, so it works offline.
-- :class:`VGG16Features`: ImageNet VGG16 activations, loaded from a local copy of torchvision's
-  weights file (torchvision itself is not needed).
+- [PixelFeatures][contrastive_prompts.PixelFeatures]: the images themselves.
+- [FilterFeatures][contrastive_prompts.FilterFeatures] (the default): fixed multi-scale intensity
+  and Sobel-gradient maps built with kornia; needs no weights, so it works offline.
+- [VGG16Features][contrastive_prompts.VGG16Features]: ImageNet VGG16 activations, loaded from a
+  local copy of torchvision's weights file (torchvision itself is not needed).
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from ._checks import InputError, check_int_range
 __all__ = ["VGG16_WEIGHTS_URL", "FilterFeatures", "PixelFeatures", "VGG16Features"]
 
 VGG16_WEIGHTS_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+"""Where torchvision publishes the ImageNet VGG16 weights that
+[VGG16Features][contrastive_prompts.VGG16Features] reads (download it yourself: nothing here
+goes online)."""
 
 
 def _normalised_weights(where: str, weights: Sequence[float], count: int) -> tuple[float, ...]:
@@ -43,7 +46,7 @@ class PixelFeatures(nn.Module):
     Shape:
         - Input: ``(B, C, H, W)``. Output: one map, the input.
 
-    Example:
+    Examples:
         >>> [f.shape for f in PixelFeatures()(torch.rand(2, 3, 8, 8))]
         [torch.Size([2, 3, 8, 8])]
     """
@@ -51,6 +54,7 @@ class PixelFeatures(nn.Module):
     layer_weights = (1.0,)
 
     def forward(self, x: Tensor) -> list[Tensor]:
+        """``[x]``: one feature map, the images themselves."""
         return [x]
 
 
@@ -68,7 +72,7 @@ class FilterFeatures(nn.Module):
     Shape:
         - Input: ``(B, C, H, W)``. Output: ``num_scales`` maps ``(B, 3C, H / 2^l, W / 2^l)``.
 
-    Example:
+    Examples:
         >>> [tuple(f.shape) for f in FilterFeatures(num_scales=2)(torch.rand(1, 3, 16, 16))]
         [(1, 9, 16, 16), (1, 9, 8, 8)]
     """
@@ -85,6 +89,11 @@ class FilterFeatures(nn.Module):
         return f"num_scales={self.num_scales}, layer_weights={self.layer_weights}"
 
     def forward(self, x: Tensor) -> list[Tensor]:
+        """The feature maps of ``(B, C, H, W)`` images, one per pyramid level, finest first.
+
+        Level ``l`` has ``3 * C`` channels (the intensities and their two Sobel gradients) at
+        the size of the image halved ``l`` times.
+        """
         maps = []
         for level in range(self.num_scales):
             if level:
@@ -116,8 +125,9 @@ class VGG16Features(nn.Module):
 
     The defaults follow MCLIR (the CPL authors' earlier work): ``relu1_2``, ``relu2_2``,
     ``relu3_3`` with weights 0.2 / 0.3 / 0.5. The network is rebuilt here, so torchvision is not
-    required; only its weights file (``vgg16-397923af.pth``, see :data:`VGG16_WEIGHTS_URL`) or
-    any state dict with the same ``features.*`` tensors. Parameters are frozen.
+    required; only its weights file (``vgg16-397923af.pth``, see
+    [VGG16_WEIGHTS_URL][contrastive_prompts.features.VGG16_WEIGHTS_URL]) or any state dict with
+    the same ``features.*`` tensors. Parameters are frozen.
 
     Args:
         weights: path to the weights file, or a state dict.
@@ -133,7 +143,7 @@ class VGG16Features(nn.Module):
         FileNotFoundError: the weights file does not exist; the message says how to get it.
         InputError: unknown layer names, or a state dict that does not fit VGG16.
 
-    Example:
+    Examples:
         Usually ``VGG16Features("vgg16-397923af.pth")``; here random tensors stand in for the
         file's first two convolutions:
 
@@ -221,6 +231,7 @@ class VGG16Features(nn.Module):
         return super().train(False)
 
     def forward(self, x: Tensor) -> list[Tensor]:
+        """The activations of ``layers`` for ``(B, 3, H, W)`` RGB images in [0, 1], in order."""
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         maps = []
         for i, module in enumerate(self.features):

@@ -3,7 +3,8 @@
 The output under the network's own prompt (the *anchor*) is pulled towards the clean image (the
 *positive*) and pushed away from what the same network makes of the same input under mismatched
 prompts (the *negatives*), in a fixed feature space. The maths lives in
-:func:`contrastive_prompt_loss`; :class:`ContrastivePromptLoss` stores the options.
+[contrastive_prompt_loss][contrastive_prompts.contrastive_prompt_loss];
+[ContrastivePromptLoss][contrastive_prompts.ContrastivePromptLoss] stores the options.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def contrastive_prompt_loss(
         negatives: the outputs under negative prompts, usually without gradient.
         mode: ``"subtractive"``, ``"infonce"`` or ``"ratio"``.
         features: feature space, a module returning a list of maps;
-            :class:`~contrastive_prompts.features.FilterFeatures` by default.
+            [FilterFeatures][contrastive_prompts.FilterFeatures] by default.
         layer_weights: one weight per map; the feature space's ``layer_weights`` attribute, else
             equal weights.
         temperature: $\tau$ of ``"infonce"``, a finite number > 0.
@@ -99,7 +100,7 @@ def contrastive_prompt_loss(
     Returns:
         The loss per sample, or its mean or sum over the batch.
 
-    Example:
+    Examples:
         >>> a, y = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
         >>> n = torch.rand(2, 4, 3, 16, 16)
         >>> contrastive_prompt_loss(a, y, n, reduction="none").shape
@@ -146,11 +147,13 @@ def contrastive_prompt_loss(
 
 
 class ContrastivePromptLoss(nn.Module):
-    """Module form of :func:`contrastive_prompt_loss`; stores the options and the feature space.
+    """Module form of [contrastive_prompt_loss][contrastive_prompts.contrastive_prompt_loss].
+
+    It stores the options and the feature space.
 
     Args:
         mode: ``"subtractive"`` (default), ``"infonce"`` or ``"ratio"``.
-        features: feature space; :class:`~contrastive_prompts.features.FilterFeatures` by default.
+        features: feature space; [FilterFeatures][contrastive_prompts.FilterFeatures] by default.
         layer_weights: one weight per feature map.
         temperature: temperature of ``"infonce"``, a finite number > 0.
         normalize: L2-normalise maps over channels.
@@ -160,7 +163,7 @@ class ContrastivePromptLoss(nn.Module):
     Shape:
         - anchor, positive: ``(B, C, H, W)``; negatives: ``(B, M, C, H, W)``.
 
-    Example:
+    Examples:
         >>> loss = ContrastivePromptLoss(mode="ratio")
         >>> a = torch.rand(2, 3, 16, 16)
         >>> loss(a, a, torch.rand(2, 2, 3, 16, 16)).item()
@@ -196,6 +199,16 @@ class ContrastivePromptLoss(nn.Module):
         )
 
     def forward(self, anchor: Tensor, positive: Tensor, negatives: Tensor) -> Tensor:
+        """The loss of ``anchor`` against ``positive`` and ``negatives``, with the stored options.
+
+        Args:
+            anchor: ``(B, C, H, W)``, the output under the network's own prompt.
+            positive: ``(B, C, H, W)``, the clean images.
+            negatives: ``(B, M, C, H, W)``, the outputs under ``M`` negative prompts.
+
+        Returns:
+            A scalar, or ``(B,)`` with ``reduction="none"``.
+        """
         return contrastive_prompt_loss(
             anchor,
             positive,

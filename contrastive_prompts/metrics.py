@@ -1,13 +1,13 @@
 """Per-image PSNR and SSIM as restoration papers report them, and an evaluator.
 
-:func:`psnr` and :func:`ssim` reproduce ``skimage.metrics.peak_signal_noise_ratio`` and
-``skimage.metrics.structural_similarity`` (7x7 uniform window, sample covariance, ``K1 = 0.01``,
-``K2 = 0.03``, mean over channels) image by image, batched in torch on any device. PSNR
-accumulates its mean squared error in float64 (float32 on devices without it, such as MPS); SSIM
-works in float64 for float64 inputs and in float32 otherwise, within 1e-6 of the float64 value.
-Both return the input's dtype. Unlike :func:`kornia.metrics.psnr` (MSE pooled over the whole
-batch) and :func:`kornia.metrics.ssim` (Gaussian window), the values match the published tables,
-which average per-image scores.
+[psnr][contrastive_prompts.metrics.psnr] and [ssim][contrastive_prompts.metrics.ssim] reproduce
+``skimage.metrics.peak_signal_noise_ratio`` and ``skimage.metrics.structural_similarity`` (7x7
+uniform window, sample covariance, ``K1 = 0.01``, ``K2 = 0.03``, mean over channels) image by image,
+batched in torch on any device. PSNR accumulates its mean squared error in float64 (float32 on
+devices without it, such as MPS); SSIM works in float64 for float64 inputs and in float32 otherwise,
+within 1e-6 of the float64 value. Both return the input's dtype. Unlike `kornia.metrics.psnr` (MSE
+pooled over the whole batch) and `kornia.metrics.ssim` (Gaussian window), the values match the
+published tables, which average per-image scores.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def rgb_to_y(x: Tensor) -> Tensor:
     Returns:
         The Y channel, in x's dtype.
 
-    Example:
+    Examples:
         >>> round(rgb_to_y(torch.ones(1, 3, 2, 2))[0, 0, 0, 0].item() * 255, 3)
         235.0
     """
@@ -125,7 +125,7 @@ def crop_border(x: Tensor, border: int) -> Tensor:
     Returns:
         A view of the cropped images.
 
-    Example:
+    Examples:
         >>> crop_border(torch.rand(1, 3, 10, 12), 2).shape
         torch.Size([1, 3, 6, 8])
     """
@@ -161,8 +161,10 @@ def psnr(
         reduction: ``"none"`` (per image), ``"mean"`` or ``"sum"`` over the batch. An empty
             batch gives an empty result for ``"none"``, 0 for ``"sum"`` and an
             [InputError][contrastive_prompts.InputError] for ``"mean"``.
-        y_channel: compare the BT.601 luma (:func:`rgb_to_y`) of RGB images.
-        border: pixels to crop from each side first (:func:`crop_border`).
+        y_channel: compare the BT.601 luma ([rgb_to_y][contrastive_prompts.metrics.rgb_to_y]) of
+            RGB images.
+        border: pixels to crop from each side first
+            ([crop_border][contrastive_prompts.metrics.crop_border]).
 
     Shape:
         - x: $(B, C, H, W)$.
@@ -172,7 +174,7 @@ def psnr(
     Returns:
         PSNR in dB in x's dtype; the mean squared error is accumulated in float64.
 
-    Example:
+    Examples:
         >>> x = torch.full((2, 3, 8, 8), 0.5)
         >>> psnr(x + 0.1, x)
         tensor([20.0000, 20.0000])
@@ -240,8 +242,10 @@ def ssim(
         reduction: ``"none"`` (per image), ``"mean"`` or ``"sum"`` over the batch. An empty
             batch gives an empty result for ``"none"``, 0 for ``"sum"`` and an
             [InputError][contrastive_prompts.InputError] for ``"mean"``.
-        y_channel: compare the BT.601 luma (:func:`rgb_to_y`) of RGB images.
-        border: pixels to crop from each side first (:func:`crop_border`).
+        y_channel: compare the BT.601 luma ([rgb_to_y][contrastive_prompts.metrics.rgb_to_y]) of
+            RGB images.
+        border: pixels to crop from each side first
+            ([crop_border][contrastive_prompts.metrics.crop_border]).
 
     Shape:
         - x: $(B, C, H, W)$.
@@ -253,7 +257,7 @@ def ssim(
         otherwise (within 1e-6 of the float64 value; scikit-image also works in float32 on
         float32 arrays).
 
-    Example:
+    Examples:
         >>> x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
         >>> ssim(x, x)
         tensor([1., 1.])
@@ -292,7 +296,7 @@ def ssim(
 
 @dataclass
 class EvaluationResult:
-    """Per-degradation mean PSNR / SSIM from :func:`evaluate`.
+    """Per-degradation mean PSNR / SSIM from [evaluate][contrastive_prompts.metrics.evaluate].
 
     Attributes:
         names: the name of each label, in label order (labels never seen are left out).
@@ -301,7 +305,7 @@ class EvaluationResult:
         count: number of images per name.
         per_image: ``(label, psnr, ssim)`` for every image, in order.
 
-    Example:
+    Examples:
         >>> r = EvaluationResult(["noise", "rain"], psnr={"noise": 30.0, "rain": 26.0},
         ...                      ssim={"noise": 0.9, "rain": 0.8}, count={"noise": 2, "rain": 2})
         >>> r.average_psnr
@@ -331,7 +335,7 @@ class EvaluationResult:
     def to_markdown(self, *, digits: int = 2, ssim_digits: int = 4) -> str:
         """A Markdown table: one row per degradation and an ``average`` row.
 
-        Example:
+        Examples:
             >>> r = EvaluationResult(["noise"], {"noise": 30.0}, {"noise": 0.9}, {"noise": 2})
             >>> print(r.to_markdown())
             | degradation | images | PSNR (dB) | SSIM |
@@ -373,8 +377,8 @@ def _batches(data: object) -> Iterable[tuple[Tensor, Tensor, Tensor]]:
 def _names_of(data: object) -> dict[int, str] | None:
     """``{label: name}`` from ``data.names``, a loader's dataset or the parts of a ConcatDataset.
 
-    The datasets of :mod:`contrastive_prompts.data` all hold a ``{label: name}`` dict; a sequence
-    indexed by label (a dataset of your own) is read as one.
+    The datasets of [contrastive_prompts.data][contrastive_prompts.data] all hold a
+    ``{label: name}`` dict; a sequence indexed by label (a dataset of your own) is read as one.
     """
     names = getattr(data, "names", None)
     if names is not None:
@@ -401,9 +405,10 @@ def evaluate(
 ) -> EvaluationResult:
     """Run ``model`` over ``(degraded, clean, label)`` items and tabulate PSNR / SSIM per label.
 
-    Each input is restored under :func:`torch.no_grad` and clamped to [0, 1]; PSNR and SSIM
-    are computed per image (:func:`psnr`, :func:`ssim`) and averaged per label. A
-    :class:`torch.nn.Module` is put in eval mode for the run and restored afterwards.
+    Each input is restored under `torch.no_grad` and clamped to [0, 1]; PSNR and SSIM
+    are computed per image ([psnr][contrastive_prompts.metrics.psnr],
+    [ssim][contrastive_prompts.metrics.ssim]) and averaged per label. A `torch.nn.Module` is put
+    in eval mode for the run and restored afterwards.
 
     Args:
         model: any callable ``model(x) -> y`` on ``(B, C, H, W)`` batches.
@@ -427,7 +432,7 @@ def evaluate(
     Returns:
         The per-degradation table.
 
-    Example:
+    Examples:
         >>> data = [(torch.full((1, 3, 8, 8), 0.5), torch.full((1, 3, 8, 8), 0.6), 0)]
         >>> r = evaluate(lambda x: x, data, names=["noise"])
         >>> round(r.psnr["noise"], 2)

@@ -1,9 +1,9 @@
 """The reference restoration network: PromptIR with sparse prompts.
 
 A Restormer U-Net (Zamir et al., 2022) whose decoder holds three prompt stages (PromptIR,
-Potlapalli et al., 2023), each a :class:`~contrastive_prompts.SparsePrompt` followed by a
-:class:`~contrastive_prompts.PromptFusion`. Every prompt stage sits in the decoder, so the encoder
-and the latent do not depend on the prompt: for the negatives,
+Potlapalli et al., 2023), each a [SparsePrompt][contrastive_prompts.SparsePrompt] followed by a
+[PromptFusion][contrastive_prompts.PromptFusion]. Every prompt stage sits in the decoder, so the
+encoder and the latent do not depend on the prompt: for the negatives,
 [forward_with_negatives][contrastive_prompts.forward_with_negatives] computes them once and
 re-runs only the decoder, as it does for any network.
 """
@@ -36,7 +36,9 @@ __all__ = ["MODEL_PRESETS", "ModelConfig", "SparsePromptIR"]
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Every size of :class:`SparsePromptIR`; a preset is a named instance.
+    """Every size of [SparsePromptIR][contrastive_prompts.SparsePromptIR].
+
+    A preset is a named instance, in [MODEL_PRESETS][contrastive_prompts.MODEL_PRESETS].
 
     Attributes:
         dim: channels of the first level (48 in PromptIR); level ``l`` has ``dim * 2**l``.
@@ -54,7 +56,7 @@ class ModelConfig:
         use_prompts: ``False`` removes the prompts, keeping each stage's transformer block and
             1x1 convolution: the same network without prompting, as a baseline.
 
-    Example:
+    Examples:
         >>> from dataclasses import replace
         >>> dense = replace(MODEL_PRESETS["tiny"], top_k=5)  # PromptIR's dense prompts
         >>> SparsePromptIR("tiny", top_k=5).config == dense
@@ -93,6 +95,12 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
         prompt_sizes=(32, 16, 8),
     ),
 }
+"""The sizes of [SparsePromptIR][contrastive_prompts.SparsePromptIR] by name.
+
+``"base"`` is the paper's size (PromptIR's architecture, 35,376,967 parameters); ``"small"``
+trains on a CPU with 64x64 crops; ``"tiny"`` is the demo's. ``SparsePromptIR(preset)`` and
+``TrainConfig.preset`` take these names.
+"""
 
 
 def _level(dim: int, blocks: int, heads: int, ffn: float, **factory: Any) -> nn.Sequential:
@@ -108,9 +116,10 @@ class SparsePromptIR(nn.Module):
     r"""PromptIR with sparse prompts: the reference all-in-one restoration network.
 
     A 4-level Restormer U-Net; the latent and the outputs of decoder levels 3 and 2 each get a
-    prompt (:class:`~contrastive_prompts.SparsePrompt`, routed to ``top_k`` experts) merged by a
-    :class:`~contrastive_prompts.PromptFusion`; the output is ``conv3x3(features) + input``.
-    Inputs of any size are reflect-padded to a multiple of 8 and cropped back.
+    prompt ([SparsePrompt][contrastive_prompts.SparsePrompt], routed to ``top_k`` experts) merged
+    by a [PromptFusion][contrastive_prompts.PromptFusion]; the output is
+    ``conv3x3(features) + input``. Inputs of any size are reflect-padded to a multiple of 8 and
+    cropped back.
 
     Args:
         preset: ``"base"`` (the paper's size, 35,376,967 parameters), ``"small"`` or ``"tiny"``.
@@ -118,19 +127,20 @@ class SparsePromptIR(nn.Module):
             allocating it (to count parameters, or to load weights into with
             ``load_state_dict(..., assign=True)``).
         dtype: dtype of the parameters.
-        **overrides: any :class:`ModelConfig` field, e.g. ``top_k=5`` for PromptIR's dense prompts.
+        **overrides: any [ModelConfig][contrastive_prompts.ModelConfig] field, e.g. ``top_k=5``
+            for PromptIR's dense prompts.
 
     Shape:
         - Input: ``(B, 3, H, W)`` images in [0, 1], any ``H, W >= 1``; ``B = 0`` gives an empty
           output.
         - Output: ``(B, 3, H, W)``.
 
-    Both entry points (``forward`` and :meth:`restore`) take images of the parameters' dtype
-    (``model.to(torch.float64)`` for float64 images) or, under `torch.autocast`, of the autocast
-    dtype. Any other dtype, 8-bit images included, raises
+    Both entry points (``forward`` and [restore][contrastive_prompts.SparsePromptIR.restore]) take
+    images of the parameters' dtype (``model.to(torch.float64)`` for float64 images) or, under
+    `torch.autocast`, of the autocast dtype. Any other dtype, 8-bit images included, raises
     [InputError][contrastive_prompts.InputError], as does ``H = 0`` or ``W = 0``.
 
-    Example:
+    Examples:
         >>> model = SparsePromptIR("tiny")
         >>> model(torch.rand(1, 3, 21, 30)).shape
         torch.Size([1, 3, 21, 30])
@@ -271,10 +281,11 @@ class SparsePromptIR(nn.Module):
         return enc1, enc2, enc3, self.latent(self.down3_4(enc3))
 
     def decode(self, x: Tensor, features: Sequence[Tensor]) -> tuple[Tensor, tuple[Routing, ...]]:
-        """Decoder from :meth:`encode`'s features; ``x`` is the padded input (the residual).
+        """Decoder from the features of [encode][contrastive_prompts.SparsePromptIR.encode].
 
-        Returns the output and the routing of each stage, in the order prompt1, prompt2,
-        prompt3 (the stages run in the order prompt3, prompt2, prompt1).
+        ``x`` is the padded input (the residual). Returns the output and the routing of each
+        stage, in the order prompt1, prompt2, prompt3 (the stages run in the order prompt3,
+        prompt2, prompt1).
         """
         enc1, enc2, enc3, h = features
         routings = []
@@ -308,6 +319,18 @@ class SparsePromptIR(nn.Module):
     def forward(
         self, x: Tensor, *, return_routing: bool = False
     ) -> Tensor | tuple[Tensor, tuple[Routing, ...]]:
+        """Restore a batch in one pass.
+
+        Args:
+            x: ``(B, 3, H, W)`` images in [0, 1], any ``H, W >= 1``, of the parameters' dtype
+                (or the autocast dtype under `torch.autocast`).
+            return_routing: also return the routing of each prompt stage, in the order
+                prompt1, prompt2, prompt3 (as [decode][contrastive_prompts.SparsePromptIR.decode]
+                returns them).
+
+        Returns:
+            The ``(B, 3, H, W)`` restored batch, or ``(restored, routing)``.
+        """
         padded, h, w = self._pad(x, "SparsePromptIR")
         out, routing = self.decode(padded, self.encode(padded))
         out = out[..., :h, :w]
@@ -461,7 +484,7 @@ def tiled(model: nn.Module, image: Tensor, *, tile: int, overlap: int = 32) -> T
         ``(B, C', H, W)``; memory beyond the input and output is one tile's worth. For a model
         whose receptive field reaches at most ``overlap / 4`` pixels, this equals ``model(image)``.
 
-    Example:
+    Examples:
         >>> conv, image = torch.nn.Conv2d(3, 3, 1), torch.rand(1, 3, 20, 20)
         >>> torch.allclose(tiled(conv, image, tile=8, overlap=4), conv(image), atol=1e-6)
         True

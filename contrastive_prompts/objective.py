@@ -66,8 +66,9 @@ class CPLObjective(nn.Module):
     Args:
         weight: $\lambda$; 0 trains with L1 alone (and makes no negatives).
         num_negatives: $M$.
-        loss: the contrastive loss; :class:`~contrastive_prompts.ContrastivePromptLoss` by default.
-        balance_weight: $\beta$ of :func:`~contrastive_prompts.load_balance_loss`.
+        loss: the contrastive loss;
+            [ContrastivePromptLoss][contrastive_prompts.ContrastivePromptLoss] by default.
+        balance_weight: $\beta$ of [load_balance_loss][contrastive_prompts.load_balance_loss].
         num_labels: rows of the expert-use counts (defaults to the largest label + 1).
         label_negatives: also give the labels to the negatives, which then favour experts that
             other degradations use (CPL itself draws them without labels). Labels always feed
@@ -78,8 +79,9 @@ class CPLObjective(nn.Module):
 
     Shape:
         - ``forward(model, degraded, clean, labels=None, *, generator=None)``: ``degraded`` and
-          ``clean`` $(B, 3, H, W)$, ``labels`` $(B,)$; returns an :class:`ObjectiveOutput` of
-          scalars, the $(B, 3, H, W)$ output and $(L, N)$ expert counts per prompt stage.
+          ``clean`` $(B, 3, H, W)$, ``labels`` $(B,)$; returns an
+          [ObjectiveOutput][contrastive_prompts.ObjectiveOutput] of scalars, the $(B, 3, H, W)$
+          output and $(L, N)$ expert counts per prompt stage.
 
     Raises:
         InputError: ``weight > 0`` and the model holds no SparsePrompt that leaves experts for
@@ -97,7 +99,7 @@ class CPLObjective(nn.Module):
         self,
         *,
         weight: float = 0.01,
-        num_negatives: int = 4,
+        num_negatives: int = 2,
         loss: nn.Module | None = None,
         balance_weight: float = 0.0,
         num_labels: int | None = None,
@@ -131,6 +133,19 @@ class CPLObjective(nn.Module):
         *,
         generator: torch.Generator | None = None,
     ) -> ObjectiveOutput:
+        """Run ``model`` on ``degraded`` (and its negatives) and score the output.
+
+        Args:
+            model: the network; ``model(degraded)`` returns the restored batch.
+            degraded: ``(B, 3, H, W)`` inputs.
+            clean: ``(B, 3, H, W)`` targets.
+            labels: ``(B,)`` degradation labels, for the expert-use counts (and the negatives
+                with ``label_negatives=True``).
+            generator: draws the negative prompts; the global generator by default.
+
+        Returns:
+            The loss and its parts, the output and the expert-use counts.
+        """
         check_shape("CPLObjective", "degraded", degraded, ("B", 3, "H", "W"))
         check_same_shape("CPLObjective", "clean", clean, "degraded", degraded)
         if labels is not None:

@@ -1,7 +1,8 @@
 """Sizes a network needs: pad images up to a multiple of a size, or crop them down to one.
 
 The reference model pads its input itself (to a multiple of 8) and crops its output back;
-:func:`crop_to_multiple` is the crop some benchmark protocols apply to the images they score.
+[crop_to_multiple][contrastive_prompts.padding.crop_to_multiple] is the crop some benchmark
+protocols apply to the images they score.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def pad_to_multiple(x: Tensor, multiple: int = 16, *, mode: str = "reflect") -> 
     Returns:
         The padded images.
 
-    Example:
+    Examples:
         >>> pad_to_multiple(torch.rand(1, 3, 17, 30), 16).shape
         torch.Size([1, 3, 32, 32])
     """
@@ -64,7 +65,7 @@ def crop_to_multiple(x: Tensor, multiple: int) -> Tensor:
     Returns:
         A view of the cropped images.
 
-    Example:
+    Examples:
         >>> crop_to_multiple(torch.rand(1, 3, 17, 30), 8).shape
         torch.Size([1, 3, 16, 24])
     """

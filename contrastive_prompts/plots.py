@@ -60,7 +60,7 @@ def plot_training(
     Returns:
         The paths written (none without matplotlib or without history).
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> history = [{"step": s, "loss": 1 / s, "l1": 0.8 / s, "cpr": 0.2 / s,
         ...             "expert_counts": [[[2, 0], [0, 2]]]} for s in (1, 2, 3)]

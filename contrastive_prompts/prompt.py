@@ -3,13 +3,14 @@
 ``SparsePrompt`` turns a feature map into a degradation prompt made from the ``top_k`` experts of a
 learned prompt bank (CPL's Sparse Prompt Module); with ``top_k == num_prompts`` it is PromptIR's
 dense prompt generator. ``PromptFusion`` merges a prompt into the features (PromptIR's interaction
-block). The routing maths lives in the pure functions :func:`topk_route` and
-:func:`negative_route`.
+block). The routing maths lives in the pure functions [topk_route][contrastive_prompts.topk_route]
+and [negative_route][contrastive_prompts.negative_route].
 
 Two modes reach every ``SparsePrompt`` inside a model, at any depth, without a change to the
-model's code: :func:`negative_prompts` (each layer renders a negative prompt) and
-:func:`record_routing` (each layer logs its routing). Like ``Module.train()``, each is a flag per
-layer instance, set for one model by a context manager that restores it on exit.
+model's code: [negative_prompts][contrastive_prompts.negative_prompts] (each layer renders a
+negative prompt) and [record_routing][contrastive_prompts.record_routing] (each layer logs its
+routing). Like ``Module.train()``, each is a flag per layer instance, set for one model by a context
+manager that restores it on exit.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class Routing(NamedTuple):
             elsewhere (renormalised to sum to 1 if the layer renormalises).
         indices: ``(B, k)`` chosen experts, by decreasing weight for top-k routing.
 
-    Example:
+    Examples:
         >>> probs, weights, indices = topk_route(torch.tensor([[2.0, 0.0]]), top_k=1)
         >>> indices, weights[0, 1].item()
         (tensor([[0]]), 0.0)
@@ -80,13 +81,14 @@ def topk_route(logits: Tensor, top_k: int, *, renormalize: bool = False) -> Rout
         renormalize: rescale the kept weights to sum to 1.
 
     Shape:
-        - logits: ``(B, N)``. Returns a :class:`Routing` with ``(B, N)`` probs and weights and
-          ``(B, top_k)`` indices.
+        - logits: ``(B, N)``. Returns a [Routing][contrastive_prompts.Routing] with ``(B, N)``
+          probs and weights and ``(B, top_k)`` indices.
 
     Returns:
-        The :class:`Routing`: softmax probabilities, the kept weights and the chosen experts.
+        The [Routing][contrastive_prompts.Routing]: softmax probabilities, the kept weights and
+        the chosen experts.
 
-    Example:
+    Examples:
         >>> r = topk_route(torch.tensor([[0.0, 1.0, 2.0]]), top_k=1)
         >>> r.indices
         tensor([[2]])
@@ -118,7 +120,7 @@ def negative_route(
     places are filled uniformly as before. The draw uses only ``generator``'s random stream.
 
     Args:
-        routing: the positive routing (from :func:`topk_route`).
+        routing: the positive routing (from [topk_route][contrastive_prompts.topk_route]).
         generator: source of randomness, for reproducible negatives.
         labels: optional ``(B,)`` integer degradation labels.
 
@@ -127,9 +129,9 @@ def negative_route(
         - output: ``(B, N)`` probs and weights, ``(B, min(k, N - k))`` indices.
 
     Returns:
-        A :class:`Routing` whose ``indices`` never meet ``routing.indices``.
+        A [Routing][contrastive_prompts.Routing] whose ``indices`` never meet ``routing.indices``.
 
-    Example:
+    Examples:
         >>> pos = topk_route(torch.randn(4, 5), top_k=1)
         >>> neg = negative_route(pos, generator=torch.Generator().manual_seed(0))
         >>> bool((neg.indices != pos.indices).all())
@@ -169,7 +171,7 @@ def routing_statistics(
     A row concentrated on one expert for every label means the router has collapsed.
 
     Args:
-        routing: a :class:`Routing` or its ``(B, k)`` ``indices``.
+        routing: a [Routing][contrastive_prompts.Routing] or its ``(B, k)`` ``indices``.
         num_prompts: ``N``; taken from ``routing.probs`` when a Routing is given.
         labels: optional ``(B,)`` integer labels.
         num_labels: rows of the result; defaults to ``labels.max() + 1``.
@@ -181,7 +183,7 @@ def routing_statistics(
     Returns:
         ``(L, N)`` int64 counts, ``L = num_labels`` (1 without labels).
 
-    Example:
+    Examples:
         >>> routing_statistics(torch.tensor([[0], [2], [2]]), 3)
         tensor([[1, 0, 2]])
     """
@@ -208,7 +210,7 @@ def load_balance_loss(routing: Routing) -> Tensor:
     MoCE-IR, a sparse peer, adds it with weight 0.01.
 
     Args:
-        routing: the routing of a batch (from :func:`topk_route`).
+        routing: the routing of a batch (from [topk_route][contrastive_prompts.topk_route]).
 
     Shape:
         - routing: ``(B, N)`` probs, ``(B, k)`` indices; output: a scalar.
@@ -216,7 +218,7 @@ def load_balance_loss(routing: Routing) -> Tensor:
     Returns:
         The scalar loss, differentiable through ``routing.probs``.
 
-    Example:
+    Examples:
         >>> r = topk_route(torch.zeros(4, 5), top_k=5)
         >>> round(load_balance_loss(r).item(), 6)
         1.0
@@ -253,7 +255,7 @@ class SparsePrompt(nn.Module):
     one) or, under `torch.autocast`, the autocast dtype; any other dtype, an integer one
     included, raises [InputError][contrastive_prompts.InputError], as does ``H = 0`` or ``W = 0``.
 
-    Example:
+    Examples:
         >>> layer = SparsePrompt(dim=16, prompt_dim=8, prompt_size=4)
         >>> prompt, routing = layer(torch.rand(2, 16, 10, 12), return_routing=True)
         >>> prompt.shape, routing.indices.shape
@@ -333,6 +335,14 @@ class SparsePrompt(nn.Module):
         Inside [negative_prompts][contrastive_prompts.negative_prompts] this is
         [negative][contrastive_prompts.SparsePrompt.negative]; inside
         [record_routing][contrastive_prompts.record_routing] the routing is also logged.
+
+        Args:
+            x: ``(B, dim, H, W)`` features, ``H, W >= 1``.
+            return_routing: also return the [Routing][contrastive_prompts.Routing] that made
+                the prompt.
+
+        Returns:
+            The ``(B, prompt_dim, H, W)`` prompt, or ``(prompt, routing)``.
         """
         mode = self._negative_mode
         if mode is not None:
@@ -355,13 +365,15 @@ class SparsePrompt(nn.Module):
         labels: Tensor | None = None,
         return_routing: bool = False,
     ) -> Tensor | tuple[Tensor, Routing]:
-        """A negative prompt for ``x``, built without gradient (see :func:`negative_route`).
+        """A negative prompt for ``x``, built without gradient.
+
+        The experts are drawn by [negative_route][contrastive_prompts.negative_route].
 
         Args:
             x: ``(B, dim, H, W)`` features.
             generator: source of randomness, for reproducible negatives.
             labels: optional ``(B,)`` degradation labels: draw other degradations' experts first.
-            return_routing: also return the negative :class:`Routing`.
+            return_routing: also return the negative [Routing][contrastive_prompts.Routing].
 
         Returns:
             ``(B, prompt_dim, H, W)`` prompt (and its routing).
@@ -514,7 +526,7 @@ class PromptFusion(nn.Module):
         num_heads: attention heads of the default block (must divide ``dim + prompt_dim``).
         ffn_expansion_factor: feed-forward width of the default block.
         block: any module mapping ``(B, dim + prompt_dim, H, W)`` to the same shape; one
-            Restormer :class:`~contrastive_prompts.restormer.TransformerBlock` by default.
+            Restormer [TransformerBlock][contrastive_prompts.TransformerBlock] by default.
         device: where to allocate the parameters (of the default block too).
         dtype: dtype of the parameters (of the default block too).
 
@@ -526,7 +538,7 @@ class PromptFusion(nn.Module):
     [SparsePrompt][contrastive_prompts.SparsePrompt]: the parameters' dtype, or the autocast
     dtype under `torch.autocast`.
 
-    Example:
+    Examples:
         >>> fusion = PromptFusion(dim=16, prompt_dim=8, num_heads=2)
         >>> fusion(torch.rand(2, 16, 6, 6), torch.rand(2, 8, 6, 6)).shape
         torch.Size([2, 16, 6, 6])
@@ -566,6 +578,16 @@ class PromptFusion(nn.Module):
         return f"dim={self.dim}, prompt_dim={self.prompt_dim}, out_dim={self.out_dim}"
 
     def forward(self, x: Tensor, prompt: Tensor) -> Tensor:
+        """Fuse the prompt into the features: ``proj(block(concat(x, prompt)))``.
+
+        Args:
+            x: ``(B, dim, H, W)`` features.
+            prompt: ``(B, prompt_dim, H, W)``, e.g. the output of a
+                [SparsePrompt][contrastive_prompts.SparsePrompt] at the size of ``x``.
+
+        Returns:
+            ``(B, out_dim, H, W)``.
+        """
         check_shape("PromptFusion", "x", x, ("B", self.dim, "H", "W"))
         check_spatial("PromptFusion", "x", x)
         b, _, h, w = x.shape

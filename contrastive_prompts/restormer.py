@@ -31,7 +31,7 @@ class LayerNorm2d(nn.Module):
     Shape:
         - Input: ``(B, C, H, W)``; output: the same.
 
-    Example:
+    Examples:
         >>> LayerNorm2d(4)(torch.rand(2, 4, 3, 3)).mean(dim=1).abs().max() < 1e-5
         tensor(True)
     """
@@ -54,6 +54,7 @@ class LayerNorm2d(nn.Module):
         return f"{self.dim}, eps={self.eps}"
 
     def forward(self, x: Tensor) -> Tensor:
+        """Normalise ``(B, C, H, W)`` over ``C`` at each pixel, then scale and shift."""
         x = x.permute(0, 2, 3, 1)
         x = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
@@ -73,7 +74,7 @@ class Attention(nn.Module):
     Shape:
         - Input: ``(B, dim, H, W)``; output: the same.
 
-    Example:
+    Examples:
         >>> Attention(dim=8, num_heads=2)(torch.rand(1, 8, 4, 4)).shape
         torch.Size([1, 8, 4, 4])
     """
@@ -104,6 +105,7 @@ class Attention(nn.Module):
         return f"{self.dim}, num_heads={self.num_heads}"
 
     def forward(self, x: Tensor) -> Tensor:
+        """Channel self-attention of ``(B, dim, H, W)`` features; the output has their shape."""
         h, w = x.shape[-2:]
         q, k, v = rearrange(
             self.qkv_dwconv(self.qkv(x)),
@@ -132,7 +134,7 @@ class FeedForward(nn.Module):
     Shape:
         - Input: ``(B, dim, H, W)``; output: the same.
 
-    Example:
+    Examples:
         >>> FeedForward(dim=8, ffn_expansion_factor=2.0)(torch.rand(1, 8, 4, 4)).shape
         torch.Size([1, 8, 4, 4])
     """
@@ -163,6 +165,7 @@ class FeedForward(nn.Module):
         return f"{self.dim}, ffn_expansion_factor={self.ffn_expansion_factor}, hidden={self.hidden}"
 
     def forward(self, x: Tensor) -> Tensor:
+        """Gated feed-forward of ``(B, dim, H, W)`` features; the output has their shape."""
         x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
         y: Tensor = self.project_out(F.gelu(x1) * x2)
         return y
@@ -181,7 +184,7 @@ class TransformerBlock(nn.Module):
     Shape:
         - Input: ``(B, dim, H, W)``; output: the same.
 
-    Example:
+    Examples:
         >>> block = TransformerBlock(dim=16, num_heads=2)
         >>> block(torch.rand(1, 16, 8, 8)).shape
         torch.Size([1, 16, 8, 8])
@@ -211,13 +214,14 @@ class TransformerBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x + MDTA(LN(x))`` then ``x + GDFN(LN(x))`` on ``(B, dim, H, W)`` features."""
         x = x + self.attn(self.norm1(x))
         y: Tensor = x + self.ffn(self.norm2(x))
         return y
 
 
 class PixelUnshuffle(nn.PixelUnshuffle):
-    """:class:`torch.nn.PixelUnshuffle` that also reshapes an empty batch.
+    """`torch.nn.PixelUnshuffle` that also reshapes an empty batch.
 
     torch returns a ``(0, C, H, W)`` input unchanged instead of ``(0, C r^2, H / r, W / r)``,
     which breaks the channel count of the next layer.
@@ -247,7 +251,7 @@ def downsample(
     Returns:
         The down-sampling module.
 
-    Example:
+    Examples:
         >>> downsample(8)(torch.rand(1, 8, 4, 4)).shape
         torch.Size([1, 16, 2, 2])
     """
@@ -271,7 +275,7 @@ def upsample(
     Returns:
         The up-sampling module.
 
-    Example:
+    Examples:
         >>> upsample(8)(torch.rand(1, 8, 2, 2)).shape
         torch.Size([1, 4, 4, 4])
     """

@@ -109,6 +109,15 @@ class PromptStage(nn.Module):
         return f"dim={self.prompt.dim}, prompt_dim={self.prompt.prompt_dim}"
 
     def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        """``h + fusion(h, prompt(h))`` where ``h = module(*args, **kwargs)``.
+
+        Args:
+            *args: the wrapped module's positional arguments.
+            **kwargs: the wrapped module's keyword arguments.
+
+        Returns:
+            ``(B, dim, H, W)``, the shape of the wrapped module's output.
+        """
         h = self.module(*args, **kwargs)
         check_shape(
             "PromptStage", "the wrapped module's output", h, ("B", self.prompt.dim, "H", "W")

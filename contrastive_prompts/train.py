@@ -1,10 +1,10 @@
 """Training an all-in-one restorer with Contrastive Prompt Learning.
 
-:class:`Trainer` runs the whole loop: AdamW with warm-up then cosine decay, ``L1 + lambda * CPR``
-through :class:`~contrastive_prompts.CPLObjective`, EMA weights, gradient clipping, mixed
-precision, periodic validation with the protocol metrics, a progress line, JSON-lines logs, PNG
-plots and checkpoints that resume exactly. Under ``torchrun`` it trains with
-DistributedDataParallel (NCCL on GPUs, gloo on CPUs); rank 0 alone writes.
+[Trainer][contrastive_prompts.train.Trainer] runs the whole loop: AdamW with warm-up then cosine
+decay, ``L1 + lambda * CPR`` through [CPLObjective][contrastive_prompts.CPLObjective], EMA
+weights, gradient clipping, mixed precision, periodic validation with the protocol metrics, a
+progress line, JSON-lines logs, PNG plots and checkpoints that resume exactly. Under ``torchrun`` it
+trains with DistributedDataParallel (NCCL on GPUs, gloo on CPUs); rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ class _Progress:
 
 
 class Trainer:
-    """Trains a :class:`~contrastive_prompts.SparsePromptIR` with CPL.
+    """Trains a [SparsePromptIR][contrastive_prompts.SparsePromptIR] with CPL.
 
     Args:
         config: the run's options.
@@ -265,7 +265,7 @@ class Trainer:
             with ``weights_only=False``, which runs any code the file holds: only for a file
             from a source you trust (``--trust-checkpoint``). Not stored with the run.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> config = TrainConfig(steps=2, batch_size=1, crop=32, val_crop=32,
         ...                      out_dir=tempfile.mkdtemp(), log_every=1)
@@ -616,7 +616,10 @@ class Trainer:
         return target
 
     def load(self, path: str | os.PathLike[str]) -> None:
-        """Continue from a checkpoint written by :meth:`save`, exactly where it stopped."""
+        """Continue from a checkpoint, exactly where it stopped.
+
+        ``path`` is a checkpoint written by [save][contrastive_prompts.train.Trainer.save].
+        """
         state = read_checkpoint(path)
         mine, theirs = _model_config(self.model), state["model_config"]
         if (mine is None) != (theirs is None):

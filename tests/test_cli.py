@@ -136,3 +136,56 @@ def test_none_values_and_resume_from_the_checkpoint_options(tmp_path, capsys):
     bad.write_text("{not json")
     assert main(["train", "--config", str(bad)]) == 2
     assert "is not valid JSON" in capsys.readouterr().err
+
+
+def test_evaluate_scores_an_official_promptir_checkpoint(tmp_path, capsys):
+    """A PromptIR .ckpt is read as PromptIR (top-5) or, if asked, as CPL weights (top-1)."""
+    from contrastive_prompts import SparsePromptIR, evaluate
+    from contrastive_prompts.checkpoints import load_checkpoint_model
+    from contrastive_prompts.data import read_benchmark
+
+    from .test_model import random_promptir_state_dict
+
+    state = random_promptir_state_dict()
+    torch.save({"state_dict": {f"net.{k}": v for k, v in state.items()}}, tmp_path / "p.ckpt")
+    for folder, name in (("rainy", "rain-1.png"), ("gt", "norain-1.png")):
+        (tmp_path / "R" / folder).mkdir(parents=True)
+        write_image(tmp_path / "R" / folder / name, torch.rand(3, 16, 24))
+    for top_k in (5, 1):
+        table = tmp_path / f"{top_k}.json"
+        code = main(["evaluate", "--checkpoint", str(tmp_path / "p.ckpt"), "--benchmark",
+                     "rain100l", "--root", str(tmp_path / "R"), "--device", "cpu",
+                     "--promptir-top-k", str(top_k), "--json", str(table)])  # fmt: skip
+        assert code == 0
+        printed = json.loads(table.read_text())["psnr"]["rain"]
+        model = SparsePromptIR.from_promptir(state, top_k=top_k).eval()
+        expected = evaluate(
+            lambda x, m=model: m.restore(x, tile=512), read_benchmark("rain100l", tmp_path / "R")
+        )
+        assert printed == pytest.approx(expected.psnr["rain"], abs=1e-9)
+    assert load_checkpoint_model(tmp_path / "p.ckpt").config.top_k == 5
+
+
+def test_evaluate_says_what_a_foreign_file_is_not(tmp_path, capsys):
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    code = main(["evaluate", "--checkpoint", str(tmp_path / "notes.pt"), "--data",
+                 str(tmp_path), "--device", "cpu"])  # fmt: skip
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "cannot be read" in err or "not a contrastive_prompts training checkpoint" in err
+
+
+def test_evaluate_never_writes_over_a_file_unasked(trained, tmp_path, capsys):
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    write_image(folder / "x.png", torch.rand(3, 16, 16))
+    table = tmp_path / "mine.json"
+    table.write_text("my notes")
+    argv = ["evaluate", "--checkpoint", str(trained / "last.pt"), "--data", str(folder),
+            "--json", str(table), "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 2
+    assert "pass --overwrite to replace it" in capsys.readouterr().err
+    assert table.read_text() == "my notes"
+    assert main([*argv, "--overwrite"]) == 0
+    assert set(json.loads(table.read_text())["psnr"]) >= {"rain", "haze"}
+    assert not list(tmp_path.glob(".*.partial"))

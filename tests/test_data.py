@@ -598,3 +598,20 @@ def test_names_is_a_dict_everywhere(tmp_path):
     assert _names_of(mixed) == {0: "a", 1: "b", 4: "x", 5: "rain", 6: "noise_15", 7: "noise_25"}
     assert evaluate(lambda x: x, datasets[1]).names == ["a", "b"]
     assert "names=('a', 'b')" in repr(datasets[0])  # the repr shows the mix's names as before
+
+
+def test_bmp_files_are_read_through_pillow(tmp_path):
+    """WED's photos are BMP, which kornia-rs does not decode: palette and RGB both read."""
+    from PIL import Image
+
+    pixels = torch.randint(0, 256, (6, 9, 3), dtype=torch.uint8)
+    Image.fromarray(pixels.numpy()).save(tmp_path / "rgb.bmp")
+    Image.fromarray(pixels[..., 0].numpy()).convert("P").save(tmp_path / "palette.bmp")
+    torch.testing.assert_close(
+        Dt.read_image(tmp_path / "rgb.bmp"), pixels.permute(2, 0, 1).float() / 255
+    )
+    grey = Dt.read_image(tmp_path / "palette.bmp")
+    assert grey.shape == (3, 6, 9) and torch.equal(grey[0], grey[2])
+    (tmp_path / "broken.bmp").write_bytes(b"BM not an image")
+    with pytest.raises(ValueError, match="cannot decode the BMP file"):
+        Dt.read_image(tmp_path / "broken.bmp")

@@ -99,3 +99,13 @@ def test_an_image_is_padded_in_one_place():
     # padding first to 16 gives the network other inputs, so another score
     padded = cp.evaluate(network, [(degraded, clean, torch.tensor([0]))], pad_multiple=16)
     assert padded.psnr["0"] != pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_the_objective_and_the_run_configuration_share_their_defaults():
+    """One default, one value: CPLObjective() trains as TrainConfig() does."""
+    objective, config = cp.CPLObjective(), TrainConfig()
+    assert objective.weight == config.cpr_weight
+    assert objective.num_negatives == config.num_negatives
+    assert objective.balance_weight == config.balance_weight
+    assert objective.label_negatives == config.use_labels
+    assert objective.loss.mode == config.cpr_mode

@@ -6,13 +6,13 @@ rotations, degradations) comes from a generator seeded by ``(seed, epoch, index)
 the same whichever DataLoader worker loads it; call ``set_epoch`` at the start of each epoch.
 
 File problems are reported, never silently dropped: a benchmark file without its pair raises an
-:class:`~contrastive_prompts._checks.InputError` naming it (or, with ``strict=False``, warns and
+[InputError][contrastive_prompts.InputError] naming it (or, with ``strict=False``, warns and
 lists it in ``unmatched``), and an unreadable image is skipped with a warning, recorded in
 ``skipped`` and replaced by the next readable item, so an epoch never stops half way.
 
-The modules: :mod:`~contrastive_prompts.data.images` (reading, writing and listing images, the
-sample photos), :mod:`~contrastive_prompts.data.synthetic` (clean images degraded in code) and
-:mod:`~contrastive_prompts.data.benchmarks` (the table of benchmark layouts and their reader);
+The modules: `contrastive_prompts.data.images` (reading, writing and listing images, the
+sample photos), `contrastive_prompts.data.synthetic` (clean images degraded in code) and
+`contrastive_prompts.data.benchmarks` (the table of benchmark layouts and their reader);
 every public name is importable from ``contrastive_prompts.data`` itself.
 """
 

@@ -1,6 +1,6 @@
 """The machinery the datasets share: per-item generators, crops and flips, skipping bad files.
 
-Private: the public names live in :mod:`contrastive_prompts.data`.
+Private: the public names live in [contrastive_prompts.data][contrastive_prompts.data].
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _center_crop_to(image: Tensor, h: int, w: int) -> Tensor:
 
 @contextmanager
 def _tagged(path: Path) -> Iterator[None]:
-    """Tag a read error raised inside with ``path``, so that :class:`_SkippingReader` names it."""
+    """Tag a read error raised inside with ``path``, so that `_SkippingReader` names it."""
     try:
         yield
     except (OSError, ValueError) as e:

@@ -1,10 +1,13 @@
 """The test and training benchmarks: one table of layouts, one matcher, one reader.
 
-Each row of :data:`BENCHMARKS` is a :class:`Benchmark`: the folder of the degraded images, the
-folder of the clean ones and the naming rule that finds a degraded file's clean partner.
-:func:`read_benchmark` reads any of them into a :class:`PairedDataset` (or, for ``cbsd68``, clean
-images with noise added, a :class:`~contrastive_prompts.data.NoisyDataset`); :func:`match_pairs`
-is the matcher alone, for a layout of your own.
+Each row of [BENCHMARKS][contrastive_prompts.data.BENCHMARKS] is a
+[Benchmark][contrastive_prompts.data.Benchmark]: the folder of the degraded images, the folder of
+the clean ones and the naming rule that finds a degraded file's clean partner.
+[read_benchmark][contrastive_prompts.data.read_benchmark] reads any of them into a
+[PairedDataset][contrastive_prompts.data.PairedDataset] (or, for ``cbsd68``, clean images with
+noise added, a [NoisyDataset][contrastive_prompts.data.NoisyDataset]);
+[match_pairs][contrastive_prompts.data.match_pairs] is the matcher alone, for a layout of your
+own.
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ class PairedDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         - degraded, clean: $(3, H, W)$.
         - label: a scalar int64 tensor.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> from contrastive_prompts.data import write_image
@@ -188,11 +191,13 @@ def _reside_stem(stem: str) -> str:
 class Benchmark:
     """The layout of a benchmark on disk: its folders and how its files pair up.
 
-    Make a variant with :func:`dataclasses.replace`, for example other folder names, and hand it
-    to :func:`read_benchmark` or :func:`match_pairs`.
+    Make a variant with `dataclasses.replace`, for example other folder names, and hand it
+    to [read_benchmark][contrastive_prompts.data.read_benchmark] or
+    [match_pairs][contrastive_prompts.data.match_pairs].
 
     Attributes:
-        name: the name in :data:`BENCHMARKS` (and on the command line).
+        name: the name in [BENCHMARKS][contrastive_prompts.data.BENCHMARKS] (and on the command
+            line).
         degradation: the degradation's name, the default name of the label; ``cbsd68`` appends
             the noise level (``noise_25``).
         degraded_dirs: candidate names of the degraded folder under the root, the first that
@@ -204,7 +209,7 @@ class Benchmark:
             ``None`` for a file that does not follow it.
         layout: the layout in one line, for people.
 
-    Example:
+    Examples:
         >>> import dataclasses
         >>> mine = dataclasses.replace(BENCHMARKS["gopro"], degraded_dirs=("input",))
         >>> mine.degraded_dirs, mine.clean_dirs, mine.clean_stem("0001")
@@ -224,18 +229,19 @@ class Benchmark:
         return bool(self.degraded_dirs)
 
     def match(self, root: PathLike) -> tuple[Pairs, list[str]]:
-        """Pair the files under ``root`` by this layout (:func:`match_pairs`).
+        """Pair the files under ``root`` by this layout (`match_pairs`).
 
         Args:
             root: the benchmark's folder.
 
         Returns:
-            ``(pairs, unmatched)`` as :func:`match_pairs` returns them.
+            ``(pairs, unmatched)`` as [match_pairs][contrastive_prompts.data.match_pairs] returns
+            them.
 
         Raises:
             InputError: a folder is missing, or the layout has no degraded files to pair.
 
-        Example:
+        Examples:
             >>> import tempfile
             >>> from pathlib import Path
             >>> from contrastive_prompts.data import write_image
@@ -372,7 +378,7 @@ def match_pairs(
     Raises:
         InputError: a folder is missing.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> from contrastive_prompts.data import write_image
@@ -421,14 +427,15 @@ def read_benchmark(
     crop_size: int | None = None,
     augment: bool = False,
 ) -> PairedDataset | NoisyDataset:
-    """Read a benchmark of :data:`BENCHMARKS` (or a :class:`Benchmark` of your own) from ``root``.
+    """Read a benchmark of `BENCHMARKS` (or a `Benchmark` of your own) from ``root``.
 
     Every file must find its partner: one that does not is an error naming it, or with
     ``strict=False`` a warning, and its name is kept in the dataset's ``unmatched``.
 
     Args:
         name: ``rain100l``, ``sots``, ``cbsd68``, ``gopro``, ``lol`` (the keys of
-            :data:`BENCHMARKS`), or a :class:`Benchmark`.
+            [BENCHMARKS][contrastive_prompts.data.BENCHMARKS]), or a
+            [Benchmark][contrastive_prompts.data.Benchmark].
         root: the benchmark's folder, holding the folders its layout names.
         label: the label of every item.
         degradation: the name the label stands for; the benchmark's degradation by default
@@ -443,14 +450,14 @@ def read_benchmark(
         - items: ``(degraded, clean, label)`` with $(3, H, W)$ images and a scalar int64 label.
 
     Returns:
-        A :class:`PairedDataset`, or for ``cbsd68`` a
-        :class:`~contrastive_prompts.data.NoisyDataset`.
+        A [PairedDataset][contrastive_prompts.data.PairedDataset], or for ``cbsd68`` a
+        [NoisyDataset][contrastive_prompts.data.NoisyDataset].
 
     Raises:
         InputError: an unknown name, a missing folder, a file without a partner (with
             ``strict``), no pair at all, or ``crop_size`` / ``augment`` with ``cbsd68``.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> from contrastive_prompts.data import write_image
@@ -524,7 +531,7 @@ def rain100l(
 ) -> PairedDataset:
     """Rain100L pairs. Deprecated: use ``read_benchmark("rain100l", root)``.
 
-    Warns once (:class:`FutureWarning`); goes in the next release. For other folder names, read
+    Warns once (`FutureWarning`); goes in the next release. For other folder names, read
     ``dataclasses.replace(BENCHMARKS["rain100l"], degraded_dirs=(...,), clean_dirs=(...,))``.
 
     Args:
@@ -534,10 +541,11 @@ def rain100l(
         strict: raise on files without a partner (else warn and list them in ``unmatched``).
         degraded_dir: the rainy folder's name.
         clean_dir: the clean folder's name.
-        **kwargs: ``crop_size``, ``augment``, ``seed`` of :func:`read_benchmark`.
+        **kwargs: ``crop_size``, ``augment``, ``seed`` of
+            [read_benchmark][contrastive_prompts.data.read_benchmark].
 
     Returns:
-        The dataset :func:`read_benchmark` reads.
+        The dataset [read_benchmark][contrastive_prompts.data.read_benchmark] reads.
     """
     _replaced("rain100l", "read_benchmark('rain100l', root)")
     layout = dataclasses.replace(
@@ -568,9 +576,10 @@ def _old_paired_reader(old: str, benchmark: str) -> Callable[..., PairedDataset]
     read.__name__ = read.__qualname__ = old
     read.__doc__ = f"""{layout.layout}. Deprecated: use ``read_benchmark({benchmark!r}, root)``.
 
-    Warns once (:class:`FutureWarning`); goes in the next release. ``name`` is the reader's
+    Warns once (`FutureWarning`); goes in the next release. ``name`` is the reader's
     ``degradation``; ``label``, ``strict`` and the keyword arguments (``crop_size``,
-    ``augment``, ``seed``) are passed to :func:`read_benchmark`.
+    ``augment``, ``seed``) are passed to
+    [read_benchmark][contrastive_prompts.data.read_benchmark].
     """
     return read
 
@@ -585,17 +594,18 @@ def cbsd68(
 ) -> NoisyDataset:
     """CBSD68 with noise at ``sigma``. Deprecated: use ``read_benchmark("cbsd68", root)``.
 
-    Warns once (:class:`FutureWarning`); goes in the next release.
+    Warns once (`FutureWarning`); goes in the next release.
 
     Args:
         root: the folder of clean images.
         sigma: noise std on the 0-255 scale.
         label: the label of every item.
         seed: the noise seed.
-        **kwargs: ``name`` and ``quantize`` of :class:`~contrastive_prompts.data.NoisyDataset`.
+        **kwargs: ``name`` and ``quantize`` of
+            [NoisyDataset][contrastive_prompts.data.NoisyDataset].
 
     Returns:
-        The dataset, as :func:`read_benchmark` reads it.
+        The dataset, as [read_benchmark][contrastive_prompts.data.read_benchmark] reads it.
     """
     _replaced("cbsd68", "read_benchmark('cbsd68', root, sigma=sigma)")
     return NoisyDataset(root, sigma, label=label, seed=seed, **kwargs)
@@ -606,7 +616,7 @@ def match_rain100l(
 ) -> tuple[Pairs, list[str]]:
     """Pair Rain100L files. Deprecated: use ``BENCHMARKS["rain100l"].match(root)``.
 
-    Warns once (:class:`FutureWarning`); goes in the next release.
+    Warns once (`FutureWarning`); goes in the next release.
 
     Args:
         root: the folder holding ``rainy/`` and ``gt/``.
@@ -614,7 +624,8 @@ def match_rain100l(
         clean_dir: the clean folder's name.
 
     Returns:
-        ``(pairs, unmatched)`` as :func:`match_pairs` returns them.
+        ``(pairs, unmatched)`` as [match_pairs][contrastive_prompts.data.match_pairs] returns
+        them.
     """
     _replaced("match_rain100l", "BENCHMARKS['rain100l'].match(root)")
     return match_pairs(root, degraded_dir, clean_dir, _rain100l_stem)
@@ -625,7 +636,7 @@ def match_reside(
 ) -> tuple[Pairs, list[str]]:
     """Pair RESIDE files. Deprecated: use ``BENCHMARKS["sots"].match(root)``.
 
-    Warns once (:class:`FutureWarning`); goes in the next release.
+    Warns once (`FutureWarning`); goes in the next release.
 
     Args:
         root: the folder holding ``hazy/`` and ``gt/`` (or ``clear/``).
@@ -633,7 +644,8 @@ def match_reside(
         clean_dir: candidate names of the clean folder, the first that exists is used.
 
     Returns:
-        ``(pairs, unmatched)`` as :func:`match_pairs` returns them.
+        ``(pairs, unmatched)`` as [match_pairs][contrastive_prompts.data.match_pairs] returns
+        them.
     """
     _replaced("match_reside", "BENCHMARKS['sots'].match(root)")
     return match_pairs(root, degraded_dir, clean_dir, _reside_stem)
@@ -642,7 +654,7 @@ def match_reside(
 def match_same_names(root: PathLike, degraded_dir: str, clean_dir: str) -> tuple[Pairs, list[str]]:
     """Pair files of the same stem. Deprecated: use ``match_pairs(root, degraded_dir, clean_dir)``.
 
-    Warns once (:class:`FutureWarning`); goes in the next release.
+    Warns once (`FutureWarning`); goes in the next release.
 
     Args:
         root: the folder holding both folders.
@@ -650,7 +662,8 @@ def match_same_names(root: PathLike, degraded_dir: str, clean_dir: str) -> tuple
         clean_dir: the clean folder's name.
 
     Returns:
-        ``(pairs, unmatched)`` as :func:`match_pairs` returns them.
+        ``(pairs, unmatched)`` as [match_pairs][contrastive_prompts.data.match_pairs] returns
+        them.
     """
     _replaced("match_same_names", "match_pairs(root, degraded_dir, clean_dir)")
     return match_pairs(root, degraded_dir, clean_dir)

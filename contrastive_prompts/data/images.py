@@ -1,12 +1,13 @@
 """Image files and in-memory images: reading, writing, listing, and the bundled sample photos.
 
-Files are decoded by :func:`kornia.io.load_image` into ``(3, H, W)`` float32 tensors in [0, 1];
+Files are decoded by `kornia.io.load_image` into ``(3, H, W)`` float32 tensors in [0, 1];
 in-memory images (tensors or arrays, uint8 or float) are brought to the same form. The sample
 photos come with scikit-image, so demos and tests need no download.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,10 +47,11 @@ ImageSource = PathLike | Sequence[PathLike] | Sequence[Tensor] | Sequence[np.nda
 def read_image(path: PathLike) -> Tensor:
     """Read a PNG, JPEG, BMP or TIFF file as a ``(3, H, W)`` float32 tensor in [0, 1].
 
-    Decoding goes through :func:`kornia.io.load_image` (the Rust ``kornia_rs`` decoders). Grey
-    images are repeated to three channels; an alpha channel is dropped (not composited); 16-bit
-    files are scaled by 1/65535. kornia-rs cannot decode grey+alpha PNGs; those raise like any
-    other undecodable file.
+    PNG, JPEG and TIFF go through `kornia.io.load_image` (the Rust ``kornia_rs`` decoders);
+    BMP, which kornia-rs does not decode (the WED photos of the denoising training set are
+    BMP), through Pillow. Grey images are repeated to three channels; an alpha channel is
+    dropped (not composited); 16-bit files are scaled by 1/65535. kornia-rs cannot decode
+    grey+alpha PNGs; those raise like any other undecodable file.
 
     Args:
         path: the image file.
@@ -64,7 +66,7 @@ def read_image(path: PathLike) -> Tensor:
         OSError: the file cannot be opened (``FileNotFoundError`` when it does not exist).
         ValueError: the file cannot be decoded.
 
-    Example:
+    Examples:
         >>> import tempfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "x.png")
         >>> write_image(path, torch.full((3, 4, 5), 0.5))
@@ -73,6 +75,8 @@ def read_image(path: PathLike) -> Tensor:
     """
     from kornia.io import ImageLoadType, load_image
 
+    if _is_bmp(path):
+        return _read_bmp(path)
     try:
         # RGBA8 expands grey and palette files and adds an opaque alpha to RGB ones
         img = load_image(path, ImageLoadType.RGBA8, device="cpu")[:3]
@@ -85,6 +89,22 @@ def read_image(path: PathLike) -> Tensor:
     if img.shape[0] in (2, 4):  # drop alpha
         img = img[:-1]
     return img.expand(3, -1, -1).contiguous() if img.shape[0] == 1 else img
+
+
+def _is_bmp(path: PathLike) -> bool:
+    with open(path, "rb") as f:  # FileNotFoundError for a missing file, as kornia raises
+        return f.read(2) == b"BM"
+
+
+def _read_bmp(path: PathLike) -> Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB"))  # palette and grey expanded, alpha dropped
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"cannot decode the BMP file {os.fspath(path)!r}: {error}") from error
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
 
 
 def write_image(path: PathLike, image: Tensor, *, quality: int = 95) -> None:
@@ -103,7 +123,7 @@ def write_image(path: PathLike, image: Tensor, *, quality: int = 95) -> None:
     Returns:
         None; the file is written.
 
-    Example:
+    Examples:
         >>> import tempfile, os
         >>> write_image(os.path.join(tempfile.mkdtemp(), "x.jpg"), torch.rand(3, 8, 8))
     """
@@ -136,7 +156,7 @@ def image_paths(inputs: Sequence[PathLike]) -> list[Path]:
     Raises:
         InputError: an input does not exist, or a folder holds no image.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> tmp = tempfile.TemporaryDirectory()
@@ -171,12 +191,13 @@ def list_images(folder: PathLike) -> list[Path]:
         folder: a directory.
 
     Returns:
-        The paths whose extension is in :data:`IMAGE_EXTENSIONS`.
+        The paths whose extension is in
+        [IMAGE_EXTENSIONS][contrastive_prompts.data.IMAGE_EXTENSIONS].
 
     Raises:
         InputError: the folder does not exist or is not a directory.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> tmp = tempfile.TemporaryDirectory()
@@ -316,7 +337,7 @@ def sample_images(names: Sequence[str] | None = None) -> dict[str, Tensor]:
     Raises:
         ImportError: scikit-image is not installed.
 
-    Example:
+    Examples:
         >>> sample_images(["chelsea"])["chelsea"].shape
         torch.Size([3, 300, 451])
     """
@@ -340,15 +361,16 @@ def sample_images(names: Sequence[str] | None = None) -> dict[str, Tensor]:
 
 
 def sample_split() -> tuple[list[Tensor], list[Tensor]]:
-    """The fixed train / held-out split of :func:`sample_images`.
+    """The train / held-out split of [sample_images][contrastive_prompts.data.sample_images].
 
     Shape:
         - each image: $(3, H, W)$.
 
     Returns:
-        ``(train, held_out)``: the images of :data:`SAMPLE_TRAIN` and :data:`SAMPLE_HELD_OUT`.
+        ``(train, held_out)``: the images of [SAMPLE_TRAIN][contrastive_prompts.data.SAMPLE_TRAIN]
+        and [SAMPLE_HELD_OUT][contrastive_prompts.data.SAMPLE_HELD_OUT].
 
-    Example:
+    Examples:
         >>> train, held_out = sample_split()
         >>> len(train), len(held_out)
         (4, 2)

@@ -1,8 +1,10 @@
 """Clean images degraded in code: on the fly for training, once with a fixed seed for testing.
 
-:class:`SyntheticDataset` draws a new crop, augmentation and degradation for every item of every
-epoch; :class:`DegradedCopies` puts every image under every degradation of a mix once;
-:class:`NoisyDataset` adds Gaussian noise at one level with a fixed seed (CBSD68-style testing).
+[SyntheticDataset][contrastive_prompts.data.SyntheticDataset] draws a new crop, augmentation and
+degradation for every item of every epoch;
+[DegradedCopies][contrastive_prompts.data.DegradedCopies] puts every image under every degradation
+of a mix once; [NoisyDataset][contrastive_prompts.data.NoisyDataset] adds Gaussian noise at one
+level with a fixed seed (CBSD68-style testing).
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ class SyntheticDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
     Args:
         images: a folder, a list of folders or image files, or a list of in-memory images
             (``(C, H, W)`` tensors or ``(H, W, C)`` / ``(H, W)`` arrays; uint8 is scaled by 1/255).
-        degradation: a :class:`~contrastive_prompts.degradations.DegradationMix` or a preset name
-            / list of names for :func:`~contrastive_prompts.degradations.make_mix`.
+        degradation: a [DegradationMix][contrastive_prompts.degradations.DegradationMix] or a
+            preset name / list of names for [make_mix][contrastive_prompts.degradations.make_mix].
         crop_size: side of the square random crop (smaller images are padded by reflection);
             ``None`` keeps whole images.
         augment: random horizontal flips and 90-degree rotations.
@@ -56,7 +58,7 @@ class SyntheticDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         - degraded, clean: $(3, S, S)$ with $S$ = ``crop_size``.
         - label: a scalar int64 tensor.
 
-    Example:
+    Examples:
         >>> ds = SyntheticDataset([torch.rand(3, 40, 40)], "3task", crop_size=32, seed=0)
         >>> degraded, clean, label = ds[0]
         >>> degraded.shape, ds.names[int(label)] in ds.names.values()
@@ -154,8 +156,8 @@ class DegradedCopies(Dataset[tuple[Tensor, Tensor, Tensor]]):
 
     Args:
         images: ``(C, H, W)`` tensors in [0, 1].
-        mix: the degradations (a :class:`~contrastive_prompts.degradations.DegradationMix` or a
-            preset name).
+        mix: the degradations (a [DegradationMix][contrastive_prompts.degradations.DegradationMix]
+            or a preset name).
         crop: centre crop side (``None`` keeps whole images).
         seed: the degradation seed.
 
@@ -166,7 +168,7 @@ class DegradedCopies(Dataset[tuple[Tensor, Tensor, Tensor]]):
         - items: ``(degraded, clean, label)`` with $(C, H, W)$ images (cropped to ``crop``) and
           a scalar int64 label.
 
-    Example:
+    Examples:
         >>> copies = DegradedCopies([torch.rand(3, 20, 20)], "3task", crop=16)
         >>> degraded, clean, label = copies[4]
         >>> len(copies), label.item(), copies.names[4]
@@ -208,12 +210,12 @@ def degraded_copies(
     crop: int | None = None,
     seed: int = 0,
 ) -> DegradedCopies:
-    """:class:`DegradedCopies` of ``images``: each under every degradation of ``mix``.
+    """`DegradedCopies` of ``images``: each under every degradation of ``mix``.
 
     Args:
         images: ``(C, H, W)`` tensors in [0, 1].
-        mix: the degradations (a :class:`~contrastive_prompts.degradations.DegradationMix` or a
-            preset name).
+        mix: the degradations (a [DegradationMix][contrastive_prompts.degradations.DegradationMix]
+            or a preset name).
         crop: centre crop side (``None`` keeps whole images).
         seed: the degradation seed.
 
@@ -222,9 +224,10 @@ def degraded_copies(
           (cropped to ``crop``) and a scalar label.
 
     Returns:
-        The dataset: image ``i`` under task ``l`` is item ``i * len(names) + l``.
+        The [DegradedCopies][contrastive_prompts.data.DegradedCopies]: image ``i`` under task
+        ``l`` is item ``i * len(names) + l``.
 
-    Example:
+    Examples:
         >>> copies = degraded_copies([torch.rand(3, 16, 16), torch.rand(3, 16, 16)], "3task")
         >>> len(copies), copies.names
         (10, {0: 'noise_15', 1: 'noise_25', 2: 'noise_50', 3: 'rain', 4: 'haze'})
@@ -241,7 +244,7 @@ class NoisyDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
 
     Args:
         images: a folder, a list of folders / files, or in-memory images (as for
-            :class:`SyntheticDataset`).
+            [SyntheticDataset][contrastive_prompts.data.SyntheticDataset]).
         sigma: noise std on the 0-255 scale.
         label: the label of every item.
         name: the name the label stands for; ``"noise_<sigma>"`` by default.
@@ -260,7 +263,7 @@ class NoisyDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
     Shape:
         - items: ``(noisy, clean, label)`` with $(3, H, W)$ images and a scalar int64 label.
 
-    Example:
+    Examples:
         >>> ds = NoisyDataset([torch.full((3, 8, 8), 0.5)], sigma=25)
         >>> noisy, clean, label = ds[0]
         >>> again, _, _ = NoisyDataset([clean], sigma=25)[0]
