@@ -1,12 +1,13 @@
-"""The README's code blocks run as written, and the docs show the same quickstart."""
+"""The README's code blocks run as written, in order, and compute what they say."""
 
 import re
 from pathlib import Path
 
+import pytest
 import torch
-import torch.nn.functional as F
 
-from contrastive_prompts import contrastive_prompt_loss
+from contrastive_prompts import PromptStage, SparsePromptIR
+from contrastive_prompts.data import write_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,33 +16,65 @@ def python_blocks(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
-def test_readme_quickstart_runs_and_computes_what_it_says():
+@pytest.fixture
+def readme_files(tmp_path, monkeypatch):
+    """What the README's journeys read: exported weights, a PromptIR checkpoint, Rain100L."""
+    from contrastive_prompts.checkpoints import export_weights
+    from contrastive_prompts.config import TrainConfig
+    from contrastive_prompts.data import DegradedCopies
+    from contrastive_prompts.train import Trainer
+
+    from .test_model import random_promptir_state_dict
+
+    monkeypatch.chdir(tmp_path)
+    for folder in ("gt", "rainy"):
+        (tmp_path / "Rain100L/test" / folder).mkdir(parents=True)
+    for k in (1, 2):
+        image = torch.rand(3, 24, 32)
+        write_image(tmp_path / "Rain100L/test/gt" / f"norain-{k}.png", image)
+        write_image(tmp_path / "Rain100L/test/rainy" / f"rain-{k}.png", (image + 0.3).clamp(0, 1))
+    run = tmp_path / "runs/mine"
+    config = TrainConfig(steps=1, batch_size=1, crop=32, save_every=1, out_dir=str(run),
+                         device="cpu")  # fmt: skip
+    Trainer(config, val_data=DegradedCopies([torch.rand(3, 16, 16)], "3task")).fit()
+    export_weights(run / "last.pt", tmp_path / "mine.safetensors")
+    lightning = {f"net.{k}": v for k, v in random_promptir_state_dict().items()}
+    torch.save({"state_dict": lightning}, tmp_path / "promptir.ckpt")
+    return tmp_path
+
+
+def test_readme_runs_and_computes_what_it_says(readme_files, capsys):
     blocks = python_blocks((ROOT / "README.md").read_text())
-    assert blocks, "README has no python block"
+    assert len(blocks) == 3, "README: the quickstart, evaluation and PromptIR blocks"
     ns = {"__name__": "__readme__"}
     for block in blocks:  # in order, in one namespace, as a reader would run them
         exec(compile(block, "README.md", "exec"), ns)
 
+    # 1. the modules
     prompt, routing, fused, negative = ns["prompt"], ns["routing"], ns["fused"], ns["negative"]
     assert prompt.shape == (2, 64, 32, 32) and fused.shape == (2, 96, 32, 32)
     assert negative.shape == prompt.shape
-    # top-1 routing over the bank: one expert per sample, its weight the only nonzero one
     num_prompts = ns["prompt_layer"].num_prompts
     assert routing.indices.shape == (2, 1) and routing.weights.shape == (2, num_prompts)
-    assert ((routing.indices >= 0) & (routing.indices < num_prompts)).all()
-    assert ((routing.weights != 0).sum(dim=1) == 1).all()
+    assert ((routing.weights != 0).sum(dim=1) == 1).all()  # top-1: one expert per sample
     assert (routing.weights.gather(1, routing.indices) > 0).all()
-    # the prompt carries gradient, the negative does not and is another prompt
     assert prompt.requires_grad and not negative.requires_grad
     assert not torch.allclose(negative, prompt)
 
-    # loss = L1 + 0.01 * CPR, a positive scalar; the default (subtractive) CPR lowers it
-    anchor, clean, negatives, loss = ns["anchor"], ns["clean"], ns["negatives"], ns["loss"]
-    assert negatives.shape == (2, 4, 3, 64, 64)
-    cpr = contrastive_prompt_loss(anchor, clean, negatives)
-    assert cpr < 0
-    assert loss.shape == () and torch.isfinite(loss) and loss > 0
-    torch.testing.assert_close(loss, F.l1_loss(anchor, clean) + 0.01 * cpr)
+    # 2. CPL in a plain network: a stage added by name, four negatives made by the network
+    net, parts = ns["net"], ns["parts"]
+    assert isinstance(net[2], PromptStage) and parts.stages == ("2.prompt",)
+    torch.testing.assert_close(parts.loss, parts.l1 + 0.01 * parts.cpr)
+    assert net[2].fusion.proj.weight.grad.abs().sum() > 0  # the new stage learns
+    assert net[2].fusion.proj.weight.abs().sum() > 0  # and the step moved it off the identity
+
+    # 3. evaluation of exported weights and of PromptIR's weights on the Rain100L layout
+    assert isinstance(ns["model"], SparsePromptIR) and len(ns["rain100l"]) == 2
+    promptir, start = ns["promptir"], ns["start"]
+    assert promptir.config.top_k == 5 and start.config.top_k == 1
+    assert torch.equal(promptir.prompt1.prompts, start.prompt1.prompts)  # same weights
+    printed = capsys.readouterr().out
+    assert printed.count("| rain |") == 2  # two tables, one row each
 
 
 def test_docs_quickstart_is_the_readme_quickstart():

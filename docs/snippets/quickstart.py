@@ -1,16 +1,25 @@
 import torch
-from contrastive_prompts import ContrastivePromptLoss, PromptFusion, SparsePrompt
+from torch import nn
 
-features = torch.rand(2, 96, 32, 32)                      # (B, C, H, W) decoder features
+from contrastive_prompts import CPLObjective, PromptFusion, SparsePrompt, add_prompts
+
+# 1. The modules, on decoder features (B, C, H, W)
+features = torch.rand(2, 96, 32, 32)
 prompt_layer = SparsePrompt(dim=96, prompt_dim=64, prompt_size=32, top_k=1)
 fusion = PromptFusion(dim=96, prompt_dim=64)
-
 prompt, routing = prompt_layer(features, return_routing=True)  # (2, 64, 32, 32), top-1 routing
 fused = fusion(features, prompt)                               # (2, 96, 32, 32)
 negative = prompt_layer.negative(features, generator=torch.Generator().manual_seed(0))
 
-# anchor: output under the own prompt; negatives: outputs under negative prompts (B, M, 3, H, W)
-anchor, clean = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
-negatives = torch.rand(2, 4, 3, 64, 64)
-loss = torch.nn.functional.l1_loss(anchor, clean) + 0.01 * ContrastivePromptLoss()(anchor, clean, negatives)
-print(prompt.shape, routing.indices.tolist(), fused.shape, negative.shape, float(loss) > 0)
+# 2. Any network: a prompt stage after its submodule "2", no change to its code
+net = nn.Sequential(
+    nn.Conv2d(3, 32, 3, padding=1), nn.GELU(),
+    nn.Conv2d(32, 32, 3, padding=1), nn.GELU(),
+    nn.Conv2d(32, 3, 3, padding=1),
+)
+net = add_prompts(net, {"2": {"dim": 32, "prompt_size": 8}})
+optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3)  # after add_prompts: it adds parameters
+degraded, clean = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+parts = CPLObjective(num_negatives=4)(net, degraded, clean)  # L1 + 0.01 * CPR, 4 negatives each
+parts.loss.backward()
+optimiser.step()

@@ -1,0 +1,75 @@
+"""MkDocs hook: typeset the site's equations as MathML at build time, so they need no network.
+
+``pymdownx.arithmatex`` (``generic: true``) finds the ``$...$`` and ``$$...$$`` equations in the
+pages and in the docstrings that mkdocstrings renders, and leaves each one as escaped TeX in
+``<span class="arithmatex">\\(...\\)</span>`` or ``<div class="arithmatex">\\[...\\]</div>``. This
+hook replaces that TeX with the MathML that ``latex2mathml`` makes of it, keeping the wrapper so
+that mkdocs-material's styles for ``div.arithmatex`` (centring, horizontal scrolling) still apply.
+Browsers render MathML natively: the site loads no script for its math.
+
+An equation ``latex2mathml`` cannot convert is left as TeX and logged as a warning, which fails a
+``mkdocs build --strict``.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from typing import Any
+
+from latex2mathml.converter import convert
+
+log = logging.getLogger("mkdocs.hooks.mathml")
+
+# What arithmatex writes in generic mode: inline TeX in \(...\), display TeX in \[...\] (or a bare
+# \begin{env}...\end{env} block), HTML-escaped.
+_MATH = re.compile(r'<(?P<tag>span|div) class="arithmatex">(?P<tex>.*?)</(?P=tag)>', re.DOTALL)
+_DELIMITERS = {"span": ("\\(", "\\)"), "div": ("\\[", "\\]")}
+_TEXT = re.compile(r">([^<]+)<")
+_BARE_AMPERSAND = re.compile(r"&(?!#?\w+;)")
+# latex2mathml spells \mathrm{clip} letter by letter; one <mi> (upright when longer than one
+# character) reads as a word, to screen readers too. It writes \mathrm{d} as <mi>&#x00064;</mi>,
+# which browsers would set in italic like a plain d.
+_UPRIGHT_LETTER = r'<mi mathvariant="normal">[A-Za-z]</mi>'
+_UPRIGHT_WORD = re.compile(rf"<mrow>((?:{_UPRIGHT_LETTER}){{2,}})</mrow>")
+_UPRIGHT_SINGLE = re.compile(r"<mi>&#x000(4[1-9A-F]|5[0-9A]|6[1-9A-F]|7[0-9A]);</mi>")
+
+
+def tex_to_mathml(tex: str, *, display: bool = False) -> str:
+    """MathML for one equation's TeX (without its ``$`` delimiters); raises when it cannot.
+
+    ``latex2mathml`` passes a command it does not know through as text (``<mi>\\foo</mi>``) and
+    copies the ``&`` of an environment it does not know (``aligned``); both count as failures.
+    """
+    mathml: str = convert(tex.strip(), display="block" if display else "inline")
+    for text in _TEXT.findall(mathml):
+        if "\\" in text or _BARE_AMPERSAND.search(text):
+            raise ValueError(f"unsupported TeX left in the output: {text!r}")
+    mathml = _UPRIGHT_WORD.sub(lambda word: f"<mi>{''.join(_TEXT.findall(word[1]))}</mi>", mathml)
+    return _UPRIGHT_SINGLE.sub(
+        lambda code: f'<mi mathvariant="normal">{chr(int(code[1], 16))}</mi>', mathml
+    )
+
+
+def render_math(content: str, where: str = "") -> str:
+    """``content`` with every arithmatex equation in it replaced by MathML."""
+
+    def replace(match: re.Match[str]) -> str:
+        tag = match["tag"]
+        tex = html.unescape(match["tex"]).strip()
+        opening, closing = _DELIMITERS[tag]
+        if tex.startswith(opening) and tex.endswith(closing):
+            tex = tex[len(opening) : -len(closing)]
+        try:
+            mathml = tex_to_mathml(tex, display=tag == "div")
+        except Exception as error:  # latex2mathml raises several types on TeX it does not know
+            log.warning("math: cannot convert %r%s to MathML: %s", tex, where, error)
+            return match[0]
+        return f'<{tag} class="arithmatex">{mathml}</{tag}>'
+
+    return _MATH.sub(replace, content)
+
+
+def on_page_content(content: str, page: Any, **kwargs: Any) -> str:
+    return render_math(content, f" in {page.file.src_uri}")
