@@ -167,7 +167,8 @@ def check_int_range(
     ):
         return
     bound = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
-    raise InputError(f"{where}: expected {name} to be {bound}, got {value!r}")
+    error = InputError if isinstance(value, int) and not isinstance(value, bool) else InputTypeError
+    raise error(f"{where}: expected {name} to be {bound}, got {value!r}")
 
 
 def check_positive(where: str, name: str, value: object, *, allow_zero: bool = False) -> None:
@@ -183,7 +184,8 @@ def check_positive(where: str, name: str, value: object, *, allow_zero: bool = F
             )
         if value > 0 or (allow_zero and value == 0):
             return
-    raise InputError(f"{where}: expected {name} to be a number {bound}, got {value!r}")
+        raise InputError(f"{where}: expected {name} to be a number {bound}, got {value!r}")
+    raise InputTypeError(f"{where}: expected {name} to be a number {bound}, got {value!r}")
 
 
 def resolve_device(where: str, name: object, local_rank: int = 0) -> torch.device:

@@ -212,8 +212,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json:
         target = Path(args.json)
         partial = target.with_name(f".{target.name}.partial")
-        partial.write_text(json.dumps(dataclasses.asdict(result)))
-        partial.replace(target)  # never a half-written table
+        try:
+            partial.write_text(json.dumps(dataclasses.asdict(result)))
+            partial.replace(target)  # never a half-written table
+        finally:
+            partial.unlink(missing_ok=True)
     return 0
 
 
@@ -326,23 +329,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(train)
     train.set_defaults(run=_train)
 
-    def add_model_flags(p: argparse.ArgumentParser) -> None:
+    def add_model_flags(p: argparse.ArgumentParser, *, tile: int | None) -> None:
         p.add_argument("--checkpoint", required=True,
                        help="a checkpoint from train, weights from export, or an official "
                        "PromptIR checkpoint")  # fmt: skip
         p.add_argument("--promptir-top-k", type=int, default=5,
                        help="experts per prompt when --checkpoint is a PromptIR checkpoint "
                        "(5: PromptIR itself; 1: CPL weights in PromptIR's format)")  # fmt: skip
-        p.add_argument("--tile", type=_int_or_none, default=512,
+        p.add_argument("--tile", type=_int_or_none, default=tile,
                        help="tile side for large images (none: one pass)")  # fmt: skip
         p.add_argument("--overlap", type=int, default=32, help="overlap between tiles")
         p.add_argument("--device", default="auto",
                        help="auto (a GPU if there is one), cpu, cuda, cuda:1...")  # fmt: skip
 
-    evaluate = sub.add_parser("evaluate", help="per-degradation PSNR / SSIM table")
-    add_model_flags(evaluate)
+    shown = argparse.ArgumentDefaultsHelpFormatter  # --help shows every default
+    evaluate = sub.add_parser(
+        "evaluate", help="per-degradation PSNR / SSIM table", formatter_class=shown
+    )
+    # scored as the Python evaluate() scores: one pass over each image, unless --tile is given
+    add_model_flags(evaluate, tile=None)
     evaluate.add_argument("--data", nargs="+", help="clean images or folders, degraded by --mix")
-    evaluate.add_argument("--mix", default="3task", choices=sorted(MIXES))
+    evaluate.add_argument("--mix", default="3task", choices=sorted(MIXES),
+                          help="the degradations applied to --data")  # fmt: skip
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the degradations")
     evaluate.add_argument(
         "--benchmark",
@@ -364,8 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="let --json replace an existing file")  # fmt: skip
     evaluate.set_defaults(run=_evaluate)
 
-    restore = sub.add_parser("restore", help="restore images or folders of images")
-    add_model_flags(restore)
+    restore = sub.add_parser(
+        "restore", help="restore images or folders of images", formatter_class=shown
+    )
+    add_model_flags(restore, tile=512)
     restore.add_argument("inputs", nargs="+", help="image files or folders")
     restore.add_argument("--output", required=True, help="folder for the restored PNGs")
     restore.add_argument("--overwrite", action="store_true",

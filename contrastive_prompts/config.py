@@ -76,6 +76,9 @@ class TrainConfig:
         seed: seeds the model, the data stream and the negatives.
         val_every: validate every this many steps (and at the end); 0 only at the end.
         val_crop: centre crop of the held-out images for validation (``None``: whole images).
+        val_pad_multiple: validation pads each image to a multiple of this and crops back, for a
+            network that needs a size multiple and does not pad itself. ``None``: 1 for the
+            reference model (it pads to 8 itself), 16 for a network of your own.
         log_every: log and refresh the progress line every this many steps.
         save_every: write a checkpoint every this many steps (and at the end).
         out_dir: where logs, plots and checkpoints go.
@@ -121,6 +124,7 @@ class TrainConfig:
     seed: int = 0
     val_every: int = 0
     val_crop: int | None = 128
+    val_pad_multiple: int | None = None
     log_every: int = 10
     save_every: int = 500
     out_dir: str = "runs/cpl"
@@ -167,7 +171,7 @@ class TrainConfig:
             raise InputError(f"{where}: expected min_lr in [0, lr={self.lr}], got {self.min_lr}")
         if self.grad_clip is not None:
             check_positive(where, "grad_clip", self.grad_clip, allow_zero=True)
-        for name in ("val_crop", "chunk_size"):
+        for name in ("val_crop", "val_pad_multiple", "chunk_size"):
             if getattr(self, name) is not None:
                 check_int_range(where, name, getattr(self, name), 1)
         if self.precision == "fp16" and self.device == "cpu":

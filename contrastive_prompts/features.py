@@ -133,6 +133,8 @@ class VGG16Features(nn.Module):
         weights: path to the weights file, or a state dict.
         layers: activation names, e.g. ``("relu1_2", "relu2_2", "relu3_3")``.
         layer_weights: one weight per layer.
+        device: where to put the parameters.
+        dtype: dtype of the parameters (the file is read in its own dtype, then converted).
 
     Shape:
         - Input: ``(B, 3, H, W)`` RGB in [0, 1] (ImageNet normalisation is applied inside).
@@ -164,6 +166,8 @@ class VGG16Features(nn.Module):
         *,
         layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3"),
         layer_weights: Sequence[float] = (0.2, 0.3, 0.5),
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         index = _vgg16_layer_index()
@@ -189,6 +193,7 @@ class VGG16Features(nn.Module):
         self.eval()
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), False)
+        self.to(device=device, dtype=dtype)  # the file's tensors are read on the CPU, then moved
 
     def extra_repr(self) -> str:
         return f"layers={self.layers}, layer_weights={self.layer_weights}"

@@ -376,7 +376,7 @@ class SparsePromptIR(nn.Module):
         cls,
         checkpoint: str | os.PathLike[str] | Mapping[str, Tensor],
         *,
-        top_k: int = 1,
+        top_k: int,
         map_location: str | torch.device = "cpu",
         trust: bool = False,
     ) -> SparsePromptIR:
@@ -390,7 +390,8 @@ class SparsePromptIR(nn.Module):
 
         Args:
             checkpoint: a path or a state dict.
-            top_k: experts per prompt (5 is PromptIR's dense prompt).
+            top_k: experts per prompt, required: 5 computes what PromptIR computes, 1 is where
+                CPL fine-tuning starts (or reads CPL weights saved in PromptIR's format).
             map_location: where the tensors go.
             trust: read a file that the safe loader refuses with ``weights_only=False``, which
                 runs any code the file holds. Only for files from a source you trust.
@@ -414,29 +415,33 @@ class SparsePromptIR(nn.Module):
         *,
         ema: bool = True,
         device: str | torch.device = "cpu",
+        promptir_top_k: int = 5,
     ) -> SparsePromptIR:
-        """A trained model from a ``.safetensors`` export or a training checkpoint, in eval mode.
+        """A trained model from an export, a training checkpoint or a PromptIR checkpoint.
 
         The configuration comes from the file: the safetensors metadata written by
-        ``contrastive-prompts export``, or the checkpoint's ``model_config``. Neither file can
-        run code when it is read. The same as
+        ``contrastive-prompts export``, or the checkpoint's ``model_config``; any other file is
+        read as an official PromptIR checkpoint with ``promptir_top_k`` experts per prompt. No
+        file can run code when it is read. The model is in eval mode. The same as
         [load_checkpoint_model][contrastive_prompts.checkpoints.load_checkpoint_model].
 
         Args:
-            path: a ``.safetensors`` file from ``contrastive-prompts export`` or a ``last.pt``.
+            path: a ``.safetensors`` file from ``contrastive-prompts export``, a ``last.pt``, or
+                an official PromptIR checkpoint.
             ema: from a training checkpoint, the EMA weights (``False``: the raw weights).
             device: where to put the model.
+            promptir_top_k: experts per prompt for a PromptIR checkpoint (5: PromptIR itself).
 
         Raises:
-            CheckpointError: the file is missing, unreadable, of another format, or its weights
-                do not fit its configuration.
+            CheckpointError: the file is missing, unreadable, refused as unsafe, of none of
+                these formats, or its weights do not fit its configuration.
 
         Examples:
             >>> model = SparsePromptIR.from_pretrained("model.safetensors")  # doctest: +SKIP
         """
         from .checkpoints import load_checkpoint_model
 
-        return load_checkpoint_model(path, ema=ema, device=device)
+        return load_checkpoint_model(path, ema=ema, device=device, promptir_top_k=promptir_top_k)
 
     def extra_repr(self) -> str:
         return f"config={self.config}"

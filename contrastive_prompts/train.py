@@ -543,7 +543,10 @@ class Trainer:
         """Protocol PSNR / SSIM of the EMA weights on the validation data (rank 0)."""
         if self.val_data is None or not self.is_main:
             return None
-        result = evaluate(self.ema.module, self.val_data, names=self.label_names)
+        pad = self.config.val_pad_multiple
+        if pad is None:  # the reference model pads itself; another network may need it done
+            pad = 1 if isinstance(self.ema.module, SparsePromptIR) else 16
+        result = evaluate(self.ema.module, self.val_data, names=self.label_names, pad_multiple=pad)
         record = {
             "step": self.step,
             "psnr": result.psnr,

@@ -160,7 +160,7 @@ def test_evaluate_scores_an_official_promptir_checkpoint(tmp_path, capsys):
         printed = json.loads(table.read_text())["psnr"]["rain"]
         model = SparsePromptIR.from_promptir(state, top_k=top_k).eval()
         expected = evaluate(
-            lambda x, m=model: m.restore(x, tile=512), read_benchmark("rain100l", tmp_path / "R")
+            lambda x, m=model: m.restore(x), read_benchmark("rain100l", tmp_path / "R")
         )
         assert printed == pytest.approx(expected.psnr["rain"], abs=1e-9)
     assert load_checkpoint_model(tmp_path / "p.ckpt").config.top_k == 5

@@ -615,3 +615,14 @@ def test_bmp_files_are_read_through_pillow(tmp_path):
     (tmp_path / "broken.bmp").write_bytes(b"BM not an image")
     with pytest.raises(ValueError, match="cannot decode the BMP file"):
         Dt.read_image(tmp_path / "broken.bmp")
+
+
+def test_clean_files_sharing_a_name_are_reported_not_dropped(tmp_path):
+    for folder, name in (("rainy", "rain-1.png"), ("gt", "norain-1.png"), ("gt", "norain-1.jpg")):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        Dt.write_image(tmp_path / folder / name, torch.rand(3, 8, 8))
+    with pytest.raises(InputError, match=r"3 files .* have no partner") as caught:
+        Dt.read_benchmark("rain100l", tmp_path)
+    for name in ("rainy/rain-1.png", "gt/norain-1.png", "gt/norain-1.jpg"):
+        assert name in str(caught.value)
+    assert "another clean file has its name" in str(caught.value)

@@ -142,13 +142,13 @@ def test_from_promptir_lists_problems(promptir_state):
     broken["prompt1.conv3x3.weight"] = torch.zeros(64, 64, 1, 1)
     broken["extra.weight"] = torch.zeros(1)
     with pytest.raises(InputError) as error:
-        SparsePromptIR.from_promptir(broken)
+        SparsePromptIR.from_promptir(broken, top_k=1)
     message = str(error.value)
     assert "missing keys ['latent.0.attn.temperature']" in message
     assert "unexpected keys ['extra.weight']" in message
     assert "prompt1.conv3x3.weight: expected (64, 64, 3, 3), got (64, 64, 1, 1)" in message
     with pytest.raises(FileNotFoundError, match=r"checkpoint file 'absent\.ckpt' not found"):
-        SparsePromptIR.from_promptir("absent.ckpt")
+        SparsePromptIR.from_promptir("absent.ckpt", top_k=1)
 
 
 def test_convert_drops_the_six_unused_convs(promptir_state):

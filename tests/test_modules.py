@@ -131,6 +131,9 @@ def test_options_are_keyword_only(call):
             lambda: forward_with_negatives(SparsePromptIR("tiny"), [1.0], num_negatives=1),
             "x to be a torch.Tensor, got list",
         ),
+        (lambda: SparsePrompt(dim="8", prompt_dim=2, prompt_size=2), "dim to be an integer >= 1"),
+        (lambda: CPLObjective(num_negatives=2.0), "num_negatives to be an integer >= 1"),
+        (lambda: cp.psnr(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4), data_range="1"), "range"),
         (
             lambda: cp.degradations.make_mix("3task").degrade(torch.rand(1, 3, 8, 8), [0]),
             "labels to be a torch.Tensor, got list",
@@ -215,3 +218,15 @@ def test_loss_compiled_by_inductor_matches_eager():
     module = ContrastivePromptLoss(mode="infonce")
     compiled = torch.compile(module, backend="inductor")
     torch.testing.assert_close(compiled(a, y, n), module(a, y, n), rtol=1e-5, atol=1e-6)
+
+
+def test_vgg16_features_take_factory_arguments(device, dtype):
+    shapes = {"0.weight": (64, 3, 3, 3), "0.bias": (64,)}
+    state = {f"features.{k}": torch.randn(s) for k, s in shapes.items()}
+    vgg = cp.VGG16Features(
+        state, layers=("relu1_1",), layer_weights=(1.0,), device=device, dtype=dtype
+    )
+    tensors = [*vgg.parameters(), *vgg.buffers()]
+    assert all(t.device.type == device.type and t.dtype == dtype for t in tensors)
+    (maps,) = vgg(torch.rand(1, 3, 8, 8, device=device, dtype=dtype))
+    assert maps.dtype == dtype and maps.shape == (1, 64, 8, 8)

@@ -121,11 +121,11 @@ def test_no_api_load_runs_a_checkpoint_payload(evil, tmp_path, load):
 def test_from_promptir_refuses_a_payload_unless_trusted(evil):
     marker, _, promptir = evil
     with pytest.raises(CheckpointError, match=REFUSED.replace("was", "PromptIR checkpoint .* was")):
-        SparsePromptIR.from_promptir(promptir)
+        SparsePromptIR.from_promptir(promptir, top_k=1)
     assert not marker.exists()
     # the documented risk of the explicit opt-in: the file's code runs
     with pytest.raises(InputError, match=r"and \d+ more; values that are not tensors"):
-        SparsePromptIR.from_promptir(promptir, trust=True)
+        SparsePromptIR.from_promptir(promptir, trust=True, top_k=1)
     assert marker.exists()
 
 
@@ -241,26 +241,26 @@ def test_from_promptir_reads_basicsr_layouts(tmp_path):
     torch.save({"params": raw, "params_ema": ema}, tmp_path / "both.pth")
     torch.save({"params": raw}, tmp_path / "raw.pth")
     save_file(ema, tmp_path / "ema.safetensors")
-    both = SparsePromptIR.from_promptir(tmp_path / "both.pth")
+    both = SparsePromptIR.from_promptir(tmp_path / "both.pth", top_k=1)
     assert torch.equal(both.prompt3.prompts, ema["prompt3.prompt_param"][0])
-    only_raw = SparsePromptIR.from_promptir(tmp_path / "raw.pth")
+    only_raw = SparsePromptIR.from_promptir(tmp_path / "raw.pth", top_k=1)
     assert torch.equal(only_raw.prompt3.prompts, raw["prompt3.prompt_param"][0])
-    shared = SparsePromptIR.from_promptir(tmp_path / "ema.safetensors")
+    shared = SparsePromptIR.from_promptir(tmp_path / "ema.safetensors", top_k=1)
     assert torch.equal(shared.prompt3.prompts, ema["prompt3.prompt_param"][0])
 
 
 def test_from_promptir_non_checkpoints_are_clear_errors(tmp_path):
     (tmp_path / "notes.txt").write_text("these are not weights\n")
     with pytest.raises(CheckpointError, match=r"cannot be read .* not a PyTorch file"):
-        SparsePromptIR.from_promptir(tmp_path / "notes.txt")
+        SparsePromptIR.from_promptir(tmp_path / "notes.txt", top_k=1)
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match=r"expected a PromptIR state dict .* got list"):
-        SparsePromptIR.from_promptir(tmp_path / "list.pt")
+        SparsePromptIR.from_promptir(tmp_path / "list.pt", top_k=1)
     torch.save({"epoch": 3}, tmp_path / "empty.pt")
     with pytest.raises(
         InputError, match=r"missing keys \['decoder.* and 532 more; unexpected keys"
     ):
-        SparsePromptIR.from_promptir(tmp_path / "empty.pt")
+        SparsePromptIR.from_promptir(tmp_path / "empty.pt", top_k=1)
 
 
 # -- 2. restore never loses a file --------------------------------------------------------------

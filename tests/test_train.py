@@ -311,3 +311,22 @@ def test_ctrl_c_during_the_update_is_held_until_the_step_is_whole(tmp_path, monk
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
     for a, b in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_network_of_ones_own_validates_on_images_of_any_size(tmp_path):
+    """A network that needs even sizes and does not pad: validation pads it (to 16 by default)."""
+    from contrastive_prompts import add_prompts
+    from contrastive_prompts.data import DegradedCopies
+
+    from .networks import PlainUNet
+
+    torch.manual_seed(0)
+    net = add_prompts(PlainUNet(), {"decoder.1": {"dim": 8, "prompt_size": 4}})
+    odd = DegradedCopies([torch.rand(3, 31, 45)], "3task")
+    trainer = Trainer(config(tmp_path, steps=2), model=net, val_data=odd)
+    trainer.fit()
+    assert trainer.validations and (tmp_path / "run" / "last.pt").is_file()
+    # asked for no padding, the same network cannot take the odd size
+    refused = Trainer(config(tmp_path / "b", steps=1, val_pad_multiple=1), model=net, val_data=odd)
+    with pytest.raises(RuntimeError):
+        refused.validate()

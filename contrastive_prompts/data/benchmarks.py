@@ -334,7 +334,12 @@ def _match(where: str, root: PathLike, benchmark: Benchmark) -> tuple[Pairs, lis
     root = Path(root)
     degraded_dir, degraded_name = _find_dir(where, root, benchmark.degraded_dirs)
     clean_dir, clean_name = _find_dir(where, root, benchmark.clean_dirs)
-    clean = {p.stem: p for p in list_images(clean_dir)}
+    by_stem: dict[str, list[Path]] = {}
+    for path in list_images(clean_dir):
+        by_stem.setdefault(path.stem, []).append(path)
+    # two clean files of one stem (norain-1.png and norain-1.jpg): neither can be told the partner
+    clean = {stem: paths[0] for stem, paths in by_stem.items() if len(paths) == 1}
+    ambiguous = [path for paths in by_stem.values() if len(paths) > 1 for path in paths]
     pairs: Pairs = []
     unmatched: list[str] = []
     used: set[str] = set()
@@ -347,6 +352,9 @@ def _match(where: str, root: PathLike, benchmark: Benchmark) -> tuple[Pairs, lis
             pairs.append((path, partner))
             used.add(partner.stem)
     unmatched += [f"{clean_name}/{p.name}".lstrip("/") for s, p in clean.items() if s not in used]
+    unmatched += [
+        f"{clean_name}/{p.name} (another clean file has its name)".lstrip("/") for p in ambiguous
+    ]
     return pairs, unmatched
 
 

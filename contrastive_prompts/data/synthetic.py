@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from contrastive_prompts._checks import check_int_range
+from contrastive_prompts._checks import check_int_range, check_positive
 from contrastive_prompts.degradations import DegradationMix, gaussian_noise, make_mix
 
 from ._common import _center_crop_to, _flip_rotate, _item_generator, _random_crop, _SkippingReader
@@ -284,6 +284,7 @@ class NoisyDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         where = "NoisyDataset"
         check_int_range(where, "label", label, 0)
         check_int_range(where, "seed", seed, 0)
+        check_positive(where, "sigma", sigma, allow_zero=True)
         self.sigma = float(sigma)
         self.label = label
         self.name = name if name is not None else f"noise_{sigma:g}"
