@@ -72,8 +72,14 @@ def _field_help(cls: type) -> dict[str, str]:
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    from .config import TrainConfig
+    from .config import PRECISIONS, TrainConfig
+    from .degradations import MIXES
+    from .loss import MODES
+    from .model import MODEL_PRESETS
 
+    # the names a field takes, listed by --help and checked by argparse, from their one home
+    choices = {"preset": list(MODEL_PRESETS), "mix": list(MIXES), "cpr_mode": list(MODES),
+               "precision": list(PRECISIONS)}  # fmt: skip
     hints = typing.get_type_hints(TrainConfig)
     described = _field_help(TrainConfig)
     defaults = TrainConfig()
@@ -94,7 +100,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             inner = next(a for a in args if a is not type(None))
             parser.add_argument(flag, type=_optional(inner), default=None, help=help_text)
         else:
-            parser.add_argument(flag, type=hint, default=None, help=help_text)
+            parser.add_argument(flag, type=hint, default=None, help=help_text,
+                                choices=choices.get(f.name))  # fmt: skip
 
 
 def _train(args: argparse.Namespace) -> int:

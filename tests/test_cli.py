@@ -189,3 +189,17 @@ def test_evaluate_never_writes_over_a_file_unasked(trained, tmp_path, capsys):
     assert main([*argv, "--overwrite"]) == 0
     assert set(json.loads(table.read_text())["psnr"]) >= {"rain", "haze"}
     assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_train_flags_take_their_choices_from_the_tables(capsys):
+    from contrastive_prompts.cli import build_parser
+    from contrastive_prompts.degradations import MIXES
+    from contrastive_prompts.model import MODEL_PRESETS
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    by_flag = {a.option_strings[0]: a for a in train._actions if a.option_strings}
+    assert by_flag["--preset"].choices == list(MODEL_PRESETS)
+    assert by_flag["--mix"].choices == list(MIXES)
+    with pytest.raises(SystemExit):
+        main(["train", "--preset", "huge"])
+    assert "invalid choice: 'huge'" in capsys.readouterr().err

@@ -102,7 +102,12 @@ def test_an_image_is_padded_in_one_place():
 
 
 def test_the_objective_and_the_run_configuration_share_their_defaults():
-    """One default, one value: CPLObjective() trains as TrainConfig() does."""
+    """One default, one value: CPLObjective() trains as TrainConfig() does.
+
+    One difference is deliberate: the trainer sends the negatives in chunks of ``batch_size``
+    rows on a CPU (measured faster there), while ``CPLObjective()`` sends them in one pass; the
+    negatives then come from other draws of the same distribution.
+    """
     objective, config = cp.CPLObjective(), TrainConfig()
     assert objective.weight == config.cpr_weight
     assert objective.num_negatives == config.num_negatives
