@@ -14,11 +14,8 @@ Three kinds of file:
 
 PyTorch files are read with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists,
 tuples and dicts, never an arbitrary Python object, so a malicious file cannot run code when it
-is loaded. A file that needs more is refused with the names of the types it asked for. The one
-opt-in, ``trust=True`` on
-[load_promptir_state_dict][contrastive_prompts.checkpoints.load_promptir_state_dict]
-(``--trust-checkpoint`` on the command line), is for foreign files you trust: it runs whatever code
-the file holds.
+is loaded. A file that needs more is refused with the names of the types it asked for; there is
+no switch that reads it anyway.
 
 The Restormer parts of a PromptIR checkpoint keep PromptIR's names; the prompt parts are renamed
 (PromptIR's ``prompt3.prompt_param`` is our ``prompt3.prompts`` without the leading singleton axis,
@@ -94,14 +91,12 @@ def _numpy_array_globals() -> list[Any]:
     return [reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
-def safe_load(path: PathLike, *, what: str = "checkpoint", trust: bool = False) -> Any:
+def safe_load(path: PathLike, *, what: str = "checkpoint") -> Any:
     """Read a PyTorch file with ``torch.load(weights_only=True)``, with clear errors.
 
     Args:
         path: the file.
         what: how the file is named in messages (``"checkpoint"``, ``"PromptIR checkpoint"``).
-        trust: read it with ``weights_only=False``, which runs any code the file holds. Only for
-            files from a source you trust, and only where nothing safer exists.
 
     Returns:
         The unpickled object, tensors on the CPU.
@@ -122,15 +117,15 @@ def safe_load(path: PathLike, *, what: str = "checkpoint", trust: bool = False) 
         raise CheckpointError(f"{what} {path!r} not found")
     try:
         with torch.serialization.safe_globals(_numpy_array_globals()):
-            return torch.load(path, map_location="cpu", weights_only=not trust)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         unsafe = _unsafe_globals(path)
         if unsafe:
             raise CheckpointError(
                 f"{what} {path!r} was refused: it asks for Python objects beyond tensors, numbers, "
-                f"strings and containers ({', '.join(unsafe)}), and loading those can run code. "
-                "Only a file from a source you trust may be loaded anyway (trust=True, "
-                "--trust-checkpoint, where offered)"
+                f"strings and containers ({', '.join(unsafe)}), and loading those can run code; "
+                "this library never does. Ask the file's source for a .safetensors copy of its "
+                "weights"
             ) from error
         raise CheckpointError(_unreadable(what, path, error)) from error
     except Exception as error:
@@ -147,7 +142,7 @@ def _unsafe_globals(path: str) -> list[str]:
 
 
 def _unreadable(what: str, path: str, error: Exception) -> str:
-    # torch's own text suggests weights_only=False; keep only the line that says what was wrong
+    # torch's own text suggests turning its safe mode off; keep the line that says what was wrong
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     marker = "WeightsUnpickler error:"
     after = [line for i, line in enumerate(lines) if i and marker in lines[i - 1]]
@@ -486,7 +481,7 @@ def _rename(key: str) -> str:
 
 
 def _read_promptir(
-    checkpoint: PathLike | Mapping[str, Tensor], map_location: str | torch.device, trust: bool
+    checkpoint: PathLike | Mapping[str, Tensor], map_location: str | torch.device
 ) -> dict[str, Any]:
     """The state dict inside a PromptIR checkpoint, unwrapped from its training framework."""
     where = "from_promptir"
@@ -501,7 +496,7 @@ def _read_promptir(
 
             state = load_file(path)
         else:
-            state = safe_load(path, what="PromptIR checkpoint", trust=trust)
+            state = safe_load(path, what="PromptIR checkpoint")
     # Lightning keeps the weights under state_dict, BasicSR under params_ema / params
     for wrapper in ("state_dict", "params_ema", "params"):
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
@@ -561,7 +556,6 @@ def load_promptir_state_dict(
     checkpoint: PathLike | Mapping[str, Tensor],
     *,
     map_location: str | torch.device = "cpu",
-    trust: bool = False,
 ) -> None:
     """Load a PromptIR checkpoint into ``model``.
 
@@ -574,9 +568,6 @@ def load_promptir_state_dict(
         model: the module to fill; every one of its tensors must come from the checkpoint.
         checkpoint: a path, or a state dict.
         map_location: where the tensors go.
-        trust: read the file with ``weights_only=False``. That runs any code the file holds:
-            only for a file from a source you trust that the safe loader refuses (the refusal
-            names the Python types the file asks for).
 
     Shape:
         - Every tensor must have the shape of the model's tensor it fills (after the prompt
@@ -603,7 +594,7 @@ def load_promptir_state_dict(
         >>> torch.equal(model["prompt1"].prompts, state["prompt1.prompt_param"][0])
         True
     """
-    original = _read_promptir(checkpoint, map_location, trust)
+    original = _read_promptir(checkpoint, map_location)
     origin = {_rename(k): k for k in original}
     state = convert_promptir_state_dict(original)
     problems = _state_problems(model.state_dict(), state, origin)

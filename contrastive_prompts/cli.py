@@ -143,7 +143,7 @@ def _train(args: argparse.Namespace) -> int:
                 )
             config = TrainConfig.from_dict({**dataclasses.asdict(config), **values})
     config = dataclasses.replace(config, **overrides)
-    trainer = Trainer(config, trust_init_promptir=args.trust_checkpoint)
+    trainer = Trainer(config)
     if checkpoint is not None:
         trainer.load(checkpoint)
         if trainer.step >= config.steps:
@@ -328,11 +328,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="a JSON file of TrainConfig fields")
     train.add_argument("--resume", nargs="?", const="last", default=None,
                        help="continue from a checkpoint (default: OUT_DIR/last.pt)")  # fmt: skip
-    train.add_argument(
-        "--trust-checkpoint", action="store_true",
-        help="read an --init-promptir file that the safe loader refuses; this runs any code the "
-        "file holds: only for files from a source you trust",
-    )  # fmt: skip
     _add_config_flags(train)
     train.set_defaults(run=_train)
 

@@ -378,7 +378,6 @@ class SparsePromptIR(nn.Module):
         *,
         top_k: int,
         map_location: str | torch.device = "cpu",
-        trust: bool = False,
     ) -> SparsePromptIR:
         """Load an official PromptIR checkpoint into the ``base`` preset.
 
@@ -386,15 +385,14 @@ class SparsePromptIR(nn.Module):
         as CPL's released code saves), a bare state dict or a ``.safetensors`` file. With
         ``top_k=5`` the model computes exactly what PromptIR computes; with ``top_k=1`` it is the
         starting point of CPL fine-tuning. The six 1x1 convolutions that PromptIR defines but
-        never uses are ignored. The file is read with ``weights_only=True``: it cannot run code.
+        never uses are ignored. The file is read with ``weights_only=True``: it cannot run code,
+        and a file that would is refused, naming what it asks for.
 
         Args:
             checkpoint: a path or a state dict.
             top_k: experts per prompt, required: 5 computes what PromptIR computes, 1 is where
                 CPL fine-tuning starts (or reads CPL weights saved in PromptIR's format).
             map_location: where the tensors go.
-            trust: read a file that the safe loader refuses with ``weights_only=False``, which
-                runs any code the file holds. Only for files from a source you trust.
 
         Raises:
             FileNotFoundError: the file does not exist.
@@ -405,7 +403,7 @@ class SparsePromptIR(nn.Module):
         from .checkpoints import load_promptir_state_dict
 
         model = cls("base", top_k=top_k)
-        load_promptir_state_dict(model, checkpoint, map_location=map_location, trust=trust)
+        load_promptir_state_dict(model, checkpoint, map_location=map_location)
         return model
 
     @classmethod

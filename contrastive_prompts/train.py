@@ -261,9 +261,6 @@ class Trainer:
             ``use_prompts`` and ``init_promptir`` do not apply to it. Its checkpoints hold its
             weights without a model configuration: load them into the network you build
             (``model.load_state_dict(read_checkpoint(path)["ema"])``).
-        trust_init_promptir: read ``config.init_promptir`` even if the safe loader refuses it,
-            with ``weights_only=False``, which runs any code the file holds: only for a file
-            from a source you trust (``--trust-checkpoint``). Not stored with the run.
 
     Examples:
         >>> import tempfile
@@ -282,7 +279,6 @@ class Trainer:
         val_data: Dataset[Any] | None = None,
         label_names: Sequence[str] | None = None,
         model: nn.Module | None = None,
-        trust_init_promptir: bool = False,
     ) -> None:
         config.validate()
         self.config = config
@@ -311,9 +307,7 @@ class Trainer:
                     f"before passing it), got {config.init_promptir!r}"
                 )
         elif config.init_promptir:
-            model = SparsePromptIR.from_promptir(
-                config.init_promptir, top_k=config.top_k, trust=trust_init_promptir
-            )
+            model = SparsePromptIR.from_promptir(config.init_promptir, top_k=config.top_k)
         else:
             model = SparsePromptIR(
                 config.preset, top_k=config.top_k, use_prompts=config.use_prompts

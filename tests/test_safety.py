@@ -118,15 +118,19 @@ def test_no_api_load_runs_a_checkpoint_payload(evil, tmp_path, load):
     assert not marker.exists()
 
 
-def test_from_promptir_refuses_a_payload_unless_trusted(evil):
+def test_from_promptir_refuses_a_payload_with_no_way_around(evil):
     marker, _, promptir = evil
     with pytest.raises(CheckpointError, match=REFUSED.replace("was", "PromptIR checkpoint .* was")):
         SparsePromptIR.from_promptir(promptir, top_k=1)
     assert not marker.exists()
-    # the documented risk of the explicit opt-in: the file's code runs
-    with pytest.raises(InputError, match=r"and \d+ more; values that are not tensors"):
-        SparsePromptIR.from_promptir(promptir, trust=True, top_k=1)
-    assert marker.exists()
+    # no switch reads it anyway: the message points to a safe copy instead
+    with pytest.raises(CheckpointError, match=r"never does\. Ask the file's source for a "):
+        SparsePromptIR.from_promptir(promptir, top_k=1)
+    with pytest.raises(TypeError, match="trust"):
+        SparsePromptIR.from_promptir(promptir, top_k=1, trust=True)
+    with pytest.raises(SystemExit):
+        main(["train", "--init-promptir", str(promptir), "--trust-checkpoint"])
+    assert not marker.exists()
 
 
 def test_init_promptir_refuses_a_payload(evil, tmp_path):
