@@ -250,11 +250,11 @@ def forward_with_negatives(
     prefix = _Prefix(model, set(layers.values()))
     with prefix.recording(), record_routing(model) as routing:
         output = model(x)
-    if not isinstance(output, Tensor) or output.shape[:1] != (batch,):
-        raise (InputError if isinstance(output, Tensor) else InputTypeError)(
-            f"{where}: expected model(x) to return a tensor of batch {batch}, got "
-            f"{tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__}"
-        )
+    expected = f"{where}: expected model(x) to return a tensor of batch {batch}, got"
+    if not isinstance(output, Tensor):
+        raise InputTypeError(f"{expected} {type(output).__name__}")
+    if output.shape[:1] != (batch,):
+        raise InputError(f"{expected} {tuple(output.shape)}")
 
     rows = torch.arange(batch * num_negatives, device=x.device) % batch
     size = chunk_size or max(rows.numel(), 1)

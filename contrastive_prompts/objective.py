@@ -165,12 +165,14 @@ class CPLObjective(nn.Module):
             with record_routing(model) as routing:
                 output = model(degraded)
             cpr = zero
-        if not isinstance(output, Tensor) or output.shape != clean.shape:
-            raise (InputError if isinstance(output, Tensor) else InputTypeError)(
-                f"CPLObjective: expected model(degraded) to return a tensor of the shape of clean "
-                f"{tuple(clean.shape)}, got "
-                f"{tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__}"
-            )
+        expected = (
+            "CPLObjective: expected model(degraded) to return a tensor of the shape of clean "
+            f"{tuple(clean.shape)}, got"
+        )
+        if not isinstance(output, Tensor):
+            raise InputTypeError(f"{expected} {type(output).__name__}")
+        if output.shape != clean.shape:
+            raise InputError(f"{expected} {tuple(output.shape)}")
         l1 = F.l1_loss(output, clean)
         balance = zero
         if self.balance_weight > 0 and routing:
