@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,3 +33,32 @@ def device(request: pytest.FixtureRequest) -> torch.device:
 def dtype(request: pytest.FixtureRequest) -> torch.dtype:
     value: torch.dtype = request.param
     return value
+
+
+# Files several tests read as a user would, made once per session and copied where needed.
+
+
+@pytest.fixture(scope="session")
+def exported_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``mine.safetensors``: a one-step ``tiny`` run exported by the library itself."""
+    from contrastive_prompts.checkpoints import export_weights
+    from contrastive_prompts.config import TrainConfig
+    from contrastive_prompts.data import DegradedCopies
+    from contrastive_prompts.train import Trainer
+
+    folder = tmp_path_factory.mktemp("exported")
+    config = TrainConfig(steps=1, batch_size=1, crop=32, save_every=1, device="cpu",
+                         out_dir=str(folder / "run"))  # fmt: skip
+    Trainer(config, val_data=DegradedCopies([torch.rand(3, 16, 16)], "3task")).fit()
+    return export_weights(folder / "run" / "last.pt", folder / "mine.safetensors")
+
+
+@pytest.fixture(scope="session")
+def promptir_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``promptir.ckpt``: every tensor of the official PromptIR model, as its Lightning saves."""
+    from .test_model import random_promptir_state_dict
+
+    path = tmp_path_factory.mktemp("promptir") / "promptir.ckpt"
+    lightning = {f"net.{k}": v for k, v in random_promptir_state_dict().items()}
+    torch.save({"state_dict": lightning}, path)
+    return path

@@ -1,6 +1,7 @@
 """The command line: train, resume, evaluate, restore, and its errors."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -138,7 +139,7 @@ def test_none_values_and_resume_from_the_checkpoint_options(tmp_path, capsys):
     assert "is not valid JSON" in capsys.readouterr().err
 
 
-def test_evaluate_scores_an_official_promptir_checkpoint(tmp_path, capsys):
+def test_evaluate_scores_an_official_promptir_checkpoint(tmp_path, capsys, promptir_checkpoint):
     """A PromptIR .ckpt is read as PromptIR (top-5) or, if asked, as CPL weights (top-1)."""
     from contrastive_prompts import SparsePromptIR, evaluate
     from contrastive_prompts.checkpoints import load_checkpoint_model
@@ -146,8 +147,8 @@ def test_evaluate_scores_an_official_promptir_checkpoint(tmp_path, capsys):
 
     from .test_model import random_promptir_state_dict
 
-    state = random_promptir_state_dict()
-    torch.save({"state_dict": {f"net.{k}": v for k, v in state.items()}}, tmp_path / "p.ckpt")
+    state = random_promptir_state_dict()  # what promptir_checkpoint holds
+    shutil.copy(promptir_checkpoint, tmp_path / "p.ckpt")
     for folder, name in (("rainy", "rain-1.png"), ("gt", "norain-1.png")):
         (tmp_path / "R" / folder).mkdir(parents=True)
         write_image(tmp_path / "R" / folder / name, torch.rand(3, 16, 24))

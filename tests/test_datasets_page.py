@@ -9,19 +9,17 @@ that no longer says what the code does.
 """
 
 import contextlib
-import json
 import os
 import re
 import shlex
+import shutil
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 
-from contrastive_prompts import InputError, SparsePromptIR
-from contrastive_prompts.checkpoints import WEIGHTS_FORMAT
+from contrastive_prompts import InputError
 from contrastive_prompts.cli import build_parser, main
 from contrastive_prompts.data import BENCHMARKS, image_paths, read_benchmark, read_image
 from contrastive_prompts.data import write_image as write_png
@@ -72,23 +70,6 @@ def write_image(path: Path, generator: torch.Generator) -> None:
         write_png(path, image)
 
 
-def write_weights(path: Path) -> None:
-    """A tiny model as ``contrastive-prompts export`` writes one (``mine.safetensors``)."""
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    model = SparsePromptIR("tiny")
-    metadata = {
-        "format": WEIGHTS_FORMAT,
-        "model_config": json.dumps(asdict(model.config)),
-        "label_names": "[]",
-        "step": "0",
-        "weights": "ema",
-    }
-    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata=metadata)
-
-
 @contextlib.contextmanager
 def inside(folder: Path):
     before = Path.cwd()
@@ -100,14 +81,14 @@ def inside(folder: Path):
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
+def page(tmp_path_factory, exported_weights):
     """The page's trees built in one folder, and its Python blocks run there, in order."""
     root = tmp_path_factory.mktemp("datasets")
     generator = torch.Generator().manual_seed(0)
     for tree in trees():
         for path in tree_paths(tree):
             write_image(root / path, generator)
-    write_weights(root / "mine.safetensors")
+    shutil.copy(exported_weights, root / "mine.safetensors")
     namespaces: list[dict] = []
     error = None
     with inside(root), warnings.catch_warnings():
@@ -200,7 +181,7 @@ def test_the_table_is_the_readers_table():
         assert clean_dirs == list(layout.clean_dirs) or (not layout.clean_dirs and "root" in clean)
 
 
-def test_the_error_shown_is_the_error_raised(tmp_path, capsys):
+def test_the_error_shown_is_the_error_raised(tmp_path, capsys, exported_weights):
     shown = [b.strip() for b in blocks("text") if b.startswith("read_benchmark(")]
     assert len(shown) == 1
     message = shown[0]
@@ -220,7 +201,7 @@ def test_the_error_shown_is_the_error_raised(tmp_path, capsys):
     write_image(tmp_path / root / layout.clean_dirs[0] / "norain-1.png", generator)
     for path in lonely:
         write_image(tmp_path / root / path, generator)
-    write_weights(tmp_path / "mine.safetensors")
+    shutil.copy(exported_weights, tmp_path / "mine.safetensors")
     with inside(tmp_path):
         with pytest.raises(InputError) as raised:
             read_benchmark(name, root)

@@ -7,6 +7,7 @@ does not know fails it, so new code on the site cannot go unrun.
 """
 
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,21 +42,12 @@ def _images(folder: Path, names: list[str], size: tuple[int, int] = (24, 32)) ->
         write_image(folder / name, torch.rand(3, *size))
 
 
-def _promptir_checkpoint(folder: Path) -> None:
-    from .test_model import random_promptir_state_dict
-
-    lightning = {f"net.{k}": v for k, v in random_promptir_state_dict().items()}
-    torch.save({"state_dict": lightning}, folder / "promptir.ckpt")
+def _promptir_checkpoint(folder: Path, files: dict[str, Path]) -> None:
+    shutil.copy(files["promptir.ckpt"], folder / "promptir.ckpt")
 
 
-def _exported_weights(folder: Path) -> None:
-    from contrastive_prompts.checkpoints import export_weights
-    from contrastive_prompts.config import TrainConfig
-    from contrastive_prompts.train import Trainer
-
-    config = TrainConfig(steps=1, batch_size=1, crop=32, out_dir=str(folder / "run"), device="cpu")
-    Trainer(config, val_data=DegradedCopies([torch.rand(3, 16, 16)], "3task")).fit()
-    export_weights(folder / "run" / "last.pt", folder / "mine.safetensors")
+def _exported_weights(folder: Path, files: dict[str, Path]) -> None:
+    shutil.copy(files["mine.safetensors"], folder / "mine.safetensors")
 
 
 def _metrics(folder: Path) -> dict:
@@ -134,13 +126,15 @@ def test_every_page_with_python_is_run_here_or_elsewhere():
 
 
 @pytest.mark.parametrize("name", sorted(PAGES))
-def test_page_code_runs(name, tmp_path, monkeypatch):
+def test_page_code_runs(name, tmp_path, monkeypatch, exported_weights, promptir_checkpoint):
     setups, check = PAGES[name]
     monkeypatch.chdir(tmp_path)
+    files = {"mine.safetensors": exported_weights, "promptir.ckpt": promptir_checkpoint}
     ns: dict = {"__name__": f"__docs_{name}__"}
     for setup in setups:
-        takes_monkeypatch = "monkeypatch" in setup.__code__.co_varnames
-        found = setup(tmp_path, monkeypatch) if takes_monkeypatch else setup(tmp_path)
+        takes = setup.__code__.co_varnames[: setup.__code__.co_argcount]
+        extra = {"monkeypatch": monkeypatch, "files": files}
+        found = setup(tmp_path, *(extra[arg] for arg in takes[1:]))
         ns.update(found or {})
     blocks = [b for b in python_blocks(DOCS / name) if not INCLUDE.match(b.strip())]
     assert blocks, f"{name} has no Python left to run"

@@ -1,6 +1,7 @@
 """The README's code blocks run as written, in order, and compute what they say."""
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,15 +18,8 @@ def python_blocks(text: str) -> list[str]:
 
 
 @pytest.fixture
-def readme_files(tmp_path, monkeypatch):
+def readme_files(tmp_path, monkeypatch, exported_weights, promptir_checkpoint):
     """What the README's journeys read: exported weights, a PromptIR checkpoint, Rain100L."""
-    from contrastive_prompts.checkpoints import export_weights
-    from contrastive_prompts.config import TrainConfig
-    from contrastive_prompts.data import DegradedCopies
-    from contrastive_prompts.train import Trainer
-
-    from .test_model import random_promptir_state_dict
-
     monkeypatch.chdir(tmp_path)
     for folder in ("gt", "rainy"):
         (tmp_path / "Rain100L/test" / folder).mkdir(parents=True)
@@ -33,13 +27,8 @@ def readme_files(tmp_path, monkeypatch):
         image = torch.rand(3, 24, 32)
         write_image(tmp_path / "Rain100L/test/gt" / f"norain-{k}.png", image)
         write_image(tmp_path / "Rain100L/test/rainy" / f"rain-{k}.png", (image + 0.3).clamp(0, 1))
-    run = tmp_path / "runs/mine"
-    config = TrainConfig(steps=1, batch_size=1, crop=32, save_every=1, out_dir=str(run),
-                         device="cpu")  # fmt: skip
-    Trainer(config, val_data=DegradedCopies([torch.rand(3, 16, 16)], "3task")).fit()
-    export_weights(run / "last.pt", tmp_path / "mine.safetensors")
-    lightning = {f"net.{k}": v for k, v in random_promptir_state_dict().items()}
-    torch.save({"state_dict": lightning}, tmp_path / "promptir.ckpt")
+    shutil.copy(exported_weights, tmp_path / "mine.safetensors")
+    shutil.copy(promptir_checkpoint, tmp_path / "promptir.ckpt")
     return tmp_path
 
 
