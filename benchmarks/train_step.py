@@ -22,17 +22,33 @@ timed round-robin (median of several steps):
 It prints each step's time over the plain step, the floor ``(t_step + M * t_decoder) / t_step``
 from the measured times (the negative pass timed alone), the executed floor, CPL's distance to
 both, and the peak memory over the plain step.
-The last line is one JSON object with these figures.
+
+With ``--compile`` and/or ``--precision fp32 bf16``, it times instead the reference model's plain
+and CPL steps (M = the largest ``--negatives``) eager and compiled
+([compile_regions][contrastive_prompts.compile_regions], Inductor) under each precision, on the
+same batch, round-robin; a plain step of the whole model under one ``torch.compile`` is timed
+beside them, as a check on the regional compilation. ``--curve-steps N`` also trains the demo
+recipe N steps in fp32 and in each other precision from the same seed and reports how far the
+loss curves move apart.
+
+The last line is one JSON object with these figures (``compiled_over_eager``: the CPL step's
+compiled time over its eager time, per precision).
 
     python benchmarks/train_step.py --preset tiny --crop 64 --batch 4 [--networks reference example]
+    python benchmarks/train_step.py --preset base --crop 128 --batch 8 --negatives 4 \
+        --compile --precision fp32 bf16 --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import dataclasses
 import importlib.util
 import json
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,10 +64,13 @@ from contrastive_prompts import (
     MODEL_PRESETS,
     CPLObjective,
     SparsePromptIR,
+    compile_regions,
     negative_prompts,
     prompt_layers,
 )
+from contrastive_prompts.config import PRECISIONS, RECIPES
 from contrastive_prompts.negatives import _Prefix
+from contrastive_prompts.train import Trainer
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plug_into_your_network.py"
 
@@ -194,6 +213,101 @@ def measure(
     return result
 
 
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[None]:
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtypes[precision])
+
+
+def speed(preset: str, degraded: torch.Tensor, clean: torch.Tensor, args: Any) -> dict[str, Any]:
+    """Eager against compiled, under each precision: plain and CPL steps, one round-robin."""
+    device = degraded.device
+    m = max(args.negatives)
+    torch.manual_seed(0)
+    eager = SparsePromptIR(preset).to(device)
+    compiled, whole = copy.deepcopy(eager), copy.deepcopy(eager)
+    objectives = {"eager": CPLObjective(num_negatives=m), "compiled": CPLObjective(num_negatives=m)}
+    compile_regions(compiled)
+    compile_regions(objectives["compiled"].loss)
+    whole_forward = torch.compile(whole, dynamic=False)
+    models = {"eager": eager, "compiled": compiled}
+    optimisers = {
+        name: torch.optim.AdamW(model.parameters(), lr=1e-6)
+        for name, model in {**models, "whole": whole}.items()
+    }
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def step(name: str, precision: str, cpl: bool) -> Callable[[], None]:
+        model = whole_forward if name == "whole" else models[name]
+        optimiser = optimisers[name]
+
+        def run() -> None:
+            with _autocast(device, precision):
+                if cpl:
+                    loss = objectives[name](model, degraded, clean, generator=generator).loss
+                else:
+                    loss = F.l1_loss(model(degraded), clean)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+
+        return run
+
+    calls = {}
+    for precision in args.precision:
+        for name in ("eager", "compiled"):
+            calls[f"{name} {precision} plain"] = step(name, precision, cpl=False)
+            calls[f"{name} {precision} cpl"] = step(name, precision, cpl=True)
+        calls[f"whole {precision} plain"] = step("whole", precision, cpl=False)
+    if not args.compile:
+        calls = {k: v for k, v in calls.items() if k.startswith("eager")}
+    times = interleaved_medians(calls, repeats=args.repeats, device=device)
+    base = times[f"eager {args.precision[0]} cpl"]
+    print(f"SparsePromptIR {preset}, M={m}: seconds per step, and over the eager "
+          f"{args.precision[0]} CPL step")  # fmt: skip
+    for name, t in times.items():
+        print(f"  {name:<22} {t:8.4f} s  {t / base:6.2f}")
+    result: dict[str, Any] = {"negatives": m, "seconds": times}
+    if args.compile:
+        result["compiled_over_eager"] = {
+            p: times[f"compiled {p} cpl"] / times[f"eager {p} cpl"] for p in args.precision
+        }
+        result["compiled_over_eager_plain"] = {
+            p: times[f"compiled {p} plain"] / times[f"eager {p} plain"] for p in args.precision
+        }
+        result["whole_over_eager_plain"] = {
+            p: times[f"whole {p} plain"] / times[f"eager {p} plain"] for p in args.precision
+        }
+    result["over_eager_fp32_cpl"] = {k: t / base for k, t in times.items() if k.endswith("cpl")}
+    return result
+
+
+def loss_curves(args: Any) -> dict[str, Any]:
+    """The demo recipe ``--curve-steps`` steps in each precision, from one seed: the loss curves."""
+    curves = {}
+    for precision in args.precision:
+        config = dataclasses.replace(
+            RECIPES["demo"], steps=args.curve_steps, precision=precision, val_every=0,
+            log_every=args.curve_steps, device=args.device, out_dir=tempfile.mkdtemp(),
+        )  # fmt: skip
+        trainer = Trainer(config)
+        curves[precision] = [r["loss"] for r in trainer.fit()]
+    reference = curves[args.precision[0]]
+    window = max(1, len(reference) // 10)
+    result = {}
+    for precision, curve in curves.items():
+        gaps = [abs(a - b) / b for a, b in zip(curve, reference, strict=True)]
+        result[precision] = {
+            "final_mean_loss": sum(curve[-window:]) / window,
+            "mean_relative_gap": sum(gaps) / len(gaps),
+        }
+        print(f"  {precision}: mean loss over the last {window} steps "
+              f"{result[precision]['final_mean_loss']:.5f}, mean relative gap to "
+              f"{args.precision[0]} {result[precision]['mean_relative_gap']:.4f}")  # fmt: skip
+    return {"steps": args.curve_steps, "precisions": result}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny", choices=sorted(MODEL_PRESETS))
@@ -202,6 +316,17 @@ def main() -> None:
     parser.add_argument("--negatives", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--compile", action="store_true", help="time eager against compiled (Inductor)"
+    )
+    parser.add_argument(
+        "--precision", nargs="+", choices=PRECISIONS, default=None,
+        help="time each precision (autocast), the first as the reference",
+    )  # fmt: skip
+    parser.add_argument(
+        "--curve-steps", type=int, default=0,
+        help="also train the demo recipe this many steps per precision",
+    )  # fmt: skip
     parser.add_argument(
         "--networks",
         nargs="+",
@@ -216,6 +341,16 @@ def main() -> None:
     degraded = torch.rand(args.batch, 3, args.crop, args.crop, device=device)
     clean = torch.rand_like(degraded)
     print(f"crop={args.crop} batch={args.batch} device={device} threads={torch.get_num_threads()}")
+    if args.compile or args.precision:
+        args.precision = args.precision or ["fp32"]
+        figures = speed(args.preset, degraded, clean, args)
+        if args.curve_steps:
+            figures["loss_curves"] = loss_curves(args)
+        print(json.dumps({"preset": args.preset, "crop": args.crop, "batch": args.batch,
+                          "device": str(device), "threads": torch.get_num_threads(),
+                          "speed": figures,
+                          "compiled_over_eager": figures.get("compiled_over_eager")}))  # fmt: skip
+        return
     results = {}
     for name in args.networks:
         model = SparsePromptIR(args.preset) if name == "reference" else example_network()

@@ -13,6 +13,7 @@ from typing import Any
 from . import data, degradations, metrics
 from ._checks import InputError, InputTypeError
 from ._renamed import renamed_attribute
+from .compiling import compile_regions
 from .features import FilterFeatures, PixelFeatures, VGG16Features
 from .loss import ContrastivePromptLoss, contrastive_prompt_loss
 from .metrics import evaluate, psnr, ssim
@@ -64,6 +65,7 @@ __all__ = [
     "VGG16Features",
     "__version__",
     "add_prompts",
+    "compile_regions",
     "contrastive_prompt_loss",
     "data",
     "degradations",

@@ -73,6 +73,12 @@ class TrainConfig:
         grad_clip: maximum gradient norm (``None`` or 0 disables clipping).
         ema_decay: decay of the EMA weights used for validation and saved for inference.
         precision: ``"fp32"``, ``"bf16"`` (CPU or GPU) or ``"fp16"`` (GPU, with loss scaling).
+            Under ``"bf16"`` and ``"fp16"`` the router's softmax, the CPR loss's normalisation
+            and distances, and the metrics run in float32.
+        compile: compile the network and the CPR loss with ``torch.compile`` (Inductor), region
+            by region ([compile_regions][contrastive_prompts.compile_regions]), so that the
+            negatives path runs compiled too. Off by default: it pays on a GPU; on a CPU it
+            was slower (see the benchmarks). Validation runs the EMA copy, uncompiled.
         seed: seeds the model, the data stream and the negatives.
         val_every: validate every this many steps (and at the end); 0 only at the end.
         val_crop: centre crop of the held-out images for validation (``None``: whole images).
@@ -121,6 +127,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     ema_decay: float = 0.999
     precision: str = "fp32"
+    compile: bool = False
     seed: int = 0
     val_every: int = 0
     val_crop: int | None = 128

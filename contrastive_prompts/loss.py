@@ -41,6 +41,9 @@ def _layer_distances(
     ``(B * (1 + M), ...)`` target maps laid out sample-major."""
     distances = []
     for a, t in zip(anchor_maps, target_maps, strict=True):
+        # normalised and compared in float32 at least: feature maps come in bfloat16 under autocast
+        work = torch.promote_types(a.dtype, torch.float32)
+        a, t = a.to(work), t.to(work)
         if normalize:  # L2 over channels, as the released code does
             a, t = F.normalize(a, dim=1), F.normalize(t, dim=1)
         t = t.view(batch, -1, *t.shape[1:])  # (B, 1 + M, C, h, w)

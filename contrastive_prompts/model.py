@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, cast
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import (
@@ -333,11 +334,15 @@ class SparsePromptIR(nn.Module):
         """
         padded, h, w = self._pad(x, "SparsePromptIR")
         out, routing = self.decode(padded, self.encode(padded))
-        out = out[..., :h, :w]
+        # crop back by a negative pad rather than a slice: the slice's strides depend on whether
+        # H, W needed padding, which a traced graph (torch.export, ONNX) would fix for all sizes
+        out = F.pad(out, (0, w - out.shape[-1], 0, h - out.shape[-2]))
         return (out, routing) if return_routing else out
 
     @torch.no_grad()
-    def restore(self, image: Tensor, *, tile: int | None = None, overlap: int = 32) -> Tensor:
+    def restore(
+        self, image: Tensor, *, tile: int | None = None, overlap: int = 32, tile_batch: int = 1
+    ) -> Tensor:
         """Restore images of any size, tile by tile when ``tile`` is given.
 
         Tiles of ``tile x tile`` pixels overlap by ``overlap`` pixels and are blended with weights
@@ -351,6 +356,7 @@ class SparsePromptIR(nn.Module):
                 parameters' dtype (or the autocast dtype under `torch.autocast`).
             tile: tile side (a multiple of 8 is best), or ``None`` for one pass.
             overlap: overlap between neighbouring tiles, ``0 <= overlap < tile``.
+            tile_batch: tiles per forward pass (see [tiled][contrastive_prompts.tiled]).
 
         Returns:
             Restored images of the input's shape, clamped to [0, 1]; empty for ``B = 0``.
@@ -365,7 +371,7 @@ class SparsePromptIR(nn.Module):
         if tile is None:
             out = self(batch)
         else:
-            out = tiled(self, batch, tile=tile, overlap=overlap)
+            out = tiled(self, batch, tile=tile, overlap=overlap, tile_batch=tile_batch)
         out = out.clamp(0, 1)
         return out[0] if single else out
 
@@ -470,22 +476,31 @@ def _starts(size: int, tile: int, stride: int) -> list[int]:
     return [*starts, size - tile]
 
 
-def tiled(model: nn.Module, image: Tensor, *, tile: int, overlap: int = 32) -> Tensor:
+def tiled(
+    model: nn.Module, image: Tensor, *, tile: int, overlap: int = 32, tile_batch: int = 1
+) -> Tensor:
     """Apply ``model`` to overlapping tiles of ``image`` and blend them.
+
+    Every tile has the same size (the last row and column of tiles end at the image's edge), so
+    ``tile_batch`` of them go through ``model`` as one batch of ``B * tile_batch`` images. For a
+    model that treats the images of a batch independently the result does not depend on
+    ``tile_batch``; memory grows with it.
 
     Args:
         model: any module mapping ``(B, C, h, w)`` to ``(B, C', h, w)``.
         image: ``(B, C, H, W)`` with ``H, W >= 1``.
         tile: tile side.
         overlap: pixels shared by neighbouring tiles, ``0 <= overlap < tile``.
+        tile_batch: tiles per call of ``model``.
 
     Shape:
         - image: ``(B, C, H, W)``; output: ``(B, C', H, W)``. ``B = 0`` gives an empty output
           if ``model`` maps an empty batch to one.
 
     Returns:
-        ``(B, C', H, W)``; memory beyond the input and output is one tile's worth. For a model
-        whose receptive field reaches at most ``overlap / 4`` pixels, this equals ``model(image)``.
+        ``(B, C', H, W)``; memory beyond the input and output is ``tile_batch`` tiles' worth. For
+        a model whose receptive field reaches at most ``overlap / 4`` pixels, this equals
+        ``model(image)``.
 
     Examples:
         >>> conv, image = torch.nn.Conv2d(3, 3, 1), torch.rand(1, 3, 20, 20)
@@ -496,20 +511,28 @@ def tiled(model: nn.Module, image: Tensor, *, tile: int, overlap: int = 32) -> T
     check_spatial("tiled", "image", image)
     check_int_range("tiled", "tile", tile, 1)
     check_int_range("tiled", "overlap", overlap, 0, tile - 1)
-    _, _, height, width = image.shape
+    check_int_range("tiled", "tile_batch", tile_batch, 1)
+    batch, _, height, width = image.shape
     stride = tile - overlap
-    rows, cols = _starts(height, tile, stride), _starts(width, tile, stride)
+    th, tw = min(tile, height), min(tile, width)
+    corners = [
+        (top, left)
+        for top in _starts(height, tile, stride)
+        for left in _starts(width, tile, stride)
+    ]
     out: Tensor | None = None
     total = image.new_zeros(1, 1, height, width)
-    for top in rows:
-        for left in cols:
-            th, tw = min(tile, height), min(tile, width)
-            piece = model(image[..., top : top + th, left : left + tw])
-            if out is None:
-                out = image.new_zeros(image.shape[0], piece.shape[1], height, width)
+    for first in range(0, len(corners), tile_batch):
+        group = corners[first : first + tile_batch]
+        pieces = torch.cat([image[..., y : y + th, x : x + tw] for y, x in group])
+        restored = model(pieces)
+        if out is None:
+            out = image.new_zeros(batch, restored.shape[1], height, width)
+        for i, (top, left) in enumerate(group):
             wy = _ramp(th, min(overlap, th), top == 0, top + th >= height, image)
             wx = _ramp(tw, min(overlap, tw), left == 0, left + tw >= width, image)
             weight = wy[:, None] * wx[None, :]
+            piece = restored[i * batch : (i + 1) * batch]
             out[..., top : top + th, left : left + tw] += piece * weight
             total[..., top : top + th, left : left + tw] += weight
     return cast(Tensor, out) / total

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_map
 
 from ._checks import InputError, InputTypeError, check_int_range, check_shape
+from .compiling import compiled_region
 from .prompt import RoutingLog, _require_layers, negative_prompts, record_routing
 
 __all__ = ["ModelOutput", "forward_with_negatives"]
@@ -102,10 +103,9 @@ class _Prefix:
             call.versions = [t._version for t in leaves if isinstance(t, Tensor)]
 
         handles = []
-        for module in self.model.modules():
-            if module is not self.model:
-                handles.append(module.register_forward_pre_hook(before))
-                handles.append(module.register_forward_hook(after))
+        for module in _watched(self.model):
+            handles.append(module.register_forward_pre_hook(before))
+            handles.append(module.register_forward_hook(after))
         try:
             yield
         finally:
@@ -175,6 +175,29 @@ class _Prefix:
                     del module.forward
                 else:
                     module.forward = forward
+
+
+def _watched(model: nn.Module) -> list[nn.Module]:
+    """The submodules whose calls hooks can see: all but the insides of compiled regions.
+
+    A region compiled by [compile_regions][contrastive_prompts.compile_regions] is watched as one
+    call (its own hooks run in eager mode); one compiled by ``module.compile()`` runs its hooks
+    inside the compiled call, so neither it nor anything inside it is watched.
+    """
+    seen: set[nn.Module] = {model}
+    found: list[nn.Module] = []
+
+    def walk(module: nn.Module) -> None:
+        for child in module.children():
+            if child in seen or getattr(child, "_compiled_call_impl", None) is not None:
+                continue
+            seen.add(child)
+            found.append(child)
+            if not compiled_region(child):
+                walk(child)
+
+    walk(model)
+    return found
 
 
 def _detach(value: Any) -> Any:

@@ -73,7 +73,8 @@ def topk_route(logits: Tensor, top_k: int, *, renormalize: bool = False) -> Rout
 
     $w = \mathrm{softmax}(\ell)$; the ``top_k`` largest entries are kept and the others set to 0,
     without renormalisation unless ``renormalize=True`` (CPL does not renormalise, so the router
-    keeps learning through the kept weight's magnitude).
+    keeps learning through the kept weight's magnitude). Half-precision logits (bfloat16 under
+    autocast, say) are routed in float32, and the routing is returned in their dtype.
 
     Args:
         logits: router logits.
@@ -97,12 +98,14 @@ def topk_route(logits: Tensor, top_k: int, *, renormalize: bool = False) -> Rout
     """
     check_shape("topk_route", "logits", logits, ("B", "N"))
     check_int_range("topk_route", "top_k", top_k, 1, logits.shape[-1])
-    probs = logits.softmax(dim=-1)
+    # the softmax and the choice in float32 at least (bfloat16 logits under autocast included),
+    # the result in the logits' dtype
+    probs = logits.softmax(dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
     values, indices = probs.topk(top_k, dim=-1)
     if renormalize:
         values = values / values.sum(dim=-1, keepdim=True)
     weights = torch.zeros_like(probs).scatter(-1, indices, values)
-    return Routing(probs, weights, indices)
+    return Routing(probs.to(logits.dtype), weights.to(logits.dtype), indices)
 
 
 def negative_route(

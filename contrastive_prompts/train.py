@@ -40,6 +40,7 @@ from .checkpoints import (
     load_checkpoint_model,
     read_checkpoint,
 )
+from .compiling import compile_regions
 from .config import _FP16_ON_CPU, RECIPES, RUN_FIELDS, TrainConfig
 from .data import (
     SyntheticDataset,
@@ -338,6 +339,10 @@ class Trainer:
             or (config.batch_size if self.device.type == "cpu" else None),
             label_negatives=config.use_labels,
         ).to(self.device)
+        if config.compile:
+            # after the EMA copy is made, so that validation runs uncompiled at any size
+            compile_regions(self.model)
+            compile_regions(self.objective.loss)
         step_module = _TrainStep(self.model, self.objective)
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None

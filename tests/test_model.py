@@ -255,6 +255,29 @@ def test_tiled_restore_has_no_seams(tiny):
     assert tiny.restore(image[0]).shape == image[0].shape
 
 
+@pytest.mark.parametrize("tile_batch", [2, 5, 64])
+def test_batched_tiles_equal_tiles_one_at_a_time(tiny, tile_batch):
+    image = torch.rand(2, 3, 70, 93, generator=torch.Generator().manual_seed(0))
+    calls = []
+    hook = tiny.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    try:
+        with torch.no_grad():
+            one = tiny.restore(image, tile=32, overlap=8)
+            ones, calls[:] = list(calls), []
+            batched = tiny.restore(image, tile=32, overlap=8, tile_batch=tile_batch)
+    finally:
+        hook.remove()
+    tiles = len(ones)  # 3 rows x 4 columns of 32x32 tiles
+    assert tiles == 12 and set(ones) == {2}
+    assert calls == [2 * min(tile_batch, tiles - i) for i in range(0, tiles, tile_batch)]
+    torch.testing.assert_close(batched, one, atol=1e-5, rtol=1e-5)
+
+
+def test_tile_batch_is_checked(tiny):
+    with pytest.raises(InputError, match=r"tiled: expected tile_batch to be an integer >= 1"):
+        tiny.restore(torch.rand(1, 3, 16, 16), tile=8, overlap=2, tile_batch=0)
+
+
 def test_training_steps_lower_the_loss_on_a_fixed_batch():
     torch.manual_seed(0)
     model = SparsePromptIR("tiny")

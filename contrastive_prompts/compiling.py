@@ -1,0 +1,144 @@
+"""Compiling a prompted network region by region, so that the negatives path stays compiled.
+
+CPL's negatives watch the positive pass (which submodules finished before the first prompt layer
+started) and serve what they kept to the negative pass; every prompt layer switches to negative
+prompts for it. Those are Python-level mode switches around the network's submodules, and a
+``torch.compile`` of the whole network would see them change every step.
+[compile_regions][contrastive_prompts.compile_regions] compiles the network's heavy parts
+instead: every largest submodule that holds no [SparsePrompt][contrastive_prompts.SparsePrompt]
+(for the reference model: the encoder levels, the latent, the fusion blocks, the decoder levels,
+the resampling steps and the refinement). The positive pass, the negative passes and the backward
+pass run those compiled; the routing, the top-k, the negative draw and the served encoder
+outputs sit between them, in eager mode, where the mode switches live.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._checks import InputTypeError
+from .prompt import SparsePrompt
+
+__all__ = ["compile_regions", "compiled_region"]
+
+
+def compiled_region(module: nn.Module) -> bool:
+    """Whether ``module`` runs compiled code that Python hooks cannot see into.
+
+    True after [compile_regions][contrastive_prompts.compile_regions] compiled it, and after
+    ``module.compile()``. Hooks registered on the submodules of such a module do not run (or
+    would make it recompile), so tools that watch submodule calls treat it as one opaque call.
+    """
+    forward = module.__dict__.get("forward")
+    own = getattr(forward, "func", forward)  # compile_regions binds with functools.partial
+    return (
+        getattr(module, "_compiled_call_impl", None) is not None
+        or getattr(own, "_torchdynamo_orig_callable", None) is not None
+    )
+
+
+def _regions(model: nn.Module) -> dict[str, nn.Module]:
+    """The largest submodules holding no SparsePrompt, by qualified name (built-in leaves aside)."""
+    holds: dict[nn.Module, bool] = {}
+
+    def holds_prompt(module: nn.Module) -> bool:
+        if module not in holds:
+            holds[module] = isinstance(module, SparsePrompt) or any(
+                holds_prompt(child) for child in module.children()
+            )
+        return holds[module]
+
+    found: dict[str, nn.Module] = {}
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        for name, child in module.named_children():
+            qualified = f"{prefix}{name}"
+            if isinstance(child, SparsePrompt):
+                continue  # the routing and the negative draw stay eager
+            if holds_prompt(child):
+                walk(child, f"{qualified}.")
+            elif compiled_region(child):
+                continue  # compiled already
+            elif next(child.children(), None) is None and type(child).__module__.startswith(
+                "torch.nn."
+            ):
+                continue  # one built-in layer (a convolution, a shuffle) is one kernel already
+            else:
+                found[qualified] = child
+
+    if not holds_prompt(model):
+        return {"": model}
+    walk(model, "")
+    return found
+
+
+def _own_copy(function: types.FunctionType, name: str) -> types.FunctionType:
+    """``function`` with a code object of its own: torch.compile keeps its graphs per code
+    object, so each region gets a cache of its own instead of sharing its class's (whose limit,
+    eight graphs, the many ``nn.Sequential`` levels of one network would exceed)."""
+    code = function.__code__.replace(co_name=f"{function.__code__.co_name}[{name}]")
+    copy = types.FunctionType(
+        code, function.__globals__, code.co_name, function.__defaults__, function.__closure__
+    )
+    copy.__kwdefaults__ = function.__kwdefaults__
+    copy.__qualname__ = f"{function.__qualname__}[{name}]"
+    return copy
+
+
+def compile_regions(model: nn.Module, **options: Any) -> list[str]:
+    """Compile, in place, every largest submodule of ``model`` that holds no SparsePrompt.
+
+    Each region's ``forward`` becomes a ``torch.compile`` of it (Inductor by default; ``options``
+    go to ``torch.compile``), with a cache of graphs of its own. The prompt layers, and the glue
+    code of the modules that hold them, stay in eager mode: so
+    [forward_with_negatives][contrastive_prompts.forward_with_negatives] still serves the
+    encoder's outputs to the negative pass, and
+    [negative_prompts][contrastive_prompts.negative_prompts] and
+    [record_routing][contrastive_prompts.record_routing] work as before, while the heavy work of
+    the positive pass, of every negative pass and of the backward pass runs compiled. A network
+    without prompt layers is compiled whole.
+
+    Each region compiles once per input shape and gradient mode: for a training run with a
+    fixed crop and batch, a handful of graphs in the first steps and none after. Shapes are
+    static by default (``dynamic=False``): evaluate at other sizes with an uncompiled copy (the
+    trainer validates its EMA copy, which is not compiled). The state dict and the module tree
+    are unchanged; ``copy.deepcopy`` of the model gives a copy whose regions run its own weights.
+
+    Args:
+        model: any network, with or without [SparsePrompt][contrastive_prompts.SparsePrompt]
+            layers.
+        **options: keyword arguments of ``torch.compile`` (``backend``, ``mode``, ``dynamic``...).
+
+    Returns:
+        The qualified names of the compiled regions (``[""]`` when the whole model was).
+
+    Raises:
+        InputTypeError: ``model`` is not an ``nn.Module``.
+
+    Examples:
+        >>> from contrastive_prompts import SparsePromptIR
+        >>> model = SparsePromptIR("tiny")
+        >>> names = compile_regions(model, backend="eager")
+        >>> names[:3], "prompt1" in names
+        (['encoder_level1', 'down1_2', 'encoder_level2'], False)
+    """
+    if not isinstance(model, nn.Module):
+        raise InputTypeError(f"compile_regions: expected an nn.Module, got {type(model).__name__}")
+    options = {"dynamic": False, **options}
+    regions = _regions(model)
+    for name, region in regions.items():
+        forward = type(region).forward
+        if not isinstance(forward, types.FunctionType):
+            raise InputTypeError(
+                f"compile_regions: expected {type(region).__name__}.forward (region "
+                f"{name!r}) to be a Python function, got {type(forward).__name__}"
+            )
+        compiled = torch.compile(_own_copy(forward, name or type(model).__name__), **options)
+        # a partial holding the module, not a bound method: copy.deepcopy copies the module in it
+        region.forward = functools.partial(compiled, region)
+    return list(regions)
