@@ -14,6 +14,7 @@ from . import data, degradations, metrics
 from ._checks import InputError, InputTypeError
 from ._renamed import renamed_attribute
 from .compiling import compile_regions
+from .export import export_onnx, export_program
 from .features import FilterFeatures, PixelFeatures, VGG16Features
 from .loss import ContrastivePromptLoss, contrastive_prompt_loss
 from .metrics import evaluate, psnr, ssim
@@ -70,6 +71,8 @@ __all__ = [
     "data",
     "degradations",
     "evaluate",
+    "export_onnx",
+    "export_program",
     "forward_with_negatives",
     "load_balance_loss",
     "metrics",

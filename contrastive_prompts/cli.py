@@ -3,7 +3,8 @@
 Subcommands: ``train`` (every [TrainConfig][contrastive_prompts.config.TrainConfig] field is a
 flag; works under ``torchrun``), ``evaluate`` (per-degradation PSNR / SSIM), ``restore`` (images
 or folders in, restored images out, tiled; never over an existing file unless ``--overwrite``,
-never over an input), ``export`` (a checkpoint's weights as ``.safetensors``) and ``demo``.
+never over an input), ``export`` (a checkpoint's weights as ``.safetensors``, or the network as
+ONNX with ``--format onnx``) and ``demo``.
 """
 
 from __future__ import annotations
@@ -297,11 +298,19 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .checkpoints import export_weights
+    from .checkpoints import export_weights, load_checkpoint_model
+    from .export import export_onnx
 
-    target = export_weights(
-        args.checkpoint, args.target, ema=not args.raw, overwrite=args.overwrite
-    )
+    if args.format == "safetensors":
+        target = export_weights(
+            args.checkpoint, args.target, ema=not args.raw, overwrite=args.overwrite
+        )
+    else:
+        model = load_checkpoint_model(args.checkpoint, ema=not args.raw)
+        try:
+            target = export_onnx(model, args.target, overwrite=args.overwrite)
+        except ModuleNotFoundError as error:
+            raise InputError(str(error)) from error
     print(f"{args.checkpoint} -> {target}")
     return 0
 
@@ -384,9 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help="replace existing outputs (never an input)")  # fmt: skip
     restore.set_defaults(run=_restore)
 
-    export = sub.add_parser("export", help="write a checkpoint's weights as .safetensors")
-    export.add_argument("--checkpoint", required=True, help="a checkpoint written by train")
-    export.add_argument("target", help="the .safetensors file to write")
+    export = sub.add_parser(
+        "export", help="write a checkpoint's weights as .safetensors, or the model as ONNX"
+    )
+    export.add_argument("--checkpoint", required=True,
+                        help="a checkpoint written by train (for onnx also weights from export "
+                        "or an official PromptIR checkpoint)")  # fmt: skip
+    export.add_argument("target", help="the .safetensors or .onnx file to write")
+    export.add_argument("--format", choices=["safetensors", "onnx"], default="safetensors",
+                        help="safetensors: the weights and configuration, to load in PyTorch; "
+                        "onnx: the network with dynamic batch, height and width, for ONNX "
+                        "runtimes (needs the export extra)")  # fmt: skip
     export.add_argument("--raw", action="store_true",
                         help="export the raw weights instead of the EMA weights")  # fmt: skip
     export.add_argument("--overwrite", action="store_true", help="replace an existing target")

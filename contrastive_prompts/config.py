@@ -86,6 +86,9 @@ class TrainConfig:
             network that needs a size multiple and does not pad itself. ``None``: 1 for the
             reference model (it pads to 8 itself), 16 for a network of your own.
         log_every: log and refresh the progress line every this many steps.
+        tensorboard: also log to TensorBoard, in ``<out_dir>/tensorboard``: losses, learning
+            rate, gradient norm, validation scores, expert use and validation images (needs the
+            ``tensorboard`` package).
         save_every: write a checkpoint every this many steps (and at the end).
         out_dir: where logs, plots and checkpoints go.
         device: ``"auto"`` (the process's GPU if any, else CPU), ``"cpu"``, ``"cuda"``...
@@ -133,6 +136,7 @@ class TrainConfig:
     val_crop: int | None = 128
     val_pad_multiple: int | None = None
     log_every: int = 10
+    tensorboard: bool = False
     save_every: int = 500
     out_dir: str = "runs/cpl"
     device: str = "auto"

@@ -7,6 +7,7 @@ protocols apply to the images they score.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -42,12 +43,20 @@ def pad_to_multiple(x: Tensor, multiple: int = 16, *, mode: str = "reflect") -> 
     check_int_range(where, "multiple", multiple, 1)
     check_choice(where, "mode", mode, ("reflect", "replicate", "constant"))
     h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
+    # ceil(h / m) * m - h rather than (-h) % m: a traced size (torch.export, ONNX) is then seen
+    # to pad to a multiple of m, and the graph pads by a symbolic amount, possibly 0, instead of
+    # holding only for the sizes that needed no padding
+    ph = (h + multiple - 1) // multiple * multiple - h
+    pw = (w + multiple - 1) // multiple * multiple - w
+    traced = isinstance(h, torch.SymInt) or isinstance(w, torch.SymInt)
     # one axis at a time, so that only an axis too short to reflect falls back to replicate
-    if pw:
-        x = F.pad(x, (0, pw, 0, 0), mode="replicate" if mode == "reflect" and pw >= w else mode)
-    if ph:
-        x = F.pad(x, (0, 0, 0, ph), mode="replicate" if mode == "reflect" and ph >= h else mode)
+    # (a pad of at least its size; only an axis shorter than m can need one)
+    if traced or pw:
+        short = mode == "reflect" and w < multiple and pw >= w
+        x = F.pad(x, (0, pw, 0, 0), mode="replicate" if short else mode)
+    if traced or ph:
+        short = mode == "reflect" and h < multiple and ph >= h
+        x = F.pad(x, (0, 0, 0, ph), mode="replicate" if short else mode)
     return x
 
 

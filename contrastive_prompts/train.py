@@ -55,7 +55,9 @@ from .loss import ContrastivePromptLoss
 from .metrics import EvaluationResult, evaluate
 from .model import SparsePromptIR
 from .objective import CPLObjective, ObjectiveOutput
+from .padding import pad_to_multiple
 from .prompt import prompt_layers
+from .tensorboard import TensorBoardLog
 
 __all__ = [
     "RECIPES",
@@ -370,6 +372,7 @@ class Trainer:
         self._saved: tuple[Path, int] | None = None  # the last checkpoint written: (path, step)
         self.history: list[dict[str, Any]] = []
         self.validations: list[dict[str, Any]] = []
+        self._board: TensorBoardLog | None = None
 
         if train_data is None:
             images: Any = config.data or sample_split()[0]
@@ -493,6 +496,10 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
         records: list[dict[str, Any]] = []
+        if self.is_main and config.tensorboard:
+            self._board = TensorBoardLog(
+                self.out_dir / "tensorboard", label_names=self.label_names, start_step=self.step
+            )
         progress = _Progress(config.steps, self.is_main)
         window_start, window_steps = time.perf_counter(), 0
         totals: dict[str, float] = {}
@@ -503,6 +510,8 @@ class Trainer:
                 record = self.train_step(degraded, clean, labels)
                 records.append(record)
                 self.history.append(record)
+                if self._board is not None:
+                    self._board.step(record)
                 if self._interrupts:
                     self._interrupts.clear()
                     raise KeyboardInterrupt
@@ -520,6 +529,13 @@ class Trainer:
                     self.validate()
                 if self.step % config.save_every == 0 and self.step < config.steps:
                     self.save()
+            progress.close()
+            if self.val_data is not None and (
+                not config.val_every or self.step % config.val_every != 0
+            ):
+                self.validate()
+            self.save()
+            self.plot()
         except TrainingDiverged:
             progress.close()
             raise
@@ -529,13 +545,10 @@ class Trainer:
             if self.is_main:
                 print(f"interrupted at step {self.step}; checkpoint {path}", file=sys.stderr)
             raise
-        progress.close()
-        if self.val_data is not None and (
-            not config.val_every or self.step % config.val_every != 0
-        ):
-            self.validate()
-        self.save()
-        self.plot()
+        finally:
+            if self._board is not None:
+                self._board.close()
+                self._board = None
         return records
 
     def validate(self) -> EvaluationResult | None:
@@ -555,7 +568,29 @@ class Trainer:
         }
         self.validations.append(record)
         self._log({"validation": record})
+        if self._board is not None:
+            self._board.validation(self.step, result.psnr, result.ssim, self._examples(pad))
         return result
+
+    @torch.no_grad()
+    def _examples(self, pad: int, limit: int = 6) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """(degraded, restored, clean) for the first validation image of each degradation."""
+        found: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
+        if self.val_data is None:
+            return []
+        model = self.ema.module
+        for index in range(len(self.val_data)):  # type: ignore[arg-type]
+            degraded, clean, label = self.val_data[index]
+            label = int(label)
+            if label in found:
+                continue
+            x = degraded[None].to(self.device)
+            h, w = x.shape[-2:]
+            restored = model(pad_to_multiple(x, pad))[..., :h, :w][0].clamp(0, 1)
+            found[label] = (degraded, restored.cpu(), clean)
+            if len(found) >= min(limit, len(self.label_names)):
+                break
+        return [found[k] for k in sorted(found)]
 
     def _log(self, record: dict[str, Any]) -> None:
         if not self.is_main:

@@ -29,7 +29,7 @@ INCLUDED = {
     "examples/plug_into_your_network.py": "tests/test_examples.py",
 }
 # pages whose code another test runs
-RUN_ELSEWHERE = {"datasets.md": "tests/test_datasets_page.py"}
+RUN_ELSEWHERE = {"datasets.md": "tests/test_datasets_page.py", "export.md": "tests/test_export.py"}
 
 
 def python_blocks(page: Path) -> list[str]:

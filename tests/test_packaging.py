@@ -7,6 +7,9 @@ einops, kornia, numpy, hatchling) through a ``.pth`` file, so torch is not reins
 editable install of this package, so the import really comes from the artefact.
 """
 
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -96,3 +99,48 @@ def test_wheel_installs_into_a_clean_venv(dist, tmp_path):
 
 def test_sdist_installs_into_a_clean_venv(dist, tmp_path):
     install_and_import(dist["sdist"], tmp_path / "venv", "--no-build-isolation")
+
+
+def readme_install_commands() -> list[str]:
+    """The command lines of the README's install block (comments dropped)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Install", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S)
+    assert block, "README: expected a bash block under '## Install'"
+    return [line.split("#", 1)[0].strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_readme_install_commands_work_in_a_fresh_clone_and_venv(tmp_path):
+    """The README's install lines, as written, in a copy of the repository's tracked files.
+
+    Offline: ``pip install`` gets ``--no-index --no-build-isolation`` (everything it needs is in
+    the venv through this environment's packages, so nothing is downloaded and torch is not
+    replaced) and ``python -m build`` gets ``--no-isolation``. Each install is checked by
+    importing the package from outside the clone.
+    """
+    commands = readme_install_commands()
+    assert [c.split()[:2] for c in commands] == [
+        ["pip", "install"], ["pip", "install"], ["python", "-m"], ["pip", "install"],
+    ], commands  # fmt: skip
+    assert commands[0].startswith("pip install torch==")  # torch first, pinned
+    clone = tmp_path / "clone"
+    for name in run("git", "ls-files", cwd=ROOT).splitlines():
+        target = clone / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / name).is_file():
+            shutil.copy2(ROOT / name, target)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    # from the clone (torch, then the package with its extra), and from a wheel built there
+    for step, installs in enumerate((commands[:2], commands[2:])):
+        python = make_venv(tmp_path / f"venv{step}")
+        for command in installs:
+            words = shlex.split(command)
+            if words[0] == "pip":
+                run(sys.executable, "-m", "pip", "--python", python, *words[1:2], "--no-index",
+                    "--no-build-isolation", "--quiet", *words[2:], cwd=clone)  # fmt: skip
+            else:
+                run(python, *words[1:], "--no-isolation", cwd=clone)
+        version, location = run(python, "-c", SMOKE, cwd=outside).split()
+        assert version == contrastive_prompts.__version__
+        assert Path(location).resolve().is_relative_to((tmp_path / f"venv{step}").resolve())
