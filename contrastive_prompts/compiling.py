@@ -15,7 +15,6 @@ outputs sit between them, in eager mode, where the mode switches live.
 from __future__ import annotations
 
 import functools
-import types
 from typing import Any
 
 import torch
@@ -77,17 +76,22 @@ def _regions(model: nn.Module) -> dict[str, nn.Module]:
     return found
 
 
-def _own_copy(function: types.FunctionType, name: str) -> types.FunctionType:
-    """``function`` with a code object of its own: torch.compile keeps its graphs per code
-    object, so each region gets a cache of its own instead of sharing its class's (whose limit,
-    eight graphs, the many ``nn.Sequential`` levels of one network would exceed)."""
-    code = function.__code__.replace(co_name=f"{function.__code__.co_name}[{name}]")
-    copy = types.FunctionType(
-        code, function.__globals__, code.co_name, function.__defaults__, function.__closure__
-    )
-    copy.__kwdefaults__ = function.__kwdefaults__
-    copy.__qualname__ = f"{function.__qualname__}[{name}]"
-    return copy
+def _entry(forward: Any, name: str) -> Any:
+    """A function calling ``forward``, with a code object of its own.
+
+    torch.compile keeps its graphs per code object, eight at most by default. Compiling each
+    region's own ``forward`` would share that cache between the regions of one class (and, for
+    torch's own modules such as ``nn.Sequential``, between all of them): a network with more
+    regions than that would silently run the rest uncompiled. Each region's entry point is a
+    frame of its own instead, which Dynamo compiles, inlining ``forward``.
+    """
+
+    def entry(*args: Any, **kwargs: Any) -> Any:
+        return forward(*args, **kwargs)
+
+    entry.__code__ = entry.__code__.replace(co_name=f"forward[{name}]")
+    entry.__qualname__ = f"compiled forward of {name}"
+    return entry
 
 
 def compile_regions(model: nn.Module, **options: Any) -> list[str]:
@@ -132,13 +136,8 @@ def compile_regions(model: nn.Module, **options: Any) -> list[str]:
     options = {"dynamic": False, **options}
     regions = _regions(model)
     for name, region in regions.items():
-        forward = type(region).forward
-        if not isinstance(forward, types.FunctionType):
-            raise InputTypeError(
-                f"compile_regions: expected {type(region).__name__}.forward (region "
-                f"{name!r}) to be a Python function, got {type(forward).__name__}"
-            )
-        compiled = torch.compile(_own_copy(forward, name or type(model).__name__), **options)
-        # a partial holding the module, not a bound method: copy.deepcopy copies the module in it
+        # the class's forward, bound at call time to what the partial holds: copy.deepcopy of the
+        # model copies the module inside the partial, so a copy runs its own weights
+        compiled = torch.compile(_entry(type(region).forward, name or "model"), **options)
         region.forward = functools.partial(compiled, region)
     return list(regions)

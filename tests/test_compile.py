@@ -36,9 +36,11 @@ REFERENCE_REGIONS = {
 
 @pytest.fixture(autouse=True)
 def fresh_dynamo():
+    """A clean Dynamo, which raises where it would fall back to eager at its recompile limit."""
     torch._dynamo.reset()
     counters.clear()
-    yield
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        yield
     torch._dynamo.reset()
 
 
@@ -164,7 +166,8 @@ def test_compiled_training_equals_eager_stops_compiling_and_resumes(
     # the first step compiles the positive, negative and backward graphs; the next steps and
     # the validation at step 2 compile nothing; a resumed process compiles its graphs again in
     # its first step (step 4), then nothing (step 5 and the validation at 4)
-    assert after[0] > 0 and after[1:3] == [after[0]] * 2
+    # every region compiled (none left to eager by a shared cache): a graph each at least
+    assert after[0] >= len(REFERENCE_REGIONS) and after[1:3] == [after[0]] * 2
     assert after[3] > after[2] and after[4] == after[3]
     # the compiled graphs round differently (1e-7 relative in the first steps); AdamW's
     # normalised updates let that grow to some 1e-4 over five steps at lr 1e-3
