@@ -47,6 +47,10 @@ def _int_or_none(text: str) -> int | None:
     return None if text.lower() in ("none", "null") else int(text)
 
 
+def _tile(text: str) -> int | str | None:
+    return "auto" if text.lower() == "auto" else _int_or_none(text)
+
+
 _REFERENCE = re.compile(r"\[([^\]]+)\]\[[^\]]*\]")  # a docs cross-reference, [text][target]
 
 
@@ -340,15 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(train)
     train.set_defaults(run=_train)
 
-    def add_model_flags(p: argparse.ArgumentParser, *, tile: int | None) -> None:
+    def add_model_flags(p: argparse.ArgumentParser, *, tile: int | str | None) -> None:
         p.add_argument("--checkpoint", required=True,
                        help="a checkpoint from train, weights from export, or an official "
                        "PromptIR checkpoint")  # fmt: skip
         p.add_argument("--promptir-top-k", type=int, default=5,
                        help="experts per prompt when --checkpoint is a PromptIR checkpoint "
                        "(5: PromptIR itself; 1: CPL weights in PromptIR's format)")  # fmt: skip
-        p.add_argument("--tile", type=_int_or_none, default=tile,
-                       help="tile side for large images (none: one pass)")  # fmt: skip
+        p.add_argument("--tile", type=_tile, default=tile,
+                       help="tile side for large images (none: one pass; auto: 256 on a CPU, "
+                       "512 on a GPU)")  # fmt: skip
         p.add_argument("--overlap", type=int, default=32, help="overlap between tiles")
         p.add_argument("--device", default="auto",
                        help="auto (a GPU if there is one), cpu, cuda, cuda:1...")  # fmt: skip
@@ -386,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     restore = sub.add_parser(
         "restore", help="restore images or folders of images", formatter_class=shown
     )
-    add_model_flags(restore, tile=512)
+    add_model_flags(restore, tile="auto")
     restore.add_argument("inputs", nargs="+", help="image files or folders")
     restore.add_argument("--output", required=True, help="folder for the restored PNGs")
     restore.add_argument("--overwrite", action="store_true",

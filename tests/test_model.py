@@ -17,7 +17,7 @@ from contrastive_prompts import (
     tiled,
 )
 from contrastive_prompts.checkpoints import convert_promptir_state_dict
-from contrastive_prompts.model import parameter_count
+from contrastive_prompts.model import parameter_count, restore_tile
 
 from .promptir_reference import PromptIRReference, promptir_state_dict_shapes
 
@@ -271,6 +271,27 @@ def test_batched_tiles_equal_tiles_one_at_a_time(tiny, tile_batch):
     assert tiles == 12 and set(ones) == {2}
     assert calls == [2 * min(tile_batch, tiles - i) for i in range(0, tiles, tile_batch)]
     torch.testing.assert_close(batched, one, atol=1e-5, rtol=1e-5)
+
+
+def test_auto_tiles_are_the_devices_tile_and_one_pass_below_it(tiny):
+    image = torch.rand(1, 3, 270, 40, generator=torch.Generator().manual_seed(0))
+    calls = []
+    hook = tiny.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[-2:]))
+    try:
+        with torch.no_grad():
+            auto = tiny.restore(image)  # tile="auto": 256 on a CPU
+            torch.testing.assert_close(auto, tiny.restore(image, tile=256), rtol=0, atol=0)
+            assert calls[:2] == [(256, 40)] * 2
+            calls.clear()
+            tiny.restore(image[..., :256, :])
+    finally:
+        hook.remove()
+    assert calls == [(256, 40)]  # no larger than a tile: one pass
+    assert restore_tile("cpu") == 256 and restore_tile("meta") == 512
+    with pytest.raises(
+        InputError, match=r"expected tile to be an integer, None or 'auto', got 'big'"
+    ):
+        tiny.restore(image, tile="big")
 
 
 def test_tile_batch_is_checked(tiny):
