@@ -114,7 +114,7 @@ class TrainConfig:
     batch_size: int = 4
     workers: int = 0
     cpr_weight: float = 0.01
-    num_negatives: int = 2
+    num_negatives: int = 4
     cpr_mode: str = "subtractive"
     cpr_features: str = "filters"
     temperature: float = 0.1

@@ -77,7 +77,8 @@ def contrastive_prompt_loss(
     - ``"subtractive"`` (the default, as in the released CPL code):
       $-\sum_j \sum_l w_l\, d_l(a, n_j)$; it ignores the positive (the L1 term beside it pulls),
       and is bounded only through the normalisation ($d_l \le 2$ for unit vectors), so it takes
-      a small weight. It gave the best restorations in the quality benchmark.
+      a small weight. It is the form the released code trains with; the quality benchmark
+      measured no other (docs: Results).
 
     Features of the positive and the negatives are computed in one batched call.
 

@@ -99,7 +99,7 @@ class CPLObjective(nn.Module):
         self,
         *,
         weight: float = 0.01,
-        num_negatives: int = 2,
+        num_negatives: int = 4,
         loss: nn.Module | None = None,
         balance_weight: float = 0.0,
         num_labels: int | None = None,

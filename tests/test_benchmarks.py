@@ -1,9 +1,16 @@
 """The benchmark scripts run, and the figures they print hang together (shortened runs)."""
 
+import importlib.util
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
+
+from contrastive_prompts.data import sample_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,3 +44,124 @@ def test_train_step_benchmark_reports_both_networks():
         figures["networks"]["reference"]["parameters"]
         > figures["networks"]["example"]["parameters"]
     )
+
+
+def _quality_module():
+    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quality_split_keeps_selection_out_of_training_and_apart_from_report():
+    quality = _quality_module()
+    strip = 16
+    train, selection, report = quality.photo_split(strip=strip, report_crop=32)
+    full = sample_images(quality.TRAIN_PHOTOS)
+    assert not set(quality.TRAIN_PHOTOS) & set(quality.REPORT_PHOTOS)
+    assert set(report) == set(quality.REPORT_PHOTOS)
+    assert not set(selection) & set(report)
+    for image, (name, photo) in zip(train, full.items(), strict=True):
+        width = photo.shape[-1]
+        assert torch.equal(image, photo[..., : width - strip])
+        crops = [crop for key, crop in selection.items() if key.startswith(name)]
+        assert len(crops) == 2
+        # each selection crop is a window of the held-out strip, right of every training pixel
+        # (3, H - strip + 1, strip, strip): every strip x strip window of the strip
+        windows = photo[..., width - strip :].unfold(1, strip, 1)
+        for crop in crops:
+            found = (windows == crop.permute(0, 2, 1)[:, None]).flatten(2).all(2).all(0)
+            assert found.any()
+    assert all(image.shape[-2:] == (32, 32) for image in report.values())
+
+
+def test_quality_benchmark_summary_follows_from_the_per_image_scores(tmp_path):
+    out = tmp_path / "quality.json"
+    command = [
+        sys.executable, "benchmarks/quality.py",
+        "--steps", "2", "--crop", "16", "--strip", "16", "--report-crop", "16", "--batch", "2",
+        "--seeds", "0", "1", "--threads", "1", "--variants", "dense", "cpl",
+        "--cpl", "default", "default+labels", "--fallback", "default+labels",
+        "--out", str(tmp_path / "runs"), "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures == json.loads(out.read_text())
+    split, degradations = figures["split"], figures["degradations"]
+    assert split["selection"] and split["report"]
+    assert not set(split["selection"]) & set(split["report"])
+    assert not any(name.split()[0] in split["report"] for name in split["selection"])
+    runs = figures["runs"]
+    assert set(runs) == {"dense", "cpl", "cpl default+labels"}
+    seeds = ["0", "1"]
+
+    def per_seed(variant, set_name, seed):
+        scores = runs[variant][seed][set_name]["psnr"]
+        assert set(scores) == set(degradations)
+        assert all(len(v) == len(split[set_name]) for v in scores.values())
+        means = {deg: statistics.fmean(scores[deg]) for deg in degradations}
+        return {**means, "average": statistics.fmean(means.values())}
+
+    for set_name in ("selection", "report"):
+        summary = figures[set_name]
+        for variant in runs:
+            for column in [*degradations, "average"]:
+                values = [per_seed(variant, set_name, s)[column] for s in seeds]
+                cell = summary[variant]["psnr"][column]
+                assert cell["per_seed"] == pytest.approx(values)
+                assert cell["mean"] == pytest.approx(statistics.fmean(values))
+                assert cell["std"] == pytest.approx(statistics.stdev(values))
+            if variant == "dense":
+                assert "vs_dense" not in summary[variant]
+                continue
+            for column in [*degradations, "average"]:
+                diffs = []
+                for seed in seeds:
+                    a = runs[variant][seed][set_name]["psnr"]
+                    b = runs["dense"][seed][set_name]["psnr"]
+                    columns = degradations if column == "average" else [column]
+                    per_image = [[x - y for x, y in zip(a[c], b[c], strict=True)] for c in columns]
+                    diffs += [statistics.fmean(d) for d in zip(*per_image, strict=True)]
+                cell = summary[variant]["vs_dense"][column]
+                assert cell["pairs"] == len(seeds) * len(split[set_name]) == len(diffs)
+                assert cell["mean"] == pytest.approx(statistics.fmean(diffs))
+                assert cell["std"] == pytest.approx(statistics.stdev(diffs))
+                tie = abs(cell["mean"]) <= cell["std"]
+                assert cell["mark"] == ("tie" if tie else "gain" if cell["mean"] > 0 else "loss")
+
+    choice = figures["choice"]
+    candidates = ["cpl", "cpl default+labels"]
+    assert choice["candidates"] == candidates and choice["fallback"] == "cpl default+labels"
+    selection = figures["selection"]
+    assert choice["best"] == max(candidates, key=lambda v: selection[v]["psnr"]["average"]["mean"])
+    if choice["best"] == choice["fallback"]:
+        assert choice["chosen"] == choice["fallback"]
+    else:
+        beats = choice["best_vs_fallback"]["mark"] == "gain"
+        assert choice["chosen"] == (choice["best"] if beats else choice["fallback"])
+
+
+def test_export_latency_benchmark_agrees_and_its_ratios_are_quotients():
+    pytest.importorskip("onnxruntime")
+    command = [
+        sys.executable,
+        "benchmarks/export_latency.py",
+        "--networks", "example",
+        "--sizes", "16x24", "10x14",
+        "--repeats", "1",
+        "--warmup", "0",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["threads"] == 1 and figures["batch"] == 1
+    network = figures["networks"]["example"]
+    assert network["prompt_layers"] == 2 and network["export_s"] > 0
+    assert set(network["sizes"]) == {"16x24", "10x14"}
+    for row in network["sizes"].values():
+        assert row["same_experts"] is True
+        assert row["program_max_abs_diff"] <= 1e-5 and row["onnx_max_abs_diff"] <= 1e-4
+        assert all(row[f"{name}_s"] > 0 for name in ("eager", "program", "onnx"))
+        assert row["program_over_eager"] == pytest.approx(row["program_s"] / row["eager_s"])
+        assert row["onnx_over_eager"] == pytest.approx(row["onnx_s"] / row["eager_s"])
