@@ -468,9 +468,10 @@ RESTORE_TILES = {"cpu": 256}
 """Tile sides ``restore(tile="auto")`` uses per device type; 512 for any other device.
 
 Measured with ``benchmarks/restore.py`` (docs: Benchmarks, large images): on a CPU, 256-pixel
-tiles restored a megapixel 2.5 times as fast as one pass or 512-pixel tiles (the working set of
-a tile stays in cache); on a GPU, 512-pixel tiles keep the ``base`` preset's memory far below
-8 GB at any image size."""
+tiles restored a megapixel 1.5 to 2.5 times as fast as one pass and 1.8 to 2.6 times as fast as
+512-pixel tiles (a tile's working set stays in cache); with 512-pixel tiles the ``base`` preset's
+activations peak near 1.5 GiB whatever the image's size, so a 12-megapixel photo fits 8 GB of GPU
+memory."""
 
 
 def restore_tile(device: torch.device | str) -> int:
