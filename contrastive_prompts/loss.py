@@ -147,7 +147,8 @@ def contrastive_prompt_loss(
     else:  # subtractive
         per_sample = -(weights * distances[:, :, 1:]).sum(dim=(0, 2))
 
-    return reduce_batch(per_sample, reduction)
+    # worked out in float32 at least, returned in the anchor's dtype
+    return reduce_batch(per_sample, reduction).to(anchor.dtype)
 
 
 class ContrastivePromptLoss(nn.Module):

@@ -51,12 +51,15 @@ def test_cpr_loss_under_autocast_is_float32_and_close_to_float32():
     # the feature convolutions ran in bfloat16 (8 bits of mantissa): close, not equal
     assert mixed.item() == pytest.approx(exact.item(), rel=2e-2)
     assert mixed.item() != exact.item()
-    # bfloat16 inputs outside autocast: the normalisation and distances still in float32
-    low = contrastive_prompt_loss(
-        anchor.bfloat16(), positive.bfloat16(), negatives.bfloat16(), mode="infonce",
-        features=PixelFeatures(),
-    )  # fmt: skip
-    assert low.dtype == torch.float32
+    # bfloat16 inputs outside autocast: worked out in float32, returned in bfloat16 -- the
+    # rounding of the inputs and of the result alone, not a bfloat16 normalisation
+    low_inputs = [t.bfloat16() for t in (anchor, positive, negatives)]
+    low = contrastive_prompt_loss(*low_inputs, mode="infonce", features=PixelFeatures())
+    worked_out = contrastive_prompt_loss(
+        *[t.float() for t in low_inputs], mode="infonce", features=PixelFeatures()
+    )
+    assert low.dtype == torch.bfloat16
+    assert low == worked_out.bfloat16()
 
 
 def test_metrics_under_autocast_equal_the_float32_ones():
