@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
+import sys
 import time
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -116,3 +120,19 @@ def peak_memory(fn: Callable[[], object], *, device: torch.device | str = "cpu")
     with mode:
         fn()
     return {"peak": mode.peak, "largest": mode.largest}
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plug_into_your_network.py"
+
+
+def example_network() -> nn.Module:
+    """``build_network()`` of the plug-in example, imported by path."""
+    spec = importlib.util.spec_from_file_location("plug_into_your_network", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    if not hasattr(module, "build_network"):
+        raise SystemExit(f"expected build_network() in {EXAMPLE}, found none")
+    network: nn.Module = module.build_network()
+    return network

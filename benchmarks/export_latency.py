@@ -23,7 +23,6 @@ object with these figures.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import tempfile
@@ -35,23 +34,10 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import interleaved_medians
+from _measure import example_network, interleaved_medians
 
 from contrastive_prompts import MODEL_PRESETS, SparsePromptIR, prompt_layers, record_routing
 from contrastive_prompts.export import export_onnx, export_program
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plug_into_your_network.py"
-
-
-def example_network() -> nn.Module:
-    """``build_network()`` of the plug-in example, imported by path."""
-    spec = importlib.util.spec_from_file_location("plug_into_your_network", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    network: nn.Module = module.build_network()
-    return network
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -45,7 +45,6 @@ import argparse
 import contextlib
 import copy
 import dataclasses
-import importlib.util
 import json
 import sys
 import tempfile
@@ -58,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import interleaved_medians, peak_memory
+from _measure import example_network, interleaved_medians, peak_memory
 
 from contrastive_prompts import (
     MODEL_PRESETS,
@@ -71,21 +70,6 @@ from contrastive_prompts import (
 from contrastive_prompts.config import PRECISIONS, RECIPES
 from contrastive_prompts.negatives import _Prefix
 from contrastive_prompts.train import Trainer
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plug_into_your_network.py"
-
-
-def example_network() -> nn.Module:
-    """``build_network()`` of the plug-in example, imported by path."""
-    spec = importlib.util.spec_from_file_location("plug_into_your_network", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    if not hasattr(module, "build_network"):
-        raise SystemExit(f"train_step: expected build_network() in {EXAMPLE}, found none")
-    network: nn.Module = module.build_network()
-    return network
 
 
 def measure(
