@@ -14,6 +14,7 @@ from . import data, degradations, metrics
 from ._checks import InputError, InputTypeError
 from ._renamed import renamed_attribute
 from .compiling import compile_regions
+from .effect import ExpertUse, PromptEffect, prompt_effect
 from .export import export_onnx, export_program
 from .features import FilterFeatures, PixelFeatures, VGG16Features
 from .loss import ContrastivePromptLoss, contrastive_prompt_loss
@@ -49,6 +50,7 @@ __all__ = [
     "MODEL_PRESETS",
     "CPLObjective",
     "ContrastivePromptLoss",
+    "ExpertUse",
     "FilterFeatures",
     "InputError",
     "InputTypeError",
@@ -56,6 +58,7 @@ __all__ = [
     "ModelOutput",
     "ObjectiveOutput",
     "PixelFeatures",
+    "PromptEffect",
     "PromptFusion",
     "PromptStage",
     "Routing",
@@ -79,6 +82,7 @@ __all__ = [
     "negative_prompts",
     "negative_route",
     "pad_to_multiple",
+    "prompt_effect",
     "prompt_layers",
     "psnr",
     "record_routing",
