@@ -73,10 +73,13 @@ def check_shape(where: str, name: str, x: object, expected: Sequence[int | str])
         )
 
 
-def check_shape_any(where: str, name: str, x: object, *expected: Sequence[int | str]) -> None:
+def check_shape_any(
+    where: str, name: str, x: object, *expected: Sequence[int | str], hint: str = ""
+) -> None:
     """Check that ``x`` is a tensor whose shape matches one of ``expected``.
 
-    Each entry of ``expected`` is read as in ``check_shape``; the message lists them all.
+    Each entry of ``expected`` is read as in ``check_shape``; the message lists them all, then
+    ``hint`` (what to do) if given.
     """
     if not isinstance(x, Tensor):
         raise InputTypeError(
@@ -88,7 +91,19 @@ def check_shape_any(where: str, name: str, x: object, *expected: Sequence[int | 
         ):
             return
     options = " or ".join(_fmt(shape) for shape in expected)
-    raise InputError(f"{where}: expected {name} of shape {options}, got {_fmt(tuple(x.shape))}")
+    hint = f"; {hint}" if hint else ""
+    raise InputError(
+        f"{where}: expected {name} of shape {options}, got {_fmt(tuple(x.shape))}{hint}"
+    )
+
+
+def check_channels(where: str, name: str, x: Tensor) -> None:
+    """Check that ``(B, C, H, W)`` images ``x`` have at least one channel."""
+    if x.shape[1] < 1:
+        raise InputError(
+            f"{where}: expected {name} with at least one channel (C >= 1), "
+            f"got {_fmt(tuple(x.shape))}"
+        )
 
 
 def check_same_shape(where: str, name: str, x: Tensor, other_name: str, other: Tensor) -> None:

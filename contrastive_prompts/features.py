@@ -1,13 +1,14 @@
 """Feature spaces in which the contrastive prompt loss compares images.
 
-A feature space is any module that maps ``(B, 3, H, W)`` images to a list of feature maps; its
+A feature space is any module that maps ``(B, C, H, W)`` images to a list of feature maps; its
 optional attribute ``layer_weights`` gives one weight per map. Three are provided:
 
-- [PixelFeatures][contrastive_prompts.PixelFeatures]: the images themselves.
+- [PixelFeatures][contrastive_prompts.PixelFeatures]: the images themselves (any ``C``).
 - [FilterFeatures][contrastive_prompts.FilterFeatures] (the default): fixed multi-scale intensity
-  and Sobel-gradient maps built with kornia; needs no weights, so it works offline.
+  and Sobel-gradient maps built with kornia (any ``C``); needs no weights, so it works offline.
 - [VGG16Features][contrastive_prompts.VGG16Features]: ImageNet VGG16 activations, loaded from a
-  local copy of torchvision's weights file (torchvision itself is not needed).
+  local copy of torchvision's weights file (torchvision itself is not needed). It takes RGB
+  (``C = 3``) and grey-scale images (``C = 1``, repeated to three channels), nothing else.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import kornia
 import torch
 from torch import Tensor, nn
 
-from ._checks import InputError, check_int_range
+from ._checks import InputError, check_int_range, check_shape_any
 
 __all__ = ["VGG16_WEIGHTS_URL", "FilterFeatures", "PixelFeatures", "VGG16Features"]
 
@@ -137,13 +138,16 @@ class VGG16Features(nn.Module):
         dtype: dtype of the parameters (the file is read in its own dtype, then converted).
 
     Shape:
-        - Input: ``(B, 3, H, W)`` RGB in [0, 1] (ImageNet normalisation is applied inside).
+        - Input: ``(B, 3, H, W)`` RGB in [0, 1] (ImageNet normalisation is applied inside), or
+          ``(B, 1, H, W)`` grey-scale, repeated to three equal channels first: a grey image has
+          the features of its grey RGB copy.
         - Output: one map per layer, ``(B, C_l, H / 2^p, W / 2^p)`` after ``p`` poolings
           (64, 128 and 256 channels at full, half and quarter size for the defaults).
 
     Raises:
         FileNotFoundError: the weights file does not exist; the message says how to get it.
-        InputError: unknown layer names, or a state dict that does not fit VGG16.
+        InputError: unknown layer names, or a state dict that does not fit VGG16; when called,
+            images with other than 1 or 3 channels.
 
     Examples:
         Usually ``VGG16Features("vgg16-397923af.pth")``; here random tensors stand in for the
@@ -236,7 +240,22 @@ class VGG16Features(nn.Module):
         return super().train(False)
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        """The activations of ``layers`` for ``(B, 3, H, W)`` RGB images in [0, 1], in order."""
+        """The activations of ``layers`` for ``(B, 3, H, W)`` RGB images in [0, 1], in order.
+
+        ``(B, 1, H, W)`` grey-scale images are repeated to three channels first.
+        """
+        check_shape_any(
+            "VGG16Features",
+            "x",
+            x,
+            ("B", 3, "H", "W"),
+            ("B", 1, "H", "W"),
+            hint=(
+                "VGG16 takes RGB images, or grey-scale ones repeated to RGB; for other channel "
+                "counts use PixelFeatures or FilterFeatures, which take any"
+            ),
+        )
+        x = x.expand(-1, 3, -1, -1)  # grey to RGB; a view, and no change to RGB
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         maps = []
         for i, module in enumerate(self.features):

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ._checks import (
     REDUCTIONS,
     InputError,
+    check_channels,
     check_choice,
     check_floating,
     check_positive,
@@ -98,7 +99,12 @@ def contrastive_prompt_loss(
             (0 would give NaN for an anchor equal to its positive and its negatives).
 
     Shape:
-        - anchor, positive: ``(B, C, H, W)``; negatives: ``(B, M, C, H, W)`` with ``M >= 1``.
+        - anchor, positive: ``(B, C, H, W)`` with any ``C >= 1`` that ``features`` takes;
+          negatives: ``(B, M, C, H, W)`` with ``M >= 1``. PixelFeatures and FilterFeatures take
+          any ``C``; [VGG16Features][contrastive_prompts.VGG16Features] takes RGB and repeats a
+          grey ``C = 1`` to 3 channels, so a grey image scores as its grey RGB copy. With
+          ``C = 1``, PixelFeatures under ``normalize`` keeps only each pixel's sign (one value
+          normalised over one channel): use FilterFeatures (the default) for grey images.
         - Output: ``(B,)`` for ``reduction="none"``, else a scalar.
 
     Returns:
@@ -116,6 +122,7 @@ def contrastive_prompt_loss(
     check_positive(where, "temperature", temperature)
     check_positive(where, "eps", eps)
     check_shape(where, "anchor", anchor, ("B", "C", "H", "W"))
+    check_channels(where, "anchor", anchor)
     check_floating(where, "anchor", anchor)
     check_same_shape(where, "positive", positive, "anchor", anchor)
     b, c, h, w = anchor.shape
@@ -166,7 +173,9 @@ class ContrastivePromptLoss(nn.Module):
         eps: keeps the ratio finite, a finite number > 0.
 
     Shape:
-        - anchor, positive: ``(B, C, H, W)``; negatives: ``(B, M, C, H, W)``.
+        - anchor, positive: ``(B, C, H, W)``, any ``C >= 1`` that the feature space takes (as
+          for [contrastive_prompt_loss][contrastive_prompts.contrastive_prompt_loss]);
+          negatives: ``(B, M, C, H, W)``.
 
     Examples:
         >>> loss = ContrastivePromptLoss(mode="ratio")

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from ._checks import (
     InputError,
     InputTypeError,
+    check_channels,
     check_int_range,
     check_positive,
     check_same_shape,
@@ -32,7 +33,7 @@ class ObjectiveOutput(NamedTuple):
         l1: the L1 reconstruction term.
         cpr: the contrastive prompt term (0 when its weight is 0).
         balance: the expert-balance term, averaged over prompt stages (0 when its weight is 0).
-        output: ``(B, 3, H, W)`` restored batch.
+        output: ``(B, C, H, W)`` restored batch.
         expert_counts: per prompt layer in call order, ``(L, N)`` counts of expert picks per
             label (``L = 1`` without labels).
         stages: the qualified names of those prompt layers, in the same order.
@@ -61,7 +62,9 @@ class CPLObjective(nn.Module):
     the network computes before its first prompt layer. The routing of every prompt layer is
     recorded as the network runs ([record_routing][contrastive_prompts.record_routing]), so the
     network needs no extra method and no change to its ``forward``: ``model(degraded)`` must
-    return the restored batch. With ``weight=0`` any network trains with L1 alone.
+    return the restored batch. With ``weight=0`` any network trains with L1 alone. Images may
+    have any number of channels (grey-scale denoisers take one); the loss's feature space must
+    take them (see [ContrastivePromptLoss][contrastive_prompts.ContrastivePromptLoss]).
 
     Args:
         weight: $\lambda$; 0 trains with L1 alone (and makes no negatives).
@@ -79,13 +82,15 @@ class CPLObjective(nn.Module):
 
     Shape:
         - ``forward(model, degraded, clean, labels=None, *, generator=None)``: ``degraded`` and
-          ``clean`` $(B, 3, H, W)$, ``labels`` $(B,)$; returns an
-          [ObjectiveOutput][contrastive_prompts.ObjectiveOutput] of scalars, the $(B, 3, H, W)$
-          output and $(L, N)$ expert counts per prompt stage.
+          ``clean`` $(B, C, H, W)$ with any $C \ge 1$ (3 for RGB, 1 for grey-scale), ``labels``
+          $(B,)$; returns an [ObjectiveOutput][contrastive_prompts.ObjectiveOutput] of scalars,
+          the $(B, C, H, W)$ output and $(L, N)$ expert counts per prompt stage.
 
     Raises:
         InputError: ``weight > 0`` and the model holds no SparsePrompt that leaves experts for
-            negatives, or the model's output does not have the shape of ``clean``.
+            negatives, the model's output does not have the shape of ``clean``, or the loss's
+            feature space does not take ``C`` channels (such as
+            [VGG16Features][contrastive_prompts.VGG16Features], which takes 1 or 3).
 
     Examples:
         >>> from contrastive_prompts import SparsePromptIR
@@ -137,8 +142,8 @@ class CPLObjective(nn.Module):
 
         Args:
             model: the network; ``model(degraded)`` returns the restored batch.
-            degraded: ``(B, 3, H, W)`` inputs.
-            clean: ``(B, 3, H, W)`` targets.
+            degraded: ``(B, C, H, W)`` inputs, any ``C >= 1``.
+            clean: ``(B, C, H, W)`` targets.
             labels: ``(B,)`` degradation labels, for the expert-use counts (and the negatives
                 with ``label_negatives=True``).
             generator: draws the negative prompts; the global generator by default.
@@ -146,7 +151,8 @@ class CPLObjective(nn.Module):
         Returns:
             The loss and its parts, the output and the expert-use counts.
         """
-        check_shape("CPLObjective", "degraded", degraded, ("B", 3, "H", "W"))
+        check_shape("CPLObjective", "degraded", degraded, ("B", "C", "H", "W"))
+        check_channels("CPLObjective", "degraded", degraded)
         check_same_shape("CPLObjective", "clean", clean, "degraded", degraded)
         if labels is not None:
             check_shape("CPLObjective", "labels", labels, (degraded.shape[0],))
