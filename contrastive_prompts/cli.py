@@ -1,8 +1,9 @@
 """The ``contrastive-prompts`` command line (also ``python -m contrastive_prompts``).
 
 Subcommands: ``train`` (every [TrainConfig][contrastive_prompts.config.TrainConfig] field is a
-flag; works under ``torchrun``), ``evaluate`` (per-degradation PSNR / SSIM), ``restore`` (images
-or folders in, restored images out, tiled; never over an existing file unless ``--overwrite``,
+flag; works under ``torchrun``), ``evaluate`` (per-degradation PSNR / SSIM, and for a model
+with sparse prompts the PSNR under its own against negative prompts), ``restore`` (images or
+folders in, restored images out, tiled; never over an existing file unless ``--overwrite``,
 never over an input), ``export`` (a checkpoint's weights as ``.safetensors``, or the network as
 ONNX with ``--format onnx``) and ``demo``.
 """
@@ -204,7 +205,10 @@ def _model(args: argparse.Namespace) -> Any:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .metrics import evaluate
+    from .effect import _measure
+    from .metrics import _batches, _names_of, evaluate
+    from .padding import pad_to_multiple
+    from .prompt import prompt_layers
 
     if args.json and Path(args.json).exists() and not args.overwrite:
         # checked before any work, like restore: a user's file is never replaced unasked
@@ -214,18 +218,41 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     model, _ = _model(args)
     dataset = _dataset(args)
-    result = evaluate(
-        lambda x: model.restore(x, tile=args.tile, overlap=args.overlap),
-        dataset,
-        pad_multiple=args.pad_multiple,
-        y_channel=args.y_channel,
-    )
+
+    def restored(x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        padded = pad_to_multiple(x, args.pad_multiple)
+        out: torch.Tensor = model.restore(padded, tile=args.tile, overlap=args.overlap)
+        return out[..., :h, :w]
+
+    result = evaluate(restored, dataset, y_channel=args.y_channel)
     print(result.to_markdown())
+    figures: dict[str, Any] = dataclasses.asdict(result)
+    layers = prompt_layers(model).values()
+    if args.prompt_effect and layers and all(p.top_k < p.num_prompts for p in layers):
+        # the same images again, under the model's own prompts and under negative prompts
+        effect = _measure(
+            model,
+            _batches(dataset),
+            names=_names_of(dataset),
+            num_negatives=1,
+            generator=None,
+            label_negatives=False,
+            forward=restored,
+            y_channel=args.y_channel,
+            where="evaluate",
+        )
+        print(
+            "\nPrompt effect: PSNR under the model's own prompts and under negative prompts "
+            "(experts its routers did not select); the cost is own minus negative\n"
+        )
+        print(effect.table())
+        figures["prompt_effect"] = effect.to_dict()
     if args.json:
         target = Path(args.json)
         partial = target.with_name(f".{target.name}.partial")
         try:
-            partial.write_text(json.dumps(dataclasses.asdict(result)))
+            partial.write_text(json.dumps(figures))
             partial.replace(target)  # never a half-written table
         finally:
             partial.unlink(missing_ok=True)
@@ -383,6 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="pad inputs to this multiple first (the reference model pads to 8 itself)",
     )
     evaluate.add_argument("--y-channel", action="store_true", help="score the luma channel")
+    evaluate.add_argument(
+        "--no-prompt-effect",
+        dest="prompt_effect",
+        action="store_false",
+        help="skip the prompt-effect table (own against negative prompts), which runs the "
+        "model twice more",
+    )
     evaluate.add_argument("--json", help="also write the table as JSON here (a new file)")
     evaluate.add_argument("--overwrite", action="store_true",
                           help="let --json replace an existing file")  # fmt: skip

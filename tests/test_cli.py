@@ -204,3 +204,59 @@ def test_train_flags_take_their_choices_from_the_tables(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--preset", "huge"])
     assert "invalid choice: 'huge'" in capsys.readouterr().err
+
+
+def _rows(text, header):
+    """``{first cell: other cells}`` of the Markdown table whose header starts with ``header``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_evaluate_prints_the_prompt_effect_of_a_cpl_model(trained, tmp_path, capsys):
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    write_image(folder / "x.png", torch.rand(3, 24, 24))
+    write_image(folder / "y.png", torch.rand(3, 16, 32))
+    argv = ["evaluate", "--checkpoint", str(trained / "last.pt"), "--data", str(folder),
+            "--device", "cpu"]  # fmt: skip
+    assert main([*argv, "--json", str(tmp_path / "t.json")]) == 0
+    out = capsys.readouterr().out
+    assert "Prompt effect" in out
+    scores = _rows(out, "| degradation | images | PSNR (dB) |")
+    effect = _rows(out, "| degradation | images | degraded | own prompts | negative prompts |")
+    assert set(effect) == set(scores)  # every degradation and the average
+    for name, (images, psnr, _) in scores.items():
+        count, _degraded, own, negative, cost = effect[name]
+        assert count == images == ("2" if name != "average" else str(2 * (len(scores) - 1)))
+        assert own == psnr  # the own prompts are what the first table scored
+        assert float(cost) == pytest.approx(float(own) - float(negative), abs=0.011)
+    figures = json.loads((tmp_path / "t.json").read_text())["prompt_effect"]
+    for name in figures["names"]:
+        cost = figures["own"][name] - figures["negative"][name]
+        assert figures["cost"][name] == pytest.approx(cost, abs=1e-12)
+    layers = _rows(out, "| most used expert (share) |")
+    assert list(layers) == list(figures["experts"]) == ["prompt3", "prompt2", "prompt1"]
+    assert main([*argv, "--no-prompt-effect"]) == 0
+    assert "Prompt effect" not in capsys.readouterr().out
+
+
+def test_evaluate_shows_no_prompt_effect_for_dense_prompts(tmp_path, capsys, promptir_checkpoint):
+    """PromptIR's dense prompts (top-5 of 5) leave no expert for a negative prompt."""
+    root = tmp_path / "R"
+    for folder, name in (("rainy", "rain-1.png"), ("gt", "norain-1.png")):
+        (root / folder).mkdir(parents=True)
+        write_image(root / folder / name, torch.rand(3, 16, 16))
+    argv = ["evaluate", "--checkpoint", str(promptir_checkpoint), "--benchmark", "rain100l",
+            "--root", str(root), "--device", "cpu"]  # fmt: skip
+    assert main([*argv, "--promptir-top-k", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "| rain |" in out and "Prompt effect" not in out
+    assert main([*argv, "--promptir-top-k", "1"]) == 0
+    assert "rain" in _rows(capsys.readouterr().out, "| degradation | images | degraded |")
