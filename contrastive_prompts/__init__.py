@@ -20,7 +20,7 @@ from .features import FilterFeatures, PixelFeatures, VGG16Features
 from .loss import ContrastivePromptLoss, contrastive_prompt_loss
 from .metrics import evaluate, psnr, ssim
 from .model import MODEL_PRESETS, ModelConfig, SparsePromptIR, tiled
-from .negatives import ModelOutput, forward_with_negatives
+from .negatives import ModelOutput, NegativesReuse, forward_with_negatives, negatives_reuse
 from .objective import CPLObjective, ObjectiveOutput
 from .padding import pad_to_multiple
 from .prompt import (
@@ -37,7 +37,7 @@ from .prompt import (
     topk_route,
 )
 from .restormer import TransformerBlock
-from .stages import PromptStage, add_prompts
+from .stages import PromptStage, add_prompts, remove_prompts
 
 __version__ = "0.1.0"
 
@@ -56,6 +56,7 @@ __all__ = [
     "InputTypeError",
     "ModelConfig",
     "ModelOutput",
+    "NegativesReuse",
     "ObjectiveOutput",
     "PixelFeatures",
     "PromptEffect",
@@ -81,11 +82,13 @@ __all__ = [
     "metrics",
     "negative_prompts",
     "negative_route",
+    "negatives_reuse",
     "pad_to_multiple",
     "prompt_effect",
     "prompt_layers",
     "psnr",
     "record_routing",
+    "remove_prompts",
     "routing_statistics",
     "ssim",
     "tiled",

@@ -20,7 +20,14 @@ from ._checks import (
 )
 from .loss import ContrastivePromptLoss
 from .negatives import forward_with_negatives
-from .prompt import Routing, load_balance_loss, record_routing, routing_statistics
+from .prompt import (
+    Routing,
+    RoutingLog,
+    load_balance_loss,
+    prompt_layers,
+    record_routing,
+    routing_statistics,
+)
 
 __all__ = ["CPLObjective", "ObjectiveOutput"]
 
@@ -167,10 +174,12 @@ class CPLObjective(nn.Module):
                 chunk_size=self.chunk_size,
             )
             cpr = self.loss(output, clean, negatives)
-        else:
+        elif prompt_layers(model):
             with record_routing(model) as routing:
                 output = model(degraded)
             cpr = zero
+        else:  # L1 alone trains any network
+            output, routing, cpr = model(degraded), RoutingLog(), zero
         expected = (
             "CPLObjective: expected model(degraded) to return a tensor of the shape of clean "
             f"{tuple(clean.shape)}, got"

@@ -496,8 +496,10 @@ def record_routing(model: nn.Module) -> Iterator[RoutingLog]:
     [SparsePrompt][contrastive_prompts.SparsePrompt] of ``model`` appends its positive
     [Routing][contrastive_prompts.Routing] (with gradient, for a balance loss) to the yielded
     [RoutingLog][contrastive_prompts.RoutingLog], whose ``names`` say which layer made each one.
-    Negative prompts are not logged. Blocks nest: every open block collects. A model without
-    SparsePrompt layers yields an empty log.
+    Negative prompts are not logged. Blocks nest: every open block collects.
+
+    Raises:
+        InputError: ``model`` holds no SparsePrompt (the log would stay empty).
 
     Examples:
         >>> from contrastive_prompts import SparsePromptIR
@@ -507,7 +509,7 @@ def record_routing(model: nn.Module) -> Iterator[RoutingLog]:
         >>> log.names, log[0].indices.shape
         (['prompt3', 'prompt2', 'prompt1'], torch.Size([2, 1]))
     """
-    layers = prompt_layers(model)
+    layers = _require_layers("record_routing", model)
     log = RoutingLog()
     previous = {name: layer._routing_logs for name, layer in layers.items()}
     try:

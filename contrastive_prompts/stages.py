@@ -1,14 +1,17 @@
-"""Prompting an existing network without editing its code.
+"""Prompting an existing network without editing its code or moving its weights.
 
-[add_prompts][contrastive_prompts.add_prompts] wraps named submodules of any network in a
-[PromptStage][contrastive_prompts.PromptStage]: the submodule's output goes through a
-[SparsePrompt][contrastive_prompts.SparsePrompt] and a
-[PromptFusion][contrastive_prompts.PromptFusion] and is added back, so the network gains prompt
-layers that [CPLObjective][contrastive_prompts.CPLObjective] and the trainer use as they are.
+[add_prompts][contrastive_prompts.add_prompts] gives named submodules of any network a
+[PromptStage][contrastive_prompts.PromptStage]: the submodule's output ``h`` becomes
+``h + fusion(h, prompt(h))``, with a [SparsePrompt][contrastive_prompts.SparsePrompt] and a
+[PromptFusion][contrastive_prompts.PromptFusion]. The stage is added *inside* the named submodule,
+as its child ``prompt_stage``, so every parameter and buffer the network had keeps its name: a
+checkpoint of the plain network loads into the prompted one, and
+[remove_prompts][contrastive_prompts.remove_prompts] gives the plain network back.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,47 +19,51 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import InputError, InputTypeError, check_shape
+from ._state import quiet_run
 from .prompt import PromptFusion, SparsePrompt
 
-__all__ = ["PromptStage", "add_prompts"]
+__all__ = ["STAGE_NAME", "PromptStage", "add_prompts", "remove_prompts"]
+
+STAGE_NAME = "prompt_stage"
+"""The child name under which [add_prompts][contrastive_prompts.add_prompts] adds each stage."""
 
 _PROMPT_OPTIONS = ("prompt_dim", "prompt_size", "num_prompts", "top_k", "renormalize")
 _FUSION_OPTIONS = ("num_heads", "ffn_expansion_factor")
 
 
 class PromptStage(nn.Module):
-    """A module followed by a prompt: ``h + fusion(h, prompt(h))`` where ``h = module(...)``.
+    """A residual prompt: ``h + fusion(h, prompt(h))`` for features ``h``.
 
-    The fusion's output projection starts at zero, so a new stage computes exactly what the
-    wrapped module did: prompting a trained network does not disturb it before training starts,
-    and the prompt path grows from there.
+    The fusion's output projection starts at zero, so a new stage is the identity: prompting a
+    trained network does not disturb it before training starts, and the prompt path grows from
+    there. [add_prompts][contrastive_prompts.add_prompts] puts one after a submodule of a
+    network; it can also be called in a ``forward`` of one's own.
 
     Args:
-        module: the wrapped module; called with whatever the stage is called with.
-        dim: channels of the module's output.
+        dim: channels of the features.
         prompt_dim: channels of the prompt (``dim // 2`` by default, at least 1).
         prompt_size: spatial size of each expert prompt.
         num_prompts: experts in the bank.
-        top_k: experts per sample (1 for CPL).
+        top_k: experts per sample (1 for CPL); below ``num_prompts``, so that negatives have
+            experts to draw from.
         renormalize: rescale the kept routing weights to sum to 1.
         num_heads: attention heads of the fusion block (must divide ``dim + prompt_dim``).
         ffn_expansion_factor: feed-forward width of the fusion block.
-        device: where to allocate the new parameters; by default the wrapped module's device.
-        dtype: dtype of the new parameters; by default the wrapped module's dtype.
+        device: where to allocate the parameters.
+        dtype: dtype of the parameters.
 
     Shape:
-        - module output ``h``: ``(B, dim, H, W)``; output: the same.
+        - Input ``h``: ``(B, dim, H, W)``; output: the same.
 
     Examples:
-        >>> stage = PromptStage(torch.nn.Conv2d(3, 8, 3, padding=1), dim=8, prompt_size=4)
-        >>> x = torch.rand(2, 3, 10, 10)
-        >>> torch.equal(stage(x), stage.module(x))  # the identity until trained
+        >>> stage = PromptStage(dim=8, prompt_size=4)
+        >>> h = torch.rand(2, 8, 10, 10)
+        >>> torch.equal(stage(h), h)  # the identity until trained
         True
     """
 
     def __init__(
         self,
-        module: nn.Module,
         *,
         dim: int,
         prompt_dim: int | None = None,
@@ -70,9 +77,15 @@ class PromptStage(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(module, nn.Module):
-            raise InputTypeError(
-                f"PromptStage: expected module to be an nn.Module, got {type(module).__name__}"
+        for name, value in (("dim", dim), ("num_prompts", num_prompts), ("top_k", top_k)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InputTypeError(
+                    f"PromptStage: expected {name} to be an int, got {type(value).__name__}"
+                )
+        if not 1 <= top_k < num_prompts:
+            raise InputError(
+                f"PromptStage: expected 1 <= top_k < num_prompts = {num_prompts} (CPL's negatives "
+                f"draw from the experts a sample did not select), got top_k={top_k}"
             )
         prompt_dim = max(1, dim // 2) if prompt_dim is None else prompt_dim
         width = dim + prompt_dim
@@ -81,12 +94,7 @@ class PromptStage(nn.Module):
                 f"PromptStage: expected num_heads to divide dim + prompt_dim = {width}, "
                 f"got {num_heads}"
             )
-        self.module = module
-        reference = next(module.parameters(), None)  # follow the wrapped module by default
-        factory: dict[str, Any] = {
-            "device": device if device is not None or reference is None else reference.device,
-            "dtype": dtype if dtype is not None or reference is None else reference.dtype,
-        }
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.prompt = SparsePrompt(
             dim=dim,
             prompt_dim=prompt_dim,
@@ -104,63 +112,168 @@ class PromptStage(nn.Module):
             **factory,
         )
         nn.init.zeros_(self.fusion.proj.weight)
+        # set while the forward hook of add_prompts calls the stage: any other call of a stage
+        # added by a hook means the host module called its children in turn (see _after_host)
+        self._hooked = False
+        self._in_hook = False
 
     def extra_repr(self) -> str:
         return f"dim={self.prompt.dim}, prompt_dim={self.prompt.prompt_dim}"
 
-    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
-        """``h + fusion(h, prompt(h))`` where ``h = module(*args, **kwargs)``.
+    def forward(self, h: Tensor) -> Tensor:
+        """``h + fusion(h, prompt(h))``.
 
         Args:
-            *args: the wrapped module's positional arguments.
-            **kwargs: the wrapped module's keyword arguments.
+            h: ``(B, dim, H, W)`` features.
 
         Returns:
-            ``(B, dim, H, W)``, the shape of the wrapped module's output.
+            ``(B, dim, H, W)``.
         """
-        h = self.module(*args, **kwargs)
+        if self._hooked and not self._in_hook:
+            raise InputError(
+                "PromptStage: expected to be called by add_prompts' hook after its host module, "
+                "got a call from the host's forward (it calls its children in turn): prompt the "
+                "host's parent or one of its children instead"
+            )
         check_shape(
-            "PromptStage", "the wrapped module's output", h, ("B", self.prompt.dim, "H", "W")
+            "PromptStage", "the prompted module's output", h, ("B", self.prompt.dim, "H", "W")
         )
         fused: Tensor = h + self.fusion(h, self.prompt(h))
         return fused
 
 
-def add_prompts(model: nn.Module, stages: Mapping[str, Mapping[str, Any]]) -> nn.Module:
-    """Give the named submodules of ``model`` a prompt stage each, in place.
+def _after_host(module: nn.Module, args: Any, output: Any) -> Tensor:
+    """The forward hook of a prompted module: its output through its ``prompt_stage``.
 
-    Each named submodule is replaced by a [PromptStage][contrastive_prompts.PromptStage]
-    wrapping it: its output ``h`` becomes ``h + fusion(h, prompt(h))``, with a
-    [SparsePrompt][contrastive_prompts.SparsePrompt] routed on ``h``. New stages start as the
-    identity, so a trained network computes what it did until training moves them. The model
-    then works with everything in the library: [CPLObjective][contrastive_prompts.CPLObjective],
+    A plain function that finds the stage on the module it is given, so copies of the network
+    (``copy.deepcopy``, an EMA, pickling) run their own stages.
+    """
+    stage = module.get_submodule(STAGE_NAME)
+    if not isinstance(output, Tensor):
+        raise InputError(
+            f"add_prompts: expected the prompted {type(module).__name__} to return a tensor, "
+            f"got {type(output).__name__}"
+        )
+    assert isinstance(stage, PromptStage)  # only add_prompts registers this hook
+    stage._in_hook = True
+    try:
+        out: Tensor = stage(output)
+    finally:
+        stage._in_hook = False
+    return out
+
+
+def _remove_hook(module: nn.Module) -> None:
+    """Remove the hook of add_prompts from ``module``, as its RemovableHandle would."""
+    for key in [key for key, hook in module._forward_hooks.items() if hook is _after_host]:
+        for hooks in (
+            module._forward_hooks,
+            module._forward_hooks_with_kwargs,
+            module._forward_hooks_always_called,
+        ):
+            hooks.pop(key, None)
+
+
+def _unknown_name(where: str, model: nn.Module, name: object, known: list[str]) -> InputError:
+    close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return InputError(
+        f"{where}: expected names of submodules of {type(model).__name__} as "
+        f"model.named_modules() gives them, got {name!r}{hint}"
+    )
+
+
+def _output_channels(model: nn.Module, names: list[str], example_input: Any) -> dict[str, int]:
+    """The channels of each named submodule's first output, from one run of ``model``."""
+    found: dict[str, Any] = {}
+    handles = []
+    for name in names:
+
+        def note(module: nn.Module, args: Any, output: Any, name: str = name) -> None:
+            found.setdefault(name, output)
+
+        handles.append(model.get_submodule(name).register_forward_hook(note))
+    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+    try:
+        quiet_run(model, lambda: model(*inputs))
+    finally:
+        for handle in handles:
+            handle.remove()
+    channels = {}
+    for name in names:
+        if name not in found:
+            raise InputError(f"add_prompts: expected {name!r} to run on example_input, got no call")
+        output = found[name]
+        if not isinstance(output, Tensor) or output.ndim != 4:
+            shown = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+            raise InputError(
+                f"add_prompts: expected {name!r} to return a (B, C, H, W) tensor, got {shown}"
+            )
+        channels[name] = output.shape[1]
+    return channels
+
+
+def add_prompts(
+    model: nn.Module,
+    stages: Mapping[str, Mapping[str, Any]],
+    *,
+    example_input: Any = None,
+) -> nn.Module:
+    """Give the named submodules of ``model`` a prompt stage each, in place, keeping every key.
+
+    Each named submodule gets a [PromptStage][contrastive_prompts.PromptStage] as its child
+    ``prompt_stage``, and its output ``h`` becomes ``h + fusion(h, prompt(h))``: an
+    ``nn.Sequential`` runs the stage as its last layer; any other module runs it from a forward
+    hook on its output. Nothing the network had moves: every parameter and buffer keeps its name
+    (a plain network's state dict loads with only the ``prompt_stage`` keys missing), the named
+    module stays the same object at the same place (so every name it is reachable by, and every
+    call of it, is prompted), and its own hooks stay (they see its output before the prompt,
+    since the stage's hook is registered after them). New stages start as the identity, so a
+    trained network computes what it did until training moves them.
+    [remove_prompts][contrastive_prompts.remove_prompts] takes the stages out again.
+
+    The model then works with everything in the library:
+    [CPLObjective][contrastive_prompts.CPLObjective],
     [negative_prompts][contrastive_prompts.negative_prompts],
     [record_routing][contrastive_prompts.record_routing] and
     [Trainer][contrastive_prompts.train.Trainer] (``Trainer(config, model=model)``). Put the
     stages late in the network (decoder side): the negatives reuse everything computed before
-    the first prompt layer. Build the optimiser after this call: it adds parameters.
+    the first prompt layer. Load pretrained weights before or after this call, and build the
+    optimiser after it: it adds parameters.
 
     Args:
         model: any network.
         stages: ``{qualified submodule name: options}``, names as in ``model.named_modules()``
             (``"decoder.1"``). Options are [PromptStage][contrastive_prompts.PromptStage]'s:
-            ``dim`` (the submodule's output channels, required), ``prompt_dim``,
-            ``prompt_size``, ``num_prompts``, ``top_k``, ``renormalize``, ``num_heads``,
-            ``ffn_expansion_factor``.
+            ``dim`` (the submodule's output channels; found from ``example_input`` when that
+            is given), ``prompt_dim``, ``prompt_size``, ``num_prompts``, ``top_k``,
+            ``renormalize``, ``num_heads``, ``ffn_expansion_factor``.
+        example_input: an input of ``model`` (a tensor, or a tuple of positional arguments):
+            one run without gradient finds each submodule's output channels, and checks a
+            given ``dim``. The run leaves buffers (batch-norm statistics), the random state and
+            the modules' modes as they were.
 
     Returns:
-        ``model`` itself, changed in place.
+        ``model`` itself, changed in place; its new parameters are on the device and in the
+        dtype of the named submodule's parameters (or of the model's, for a submodule without
+        any).
 
     Raises:
-        InputError: a name that is not a submodule (or names the model itself), a submodule
-            named twice or inside another named one, missing ``dim``, or an unknown option.
+        InputError: a name that is not a submodule (with the closest names), the model itself,
+            a submodule named twice, inside another named one or already prompted, a container
+            that is not called (``ModuleList``, ``ModuleDict``), a missing ``dim`` without
+            ``example_input``, a ``dim`` that the example's output contradicts, or an unknown
+            option.
 
     Examples:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.GELU(),
         ...                           torch.nn.Conv2d(16, 3, 3, padding=1))
-        >>> net = add_prompts(net, {"1": {"dim": 16, "prompt_size": 8}})
-        >>> type(net[1]).__name__, net(torch.rand(2, 3, 12, 12)).shape
-        ('PromptStage', torch.Size([2, 3, 12, 12]))
+        >>> keys = set(net.state_dict())
+        >>> net = add_prompts(net, {"1": {"prompt_size": 8}}, example_input=torch.rand(1, 3, 8, 8))
+        >>> keys <= set(net.state_dict()), net(torch.rand(2, 3, 12, 12)).shape
+        (True, torch.Size([2, 3, 12, 12]))
+        >>> sorted({k.split(".")[1] for k in set(net.state_dict()) - keys})
+        ['prompt_stage']
     """
     where = "add_prompts"
     if not isinstance(model, nn.Module):
@@ -169,30 +282,95 @@ def add_prompts(model: nn.Module, stages: Mapping[str, Mapping[str, Any]]) -> nn
         )
     if not isinstance(stages, Mapping) or not stages:
         raise InputError(f"{where}: expected a non-empty mapping of submodule names to options")
-    known = dict(model.named_modules())
+    known = dict(model.named_modules(remove_duplicate=False))
+    names = [k for k in known if k]
     allowed = {"dim", *_PROMPT_OPTIONS, *_FUSION_OPTIONS}
-    names = list(stages)
-    for name in names:
-        if name not in known or name == "":
-            close = [k for k in known if k and (k.startswith(name) or name.startswith(k))][:8]
+    requested = list(stages)
+    hosts: dict[nn.Module, str] = {}
+    for name in requested:
+        if not isinstance(name, str) or name not in known or name == "":
+            raise _unknown_name(where, model, name, names)
+        host = known[name]
+        if host in hosts:
             raise InputError(
-                f"{where}: expected names of submodules of {type(model).__name__}, got {name!r}"
-                + (f" (similar: {close})" if close else "")
+                f"{where}: expected each submodule once, got {name!r} and {hosts[host]!r}, "
+                "two names of one module (a stage on a module prompts every call of it)"
             )
-        nested = [other for other in names if other != name and name.startswith(other + ".")]
+        hosts[host] = name
+        nested = [other for other in requested if name.startswith(f"{other}.")]
         if nested:
             raise InputError(f"{where}: expected separate submodules, got {name!r} inside {nested}")
-        options = stages[name]
-        if not isinstance(options, Mapping) or "dim" not in options:
+        if isinstance(host, (SparsePrompt, PromptStage)) or STAGE_NAME in host._modules:
             raise InputError(
-                f"{where}: expected options with 'dim' (the output channels of {name!r}), "
-                f"got {options!r}"
+                f"{where}: expected a submodule without a prompt stage, got {name!r}, which is "
+                "or has one already (remove_prompts takes stages out)"
+            )
+        if isinstance(host, (nn.ModuleList, nn.ModuleDict)):
+            raise InputError(
+                f"{where}: expected a submodule that is called, got {name!r}, a "
+                f"{type(host).__name__}: name one of its entries"
+            )
+        options = stages[name]
+        if not isinstance(options, Mapping):
+            raise InputTypeError(
+                f"{where}: expected a mapping of options for {name!r}, got {type(options).__name__}"
             )
         unknown = sorted(set(options) - allowed)
         if unknown:
             raise InputError(f"{where}: expected options among {sorted(allowed)}, got {unknown}")
-    built = {name: PromptStage(known[name], **dict(stages[name])) for name in names}
+        if "dim" not in options and example_input is None:
+            raise InputError(
+                f"{where}: expected options with 'dim' (the output channels of {name!r}) or "
+                f"example_input=, got {dict(options)!r}"
+            )
+    found = _output_channels(model, requested, example_input) if example_input is not None else {}
+    built = {}
+    for name in requested:
+        options = dict(stages[name])
+        if name in found:
+            if options.setdefault("dim", found[name]) != found[name]:
+                raise InputError(
+                    f"{where}: expected dim={found[name]} for {name!r} (its output on "
+                    f"example_input has {found[name]} channels), got dim={options['dim']}"
+                )
+        reference = next(known[name].parameters(), next(model.parameters(), None))
+        if reference is not None:
+            options.setdefault("device", reference.device)
+            options.setdefault("dtype", reference.dtype)
+        built[name] = PromptStage(**options)
     for name, stage in built.items():  # the model changes only once every stage is built
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, stage)
+        host = known[name]
+        host.add_module(STAGE_NAME, stage)
+        if not isinstance(host, nn.Sequential):
+            stage._hooked = True
+            host.register_forward_hook(_after_host)
+    return model
+
+
+def remove_prompts(model: nn.Module) -> nn.Module:
+    """Take out every stage that [add_prompts][contrastive_prompts.add_prompts] added, in place.
+
+    The network computes what it computed before ``add_prompts`` and its state dict has the keys
+    it had: the way back to the plain network, for example to share fine-tuned weights without
+    the prompts (``remove_prompts(copy.deepcopy(model)).state_dict()``).
+
+    Returns:
+        ``model`` itself.
+
+    Examples:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), torch.nn.Conv2d(8, 3, 1))
+        >>> keys = list(net.state_dict())
+        >>> net = remove_prompts(add_prompts(net, {"0": {"dim": 8}}))
+        >>> list(net.state_dict()) == keys
+        True
+    """
+    if not isinstance(model, nn.Module):
+        raise InputTypeError(
+            f"remove_prompts: expected model to be an nn.Module, got {type(model).__name__}"
+        )
+    for module in list(model.modules()):
+        stage = module._modules.get(STAGE_NAME)
+        if isinstance(stage, PromptStage):
+            _remove_hook(module)
+            del module._modules[STAGE_NAME]
     return model

@@ -1,7 +1,10 @@
 """CPL for any network: negative mode, routing records, negatives at decoder cost, add_prompts."""
 
+import copy
 import os
+import pickle
 import socket
+from collections import Counter
 
 import pytest
 import torch
@@ -19,8 +22,10 @@ from contrastive_prompts import (
     add_prompts,
     forward_with_negatives,
     negative_prompts,
+    negatives_reuse,
     prompt_layers,
     record_routing,
+    remove_prompts,
 )
 
 from .networks import PlainUNet, PromptedUNet, PromptFirst
@@ -37,9 +42,7 @@ def naive_negatives(model, x, num_negatives, seed, labels=None, chunk_size=None)
     batch = x.shape[0]
     generator = torch.Generator().manual_seed(seed)
     rows = torch.arange(batch * num_negatives) % batch
-    size = chunk_size or rows.numel()
-    if labels is not None:
-        size = -(-size // batch) * batch
+    size = -(-(chunk_size or rows.numel()) // batch) * batch  # whole copies of the batch
     pieces = []
     for index in rows.split(size):
         chunk_labels = None if labels is None else labels[index]
@@ -141,28 +144,27 @@ def test_routing_is_recorded_in_call_order_with_names(unet):
 
 
 def test_negative_pass_runs_nothing_that_ran_before_the_first_prompt(unet):
-    runs: dict[str, int] = {}
-
-    def counting(name, forward):
-        def run(*args, **kwargs):
-            runs[name] = runs.get(name, 0) + 1
-            return forward(*args, **kwargs)
-
-        return run
-
-    modules = {name: m for name, m in unet.named_modules() if name}
-    for name, module in modules.items():
-        module.forward = counting(name, module.forward)
+    x = torch.rand(2, 3, 16, 16)
+    forward_with_negatives(unet, x, num_negatives=3)  # the first call measures the batch axes
+    runs: Counter[str] = Counter()
+    handles = [
+        m.register_forward_hook(lambda m, a, o, name=name: runs.update([name]))
+        for name, m in unet.named_modules()
+        if name
+    ]
     try:
-        out = forward_with_negatives(unet, torch.rand(2, 3, 16, 16), num_negatives=3)
+        out = forward_with_negatives(unet, x, num_negatives=3)
     finally:
-        for module in modules.values():
-            del module.forward
+        for handle in handles:
+            handle.remove()
     assert out.negatives.shape == (2, 3, 3, 16, 16)
-    assert runs["enc1"] == 1  # the positive pass only: served to the negatives
+    assert runs["enc1"] == 1  # the positive pass only: served to the negatives, hooks not run
     assert runs["enc2"] == 2  # its output was changed in place afterwards: run again
     assert runs["act"] == 3  # shared: its encoder call is served, its decoder calls run
     assert runs["dec"] == runs["prompt_mid"] == runs["out"] == 2
+    reuse = negatives_reuse(unet, x, num_negatives=3)
+    assert reuse.served == ("enc1", "act") and reuse.full_passes is None
+    assert dict(reuse.rerun)["enc2"] == "an in-place operation changed its output after it returned"
 
 
 @given(
@@ -177,8 +179,9 @@ def test_negatives_equal_the_naive_way(unet, batch, num_negatives, chunk, with_l
     x = torch.rand(batch, 3, 12, 16, generator=g)
     labels = torch.randint(0, 3, (batch,), generator=g) if with_labels else None
     generator = torch.Generator().manual_seed(seed)
-    fast = forward_with_negatives(unet, x, num_negatives=num_negatives, labels=labels,
-                                  chunk_size=chunk, generator=generator)  # fmt: skip
+    fast = forward_with_negatives(
+        unet, x, num_negatives=num_negatives, labels=labels, chunk_size=chunk, generator=generator
+    )
     slow = naive_negatives(unet, x, num_negatives, seed, labels=labels, chunk_size=chunk)
     torch.testing.assert_close(fast.negatives, slow, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(fast.output, unet(x))
@@ -188,16 +191,18 @@ def test_negatives_equal_the_naive_way(unet, batch, num_negatives, chunk, with_l
 def test_a_prompt_first_network_gets_the_naive_cost():
     torch.manual_seed(0)
     model, x = PromptFirst(), torch.rand(2, 3, 8, 8)
-    fast = forward_with_negatives(model, x, num_negatives=2,
-                                  generator=torch.Generator().manual_seed(4))  # fmt: skip
+    fast = forward_with_negatives(
+        model, x, num_negatives=2, generator=torch.Generator().manual_seed(4)
+    )
     torch.testing.assert_close(fast.negatives, naive_negatives(model, x, 2, seed=4))
 
 
 def test_the_reference_model_equals_the_naive_way():
     torch.manual_seed(0)
     model, x = SparsePromptIR("tiny"), torch.rand(2, 3, 20, 12)
-    fast = forward_with_negatives(model, x, num_negatives=2, chunk_size=2,
-                                  generator=torch.Generator().manual_seed(5))  # fmt: skip
+    fast = forward_with_negatives(
+        model, x, num_negatives=2, chunk_size=2, generator=torch.Generator().manual_seed(5)
+    )
     slow = naive_negatives(model, x, 2, seed=5, chunk_size=2)
     torch.testing.assert_close(fast.negatives, slow, rtol=1e-5, atol=1e-6)
     assert fast.routing.names == ["prompt3", "prompt2", "prompt1"]
@@ -259,17 +264,96 @@ def test_add_prompts_gives_a_plain_network_prompt_stages_that_start_as_the_ident
     model = PlainUNet()
     x = torch.rand(2, 3, 16, 16)
     before = model(x)
-    stages = {"decoder.0": {"dim": 16, "prompt_size": 4},
-              "decoder.1": {"dim": 8, "prompt_dim": 4, "num_heads": 2}}  # fmt: skip
+    stages = {
+        "decoder.0": {"dim": 16, "prompt_size": 4},
+        "decoder.1": {"dim": 8, "prompt_dim": 4, "num_heads": 2},
+    }
+    decoder = model.decoder[0]
     same = add_prompts(model, stages)
-    assert same is model
-    assert isinstance(model.decoder[0], PromptStage) and isinstance(model.decoder[1], PromptStage)
-    assert list(prompt_layers(model)) == ["decoder.0.prompt", "decoder.1.prompt"]
+    assert same is model and model.decoder[0] is decoder  # nothing moved
+    assert isinstance(model.decoder[0].prompt_stage, PromptStage)
+    assert list(prompt_layers(model)) == [
+        "decoder.0.prompt_stage.prompt",
+        "decoder.1.prompt_stage.prompt",
+    ]
     torch.testing.assert_close(model(x), before, rtol=0, atol=0)
     seed = 3
-    fast = forward_with_negatives(model, x, num_negatives=2,
-                                  generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    fast = forward_with_negatives(
+        model, x, num_negatives=2, generator=torch.Generator().manual_seed(seed)
+    )
     torch.testing.assert_close(fast.negatives, naive_negatives(model, x, 2, seed))
+
+
+class Gated(nn.Module):
+    """A block that is no container: add_prompts runs its stage from a forward hook."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(width, 2 * width, 1)
+        self.norm = nn.BatchNorm2d(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.conv(x).chunk(2, dim=1)
+        return self.norm(a * b)
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.blocks = nn.Sequential(Gated(8), nn.Sequential(nn.Conv2d(8, 8, 3, padding=1)))
+        self.alias = self.blocks[0]  # one module, two names
+        self.head = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)))
+
+
+@pytest.mark.parametrize("host", ["blocks.0", "blocks.1", "alias"])
+def test_add_prompts_keeps_every_key_and_the_way_back_restores_the_plain_network(host):
+    torch.manual_seed(0)
+    plain, x = Net(), torch.rand(2, 3, 8, 8)
+    plain.eval()
+    pretrained = {k: v.clone() for k, v in plain.state_dict().items()}
+    names = [name for name, _ in plain.named_parameters()]
+    before = plain(x)
+
+    model = add_prompts(Net(), {host: {"prompt_size": 4}}, example_input=x)  # dim found: 8
+    model.eval()
+    missing, unexpected = model.load_state_dict(pretrained, strict=False)
+    assert not unexpected and missing and all(".prompt_stage." in k for k in missing)
+    assert [n for n, _ in model.named_parameters() if ".prompt_stage." not in n] == names
+    torch.testing.assert_close(model(x), before, rtol=0, atol=0)  # pretrained, unchanged
+
+    with torch.no_grad():  # training moves the stage: the output changes
+        for name, p in model.named_parameters():
+            if ".prompt_stage." in name:
+                p.normal_(std=0.5)
+    assert not torch.allclose(model(x), before)
+    weights = {k: v for k, v in model.state_dict().items() if ".prompt_stage." not in k}
+    Net().load_state_dict(weights)  # strict: the prompted network's weights minus the stages
+
+    assert remove_prompts(model) is model and not prompt_layers(model)
+    assert list(model.state_dict()) == list(pretrained)
+    torch.testing.assert_close(model(x), before, rtol=0, atol=0)
+
+
+def test_a_stage_prompts_every_call_of_its_module_and_copies_run_their_own():
+    torch.manual_seed(0)
+    model = add_prompts(Net(), {"blocks.0": {"dim": 8, "prompt_size": 4}}).eval()
+    assert model.alias.prompt_stage is model.blocks[0].prompt_stage
+    with torch.no_grad():
+        model.blocks[0].prompt_stage.fusion.proj.weight.normal_()
+    x = torch.rand(2, 3, 8, 8)
+    with record_routing(model) as log:
+        out = model(x)
+    assert log.names == ["blocks.0.prompt_stage.prompt"]
+    twin = copy.deepcopy(model)
+    torch.testing.assert_close(twin(x), out)
+    with torch.no_grad():
+        twin.blocks[0].prompt_stage.fusion.proj.weight.zero_()  # the copy's own stage
+    assert not torch.allclose(twin(x), out) and torch.equal(model(x), out)
+    torch.testing.assert_close(pickle.loads(pickle.dumps(model))(x), out)
 
 
 def test_cpl_moves_the_added_prompts():
@@ -289,10 +373,26 @@ def test_cpl_moves_the_added_prompts():
     assert not torch.equal(negative, model(x))  # the prompt now steers the output
 
 
+class ChildrenInTurn(nn.Module):
+    """Calls its children one after the other, as nn.Sequential does, but is none."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 1)
+        self.b = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for child in self.children():
+            x = child(x)
+        return x
+
+
 def test_add_prompts_bad_requests():
     model = PlainUNet()
-    with pytest.raises(InputError, match=r"expected names of submodules of PlainUNet, got 'dec"):
-        add_prompts(model, {"dec": {"dim": 8}})
+    with pytest.raises(
+        InputError, match=r"PlainUNet .*, got 'decoders.1'; did you mean 'decoder.1'"
+    ):
+        add_prompts(model, {"decoders.1": {"dim": 8}})
     with pytest.raises(InputError, match=r"expected options with 'dim' \(the output channels"):
         add_prompts(model, {"decoder.1": {"prompt_size": 4}})
     with pytest.raises(InputError, match=r"expected options among .* got \['heads'\]"):
@@ -301,9 +401,26 @@ def test_add_prompts_bad_requests():
         add_prompts(model, {"decoder.1": {"dim": 8}, "decoder.1.0": {"dim": 16}})
     with pytest.raises(InputError, match=r"expected num_heads to divide dim \+ prompt_dim = 12"):
         add_prompts(model, {"decoder.1": {"dim": 8, "num_heads": 5}})
-    with pytest.raises(InputError, match=r"expected the wrapped module's output of shape \(B, 9"):
-        add_prompts(model, {"decoder.1": {"dim": 9, "num_heads": 1}})(torch.rand(1, 3, 8, 8))
-    assert not prompt_layers(PlainUNet())
+    with pytest.raises(InputError, match=r"expected 1 <= top_k < num_prompts = 3 .* got top_k=3"):
+        add_prompts(model, {"decoder.1": {"dim": 8, "num_prompts": 3, "top_k": 3}})
+    with pytest.raises(InputError, match=r"expected dim=8 for 'decoder.1' \(its output on "):
+        add_prompts(model, {"decoder.1": {"dim": 9}}, example_input=torch.rand(1, 3, 8, 8))
+    with pytest.raises(InputError, match=r"got 'decoder', a ModuleList: name one of its entries"):
+        add_prompts(model, {"decoder": {"dim": 8}})
+    net = Net()
+    with pytest.raises(InputError, match=r"got 'alias' and 'blocks.0', two names of one module"):
+        add_prompts(net, {"blocks.0": {"dim": 8}, "alias": {"dim": 8}})
+    assert not prompt_layers(PlainUNet()) and not prompt_layers(model)  # nothing was changed
+    add_prompts(net, {"alias": {"dim": 8}})
+    with pytest.raises(InputError, match=r"got 'blocks.0', which is or has one already"):
+        add_prompts(net, {"blocks.0": {"dim": 8}})
+    with pytest.raises(InputError, match=r"the prompted module's output of shape \(B, 9"):
+        add_prompts(PlainUNet(), {"decoder.1": {"dim": 9, "num_heads": 1}})(torch.rand(1, 3, 8, 8))
+    odd = add_prompts(ChildrenInTurn(), {"b": {"dim": 8}})
+    odd(torch.rand(1, 3, 4, 4))  # a leaf host is fine
+    odd = add_prompts(nn.Sequential(ChildrenInTurn()), {"0": {"dim": 8}})
+    with pytest.raises(InputError, match=r"got a call from the host's forward \(it calls its ch"):
+        odd(torch.rand(1, 3, 4, 4))
 
 
 # -- the trainer on any network -------------------------------------------------------------------
@@ -318,12 +435,28 @@ def own_trainer(out_dir, steps=4, **options):
     model = add_prompts(PlainUNet(), {"decoder.1": {"dim": 8, "prompt_size": 4}})
     g = torch.Generator().manual_seed(0)
     images = [torch.rand(3, 24, 24, generator=g) for _ in range(3)]
-    config = TrainConfig(steps=steps, batch_size=2, crop=16, num_negatives=2, log_every=1,
-                         warmup_steps=1, lr=1e-2, val_every=2, val_crop=16, use_labels=True,
-                         balance_weight=0.01, out_dir=str(out_dir), **options)  # fmt: skip
+    config = TrainConfig(
+        steps=steps,
+        batch_size=2,
+        crop=16,
+        num_negatives=2,
+        log_every=1,
+        warmup_steps=1,
+        lr=1e-2,
+        val_every=2,
+        val_crop=16,
+        use_labels=True,
+        balance_weight=0.01,
+        out_dir=str(out_dir),
+        **options,
+    )
     train = SyntheticDataset(images, config.mix, crop_size=16)
-    return Trainer(config, model=model, train_data=train,
-                   val_data=degraded_copies(images[:1], config.mix, crop=16))  # fmt: skip
+    return Trainer(
+        config,
+        model=model,
+        train_data=train,
+        val_data=degraded_copies(images[:1], config.mix, crop=16),
+    )
 
 
 def test_trainer_trains_resumes_and_validates_a_network_of_ones_own(tmp_path, monkeypatch):
@@ -335,7 +468,7 @@ def test_trainer_trains_resumes_and_validates_a_network_of_ones_own(tmp_path, mo
 
     straight = own_trainer(tmp_path / "a")
     history = straight.fit()
-    assert [r["stages"] for r in history][-1] == ["decoder.1.prompt"]
+    assert [r["stages"] for r in history][-1] == ["decoder.1.prompt_stage.prompt"]
     assert history[-1]["cpr"] < 0  # the prompt stage has moved off the identity
     assert [v["step"] for v in straight.validations] == [2, 4]
     for name in ("last.pt", "log.jsonl", "loss.png", "experts.png", "validation.png"):
@@ -384,8 +517,13 @@ def test_trainer_refuses_what_cannot_work_with_ones_own_network(tmp_path):
 
 
 def _ddp_own_network(rank: int, world: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))  # fmt: skip
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     trainer = own_trainer(out_dir, steps=2)
     trainer.fit()
@@ -400,5 +538,7 @@ def test_ddp_trains_a_network_of_ones_own_with_cpr(tmp_path):
     torch.multiprocessing.spawn(_ddp_own_network, args=(2, port, str(tmp_path)), nprocs=2)
     p0, p1 = (torch.load(tmp_path / f"params{r}.pt") for r in range(2))
     assert all(torch.equal(p0[k], p1[k]) for k in p0)  # one model, updated alike on both ranks
-    assert not torch.equal(p0["decoder.1.fusion.proj.weight"], torch.zeros_like(p0[
-        "decoder.1.fusion.proj.weight"]))  # fmt: skip
+    assert not torch.equal(
+        p0["decoder.1.prompt_stage.fusion.proj.weight"],
+        torch.zeros_like(p0["decoder.1.prompt_stage.fusion.proj.weight"]),
+    )

@@ -1,0 +1,42 @@
+"""Running a network without leaving a trace: buffers, random state and modes as they were."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def buffers_kept(model: nn.Module) -> Iterator[None]:
+    """Buffers that the block changes (batch-norm running statistics) get their values back on
+    exit, an exception included.
+
+    Values are compared, not version counters: batch norm updates its statistics inside its
+    kernel without counting a version. The values are written back through ``.data``, without
+    a version count either: the positive pass may have saved those buffers for its backward
+    (``native_batch_norm`` does), and a counted write would fail that backward.
+    """
+    saved = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
+    try:
+        yield
+    finally:
+        for buffer, value in saved:
+            if not torch.equal(buffer, value):
+                buffer.data.copy_(value)
+
+
+def quiet_run(model: nn.Module, run: Callable[[], T]) -> T:
+    """``run()`` without gradient, leaving the model's buffers and the random state as they were.
+
+    For runs that only look at a network (shapes, which submodules run): they must not move the
+    batch-norm statistics or the random stream that training draws from.
+    """
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices), buffers_kept(model), torch.no_grad():
+        return run()
