@@ -68,7 +68,7 @@ from contrastive_prompts import (
     prompt_layers,
 )
 from contrastive_prompts.config import PRECISIONS, RECIPES
-from contrastive_prompts.negatives import _Prefix
+from contrastive_prompts.negatives import _plan, _positive, _Serving
 from contrastive_prompts.train import Trainer
 
 
@@ -105,13 +105,13 @@ def measure(
         return run
 
     # the prompt-free start of one positive pass, served to a negative pass over B rows
-    prefix = _Prefix(model, set(prompt_layers(model).values()))
-    with torch.no_grad(), prefix.recording():
-        model(degraded)
-    rows = torch.arange(batch, device=device)
+    layers = set(prompt_layers(model).values())
+    with torch.no_grad():
+        _, calls, _ = _positive(model, layers, degraded)
+    prefix = _Serving(calls, _plan(model, layers, degraded, calls, batch))
 
     def decoder() -> None:
-        with prefix.serving(rows, batch), negative_prompts(model, generator=generator):
+        with prefix.serving(1), negative_prompts(model, generator=generator):
             model(degraded)
 
     def executed_floor(m: int) -> Callable[[], None]:
@@ -120,7 +120,7 @@ def measure(
 
         def run() -> None:
             output = model(degraded)
-            with prefix.serving(negative_rows, batch), negative_prompts(model, generator=generator):
+            with prefix.serving(m), negative_prompts(model, generator=generator):
                 negatives = model(degraded[negative_rows])
             negatives = negatives.view(m, batch, *output.shape[1:]).transpose(0, 1)
             loss = objective.loss(output, clean, negatives)

@@ -20,11 +20,12 @@ from contrastive_prompts import (
     SparsePromptIR,
     compile_regions,
     forward_with_negatives,
+    negatives_reuse,
     prompt_layers,
 )
 from contrastive_prompts import train as train_module
 from contrastive_prompts.compiling import compiled_region
-from contrastive_prompts.negatives import _Prefix, _watched
+from contrastive_prompts.negatives import _watched
 from tests.test_train import interrupt_at, make_trainer
 
 REFERENCE_REGIONS = {
@@ -106,12 +107,8 @@ def test_negatives_through_compiled_regions_equal_eager_and_reuse_the_encoder():
         compiled.get_submodule(n) for n in names
     }
     assert not watched & inside
-    prefix = _Prefix(compiled, set(prompt_layers(compiled).values()))
-    with torch.no_grad(), prefix.recording():
-        compiled(x)
-    served = {module for module, _ in prefix.served}
-    encoder = {"encoder_level1", "encoder_level2", "encoder_level3", "latent"}
-    assert {compiled.get_submodule(n) for n in encoder} <= served
+    served = set(negatives_reuse(compiled, x).served)
+    assert {"encoder_level1", "encoder_level2", "encoder_level3", "latent"} <= served
 
 
 def test_module_compile_is_watched_as_one_opaque_call():
