@@ -165,3 +165,60 @@ def test_export_latency_benchmark_agrees_and_its_ratios_are_quotients():
         assert all(row[f"{name}_s"] > 0 for name in ("eager", "program", "onnx"))
         assert row["program_over_eager"] == pytest.approx(row["program_s"] / row["eager_s"])
         assert row["onnx_over_eager"] == pytest.approx(row["onnx_s"] / row["eager_s"])
+
+
+def test_prompt_settings_summary_and_choice_follow_from_the_runs(tmp_path):
+    out = tmp_path / "settings.json"
+    command = [
+        sys.executable, "benchmarks/prompt_settings.py", "--quick",
+        "--settings", "base", "weight=0.1", "stages=last", "bn_negatives=update",
+        "--pairs", "noise+rain", "--seeds", "0", "1", "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures == json.loads(out.read_text()) and "partial" not in figures
+    runs, seeds = figures["runs"], ["0", "1"]
+    # weight 0 is always run: it is what the own-prompt PSNR is compared with
+    assert set(runs) == {"weight=0", "base", "weight=0.1", "stages=last", "bn_negatives=update"}
+    assert set(runs["bn_negatives=update"]) == {"resnet_bn"}  # batch norm only where it is
+    assert set(runs["base"]) == {"nafnet", "attention", "resnet_bn"}
+    for setting, by_network in runs.items():
+        for network, by_pair in by_network.items():
+            for by_seed in by_pair.values():
+                assert set(by_seed) == set(seeds)
+                for run in by_seed.values():
+                    for stream in ("selection", "report"):
+                        effect = run[stream]
+                        assert effect["names"] == ["noise", "rain"]
+                        for name in effect["names"]:
+                            own, negative = effect["own"][name], effect["negative"][name]
+                            assert effect["cost"][name] == pytest.approx(own - negative)
+            for stream in ("selection", "report"):
+                entry = figures[stream][setting][f"{network} noise+rain"]
+                own = [by_pair["noise+rain"][s][stream]["average"]["own"] for s in seeds]
+                zero = [runs["weight=0"][network]["noise+rain"][s][stream]["average"]["own"]
+                        for s in seeds]  # fmt: skip
+                assert entry["own"]["mean"] == pytest.approx(statistics.fmean(own))
+                assert entry["own"]["std"] == pytest.approx(statistics.stdev(own))
+                diff = [a - b for a, b in zip(own, zero, strict=True)]
+                assert entry["own_vs_weight0"]["mean"] == pytest.approx(statistics.fmean(diff))
+                cost = entry["cost"]
+                assert entry["cost_beyond_spread"] == (cost["mean"] > cost["std"])
+                keeps = entry["own_vs_weight0"]["mean"] >= -entry["own_vs_weight0"]["std"]
+                assert entry["keeps_own"] == keeps
+                assert entry["passes"] == (entry["cost_beyond_spread"] and keeps)
+    assert all(
+        entry["own_vs_weight0"]["mean"] == 0 for entry in figures["selection"]["weight=0"].values()
+    )
+    # each factor's chosen level scores best among its levels on the selection images
+    choice = figures["choice"]
+    assert set(choice["per_factor"]) == {"weight", "stages", "bn_negatives"}
+    for factor in choice["per_factor"].values():
+        scores = factor["scores"]
+        best = max(scores, key=lambda level: (scores[level]["passing"], scores[level]["mean_cost"]))
+        assert factor["chosen"] == best
+    assert choice["per_factor"]["bn_negatives"]["scores"]["base"]["passing"] <= 2  # 2 cells
+    assert "bn_negatives=update" not in choice["ranked"]
+    assert choice["best_setting"] == choice["ranked"][0]
+    assert "### report images: cost of a negative prompt" in done.stdout
