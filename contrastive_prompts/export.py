@@ -59,6 +59,30 @@ class _WithRouting(nn.Module):
 
 
 @contextlib.contextmanager
+def _general_sizes() -> Iterator[None]:
+    """Trace sizes for what holds in general, not for the example's special case.
+
+    By default the tracer keeps every size relation the example happens to satisfy: a network
+    that pads itself to a multiple of 8, traced at a multiple of 8, pads by 0, and the crop back
+    is then asserted to be a no-op, so the program refuses every size that needed padding (and
+    the other way round). Size-oblivious tracing (torch.export's option for this, in
+    ``torch.fx.experimental._config``) keeps the general case instead, and still asserts at run
+    time what it assumed; older torch without the option traces as before.
+    """
+    from torch.fx.experimental import _config as fx_config
+
+    if not hasattr(fx_config, "backed_size_oblivious"):
+        yield
+        return
+    previous = fx_config.backed_size_oblivious
+    fx_config.backed_size_oblivious = True
+    try:
+        yield
+    finally:
+        fx_config.backed_size_oblivious = previous
+
+
+@contextlib.contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
     """``model`` in eval mode inside the block; every submodule's own mode restored after."""
     modes = {module: module.training for module in model.modules()}
@@ -136,9 +160,12 @@ def export_program(
     own prompts: every [SparsePrompt][contrastive_prompts.SparsePrompt]'s top-k routing and the
     resize of its prompt to the features' size are in the graph, and so is
     [SparsePromptIR][contrastive_prompts.SparsePromptIR]'s padding to a multiple of 8 and its
-    crop back. Size conditions the tracer cannot prove for every size become assertions checked
-    when the program runs: an input outside what the graph serves raises, it never computes
-    something else.
+    crop back. Sizes are traced for the general case, not for the example's: a network that
+    pads itself to a multiple of 8 and crops back serves sizes that need padding even when
+    traced at one that needs none (and the other way round), as eager PyTorch does. Size
+    conditions the tracer cannot prove for every size become assertions checked when the
+    program runs: an input outside what the graph serves raises, it never computes something
+    else.
 
     Args:
         model: [SparsePromptIR][contrastive_prompts.SparsePromptIR] or any network mapping
@@ -199,7 +226,7 @@ def export_program(
     example = _example(where, model, example)
     shapes = _dynamic_shapes(where, model, example, min_size, size_multiple) if dynamic else None
     traced = _WithRouting(model) if return_routing else model
-    with _eval_mode(model):
+    with _eval_mode(model), _general_sizes():
         return torch.export.export(
             traced,
             (example,),

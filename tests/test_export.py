@@ -14,11 +14,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from contrastive_prompts import (
     InputError,
     InputTypeError,
+    PromptFusion,
+    SparsePrompt,
     SparsePromptIR,
     add_prompts,
     negative_prompts,
@@ -217,6 +220,54 @@ def test_a_network_of_ones_own_exports_in_eval_mode_and_runs_in_onnx(own_network
             assert torch.equal(torch.from_numpy(from_onnx), eager.indices), name
     with pytest.raises((AssertionError, RuntimeError)):  # an odd height is outside the graph
         program.module()(degraded_batch(1, 19, 30))
+
+
+class PadsItself(nn.Module):
+    """A network that pads its input to a multiple of 8 and crops back, as users write one: the
+    pad computed with ``%`` (0 at a multiple of 8) and the crop a slice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, 8, 3, padding=1)
+        self.down = nn.Conv2d(8, 8, 2, stride=2)
+        self.prompt = SparsePrompt(dim=8, prompt_dim=4, prompt_size=4)
+        self.fuse = PromptFusion(dim=8, prompt_dim=4, num_heads=2)
+        self.up = nn.ConvTranspose2d(8, 8, 2, stride=2)
+        self.tail = nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        padded = F.pad(x, (0, (8 - w % 8) % 8, 0, (8 - h % 8) % 8), mode="reflect")
+        z = self.down(self.head(padded))
+        z = self.fuse(z, self.prompt(z))
+        return x + self.tail(self.up(z))[..., :h, :w]
+
+
+@pytest.mark.parametrize("traced_at", [(32, 32), (27, 29)], ids=["multiple-of-8", "padded"])
+def test_a_network_that_pads_itself_serves_every_size_eager_serves(traced_at, tmp_path):
+    # Traced at a multiple of 8 (no padding) or not, the program pads by the amount each size
+    # needs: it serves sizes that need padding and sizes that need none, as eager PyTorch and
+    # the ONNX file do.
+    torch.manual_seed(0)
+    network = spread_routers(PadsItself()).eval()
+    program = export_program(network, degraded_batch(2, *traced_at), return_routing=True)
+    assert not torch.fx.experimental._config.backed_size_oblivious  # torch's setting restored
+    sizes = [*SIZES, (2, 32, 32), (1, 27, 29), (2, 5, 7)]
+    for batch, height, width in sizes:
+        x = degraded_batch(batch, height, width)
+        out, routing = program.module()(x)
+        with torch.no_grad(), record_routing(network) as log:
+            expected = network(x)
+        assert out.shape == (batch, 3, height, width)
+        assert (out - expected).abs().max() <= PROGRAM_TOLERANCE
+        assert torch.equal(routing["prompt"], log[0].indices)
+    pytest.importorskip("onnxscript")
+    runtime = session(export_onnx(program, tmp_path / "pads.onnx"))
+    for batch, height, width in sizes:
+        x = degraded_batch(batch, height, width)
+        onnx_out, _ = runtime.run(None, {"input": x.numpy()})
+        with torch.no_grad():
+            assert (torch.from_numpy(onnx_out) - network(x)).abs().max() <= ONNX_TOLERANCE
 
 
 # -- what is refused, and why --------------------------------------------------------------------
