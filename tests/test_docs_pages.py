@@ -25,8 +25,10 @@ INCLUDED = {
     "docs/snippets/own_network_add_prompts.py": "tests/test_docs_snippets.py",
     "docs/snippets/own_network_layers.py": "tests/test_docs_snippets.py",
     "docs/snippets/own_network_trainer.py": "tests/test_docs_snippets.py",
+    "docs/snippets/own_network_fine_tune.py": "tests/test_docs_snippets.py",
     "examples/train_all_in_one.py": "tests/test_examples.py",
     "examples/plug_into_your_network.py": "tests/test_examples.py",
+    "examples/fine_tune_with_prompts.py": "tests/test_examples.py",
 }
 # pages whose code another test runs
 RUN_ELSEWHERE = {"datasets.md": "tests/test_datasets_page.py", "export.md": "tests/test_export.py"}

@@ -5,6 +5,7 @@ import runpy
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from contrastive_prompts import PromptStage
 
@@ -17,10 +18,52 @@ def run(name: str) -> dict:
 
 def test_add_prompts_snippet_trains_a_network_that_knew_no_prompts():
     found = run("own_network_add_prompts.py")
-    assert isinstance(found["model"].decoder, PromptStage)
-    assert found["parts"].stages == ("decoder.prompt",)
+    model = found["model"]
+    stage = model.decoder.prompt_stage  # a child of the prompted module, which stays in place
+    assert isinstance(model.decoder, nn.Sequential) and isinstance(stage, PromptStage)
+    assert stage.prompt.dim == 16  # found from example_input
+    new_keys = set(model.state_dict()) - found["keys"]
+    assert found["keys"] <= set(model.state_dict())
+    assert new_keys and all(k.startswith("decoder.prompt_stage.") for k in new_keys)
+    assert found["parts"].stages == ("decoder.prompt_stage.prompt",)
     assert math.isfinite(found["parts"].loss.item())
-    assert found["model"].decoder.fusion.proj.weight.abs().sum() > 0  # the step moved the stage
+    assert stage.fusion.proj.weight.abs().sum() > 0  # the step moved the stage
+
+
+def test_fine_tune_snippet_starts_where_the_plain_network_was_and_goes_back(monkeypatch):
+    saved = []
+    monkeypatch.setattr(nn.Module, "load_state_dict", _recording(nn.Module.load_state_dict, saved))
+    found = run("own_network_fine_tune.py")
+    model, weights, plain = found["model"], found["weights"], found["plain"]
+    # both loads were strict and matched every key: the pretrained weights into the plain
+    # network, then the weights without the stages into a fresh plain network
+    assert [strict for strict, _ in saved] == [True, True]
+    assert all(not r.missing_keys and not r.unexpected_keys for _, r in saved)
+    assert list(plain) == list(weights)
+    # the pretrained weights are in the prompted network under their own names
+    assert set(weights) <= set(model.state_dict())
+    assert isinstance(model[2].prompt_stage, PromptStage) and model[2].prompt_stage.prompt.dim == 16
+    # unchanged output at the start: what the snippet asserts, checked independently here
+    fresh = found["plain_network"]()
+    fresh.load_state_dict(weights)
+    with torch.no_grad():
+        torch.testing.assert_close(found["before"], fresh(found["degraded"]), rtol=0, atol=0)
+    # fine-tuning moved the stage, and remove_prompts worked on a copy: the model keeps it
+    assert model[2].prompt_stage.fusion.proj.weight.abs().sum() > 0
+    assert not any(torch.equal(plain[k], weights[k]) for k in plain if k.endswith("weight"))
+    # the report: own against negative prompts for both degradations, 4 images each
+    effect = found["effect"]
+    assert effect.names == ("haze", "low light") and effect.count == {"haze": 4, "low light": 4}
+    assert list(effect.experts) == ["2.prompt_stage.prompt"]
+
+
+def _recording(load, saved):
+    def recorded(self, state_dict, strict=True, **kwargs):
+        result = load(self, state_dict, strict, **kwargs)
+        saved.append((strict, result))
+        return result
+
+    return recorded
 
 
 def test_own_layers_snippet_gets_negatives_and_routing():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from contrastive_prompts import PromptStage, SparsePromptIR
 from contrastive_prompts.data import write_image
@@ -52,10 +53,12 @@ def test_readme_runs_and_computes_what_it_says(readme_files, capsys):
 
     # 2. CPL in a plain network: a stage added by name, four negatives made by the network
     net, parts = ns["net"], ns["parts"]
-    assert isinstance(net[2], PromptStage) and parts.stages == ("2.prompt",)
+    stage = net[2].prompt_stage  # the stage is a child of the prompted conv, which stays net[2]
+    assert isinstance(net[2], nn.Conv2d) and isinstance(stage, PromptStage)
+    assert parts.stages == ("2.prompt_stage.prompt",)
     torch.testing.assert_close(parts.loss, parts.l1 + 0.01 * parts.cpr)
-    assert net[2].fusion.proj.weight.grad.abs().sum() > 0  # the new stage learns
-    assert net[2].fusion.proj.weight.abs().sum() > 0  # and the step moved it off the identity
+    assert stage.fusion.proj.weight.grad.abs().sum() > 0  # the new stage learns
+    assert stage.fusion.proj.weight.abs().sum() > 0  # and the step moved it off the identity
 
     # 3. evaluation of exported weights and of PromptIR's weights on the Rain100L layout
     assert isinstance(ns["model"], SparsePromptIR) and len(ns["rain100l"]) == 2
