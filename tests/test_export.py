@@ -203,7 +203,11 @@ def test_a_network_of_ones_own_exports_in_eval_mode_and_runs_in_onnx(own_network
     target = export_onnx(program, tmp_path / "own.onnx")
     runtime = session(target)
     names = [o.name for o in runtime.get_outputs()]
-    assert names == ["output", "routing.decoder.0.prompt", "routing.decoder.1.prompt"]
+    assert names == [
+        "output",
+        "routing.decoder.0.prompt_stage.prompt",
+        "routing.decoder.1.prompt_stage.prompt",
+    ]
     own_network.eval()
     for batch, height, width in [(3, 18, 30), (1, 40, 12)]:
         x = degraded_batch(batch, height, width)
