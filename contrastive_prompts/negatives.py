@@ -34,7 +34,7 @@ import warnings
 import weakref
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -306,13 +306,11 @@ class _Serving:
         """Call ``index``'s kept output for ``copies`` copies of the batch."""
         call = self.calls[index]
         leaves = call.leaves
-        if copies > 1:
-            assert self.plan is not None  # forward_with_negatives plans multi-copy chunks
-            axes = self.plan.axes[index]
-            assert not isinstance(axes, str)  # not served otherwise
+        if copies > 1:  # planned: forward_with_negatives serves such chunks only with axes
+            axes = cast(_Plan, self.plan).axes[index]
             leaves = [
                 leaf if axis is None else torch.cat([leaf] * copies, dim=axis)
-                for leaf, axis in zip(leaves, axes, strict=True)
+                for leaf, axis in zip(leaves, cast(list[int | None], axes), strict=True)
             ]
         return tree_unflatten(leaves, call.spec)
 

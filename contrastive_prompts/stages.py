@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -148,13 +148,12 @@ def _after_host(module: nn.Module, args: Any, output: Any) -> Tensor:
     A plain function that finds the stage on the module it is given, so copies of the network
     (``copy.deepcopy``, an EMA, pickling) run their own stages.
     """
-    stage = module.get_submodule(STAGE_NAME)
+    stage = cast(PromptStage, module.get_submodule(STAGE_NAME))  # only add_prompts hooks it
     if not isinstance(output, Tensor):
         raise InputError(
             f"add_prompts: expected the prompted {type(module).__name__} to return a tensor, "
             f"got {type(output).__name__}"
         )
-    assert isinstance(stage, PromptStage)  # only add_prompts registers this hook
     stage._in_hook = True
     try:
         out: Tensor = stage(output)
