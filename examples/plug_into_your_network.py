@@ -259,7 +259,7 @@ def run(
         losses.append(parts.loss.item())
         if log_every and (step % log_every == 0 or step == 1):
             top = "  ".join(
-                f"{name.removesuffix('.prompt')} {counts.argmax(dim=1).tolist()}"
+                f"{name.removesuffix('.prompt_stage.prompt')} {counts.argmax(dim=1).tolist()}"
                 for name, counts in zip(parts.stages, parts.expert_counts, strict=True)
             )
             print(
