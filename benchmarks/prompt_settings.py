@@ -44,7 +44,9 @@ weight 0's by more than the spread of that difference. For each factor, a level 
 ``base`` only when it passes in more cells on the selection stream (among such levels, the
 larger mean cost wins); ``best_setting`` applies the same rule to all settings.
 ``--from-json`` summarises the runs of an earlier result again (another ``--min-cost``, say)
-without training.
+without training. Read a cost beside weight 0's: with top-1 routing an expert that no image
+selects gets no gradient and keeps its random initial prompt, so a negative prompt can cost
+several dB under L1 alone.
 
 ``benchmarks/results/prompt_settings.json`` is the run below: 100 runs of 80 steps (batch 8,
 32x32 crops) took 48 minutes on one core of a 2-core CPU shared with other work: 12-35 s of
@@ -54,6 +56,13 @@ training per run (28-56 s with 4 negatives) once the other work eased, up to 80 
         --json benchmarks/results/prompt_settings.json
     python benchmarks/prompt_settings.py --from-json benchmarks/results/prompt_settings.json \\
         --min-cost 0.1
+
+``benchmarks/results/prompt_settings_200_steps.json`` follows up on haze + low light with 200
+steps, for the CPR weight and the number of negatives (24 runs, 21 minutes):
+
+    python benchmarks/prompt_settings.py --steps 200 --pairs haze+low_light \\
+        --settings base weight=0.1 negatives=4 \\
+        --json benchmarks/results/prompt_settings_200_steps.json
     python benchmarks/prompt_settings.py --quick --json quick.json   # a tiny run
 
 The last line printed is the JSON object (also written to ``--json``).
