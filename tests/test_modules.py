@@ -41,7 +41,7 @@ def _builders():
         ("FeedForward", lambda **f: FeedForward(8, ffn_expansion_factor=2.0, **f), 8),
         ("downsample", lambda **f: downsample(8, **f), 8),
         ("upsample", lambda **f: upsample(8, **f), 8),
-        ("PromptStage", lambda **f: PromptStage(nn.Conv2d(8, 8, 1, **f), dim=8, prompt_size=3), 8),
+        ("PromptStage", lambda **f: PromptStage(dim=8, prompt_size=3, **f), 8),
         ("SparsePromptIR", lambda **f: SparsePromptIR("tiny", **f), 3),
     ]
 
@@ -125,7 +125,7 @@ def test_options_are_keyword_only(call):
         (lambda: cp.psnr(0.5, torch.rand(1, 3, 8, 8)), "to be a torch.Tensor, got float"),
         (lambda: cp.evaluate("model", []), "model to be callable, got str"),
         (lambda: cp.add_prompts("net", {"a": {"dim": 4}}), "model to be an nn.Module, got str"),
-        (lambda: PromptStage("conv", dim=4), "module to be an nn.Module, got str"),
+        (lambda: PromptStage(dim="4"), "PromptStage: expected dim to be an int, got str"),
         (lambda: cp.prompt_layers([1]), "an nn.Module, got list"),
         (
             lambda: forward_with_negatives(SparsePromptIR("tiny"), [1.0], num_negatives=1),
