@@ -9,6 +9,7 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -125,13 +126,21 @@ def peak_memory(fn: Callable[[], object], *, device: torch.device | str = "cpu")
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plug_into_your_network.py"
 
 
-def example_network() -> nn.Module:
-    """``build_network()`` of the plug-in example, imported by path."""
+def example_module() -> Any:
+    """The plug-in example, imported by path (once)."""
+    if "plug_into_your_network" in sys.modules:
+        return sys.modules["plug_into_your_network"]
     spec = importlib.util.spec_from_file_location("plug_into_your_network", EXAMPLE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up by name
     spec.loader.exec_module(module)
+    return module
+
+
+def example_network() -> nn.Module:
+    """``build_network()`` of the plug-in example, imported by path."""
+    module = example_module()
     if not hasattr(module, "build_network"):
         raise SystemExit(f"expected build_network() in {EXAMPLE}, found none")
     network: nn.Module = module.build_network()

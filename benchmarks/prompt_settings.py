@@ -104,6 +104,13 @@ from contrastive_prompts.degradations import (
     RainStreaks,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import example_module
+
+# the plug-in example's convolution block and batches of procedural images, not copies
+conv_block = example_module().conv_block
+make_batch = example_module().make_batch
+
 # ----------------------------------------------------------------------------------------------
 # Three networks that know nothing about prompts
 
@@ -203,28 +210,22 @@ class TokenBlock(nn.Module):
         return tokens.transpose(1, 2).reshape(b, c, h, w)
 
 
-def conv_gelu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), nn.GELU(), nn.Conv2d(cout, cout, 3, padding=1)
-    )
-
-
 class AttentionUNet(nn.Module):
     """Conv encoder; attention over tokens in the bottleneck and the first decoder block."""
 
     def __init__(self, width: int = 32) -> None:
         super().__init__()
         c = width
-        self.stem = conv_gelu(3, c)
+        self.stem = conv_block(3, c)
         self.down1 = nn.Conv2d(c, 2 * c, 2, stride=2)
-        self.enc2 = conv_gelu(2 * c, 2 * c)
+        self.enc2 = conv_block(2 * c, 2 * c)
         self.down2 = nn.Conv2d(2 * c, 4 * c, 2, stride=2)
         self.bottleneck = nn.Sequential(TokenBlock(4 * c, 4), TokenBlock(4 * c, 4))
         self.up2 = nn.ConvTranspose2d(4 * c, 2 * c, 2, stride=2)
         self.decoder = nn.ModuleList(
             [
                 nn.Sequential(nn.Conv2d(4 * c, 2 * c, 1), TokenBlock(2 * c, 2)),
-                conv_gelu(2 * c, c),
+                conv_block(2 * c, c),
             ]
         )
         self.up1 = nn.ConvTranspose2d(2 * c, c, 2, stride=2)
@@ -317,29 +318,6 @@ PAIRS: dict[str, tuple[str, str]] = {
 }
 SELECTION_SEED = 9001  # the images the settings are chosen on
 REPORT_SEED = 9002  # the images the chosen settings are reported on
-
-
-def procedural_images(n: int, size: int, generator: torch.Generator) -> Tensor:
-    """Smooth colour fields with three flat rectangles on top: gradients and edges."""
-    low = torch.rand(n, 3, 4, 4, generator=generator)
-    images = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)
-    coords = torch.arange(size)
-    for _ in range(3):
-        corners = torch.randint(0, size, (n, 4, 1), generator=generator)
-        rows = (coords >= corners[:, :2].amin(1)) & (coords <= corners[:, :2].amax(1))
-        cols = (coords >= corners[:, 2:].amin(1)) & (coords <= corners[:, 2:].amax(1))
-        inside = (rows[:, :, None] & cols[:, None, :]).unsqueeze(1)
-        images = torch.where(inside, torch.rand(n, 3, 1, 1, generator=generator), images)
-    return images.clamp(0, 1)
-
-
-def make_batch(
-    mix: DegradationMix, n: int, size: int, generator: torch.Generator
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``(degraded, clean, labels)``, every degradation equally often."""
-    clean = procedural_images(n, size, generator)
-    labels = torch.arange(n) % mix.num_degradations
-    return mix.degrade(clean, labels, generator), clean, labels
 
 
 # ----------------------------------------------------------------------------------------------

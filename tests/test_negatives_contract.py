@@ -25,28 +25,14 @@ from contrastive_prompts import (
     SparsePrompt,
     add_prompts,
     forward_with_negatives,
-    negative_prompts,
     negatives_reuse,
     prompt_layers,
     record_routing,
 )
 
+from .test_negatives import naive_negatives as full_negatives
+
 WIDTH = 4
-
-
-def full_negatives(model, x, num_negatives, seed, labels=None, chunk_size=None):
-    """A full forward under negative_prompts per chunk of whole copies of the batch."""
-    batch = x.shape[0]
-    generator = torch.Generator().manual_seed(seed)
-    rows = torch.arange(batch * num_negatives) % batch
-    size = -(-(chunk_size or rows.numel()) // batch) * batch
-    pieces = []
-    for index in rows.split(size):
-        chunk_labels = None if labels is None else labels[index]
-        with negative_prompts(model, generator=generator, labels=chunk_labels):
-            pieces.append(model(x[index]))
-    out = torch.cat(pieces)
-    return out.view(num_negatives, batch, *out.shape[1:]).transpose(0, 1)
 
 
 def spread(model: nn.Module, seed: int) -> nn.Module:
