@@ -252,7 +252,7 @@ def _plan(
             f"forward_with_negatives: {type(model).__name__} gets full negative passes, since "
             f"{plan.full_passes}; the negatives are right, only slower",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of forward_with_negatives
         )
     return plan
 
@@ -275,13 +275,14 @@ class _Serving:
                 self.why[index] = why
                 index += 1
         self.outermost = outermost
+        first = set(outermost)
         served_modules = {calls[i].module for i in outermost}
         occurrence: Counter[nn.Module] = Counter()
         # (module, its k-th call) -> (index of the kept call, calls skipped inside it by module)
         self.served: dict[tuple[nn.Module, int], tuple[int, Counter[nn.Module]]] = {}
         for i, call in enumerate(calls):
             if call.module in served_modules:
-                if i in outermost:
+                if i in first:
                     nested = Counter(
                         c.module for c in calls[i + 1 : call.end] if c.module in served_modules
                     )
@@ -345,6 +346,16 @@ class _Serving:
         finally:
             for module in modules:
                 module.__dict__.pop("_compiled_call_impl", None)
+
+
+def _serving(
+    model: nn.Module, layers: set[nn.Module], x: Tensor, calls: list[_Call], size: int
+) -> _Serving:
+    """What the negative passes over chunks of ``size`` rows serve; batch axes only when a chunk
+    holds more than one copy of the batch."""
+    batch = x.shape[0]
+    plan = _plan(model, layers, x, calls, batch) if batch and size > batch and calls else None
+    return _Serving(calls, plan)
 
 
 def _positive(
@@ -467,8 +478,7 @@ def forward_with_negatives(
         )
 
     size = _chunk_rows(batch, num_negatives, chunk_size)
-    plan = _plan(model, layers, x, calls, batch) if batch and size > batch and calls else None
-    prefix = _Serving(calls, plan)
+    prefix = _serving(model, layers, x, calls, size)
     rows = torch.arange(batch * num_negatives, device=x.device) % max(batch, 1)
     pieces = []
     with buffers_kept(model):
@@ -516,12 +526,11 @@ def negatives_reuse(
     batch = x.shape[0]
     _, calls, _ = quiet_run(model, lambda: _positive(model, layers, x))
     size = _chunk_rows(batch, num_negatives, chunk_size)
-    plan = _plan(model, layers, x, calls, batch) if batch and size > batch and calls else None
-    prefix = _Serving(calls, plan)
+    prefix = _serving(model, layers, x, calls, size)
     names: dict[nn.Module, str] = {}
     for name, module in model.named_modules(remove_duplicate=False):
         names.setdefault(module, name)
     served = tuple(names[calls[i].module] for i in prefix.outermost)
     rerun = tuple((names[calls[i].module], why) for i, why in prefix.why.items())
-    full = plan.full_passes if plan is not None else None
+    full = prefix.plan.full_passes if prefix.plan is not None else None
     return NegativesReuse(served, rerun, full)
