@@ -1,7 +1,7 @@
 # `make demo` and `make test` create .venv when it is missing and install what they need.
 # torch is installed first, pinned, through TORCH_SPEC (override it for another build, e.g.
 # `make test TORCH_SPEC="torch==2.13.0+cu128 --index-url https://download.pytorch.org/whl/cu128"`);
-# later installs never upgrade it.
+# later installs never upgrade it. `make demo DEMO_ARGS=--overwrite` replaces an earlier demo run.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/train_all_in_one.py
+	$(BIN)/python examples/train_all_in_one.py $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m ruff check .

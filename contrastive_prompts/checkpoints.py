@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import InputError
+from ._files import writing
 
 if TYPE_CHECKING:
     from .model import SparsePromptIR
@@ -116,8 +117,10 @@ def safe_load(path: PathLike, *, what: str = "checkpoint") -> Any:
     if not os.path.isfile(path):
         raise CheckpointError(f"{what} {path!r} not found")
     try:
-        with torch.serialization.safe_globals(_numpy_array_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        # a file object, not the name: torch picks a reader by the name's suffix, and a file
+        # is read by what it holds
+        with open(path, "rb") as f, torch.serialization.safe_globals(_numpy_array_globals()):
+            return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         unsafe = _unsafe_globals(path)
         if unsafe:
@@ -185,17 +188,41 @@ def _state_problems(
         for k, v in given.items()
         if not isinstance(v, Tensor)
     )
+    fitting = {
+        k: v for k, v in given.items() if k in expected and isinstance(v, Tensor) and not v.is_meta
+    }
+    kinds = sorted(
+        f"{origin.get(k, k)}: expected {_kind(expected[k])}, got {v.dtype}"
+        for k, v in fitting.items()
+        if _kind(v) != _kind(expected[k])
+    )
+    not_finite = sorted(
+        origin.get(k, k)
+        for k, v in fitting.items()
+        if (v.is_floating_point() or v.is_complex()) and not bool(v.isfinite().all())
+    )
     problems = []
     for name, items in (
         ("missing keys", missing),
         ("unexpected keys", unexpected),
         ("shape mismatches", mismatched),
         ("values that are not tensors", not_tensors),
+        ("tensors of another kind (a cast would change their values)", kinds),
+        ("tensors with NaN or infinite values", not_finite),
     ):
         if items:
             more = f" and {len(items) - 10} more" if len(items) > 10 else ""
             problems.append(f"{name} {items[:10]}{more}")
     return problems
+
+
+def _kind(tensor: Tensor) -> str:
+    """What a tensor may be cast from without changing its meaning."""
+    if tensor.dtype == torch.bool:
+        return "a boolean tensor"
+    if tensor.is_complex():
+        return "a complex tensor"
+    return "a floating-point tensor" if tensor.is_floating_point() else "an integer tensor"
 
 
 def _tuple(value: Any) -> Any:
@@ -217,19 +244,43 @@ def _build_model(where: str, model_config: Any, weights: Any) -> SparsePromptIR:
         )
     if not isinstance(weights, Mapping):
         raise CheckpointError(f"{where}: expected weights by name, got {type(weights).__name__}")
+    options = {str(k): _tuple(v) for k, v in model_config.items()}
+    # Bounds before allocation. Building costs memory and time in the number of blocks, and
+    # every block holds tensors, so a config asking for more blocks than the file holds
+    # tensors cannot fit; then the model is built on the meta device (no memory for any
+    # tensor, whatever the sizes) and compared with the weights, and built for real only if
+    # they fit.
+    counts = [
+        *_as_ints(options.get("num_blocks", ())),
+        *_as_ints(options.get("num_refinement_blocks", 0)),
+    ]
+    if sum(counts) > len(weights):
+        raise CheckpointError(
+            f"{where}: its model_config asks for {sum(counts)} transformer blocks (num_blocks "
+            f"{options.get('num_blocks')!r}, num_refinement_blocks "
+            f"{options.get('num_refinement_blocks')!r}), more than its {len(weights)} tensors "
+            "can hold"
+        )
     try:
-        model = SparsePromptIR("base", **{str(k): _tuple(v) for k, v in model_config.items()})
+        shape = SparsePromptIR("base", device="meta", **options)
     except (InputError, TypeError, ValueError) as error:
         raise CheckpointError(
             f"{where}: its model_config is not a valid model ({error})"
         ) from error
-    problems = _state_problems(model.state_dict(), weights, {})
+    problems = _state_problems(shape.state_dict(), weights, {})
     if problems:
         raise CheckpointError(
             f"{where}: its weights do not fit its model_config: " + "; ".join(problems)
         )
+    model = SparsePromptIR("base", **options)
     model.load_state_dict(weights)
     return model
+
+
+def _as_ints(value: Any) -> list[int]:
+    """The integers in ``value`` (one, or a sequence); anything else is left to the model."""
+    items = value if isinstance(value, list | tuple) else [value]
+    return [v for v in items if isinstance(v, int) and not isinstance(v, bool) and v > 0]
 
 
 # -- training checkpoints ---------------------------------------------------------------------
@@ -383,9 +434,10 @@ def _read_weights(path: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
         )
     try:
         model_config = json.loads(metadata["model_config"])
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, RecursionError) as error:
+        detail = "nested too deeply" if isinstance(error, RecursionError) else error
         raise CheckpointError(
-            f"weights {path!r}: its model_config is not JSON ({error})"
+            f"weights {path!r}: its model_config is not JSON ({detail})"
         ) from error
     return model_config, weights
 
@@ -445,12 +497,8 @@ def export_weights(
     }
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.partial")
-    try:
+    with writing(target) as temporary:
         save_file(tensors, temporary, metadata=metadata)
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
     return target
 
 
@@ -492,9 +540,13 @@ def _read_promptir(
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{where}: checkpoint file {path!r} not found")
         if _is_safetensors(path):
+            from safetensors import SafetensorError
             from safetensors.torch import load_file
 
-            state = load_file(path)
+            try:
+                state = load_file(path)
+            except (SafetensorError, OSError, ValueError) as error:
+                raise CheckpointError(_unreadable("PromptIR checkpoint", path, error)) from error
         else:
             state = safe_load(path, what="PromptIR checkpoint")
     # Lightning keeps the weights under state_dict, BasicSR under params_ema / params

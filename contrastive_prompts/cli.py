@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ._checks import InputError
+from ._files import json_text, writing
 from .data import BENCHMARKS, image_paths
 
 __all__ = ["main"]
@@ -46,6 +47,15 @@ def _optional(kind: type) -> Any:
 
 def _int_or_none(text: str) -> int | None:
     return None if text.lower() in ("none", "null") else int(text)
+
+
+def _seed(text: str) -> int:
+    from .config import MAX_SEED
+
+    seed = int(text)
+    if not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**63 - 1], got {text}")
+    return seed
 
 
 def _tile(text: str) -> int | str | None:
@@ -139,9 +149,13 @@ def _train(args: argparse.Namespace) -> int:
         config = RECIPES[args.recipe] if args.recipe else TrainConfig()
         if args.config:
             try:
-                values = json.loads(Path(args.config).read_text())
-            except json.JSONDecodeError as error:
-                raise InputError(f"--config {args.config!r} is not valid JSON: {error}") from error
+                values = json.loads(Path(args.config).read_bytes())
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+                detail = "nested too deeply" if isinstance(error, RecursionError) else error
+                raise InputError(
+                    f"train: expected --config to be a JSON file, got {args.config!r}, which is "
+                    f"not valid JSON ({detail})"
+                ) from error
             if not isinstance(values, dict):
                 raise InputError(
                     f"--config {args.config!r}: expected a JSON object of TrainConfig fields, "
@@ -157,10 +171,8 @@ def _train(args: argparse.Namespace) -> int:
                 f"train: expected --steps beyond the checkpoint's step {trainer.step} to train "
                 f"on, got {config.steps}"
             )
-        if trainer.is_main:
-            print(f"resumed from {checkpoint} at step {trainer.step}", file=sys.stderr)
     try:
-        trainer.fit()
+        trainer.fit(overwrite=args.overwrite)
     except KeyboardInterrupt:
         return 130
     except TrainingDiverged as error:
@@ -210,12 +222,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .padding import pad_to_multiple
     from .prompt import prompt_layers
 
-    if args.json and Path(args.json).exists() and not args.overwrite:
-        # checked before any work, like restore: a user's file is never replaced unasked
-        raise InputError(
-            f"evaluate: expected --json to name a new file, got {args.json!r}, which exists; "
-            "pass --overwrite to replace it"
-        )
+    if args.json:
+        _check_json_target(args)
     model, _ = _model(args)
     dataset = _dataset(args)
 
@@ -250,13 +258,42 @@ def _evaluate(args: argparse.Namespace) -> int:
         figures["prompt_effect"] = effect.to_dict()
     if args.json:
         target = Path(args.json)
-        partial = target.with_name(f".{target.name}.partial")
-        try:
-            partial.write_text(json.dumps(figures))
-            partial.replace(target)  # never a half-written table
-        finally:
-            partial.unlink(missing_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with writing(target) as temporary:  # never a half-written table
+            temporary.write_text(json_text(figures))
     return 0
+
+
+def _check_json_target(args: argparse.Namespace) -> None:
+    """Refuse ``--json`` before any work: an input of the run, an existing file, a bad folder."""
+    target = Path(args.json)
+    inputs = [Path(args.checkpoint)]
+    if args.data:
+        inputs += [p for p in map(Path, args.data) if p.is_file()]
+        inputs += [p for d in map(Path, args.data) if d.is_dir() for p in d.iterdir()]
+    resolved = target.resolve()
+    if any(p.exists() and p.resolve() == resolved for p in inputs) or (
+        args.root and target.is_file() and resolved.is_relative_to(Path(args.root).resolve())
+    ):
+        raise InputError(
+            f"evaluate: expected --json to name a file apart from the inputs, got {args.json!r}, "
+            "which is the checkpoint or an input image; inputs are never written over, even "
+            "with --overwrite"
+        )
+    if target.exists() and not args.overwrite:
+        # checked before any work, like restore: a user's file is never replaced unasked
+        raise InputError(
+            f"evaluate: expected --json to name a new file, got {args.json!r}, which exists; "
+            "pass --overwrite to replace it"
+        )
+    if target.is_dir():
+        raise InputError(f"evaluate: expected --json to name a file, got {args.json!r}, a folder")
+    folder = next((p for p in target.absolute().parents if p.exists()), None)
+    if folder is not None and not folder.is_dir():
+        raise InputError(
+            f"evaluate: expected --json in a folder, got {args.json!r}, whose {str(folder)!r} is "
+            "a file"
+        )
 
 
 def _listed(paths: Sequence[object], limit: int = 8) -> str:
@@ -317,13 +354,9 @@ def _restore(args: argparse.Namespace) -> int:
         image = _read(source).to(device)
         with torch.no_grad():
             restored = model.restore(image, tile=args.tile, overlap=args.overlap)
-        # written whole or not at all: a temporary name, then a rename
-        temporary = target.with_name(f".{target.stem}.partial.png")
-        try:
+        # written whole or not at all: a temporary file of its own, then a rename
+        with writing(target) as temporary:
             write_image(temporary, restored.cpu())
-            temporary.replace(target)
-        finally:
-            temporary.unlink(missing_ok=True)
         print(f"{source} -> {target}")
     return 0
 
@@ -349,7 +382,7 @@ def _export(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(args.out, steps=args.steps)
+    run_demo(args.out, steps=args.steps, overwrite=args.overwrite)
     return 0
 
 
@@ -368,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="a JSON file of TrainConfig fields")
     train.add_argument("--resume", nargs="?", const="last", default=None,
                        help="continue from a checkpoint (default: OUT_DIR/last.pt)")  # fmt: skip
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace another run held by --out-dir (its checkpoint, log, "
+                       "configuration and plots); without it such a folder is refused")  # fmt: skip
     _add_config_flags(train)
     train.set_defaults(run=_train)
 
@@ -394,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", nargs="+", help="clean images or folders, degraded by --mix")
     evaluate.add_argument("--mix", default="3task", choices=sorted(MIXES),
                           help="the degradations applied to --data")  # fmt: skip
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the degradations")
+    evaluate.add_argument("--seed", type=_seed, default=0, help="seed of the degradations")
     evaluate.add_argument(
         "--benchmark",
         choices=list(BENCHMARKS),
@@ -451,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train on the bundled photos and write a report")
     demo.add_argument("--out", default="results/demo")
     demo.add_argument("--steps", type=int, default=None)
+    demo.add_argument("--overwrite", action="store_true", help="replace an earlier demo's run")
     demo.set_defaults(run=_demo)
     return parser
 
@@ -478,6 +515,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InputError, CheckpointError, FileNotFoundError, OSError) as error:
         print(f"contrastive-prompts {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # what was written is whole; temporary files are removed
+        print(f"contrastive-prompts {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

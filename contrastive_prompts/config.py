@@ -20,9 +20,13 @@ from .degradations import MIXES
 from .loss import MODES
 from .model import MODEL_PRESETS
 
-__all__ = ["PRECISIONS", "RECIPES", "RUN_FIELDS", "TrainConfig"]
+__all__ = ["MAX_SEED", "PRECISIONS", "RECIPES", "RUN_FIELDS", "TrainConfig"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+MAX_SEED = 2**63 - 1
+"""The largest seed: seeds are 64-bit, and the run derives a few more by adding small offsets."""
 
 
 RUN_FIELDS = (
@@ -162,8 +166,9 @@ class TrainConfig:
             )
         for name in ("crop", "batch_size", "steps", "num_negatives", "log_every", "save_every"):
             check_int_range(where, name, getattr(self, name), 1)
-        for name in ("workers", "warmup_steps", "val_every", "seed"):
+        for name in ("workers", "warmup_steps", "val_every"):
             check_int_range(where, name, getattr(self, name), 0)
+        check_int_range(where, "seed", self.seed, 0, MAX_SEED)
         check_int_range(where, "top_k", self.top_k, 1)
         check_positive(where, "lr", self.lr)
         check_positive(where, "temperature", self.temperature)

@@ -134,13 +134,19 @@ def write_report(
 
 
 def run_demo(
-    out_dir: str | Path = "results/demo", *, steps: int | None = None, **overrides: Any
+    out_dir: str | Path = "results/demo",
+    *,
+    steps: int | None = None,
+    overwrite: bool = False,
+    **overrides: Any,
 ) -> dict[str, Path]:
     """Train the ``demo`` recipe on the bundled photos and write the report to ``out_dir``.
 
     Args:
         out_dir: where the grid, metrics and plots go (the run itself goes in ``out_dir/run``).
         steps: training steps (the recipe's 600 by default: a few minutes on a 2-core CPU).
+        overwrite: replace an earlier demo's run in ``out_dir/run`` (refused otherwise, before
+            anything is written).
         **overrides: other [TrainConfig][contrastive_prompts.config.TrainConfig] fields.
 
     Returns:
@@ -166,7 +172,7 @@ def run_demo(
         f"training the {config.preset!r} preset with CPL for {config.steps} steps "
         f"on {len(trainer.train_data)} bundled photos (3-task degradations)"  # type: ignore[arg-type]
     )
-    trainer.fit()
+    trainer.fit(overwrite=overwrite)
     model = cast(SparsePromptIR, trainer.ema.module).eval()  # the Trainer builds a SparsePromptIR
     restored, degraded = write_report(model, sample_split()[1], out_dir, mix=config.mix)
     print()

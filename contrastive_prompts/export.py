@@ -25,6 +25,7 @@ from torch.export import Dim, ExportedProgram
 from torch.utils import _pytree as pytree
 
 from ._checks import InputError, InputTypeError, check_int_range, check_shape
+from ._files import writing
 from .model import SparsePromptIR
 from .prompt import _require_layers, prompt_layers, record_routing
 
@@ -343,10 +344,6 @@ def export_onnx(
     if onnx_program is None:  # only the legacy exporter returns nothing
         raise RuntimeError(f"{where}: the ONNX exporter returned no program")
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.partial")
-    try:
+    with writing(target) as temporary:
         onnx_program.save(temporary, external_data=False)
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
     return target

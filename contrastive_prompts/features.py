@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import cast
 
 import kornia
 import torch
@@ -146,7 +145,10 @@ class VGG16Features(nn.Module):
 
     Raises:
         FileNotFoundError: the weights file does not exist; the message says how to get it.
-        InputError: unknown layer names, or a state dict that does not fit VGG16; when called,
+        CheckpointError: the weights file cannot be read, or is refused because it asks for
+            more than tensors and containers (loading it could run code).
+        InputError: unknown layer names, or a state dict that does not fit VGG16 (missing
+            keys, other shapes, tensors that are not floating point or hold NaN); when called,
             images with other than 1 or 3 channels.
 
     Examples:
@@ -212,8 +214,14 @@ class VGG16Features(nn.Module):
                     "and pass the file's path (torchvision itself is not needed), or use "
                     "FilterFeatures, which needs no weights."
                 )
-            weights = cast(
-                "Mapping[str, Tensor]", torch.load(path, map_location="cpu", weights_only=True)
+            from .checkpoints import safe_load
+
+            # tensors, numbers, strings and containers only: a hostile file is refused unread
+            weights = safe_load(path, what="VGG16Features: weights file")
+        if not isinstance(weights, Mapping):
+            raise InputError(
+                "VGG16Features: expected torchvision VGG16 weights (a state dict of tensors by "
+                f"name), got a {type(weights).__name__}"
             )
         wanted = self.features.state_dict()
         state = {}
@@ -224,14 +232,29 @@ class VGG16Features(nn.Module):
                     break
         missing = [f"features.{k}" for k in wanted if k not in state]
         wrong = [
-            f"features.{k}: expected {tuple(wanted[k].shape)}, got {tuple(state[k].shape)}"
-            for k in state
-            if state[k].shape != wanted[k].shape
+            f"features.{k}: expected a tensor of {tuple(wanted[k].shape)}, got "
+            + (f"{tuple(v.shape)}" if isinstance(v, Tensor) else type(v).__name__)
+            for k, v in state.items()
+            if not isinstance(v, Tensor) or v.shape != wanted[k].shape
         ]
         if missing or wrong:
             raise InputError(
                 "VGG16Features: expected torchvision VGG16 weights; "
-                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, wrong shapes {wrong}"
+                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, wrong {wrong[:5]}"
+            )
+        not_float = [f"features.{k}" for k, v in state.items() if not v.is_floating_point()]
+        not_finite = [f"features.{k}" for k, v in state.items() if not bool(v.isfinite().all())]
+        if not_float or not_finite:
+            raise InputError(
+                "VGG16Features: expected finite floating-point VGG16 weights, got "
+                + "; ".join(
+                    f"{what} {keys[:5]}"
+                    for what, keys in (
+                        ("not floating point:", not_float),
+                        ("NaN or infinite:", not_finite),
+                    )
+                    if keys
+                )
             )
         self.features.load_state_dict(state)
 

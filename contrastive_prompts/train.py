@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -32,6 +33,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ._checks import InputError, InputTypeError, resolve_device
+from ._files import json_text, writing
 from .checkpoints import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -304,6 +306,13 @@ class Trainer:
                 raise InputTypeError(
                     f"Trainer: expected model to be an nn.Module, got {type(model).__name__}"
                 )
+            dtypes = sorted({str(t.dtype) for t in model.parameters() if t.is_floating_point()})
+            if dtypes and dtypes != ["torch.float32"]:
+                raise InputError(
+                    "Trainer: expected a model with float32 parameters (the trainer keeps float32 "
+                    "weights and feeds float32 images; lower precision is config.precision), "
+                    f"got {', '.join(dtypes)}; call model.float() first"
+                )
             if config.init_promptir is not None:
                 raise InputError(
                     "Trainer: expected init_promptir=None with your own model (load its weights "
@@ -368,6 +377,9 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.step = 0
+        self.run_id = uuid.uuid4().hex  # names the run in its folder and its checkpoints
+        self._resumed_from: Path | None = None
+        self._announce_resume = False  # said once, by the fit after load, once the folder is ours
         self._interrupts: list[int] = []
         self._saved: tuple[Path, int] | None = None  # the last checkpoint written: (path, step)
         self.history: list[dict[str, Any]] = []
@@ -481,20 +493,39 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
         )
 
-    def fit(self) -> list[dict[str, Any]]:
+    def fit(self, *, overwrite: bool = False) -> list[dict[str, Any]]:
         """Train until ``config.steps``; returns the per-step log records of this call.
+
+        A run folder belongs to one run. Before anything is written, ``out_dir`` must be new or
+        empty, or hold this run: the one this trainer
+        [loaded][contrastive_prompts.train.Trainer.load] (its ``run.json`` names the same run,
+        or the checkpoint loaded is its own ``last.pt``) or trained before. A folder holding
+        another run is refused, unless ``overwrite``: then the other run's files (``run.json``,
+        ``config.json``, ``log.jsonl``, ``last.pt``, plots and TensorBoard events) are removed
+        first, so nothing of it is mixed with this one.
 
         Ctrl-C (KeyboardInterrupt) writes a checkpoint before leaving, so ``--resume`` carries on.
 
+        Args:
+            overwrite: replace another run held by ``out_dir``.
+
         Raises:
+            InputError: ``out_dir`` holds another run and ``overwrite`` is false; nothing was
+                written.
             TrainingDiverged: a loss term or the gradient norm is not finite (under fp16, a
                 non-finite gradient is a step the loss scaler skips, as usual). Nothing is
                 saved from that step on.
         """
         config = self.config
         if self.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+            self._claim_folder(overwrite)
+            if self._resumed_from is not None:  # steps logged after the checkpoint are redone
+                _truncate_log(self.out_dir / "log.jsonl", self.step)
+            if self._announce_resume:
+                print(f"resumed from {self._resumed_from} at step {self.step}", file=sys.stderr)
+                self._announce_resume = False
+            with writing(self.out_dir / "config.json") as temporary:
+                temporary.write_text(json.dumps(asdict(config), indent=2))
         records: list[dict[str, Any]] = []
         if self.is_main and config.tensorboard:
             self._board = TensorBoardLog(
@@ -551,6 +582,43 @@ class Trainer:
                 self._board = None
         return records
 
+    def _claim_folder(self, overwrite: bool) -> None:
+        """Make ``out_dir`` this run's folder, or refuse before anything is written."""
+        folder = self.out_dir
+        if folder.exists() and not folder.is_dir():
+            raise InputError(
+                f"Trainer: expected out_dir to be a folder, got {str(folder)!r}, which is a file"
+            )
+        held = [name for name in RUN_FILES if (folder / name).exists()]
+        owner = _folder_run(folder)
+        own_checkpoint = (
+            self._resumed_from is not None
+            and self._resumed_from.resolve() == (folder / "last.pt").resolve()
+            and owner in (None, self.run_id)
+        )
+        if held and owner != self.run_id and not own_checkpoint:
+            if not overwrite:
+                whose = f"run {owner}" if owner else "a run"
+                resumed = (
+                    f"; the checkpoint resumed, {str(self._resumed_from)!r}, is of run "
+                    f"{self.run_id}"
+                    if self._resumed_from is not None
+                    else ""
+                )
+                raise InputError(
+                    f"Trainer: expected out_dir {str(folder)!r} to be new, empty or this run's own "
+                    f"folder, got one that holds {whose} ({', '.join(held)}){resumed}; resume it "
+                    "from its own last.pt (--resume), choose another out_dir, or pass "
+                    "--overwrite (fit(overwrite=True)) to replace it"
+                )
+            for name in (*RUN_FILES, *PLOT_FILES):
+                (folder / name).unlink(missing_ok=True)
+            for event in (folder / "tensorboard").glob("events.out.tfevents.*"):
+                event.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+        with writing(folder / "run.json") as temporary:
+            temporary.write_text(json.dumps({"run": self.run_id}))
+
     def validate(self) -> EvaluationResult | None:
         """Protocol PSNR / SSIM of the EMA weights on the validation data (rank 0)."""
         if self.val_data is None or not self.is_main:
@@ -597,7 +665,7 @@ class Trainer:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with open(self.out_dir / "log.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json_text(record) + "\n")
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -605,6 +673,7 @@ class Trainer:
         """Everything a resumed run needs: weights, EMA, optimiser, schedule, step, RNG states."""
         return {
             "format": CHECKPOINT_FORMAT,
+            "run": self.run_id,
             "config": asdict(self.config),
             "model_config": _model_config(self.model),
             "label_names": self.label_names,
@@ -643,12 +712,10 @@ class Trainer:
             raise TrainingDiverged(message)
         if self.is_main:
             target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_name(f".{target.name}.tmp")
-            with open(temporary, "wb") as f:
+            with writing(target) as temporary, open(temporary, "wb") as f:
                 torch.save(self.state_dict(), f)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(temporary, target)
         self._saved = (target, self.step)
         return target
 
@@ -700,8 +767,10 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"][: torch.cuda.device_count()])
         np.random.set_state(tuple(rng["numpy"]))  # noqa: NPY002
         self._saved = (Path(path), self.step)
-        if self.is_main:
-            _truncate_log(self.out_dir / "log.jsonl", self.step)
+        self._resumed_from = Path(path)
+        self._announce_resume = True
+        if isinstance(state.get("run"), str):  # checkpoints before 0.3 name no run
+            self.run_id = state["run"]
         random.setstate(rng["python"])
 
     # -- plots ---------------------------------------------------------------------------------
@@ -713,6 +782,22 @@ class Trainer:
         from .plots import plot_training
 
         return plot_training(self.history, self.validations, self.label_names, self.out_dir)
+
+
+RUN_FILES = ("run.json", "config.json", "log.jsonl", "last.pt")
+"""The files that make a folder a run's: a new run refuses a folder holding any of them."""
+
+PLOT_FILES = ("loss.png", "validation.png", "experts.png")
+
+
+def _folder_run(folder: Path) -> str | None:
+    """The run named by ``folder/run.json``, or ``None`` (no such file, or not readable)."""
+    try:
+        record = json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    run = record.get("run") if isinstance(record, dict) else None
+    return run if isinstance(run, str) else None
 
 
 def _truncate_log(log: Path, step: int) -> None:
@@ -731,6 +816,5 @@ def _truncate_log(log: Path, step: int) -> None:
         inner = next((record[k] for k in ("validation", "diverged") if k in record), record)
         if isinstance(inner, dict) and int(inner.get("step", 0)) <= step:
             kept.append(line)
-    temporary = log.with_name(f".{log.name}.tmp")
-    temporary.write_text("".join(f"{line}\n" for line in kept))
-    os.replace(temporary, log)
+    with writing(log) as temporary:
+        temporary.write_text("".join(f"{line}\n" for line in kept))

@@ -5,7 +5,7 @@ on a 2-core CPU on the photos that ship with scikit-image, degraded on the fly b
 (noise at sigma 15 / 25 / 50, rain, haze), scored on two held-out photos. Pass ``--data`` with
 folders of your own clean images, and ``--recipe paper`` on a GPU machine, to go further.
 
-    python examples/train_all_in_one.py [--steps 600] [--out results/demo]
+    python examples/train_all_in_one.py [--steps 600] [--out results/demo] [--overwrite]
     python examples/train_all_in_one.py --data my_photos/ --preset small --steps 20000
     torchrun --nproc_per_node 4 examples/train_all_in_one.py --recipe paper --data BSD400 WED
 """
@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--out", default="results/demo")
     parser.add_argument("--resume", action="store_true", help="continue OUT/run/last.pt")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in OUT")
     args = parser.parse_args()
 
     # 1. The run's options: a recipe, with what the command line changes.
@@ -47,7 +48,7 @@ def main() -> None:
     trainer = Trainer(config)
     if args.resume:
         trainer.load(Path(config.out_dir) / "last.pt")
-    trainer.fit()
+    trainer.fit(overwrite=args.overwrite)
     if not trainer.is_main:
         return
 
