@@ -8,6 +8,12 @@ the optional ``generator``, which must live on the input's device; the same seed
 output. Every range argument always consumes its draw, so two calls that differ only in one
 parameter value (for example ``beta``) share every other random draw under the same seed.
 
+Every option has a documented range, checked before anything is allocated: a value outside it,
+NaN or infinity raises [InputError][contrastive_prompts.InputError]. The lengths of blurs and
+streaks, and the Gaussian stds whose kernels span 6 std + 1 pixels, are bounded by the image:
+a kernel is at most ``max(H, W, 64)`` pixels long (the image's larger side, or 64 if that is more),
+so a tiny image cannot be asked for a kernel of gigabytes.
+
 [DegradationMix][contrastive_prompts.degradations.DegradationMix] applies one (or several) of a
 list of named degradations per sample and returns the integer labels of what it applied;
 [make_mix][contrastive_prompts.degradations.make_mix] builds the 3-task and 5-task mixes of the
@@ -31,6 +37,7 @@ from contrastive_prompts._checks import (
     check_choice,
     check_floating,
     check_int_range,
+    check_positive,
     check_shape,
 )
 from contrastive_prompts._renamed import renamed_attribute
@@ -70,9 +77,19 @@ def _check_image(where: str, x: object) -> None:
 
 
 def _as_range(
-    where: str, name: str, value: object, *, low: float | None = None, high: float | None = None
+    where: str,
+    name: str,
+    value: object,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    note: str = "",
 ) -> tuple[float, float]:
-    """Turn a number or a ``(low, high)`` pair into a checked ``(lo, hi)`` tuple of floats."""
+    """Turn a number or a ``(low, high)`` pair into a checked ``(lo, hi)`` tuple of floats.
+
+    Both values must be finite and within ``[low, high]``; ``note`` (why the bound, in a few
+    words) follows the bounds in the message.
+    """
     pair = value if isinstance(value, (tuple, list)) else (value, value)
     ok = len(pair) == 2 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pair
@@ -85,13 +102,52 @@ def _as_range(
         if low is not None:
             bounds.append(f">= {low}")
         if high is not None:
-            bounds.append(f"<= {high}")
+            bounds.append(f"<= {high:.6g} ({note})" if note else f"<= {high}")
         within = f" with values {' and '.join(bounds)}" if bounds else ""
         raise InputError(
             f"{where}: expected {name} to be a number or a (low, high) pair with low <= high"
             f"{within}, got {value!r}"
         )
     return lo, hi
+
+
+# the bounds of the options whose values have a natural domain
+_MAX_SIGMA_255 = 255.0  # a noise std on the 0-255 scale: beyond, the image is noise alone
+_MAX_ANGLE = 360.0  # degrees, either way
+_MAX_GAMMA = 10.0  # x ** 10 already takes 0.5 to 0.001
+_MAX_PHOTONS = 1e6  # shot noise of 0.1 % at full scale, under one 8-bit level; torch.poisson
+# overflows past about 9e18
+_REACH_FLOOR = 64  # the longest blur or streak any image may have, in pixels
+
+
+def _reach(x: Tensor) -> tuple[int, str]:
+    """The longest blur or streak on ``x`` (its larger side, or 64 if that is more), and why."""
+    h, w = x.shape[-2:]
+    reach = max(h, w, _REACH_FLOOR)
+    return reach, f"the longest kernel on {h}x{w} images: their larger side, or 64 if more"
+
+
+def _length_range(where: str, name: str, value: object, x: Tensor) -> tuple[float, float]:
+    """A length in pixels: in ``[1, max(H, W, 64)]``, so a kernel never outgrows the image."""
+    reach, why = _reach(x)
+    return _as_range(where, name, value, low=1.0, high=float(reach), note=why)
+
+
+def _sigma_range(where: str, name: str, value: object, x: Tensor) -> tuple[float, float]:
+    """A Gaussian std in pixels: > 0, its kernel (6 sigma + 1 pixels) within the reach."""
+    reach, why = _reach(x)
+    note = f"a kernel of 6 {name} + 1 pixels, at most {reach}, {why}"
+    return _as_range(where, name, value, low=1e-3, high=(reach - 1) / 6, note=note)
+
+
+def _check_noise_sigma(where: str, sigma: object) -> None:
+    """Check one noise std on the 0-255 scale: a finite number in [0, 255]."""
+    check_positive(where, "sigma", sigma, allow_zero=True)
+    if isinstance(sigma, (int, float)) and sigma > _MAX_SIGMA_255:
+        raise InputError(
+            f"{where}: expected sigma to be a number in [0, 255] (a noise std on the 0-255 "
+            f"scale), got {sigma!r}"
+        )
 
 
 def _draw(bounds: tuple[float, float], x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -150,8 +206,8 @@ def gaussian_noise(
 
     Args:
         x: clean images in [0, 1].
-        sigma: noise standard deviation on the 0-255 scale, a value or a ``(low, high)`` range drawn
-            per sample.
+        sigma: noise standard deviation on the 0-255 scale, in [0, 255], a value or a
+            ``(low, high)`` range drawn per sample.
         clip: clamp the result to [0, 1]. Without it (and without ``quantize``) the noise is exact.
         quantize: follow the PromptIR protocol: round ``x`` to 8 bits, add the noise on the 0-255
             scale, clip to [0, 255] and truncate to an integer as numpy's ``astype(uint8)`` does.
@@ -164,6 +220,10 @@ def gaussian_noise(
     Returns:
         The noisy images, in x's dtype.
 
+    Raises:
+        InputError: ``x`` is not a float ``(B, C, H, W)`` batch, or an option is outside its
+            range, NaN or infinite; checked before anything is allocated.
+
     Examples:
         >>> x = torch.full((1, 3, 8, 8), 0.5)
         >>> y = gaussian_noise(x, 25.0, generator=torch.Generator().manual_seed(0))
@@ -172,7 +232,7 @@ def gaussian_noise(
     """
     where = "gaussian_noise"
     _check_image(where, x)
-    bounds = _as_range(where, "sigma", sigma, low=0.0)
+    bounds = _as_range(where, "sigma", sigma, low=0.0, high=_MAX_SIGMA_255)
     s = _per_sample(_draw(bounds, x, generator))
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     if quantize:
@@ -186,7 +246,7 @@ class GaussianNoise(nn.Module):
     """Module form of [gaussian_noise][contrastive_prompts.degradations.gaussian_noise].
 
     Args:
-        sigma: noise standard deviation on the 0-255 scale, a value or a range.
+        sigma: noise standard deviation on the 0-255 scale, in [0, 255], a value or a range.
         clip: clamp the result to [0, 1].
         quantize: 8-bit quantisation as the PromptIR protocol does.
 
@@ -200,7 +260,7 @@ class GaussianNoise(nn.Module):
 
     def __init__(self, sigma: Range = 25.0, *, clip: bool = True, quantize: bool = False) -> None:
         super().__init__()
-        self.sigma = _as_range("GaussianNoise", "sigma", sigma, low=0.0)
+        self.sigma = _as_range("GaussianNoise", "sigma", sigma, low=0.0, high=_MAX_SIGMA_255)
         self.clip = clip
         self.quantize = quantize
 
@@ -236,7 +296,8 @@ def random_depth(
 
     Args:
         x: images whose batch size, size, device and dtype the depth follows.
-        depth_range: ``(near, far)`` the depth is scaled to, per sample, in arbitrary units.
+        depth_range: ``(near, far)`` the depth is scaled to, per sample, in arbitrary units:
+            finite, ``0 <= near <= far``.
         generator: source of randomness, on x's device.
 
     Shape:
@@ -245,6 +306,10 @@ def random_depth(
 
     Returns:
         Depth, spanning exactly ``depth_range`` in each sample.
+
+    Raises:
+        InputError: ``x`` is not a float ``(B, C, H, W)`` batch, or an option is outside its
+            range, NaN or infinite; checked before anything is allocated.
 
     Examples:
         >>> random_depth(torch.rand(2, 3, 16, 16)).shape
@@ -280,11 +345,14 @@ def haze(
 
     Args:
         x: clean images $J$ in [0, 1].
-        beta: scattering coefficient, a value or a range drawn per sample.
-        airlight: global atmospheric light $A$ (grey), a value or a range drawn per sample.
+        beta: scattering coefficient, any finite value >= 0 (large values leave only the
+            airlight), a value or a range drawn per sample.
+        airlight: global atmospheric light $A$ (grey) in [0, 1], a value or a range drawn per
+            sample.
         depth: scene depth $d$; by default a smooth random map from
             [random_depth][contrastive_prompts.degradations.random_depth].
-        depth_range: ``(near, far)`` of the random depth (ignored when ``depth`` is given).
+        depth_range: ``(near, far)`` of the random depth, finite, ``0 <= near <= far``
+            (ignored when ``depth`` is given).
         generator: source of randomness, on x's device.
 
     Shape:
@@ -294,6 +362,10 @@ def haze(
 
     Returns:
         The hazy images.
+
+    Raises:
+        InputError: ``x`` is not a float ``(B, C, H, W)`` batch, or an option is outside its
+            range, NaN or infinite; checked before anything is allocated.
 
     Examples:
         >>> x = torch.rand(1, 3, 8, 8)
@@ -320,9 +392,12 @@ class Haze(nn.Module):
     """Module form of [haze][contrastive_prompts.degradations.haze].
 
     Args:
-        beta: scattering coefficient, a value or a range drawn per sample.
-        airlight: global atmospheric light (grey), a value or a range drawn per sample.
-        depth_range: ``(near, far)`` of the random depth map; ``forward(x, generator, depth)``
+        beta: scattering coefficient, any finite value >= 0, a value or a range drawn per
+            sample.
+        airlight: global atmospheric light (grey) in [0, 1], a value or a range drawn per
+            sample.
+        depth_range: ``(near, far)`` of the random depth map, finite, ``0 <= near <= far``;
+            ``forward(x, generator, depth)``
             may pass a depth map instead.
 
     Shape:
@@ -396,10 +471,13 @@ def rain_streaks(
 
     Args:
         x: clean images in [0, 1].
-        density: fraction of pixels that seed a streak.
-        length: streak length in pixels.
-        angle: tilt from the vertical in degrees (positive leans right at the top).
-        width: Gaussian std of the streak profile in pixels (> 0).
+        density: fraction of pixels that seed a streak, in [0, 1].
+        length: streak length in pixels, in [1, max(H, W, 64)]: at most the image's larger
+            side, or 64 pixels if that is more (the kernel is that long).
+        angle: tilt from the vertical in degrees (positive leans right at the top), in
+            [-360, 360].
+        width: Gaussian std of the streak profile in pixels, in [0.001, (max(H, W, 64) - 1) / 6]
+            (its kernel, 6 ``width`` + 1 pixels, no longer than the longest streak).
         brightness: peak streak intensity in [0, 1].
         alpha: blending strength in [0, 1].
         generator: source of randomness, on x's device.
@@ -413,6 +491,10 @@ def rain_streaks(
     Returns:
         The rainy images.
 
+    Raises:
+        InputError: ``x`` is not a float ``(B, C, H, W)`` batch, or an option is outside its
+            range, NaN or infinite; checked before anything is allocated.
+
     Examples:
         >>> rain_streaks(torch.rand(2, 3, 32, 32)).shape
         torch.Size([2, 3, 32, 32])
@@ -420,10 +502,10 @@ def rain_streaks(
     where = "rain_streaks"
     _check_image(where, x)
     dens = _draw(_as_range(where, "density", density, low=0.0, high=1.0), x, generator)
-    len_r = _as_range(where, "length", length, low=1.0)
+    len_r = _length_range(where, "length", length, x)
     ln = _draw(len_r, x, generator)
-    ang = _draw(_as_range(where, "angle", angle), x, generator)
-    wid_r = _as_range(where, "width", width, low=1e-3)
+    ang = _draw(_as_range(where, "angle", angle, low=-_MAX_ANGLE, high=_MAX_ANGLE), x, generator)
+    wid_r = _sigma_range(where, "width", width, x)
     wid = _draw(wid_r, x, generator)
     bright = _draw(_as_range(where, "brightness", brightness, low=0.0, high=1.0), x, generator)
     alp = _draw(_as_range(where, "alpha", alpha, low=0.0, high=1.0), x, generator)
@@ -453,10 +535,13 @@ class RainStreaks(nn.Module):
     Every option is a value or a ``(low, high)`` range drawn per sample.
 
     Args:
-        density: fraction of pixels that seed a streak.
-        length: streak length in pixels.
-        angle: tilt from the vertical in degrees (positive leans right at the top).
-        width: Gaussian std of the streak profile in pixels (> 0).
+        density: fraction of pixels that seed a streak, in [0, 1].
+        length: streak length in pixels (>= 1; at most ``max(H, W, 64)`` of the images it
+            is called on, checked at the call).
+        angle: tilt from the vertical in degrees (positive leans right at the top), in
+            [-360, 360].
+        width: Gaussian std of the streak profile in pixels (>= 0.001; at most
+            ``(max(H, W, 64) - 1) / 6``, checked at the call).
         brightness: peak streak intensity in [0, 1].
         alpha: blending strength in [0, 1].
 
@@ -482,7 +567,7 @@ class RainStreaks(nn.Module):
         w = "RainStreaks"
         self.density = _as_range(w, "density", density, low=0.0, high=1.0)
         self.length = _as_range(w, "length", length, low=1.0)
-        self.angle = _as_range(w, "angle", angle)
+        self.angle = _as_range(w, "angle", angle, low=-_MAX_ANGLE, high=_MAX_ANGLE)
         self.width = _as_range(w, "width", width, low=1e-3)
         self.brightness = _as_range(w, "brightness", brightness, low=0.0, high=1.0)
         self.alpha = _as_range(w, "alpha", alpha, low=0.0, high=1.0)
@@ -528,7 +613,9 @@ def gaussian_blur(
 
     Args:
         x: clean images in [0, 1].
-        sigma: blur std in pixels (> 0), a value or a range drawn per sample.
+        sigma: blur std in pixels, in [0.001, (max(H, W, 64) - 1) / 6]: its kernel,
+            6 ``sigma`` + 1 pixels, at most the image's larger side or 64 pixels if that is
+            more; a value or a range drawn per sample.
         generator: source of randomness, on x's device.
 
     Shape:
@@ -538,13 +625,17 @@ def gaussian_blur(
     Returns:
         The blurred images.
 
+    Raises:
+        InputError: ``x`` is not a float ``(B, C, H, W)`` batch, or an option is outside its
+            range, NaN or infinite; checked before anything is allocated.
+
     Examples:
         >>> gaussian_blur(torch.rand(2, 3, 16, 16), 1.5).shape
         torch.Size([2, 3, 16, 16])
     """
     where = "gaussian_blur"
     _check_image(where, x)
-    bounds = _as_range(where, "sigma", sigma, low=1e-3)
+    bounds = _sigma_range(where, "sigma", sigma, x)
     s = _draw(bounds, x, generator)
     ksize = _odd_size(6 * bounds[1] + 1)
     out = kornia.filters.gaussian_blur2d(
@@ -557,7 +648,8 @@ class GaussianBlur(nn.Module):
     """Module form of [gaussian_blur][contrastive_prompts.degradations.gaussian_blur].
 
     Args:
-        sigma: blur std in pixels (> 0), a value or a range drawn per sample.
+        sigma: blur std in pixels (>= 0.001; at most ``(max(H, W, 64) - 1) / 6`` of the
+            images it is called on, checked at the call), a value or a range drawn per sample.
 
     Shape:
         - Input: $(B, C, H, W)$ in [0, 1]; output: the same.
@@ -603,8 +695,11 @@ def motion_blur(
 
     Args:
         x: clean images in [0, 1].
-        length: blur length in pixels (>= 1), a value or a range drawn per sample.
-        angle: motion direction in degrees, a value or a range drawn per sample.
+        length: blur length in pixels, in [1, max(H, W, 64)]: at most the image's larger side,
+            or 64 pixels if that is more (the kernel is that long); a value or a range drawn
+            per sample.
+        angle: motion direction in degrees, in [-360, 360], a value or a range drawn per
+            sample.
         generator: source of randomness, on x's device.
 
     Shape:
@@ -614,15 +709,19 @@ def motion_blur(
     Returns:
         The blurred images.
 
+    Raises:
+        InputError: ``x`` is not a float ``(B, C, H, W)`` batch, or an option is outside its
+            range, NaN or infinite; checked before anything is allocated.
+
     Examples:
         >>> motion_blur(torch.rand(2, 3, 16, 16), 9.0, angle=45.0).shape
         torch.Size([2, 3, 16, 16])
     """
     where = "motion_blur"
     _check_image(where, x)
-    len_r = _as_range(where, "length", length, low=1.0)
+    len_r = _length_range(where, "length", length, x)
     ln = _draw(len_r, x, generator)
-    ang = _draw(_as_range(where, "angle", angle), x, generator)
+    ang = _draw(_as_range(where, "angle", angle, low=-_MAX_ANGLE, high=_MAX_ANGLE), x, generator)
     kernels = _line_kernels(ln, ang, _odd_size(len_r[1]))
     return kornia.filters.filter2d(x, kernels, border_type="replicate").clamp(0, 1)
 
@@ -631,8 +730,10 @@ class MotionBlur(nn.Module):
     """Module form of [motion_blur][contrastive_prompts.degradations.motion_blur].
 
     Args:
-        length: blur length in pixels (>= 1), a value or a range drawn per sample.
-        angle: motion direction in degrees, a value or a range drawn per sample.
+        length: blur length in pixels (>= 1; at most ``max(H, W, 64)`` of the images it is
+            called on, checked at the call), a value or a range drawn per sample.
+        angle: motion direction in degrees, in [-360, 360], a value or a range drawn per
+            sample.
 
     Shape:
         - Input: $(B, C, H, W)$ in [0, 1]; output: the same.
@@ -645,7 +746,7 @@ class MotionBlur(nn.Module):
     def __init__(self, length: Range = (5.0, 21.0), *, angle: Range = (0.0, 180.0)) -> None:
         super().__init__()
         self.length = _as_range("MotionBlur", "length", length, low=1.0)
-        self.angle = _as_range("MotionBlur", "angle", angle)
+        self.angle = _as_range("MotionBlur", "angle", angle, low=-_MAX_ANGLE, high=_MAX_ANGLE)
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Degrade ``x``, drawing the options per sample from the stored ranges.
@@ -684,10 +785,11 @@ def low_light(
 
     Args:
         x: clean images in [0, 1].
-        gamma: exponent ($\geq 1$ darkens).
-        gain: exposure gain in (0, 1].
-        photons: photons per unit intensity (> 0); fewer photons mean more shot noise.
-        read_sigma: read-noise std on the 0-255 scale.
+        gamma: exponent in [0, 10] ($\geq 1$ darkens).
+        gain: exposure gain in [0, 1].
+        photons: photons per unit intensity, in [0.001, 1e6]; fewer photons mean more shot
+            noise (at 1e6 it is under one 8-bit level).
+        read_sigma: read-noise std on the 0-255 scale, in [0, 255].
         generator: source of randomness, on x's device.
 
     Every option is a value or a ``(low, high)`` range drawn per sample.
@@ -699,16 +801,24 @@ def low_light(
     Returns:
         The dark, noisy images.
 
+    Raises:
+        InputError: ``x`` is not a float ``(B, C, H, W)`` batch, or an option is outside its
+            range, NaN or infinite; checked before anything is allocated.
+
     Examples:
         >>> low_light(torch.rand(2, 3, 8, 8)).shape
         torch.Size([2, 3, 8, 8])
     """
     where = "low_light"
     _check_image(where, x)
-    g = _per_sample(_draw(_as_range(where, "gamma", gamma, low=0.0), x, generator))
-    k = _per_sample(_draw(_as_range(where, "gain", gain, low=0.0, high=1.0), x, generator))
-    p = _per_sample(_draw(_as_range(where, "photons", photons, low=1e-3), x, generator))
-    r = _per_sample(_draw(_as_range(where, "read_sigma", read_sigma, low=0.0), x, generator))
+    g_r = _as_range(where, "gamma", gamma, low=0.0, high=_MAX_GAMMA)
+    k_r = _as_range(where, "gain", gain, low=0.0, high=1.0)
+    p_r = _as_range(where, "photons", photons, low=1e-3, high=_MAX_PHOTONS)
+    r_r = _as_range(where, "read_sigma", read_sigma, low=0.0, high=_MAX_SIGMA_255)
+    g = _per_sample(_draw(g_r, x, generator))
+    k = _per_sample(_draw(k_r, x, generator))
+    p = _per_sample(_draw(p_r, x, generator))
+    r = _per_sample(_draw(r_r, x, generator))
     dark = k * x.clamp(0, 1) ** g
     shot = torch.poisson(dark * p, generator=generator) / p
     read = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * (r / 255)
@@ -721,10 +831,11 @@ class LowLight(nn.Module):
     Every option is a value or a ``(low, high)`` range drawn per sample.
 
     Args:
-        gamma: exponent ($\geq 1$ darkens).
-        gain: exposure gain in (0, 1].
-        photons: photons per unit intensity (> 0); fewer photons mean more shot noise.
-        read_sigma: read-noise std on the 0-255 scale.
+        gamma: exponent in [0, 10] ($\geq 1$ darkens).
+        gain: exposure gain in [0, 1].
+        photons: photons per unit intensity, in [0.001, 1e6]; fewer photons mean more shot
+            noise (at 1e6 it is under one 8-bit level).
+        read_sigma: read-noise std on the 0-255 scale, in [0, 255].
 
     Shape:
         - Input: $(B, C, H, W)$ in [0, 1]; output: the same.
@@ -744,10 +855,10 @@ class LowLight(nn.Module):
     ) -> None:
         super().__init__()
         w = "LowLight"
-        self.gamma = _as_range(w, "gamma", gamma, low=0.0)
+        self.gamma = _as_range(w, "gamma", gamma, low=0.0, high=_MAX_GAMMA)
         self.gain = _as_range(w, "gain", gain, low=0.0, high=1.0)
-        self.photons = _as_range(w, "photons", photons, low=1e-3)
-        self.read_sigma = _as_range(w, "read_sigma", read_sigma, low=0.0)
+        self.photons = _as_range(w, "photons", photons, low=1e-3, high=_MAX_PHOTONS)
+        self.read_sigma = _as_range(w, "read_sigma", read_sigma, low=0.0, high=_MAX_SIGMA_255)
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Degrade ``x``, drawing the options per sample from the stored ranges.
@@ -799,6 +910,10 @@ def jpeg_compression(
 
     Returns:
         The decoded images.
+
+    Raises:
+        InputError: ``x`` is not a float ``(B, C, H, W)`` batch, or an option is outside its
+            range, NaN or infinite; checked before anything is allocated.
 
     Examples:
         >>> jpeg_compression(torch.rand(2, 3, 16, 16), 30.0).shape
@@ -871,7 +986,8 @@ class DegradationMix(nn.Module):
         degradations: ``{name: degradation}`` in label order, or a sequence of ``(name, fn)``.
         kinds: the degradation kind of each task (``{name: kind}`` or one kind per name);
             by default every task is its own kind.
-        probs: the probability of each task (normalised); uniform by default.
+        probs: the probability of each task (finite numbers >= 0 with a positive sum,
+            normalised); uniform by default.
         max_per_sample: with 1, each sample gets exactly one degradation and the labels are
             ``(B,)`` integers. With ``k > 1`` each sample gets between 1 and ``k`` distinct
             degradations, applied in list order, and the labels are a ``(B, N)`` boolean
@@ -941,9 +1057,13 @@ class DegradationMix(nn.Module):
         if probs is None:
             probs = [1.0] * len(names)
         probs = list(probs)
-        if len(probs) != len(names) or any(not isinstance(p, (int, float)) or p < 0 for p in probs):
+        if len(probs) != len(names) or any(
+            not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p < math.inf
+            for p in probs
+        ):
             raise InputError(
-                f"{where}: expected probs to be {len(names)} numbers >= 0, got {probs!r}"
+                f"{where}: expected probs to be {len(names)} numbers, finite and >= 0, "
+                f"got {probs!r}"
             )
         if sum(probs) <= 0:
             raise InputError(f"{where}: expected probs with a positive sum, got {probs!r}")
