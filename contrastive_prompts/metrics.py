@@ -13,6 +13,7 @@ published tables, which average per-image scores.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -72,6 +73,33 @@ def _check_options(where: str, x: Tensor, data_range: float, reduction: str) -> 
         raise InputError(
             f"{where}: expected at least one image for reduction='mean', got an empty batch "
             f"{tuple(x.shape)}"
+        )
+
+
+def _warn_if_out_of_reach(where: str, x: Tensor, y: Tensor, data_range: float) -> None:
+    """Warn, once, when ``data_range`` > 1 and every value of ``x`` and ``y`` lies in [0, 1].
+
+    Images in [0, 1] (the library's convention) scored with the range of 8- or 16-bit values
+    gain 20 log10(R) dB of PSNR (48 dB for 255) and an SSIM near 1, silently. The rule
+    stays quiet on 0-255 images however dark (only a pair whose every value is 0 or 1 looks like
+    [0, 1] data), on images in [-1, 1] (negative values) and at the default ``data_range=1``,
+    where it costs nothing: only a ``data_range`` above 1 reads the values, one sync.
+    """
+    if data_range <= 1 or x.numel() == 0 or torch.compiler.is_compiling():
+        return
+    lo_x, lo_y, hi_x, hi_y = torch.stack([x.amin(), y.amin(), x.amax(), y.amax()]).tolist()
+    if min(lo_x, lo_y) >= 0 and max(hi_x, hi_y) <= 1:
+        effect = (
+            f"adds {20 * math.log10(data_range):.1f} dB to the PSNR"
+            if where == "psnr"
+            else "lifts the SSIM towards 1"
+        )
+        warnings.warn(
+            f"{where}: data_range={data_range:g} but every value of x and y lies in [0, 1]: for "
+            f"[0, 1] images pass data_range=1 (this range {effect}); ignore this for "
+            f"{data_range:g}-range images this dark",
+            UserWarning,
+            stacklevel=3,
         )
 
 
@@ -157,7 +185,11 @@ def psnr(
     Args:
         x: restored images.
         y: reference images.
-        data_range: $R$, the value range of the images (1 for [0, 1]); finite and > 0.
+        data_range: $R$, the value range of the images (1 for [0, 1]); finite and > 0. Above
+            1, a `UserWarning` (one per call) says so when every value of ``x`` and ``y`` lies in
+            [0, 1]: [0, 1] images scored with ``data_range=255`` would gain 48 dB silently.
+            Dark 0-255 images do not warn (unless every value is 0 or 1), nor do images in
+            [-1, 1]; the check reads the values only when ``data_range`` > 1.
         reduction: ``"none"`` (per image), ``"mean"`` or ``"sum"`` over the batch. An empty
             batch gives an empty result for ``"none"``, 0 for ``"sum"`` and an
             [InputError][contrastive_prompts.InputError] for ``"mean"``.
@@ -174,6 +206,13 @@ def psnr(
     Returns:
         PSNR in dB in x's dtype; the mean squared error is accumulated in float64.
 
+    Raises:
+        InputError: images of other shapes, dtypes or devices, or a bad ``data_range``,
+            ``reduction`` or ``border``.
+
+    Warns:
+        UserWarning: ``data_range`` > 1 while every value of ``x`` and ``y`` lies in [0, 1].
+
     Examples:
         >>> x = torch.full((2, 3, 8, 8), 0.5)
         >>> psnr(x + 0.1, x)
@@ -182,6 +221,7 @@ def psnr(
     where = "psnr"
     _check_pair(where, x, y)
     _check_options(where, x, data_range, reduction)
+    _warn_if_out_of_reach(where, x, y, data_range)
     xd, yd = _prepare(where, x, y, y_channel, border)
     # the squared error of float32 images in float32, accumulated in float64: within 1e-6 dB
     # of a full float64 computation at a third of the cost
@@ -238,7 +278,11 @@ def ssim(
     Args:
         x: restored images, at least 7x7 (after ``y_channel`` and ``border``).
         y: reference images.
-        data_range: $R$, the value range of the images (1 for [0, 1]); finite and > 0.
+        data_range: $R$, the value range of the images (1 for [0, 1]); finite and > 0. Above
+            1, a `UserWarning` (one per call) says so when every value of ``x`` and ``y`` lies in
+            [0, 1]: [0, 1] images scored with ``data_range=255`` would score near 1 silently.
+            Dark 0-255 images do not warn (unless every value is 0 or 1), nor do images in
+            [-1, 1]; the check reads the values only when ``data_range`` > 1.
         reduction: ``"none"`` (per image), ``"mean"`` or ``"sum"`` over the batch. An empty
             batch gives an empty result for ``"none"``, 0 for ``"sum"`` and an
             [InputError][contrastive_prompts.InputError] for ``"mean"``.
@@ -257,6 +301,13 @@ def ssim(
         otherwise (within 1e-6 of the float64 value; scikit-image also works in float32 on
         float32 arrays).
 
+    Raises:
+        InputError: images of other shapes, dtypes or devices, smaller than 7x7, or a bad
+            ``data_range``, ``reduction`` or ``border``.
+
+    Warns:
+        UserWarning: ``data_range`` > 1 while every value of ``x`` and ``y`` lies in [0, 1].
+
     Examples:
         >>> x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
         >>> ssim(x, x)
@@ -265,6 +316,7 @@ def ssim(
     where = "ssim"
     _check_pair(where, x, y)
     _check_options(where, x, data_range, reduction)
+    _warn_if_out_of_reach(where, x, y, data_range)
     xd, yd = _prepare(where, x, y, y_channel, border)
     h, w = xd.shape[-2:]
     if h < _SSIM_WIN or w < _SSIM_WIN:

@@ -8,6 +8,7 @@ place of; degradation options that would allocate without bound; and PSNR / SSIM
 
 import math
 import time
+import warnings
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from contrastive_prompts import data as Dt
 from contrastive_prompts import degradations as D
 from contrastive_prompts._checks import InputError
+from contrastive_prompts.metrics import psnr, ssim
 
 
 def write(path, image):
@@ -102,3 +104,32 @@ def test_the_longest_blur_is_the_larger_of_64_and_the_image_side(h, w, length, b
     else:
         with pytest.raises(InputError, match=rf"<= {reach} \("):
             call()
+
+
+# ---------------------------------------------------------------------------------------------
+# PSNR / SSIM with a data_range the images cannot reach
+
+
+@pytest.mark.parametrize("metric", [psnr, ssim], ids=["psnr", "ssim"])
+def test_a_data_range_the_images_cannot_reach_warns_once(metric):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(4, 3, 16, 16, generator=g), torch.rand(4, 3, 16, 16, generator=g)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        metric(x, y, data_range=255)
+    assert [w.category for w in seen] == [UserWarning], [str(w.message) for w in seen]
+    message = str(seen[0].message)
+    assert "\n" not in message and f"{metric.__name__}: " in message
+    assert "data_range=255" in message and "[0, 1]" in message
+    assert seen[0].filename == __file__  # it points at the caller
+    quiet = [
+        (x * 100, y * 100, 255),  # dark 0-255 images: legitimate
+        (x * 2 - 1, y * 2 - 1, 2),  # images in [-1, 1]
+        (x * 0.01, y * 0.01, 1),  # dark [0, 1] images at the default range
+        (x, y, 1),
+        (x[:0], y[:0], 255),  # no image
+    ]
+    for a, b, data_range in quiet:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            metric(a, b, data_range=data_range)
