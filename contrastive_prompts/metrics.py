@@ -444,6 +444,21 @@ def _names_of(data: object) -> dict[int, str] | None:
     return _names_of(inner) if inner is not None else None
 
 
+def _skipping_readers(data: object) -> list[object]:
+    """The datasets in ``data`` (itself, a loader's or a Subset's dataset, the parts of a
+    ConcatDataset) that can skip an unreadable file: those with a ``skip_unreadable`` flag."""
+    found: list[object] = []
+    if isinstance(getattr(data, "skip_unreadable", None), bool):
+        found.append(data)
+    if isinstance(data, torch.utils.data.ConcatDataset):
+        for part in data.datasets:
+            found += _skipping_readers(part)
+    inner = getattr(data, "dataset", None)
+    if inner is not None and inner is not data:
+        found += _skipping_readers(inner)
+    return found
+
+
 def evaluate(
     model: Callable[[Tensor], Tensor],
     data: object,
@@ -461,6 +476,13 @@ def evaluate(
     are computed per image ([psnr][contrastive_prompts.metrics.psnr],
     [ssim][contrastive_prompts.metrics.ssim]) and averaged per label. A `torch.nn.Module` is put
     in eval mode for the run and restored afterwards.
+
+    Every image is scored or none: a dataset that skips unreadable files while training (the
+    ``skip_unreadable`` of the datasets of [contrastive_prompts.data][contrastive_prompts.data])
+    raises instead for the run, naming the file, and is restored afterwards; another image is
+    never scored in its place. This holds for the dataset itself, a DataLoader's or a Subset's,
+    and the parts of a ConcatDataset; a DataLoader's ``persistent_workers`` started before the
+    call keep the setting they started with.
 
     Args:
         model: any callable ``model(x) -> y`` on ``(B, C, H, W)`` batches.
@@ -484,6 +506,9 @@ def evaluate(
     Returns:
         The per-degradation table.
 
+    Raises:
+        InputError: an unreadable image file in ``data`` (named), or a bad argument.
+
     Examples:
         >>> data = [(torch.full((1, 3, 8, 8), 0.5), torch.full((1, 3, 8, 8), 0.6), 0)]
         >>> r = evaluate(lambda x: x, data, names=["noise"])
@@ -504,6 +529,11 @@ def evaluate(
     was_training = isinstance(model, torch.nn.Module) and model.training
     if isinstance(model, torch.nn.Module):
         model.eval()
+    # a benchmark figure scores every image once: an unreadable file raises, never substituted
+    readers = {id(r): r for r in _skipping_readers(data)}.values()
+    skipping = [(r, r.skip_unreadable) for r in readers]  # type: ignore[attr-defined]
+    for reader, _ in skipping:
+        reader.skip_unreadable = False  # type: ignore[attr-defined]
 
     sums: dict[int, list[float]] = {}
     per_image: list[tuple[int, float, float]] = []
@@ -527,6 +557,8 @@ def evaluate(
     finally:
         if was_training and isinstance(model, torch.nn.Module):
             model.train()
+        for reader, skip in skipping:
+            reader.skip_unreadable = skip  # type: ignore[attr-defined]
 
     def name_of(label: int) -> str:
         if names is None:

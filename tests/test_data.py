@@ -555,7 +555,7 @@ def test_synthetic_cache_reads_each_file_once(tmp_path, monkeypatch):
     write(tmp_path / "a.png", torch.rand(3, 16, 16))
     reads = []
     real = images.read_image
-    monkeypatch.setattr(images, "read_image", lambda p: reads.append(p) or real(p))
+    monkeypatch.setattr(images, "read_image", lambda p, **kw: reads.append(p) or real(p, **kw))
     cached = Dt.SyntheticDataset(tmp_path, crop_size=8, repeat=3, cache=True)
     [cached[i] for i in range(3)]
     assert len(reads) == 1
@@ -613,8 +613,10 @@ def test_bmp_files_are_read_through_pillow(tmp_path):
     grey = Dt.read_image(tmp_path / "palette.bmp")
     assert grey.shape == (3, 6, 9) and torch.equal(grey[0], grey[2])
     (tmp_path / "broken.bmp").write_bytes(b"BM not an image")
-    with pytest.raises(ValueError, match="cannot decode the BMP file"):
+    with pytest.raises(InputError, match=r"broken\.bmp': cannot read the size from its BMP header"):
         Dt.read_image(tmp_path / "broken.bmp")
+    with pytest.raises(ValueError, match="cannot decode the BMP file"):
+        Dt.read_image(tmp_path / "broken.bmp", max_pixels=None)  # no header check: the decoder
 
 
 def test_clean_files_sharing_a_name_are_reported_not_dropped(tmp_path):

@@ -7,8 +7,12 @@ the same whichever DataLoader worker loads it; call ``set_epoch`` at the start o
 
 File problems are reported, never silently dropped: a benchmark file without its pair raises an
 [InputError][contrastive_prompts.InputError] naming it (or, with ``strict=False``, warns and
-lists it in ``unmatched``), and an unreadable image is skipped with a warning, recorded in
-``skipped`` and replaced by the next readable item, so an epoch never stops half way.
+lists it in ``unmatched``). While training, an unreadable image is skipped with a warning,
+recorded in ``skipped`` and replaced by the next readable item, so an epoch never stops half way;
+with ``skip_unreadable=False``, and always under [evaluate][contrastive_prompts.metrics.evaluate],
+it is an error naming the file, so a benchmark figure never scores one image in another's place.
+A file whose header declares more pixels than the readers' ``max_pixels`` (``MAX_IMAGE_PIXELS``,
+64 Mpx, by default) is unreadable, refused before it is decoded.
 
 The modules: `contrastive_prompts.data.images` (reading, writing and listing images, the
 sample photos), `contrastive_prompts.data.synthetic` (clean images degraded in code) and
@@ -33,6 +37,7 @@ from .benchmarks import (
 )
 from .images import (
     IMAGE_EXTENSIONS,
+    MAX_IMAGE_PIXELS,
     SAMPLE_HELD_OUT,
     SAMPLE_TRAIN,
     image_paths,
@@ -49,6 +54,7 @@ from .synthetic import DegradedCopies, NoisyDataset, SyntheticDataset, degraded_
 __all__ = [
     "BENCHMARKS",
     "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_PIXELS",
     "SAMPLE_HELD_OUT",
     "SAMPLE_TRAIN",
     "Benchmark",

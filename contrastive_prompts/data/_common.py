@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from contrastive_prompts._checks import InputError
+from contrastive_prompts._checks import InputError, InputTypeError
 
 _T = TypeVar("_T")
 
@@ -68,12 +68,38 @@ def _tagged(path: Path) -> Iterator[None]:
         raise
 
 
+def _check_flag(where: str, name: str, value: object) -> None:
+    """Check that ``value`` is a real ``bool``: a string such as ``"false"`` would read as true."""
+    if not isinstance(value, bool):
+        raise InputTypeError(
+            f"{where}: expected {name} to be a bool (True or False), got {value!r}"
+        )
+
+
 class _SkippingReader:
-    """Reads an item, and on an unreadable file warns, records it and moves to the next item."""
+    """Reads an item; on an unreadable file either raises, or warns, records it and moves on.
+
+    With ``skip_unreadable`` (training) an unreadable file is skipped with a warning, recorded in
+    ``skipped`` and replaced by the next readable item, so an epoch never stops half way.
+    Without it (evaluation: [evaluate][contrastive_prompts.metrics.evaluate] switches it off
+    for its run) the file is an error naming it, and no other image is scored in its place.
+    """
 
     skipped: dict[str, str]
+    skip_unreadable: bool = True
 
     def _read_item(self, index: int, read: Callable[[int], _T], size: int) -> _T:
+        if not self.skip_unreadable:
+            try:
+                return read(index)
+            except (OSError, ValueError) as e:
+                path = getattr(e, _PATH_TAG, None) or f"item {index}"
+                reason = " ".join(str(e).split()) or type(e).__name__
+                raise InputError(
+                    f"{type(self).__name__}: expected a readable image, got {path}, which "
+                    f"cannot be read: {reason}; no other image takes its place "
+                    "(skip_unreadable=False, as evaluate sets it for its run)"
+                ) from e
         for step in range(size):
             j = (index + step) % size
             try:
@@ -83,7 +109,9 @@ class _SkippingReader:
                 if path not in self.skipped:
                     self.skipped[path] = str(e)
                     warnings.warn(
-                        f"{type(self).__name__}: skipping unreadable image {path}: {e}",
+                        f"{type(self).__name__}: skipping unreadable image {path}: {e}; the "
+                        "next readable item takes its place (skip_unreadable=False raises "
+                        "instead)",
                         RuntimeWarning,
                         stacklevel=3,
                     )

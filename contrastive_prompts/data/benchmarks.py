@@ -26,16 +26,18 @@ from torch.utils.data import Dataset
 
 from contrastive_prompts._checks import InputError, check_choice, check_int_range
 from contrastive_prompts._renamed import warn_once
+from contrastive_prompts.degradations import _check_noise_sigma
 
 from ._common import (
     _center_crop_to,
+    _check_flag,
     _flip_rotate,
     _item_generator,
     _random_crop,
     _SkippingReader,
     _tagged,
 )
-from .images import PathLike, list_images, read_image
+from .images import MAX_IMAGE_PIXELS, PathLike, list_images, read_image
 from .synthetic import NoisyDataset
 
 __all__ = [
@@ -75,14 +77,23 @@ class PairedDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         augment: random flips and 90-degree rotations (training).
         seed: base seed of the crops and augmentations.
         unmatched: files left without a pair (kept as an attribute for inspection).
+        max_pixels: the most pixels a file may declare, checked from its header before it is
+            decoded (see [read_image][contrastive_prompts.data.read_image]); ``None``: no limit.
+        skip_unreadable: serve the next readable pair, with a warning, in place of a pair with
+            an unreadable file (training); ``False`` raises an
+            [InputError][contrastive_prompts.InputError] naming the file.
+            [evaluate][contrastive_prompts.metrics.evaluate] always raises: a benchmark figure
+            never counts one image twice.
 
     Attributes:
         names: ``{label: name}``.
         unmatched: names of files that had no partner (only with ``strict=False``).
         skipped: ``{path: error}`` of unreadable files met so far.
+        skip_unreadable: as the argument.
 
     Raises:
-        InputError: no pair, or a bad ``label`` or ``crop_size``.
+        InputError: no pair, or a bad ``label``, ``crop_size``, ``max_pixels`` or
+            ``skip_unreadable``.
 
     Shape:
         - degraded, clean: $(3, H, W)$.
@@ -113,6 +124,8 @@ class PairedDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         augment: bool = False,
         seed: int = 0,
         unmatched: Sequence[str] = (),
+        max_pixels: int | None = MAX_IMAGE_PIXELS,
+        skip_unreadable: bool = True,
     ) -> None:
         where = "PairedDataset"
         if not pairs:
@@ -120,6 +133,9 @@ class PairedDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         check_int_range(where, "label", label, 0)
         if crop_size is not None:
             check_int_range(where, "crop_size", crop_size, 1)
+        if max_pixels is not None:
+            check_int_range(where, "max_pixels", max_pixels, 1)
+        _check_flag(where, "skip_unreadable", skip_unreadable)
         self.pairs = [(Path(a), Path(b)) for a, b in pairs]
         self.label = label
         self.name = name
@@ -129,7 +145,9 @@ class PairedDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         self.seed = seed
         self.epoch = 0
         self.unmatched = list(unmatched)
+        self.max_pixels = max_pixels
         self.skipped = {}
+        self.skip_unreadable = skip_unreadable
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -143,7 +161,7 @@ class PairedDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         images: list[Tensor] = []
         for path in self.pairs[j]:
             with _tagged(path):
-                images.append(read_image(path))
+                images.append(read_image(path, max_pixels=self.max_pixels))
         degraded, clean = images
         if degraded.shape != clean.shape:
             h = min(degraded.shape[-2], clean.shape[-2])
@@ -434,6 +452,8 @@ def read_benchmark(
     seed: int = 0,
     crop_size: int | None = None,
     augment: bool = False,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
+    skip_unreadable: bool = True,
 ) -> PairedDataset | NoisyDataset:
     """Read a benchmark of `BENCHMARKS` (or a `Benchmark` of your own) from ``root``.
 
@@ -449,10 +469,18 @@ def read_benchmark(
         degradation: the name the label stands for; the benchmark's degradation by default
             (``cbsd68``: ``noise_<sigma>``).
         strict: raise on a file without a partner (else warn and list it in ``unmatched``).
-        sigma: ``cbsd68`` only: the noise std on the 0-255 scale (the protocols test 15, 25, 50).
+        sigma: ``cbsd68`` only: the noise std on the 0-255 scale, in [0, 255] (the protocols
+            test 15, 25, 50).
         seed: the noise seed (``cbsd68``), else the seed of the crops and augmentations.
         crop_size: side of a random square crop (training); ``None`` keeps whole images.
         augment: random flips and 90-degree rotations (training).
+        max_pixels: the most pixels a file may declare, checked from its header before it is
+            decoded (see [read_image][contrastive_prompts.data.read_image]); ``None``: no limit.
+            A file above it is unreadable.
+        skip_unreadable: serve the next readable item, with a warning, in place of one whose
+            file is unreadable (training); ``False`` raises naming the file. Either way
+            [evaluate][contrastive_prompts.metrics.evaluate] raises: a benchmark figure never
+            scores one image in another's place.
 
     Shape:
         - items: ``(degraded, clean, label)`` with $(3, H, W)$ images and a scalar int64 label.
@@ -463,7 +491,8 @@ def read_benchmark(
 
     Raises:
         InputError: an unknown name, a missing folder, a file without a partner (with
-            ``strict``), no pair at all, or ``crop_size`` / ``augment`` with ``cbsd68``.
+            ``strict``), no pair at all, ``crop_size`` / ``augment`` with ``cbsd68``, or a bad
+            ``sigma``, ``max_pixels`` or ``skip_unreadable``.
 
     Examples:
         >>> import tempfile
@@ -485,6 +514,10 @@ def read_benchmark(
         check_choice("read_benchmark", "name", name, BENCHMARKS)
         benchmark = BENCHMARKS[name]
     where = f"read_benchmark({benchmark.name!r})"
+    _check_noise_sigma(where, sigma)
+    if max_pixels is not None:
+        check_int_range(where, "max_pixels", max_pixels, 1)
+    _check_flag(where, "skip_unreadable", skip_unreadable)
     if not Path(root).is_dir():
         raise InputError(f"{where}: expected root to be an existing folder, got {str(root)!r}")
     if not benchmark.paired:
@@ -496,7 +529,15 @@ def read_benchmark(
         folder = _find_dir(where, Path(root), benchmark.clean_dirs)[0]
         if degradation is None:
             degradation = f"{benchmark.degradation}_{sigma:g}"
-        return NoisyDataset(folder, sigma, label=label, name=degradation, seed=seed)
+        return NoisyDataset(
+            folder,
+            sigma,
+            label=label,
+            name=degradation,
+            seed=seed,
+            max_pixels=max_pixels,
+            skip_unreadable=skip_unreadable,
+        )
     pairs, unmatched = _match(where, root, benchmark)
     _report(where, root, pairs, unmatched, strict)
     return PairedDataset(
@@ -507,6 +548,8 @@ def read_benchmark(
         augment=augment,
         seed=seed,
         unmatched=unmatched,
+        max_pixels=max_pixels,
+        skip_unreadable=skip_unreadable,
     )
 
 
@@ -549,7 +592,7 @@ def rain100l(
         strict: raise on files without a partner (else warn and list them in ``unmatched``).
         degraded_dir: the rainy folder's name.
         clean_dir: the clean folder's name.
-        **kwargs: ``crop_size``, ``augment``, ``seed`` of
+        **kwargs: ``crop_size``, ``augment``, ``seed``, ``max_pixels``, ``skip_unreadable`` of
             [read_benchmark][contrastive_prompts.data.read_benchmark].
 
     Returns:
@@ -586,7 +629,7 @@ def _old_paired_reader(old: str, benchmark: str) -> Callable[..., PairedDataset]
 
     Warns once (`FutureWarning`); goes in the next release. ``name`` is the reader's
     ``degradation``; ``label``, ``strict`` and the keyword arguments (``crop_size``,
-    ``augment``, ``seed``) are passed to
+    ``augment``, ``seed``, ``max_pixels``, ``skip_unreadable``) are passed to
     [read_benchmark][contrastive_prompts.data.read_benchmark].
     """
     return read
@@ -609,7 +652,7 @@ def cbsd68(
         sigma: noise std on the 0-255 scale.
         label: the label of every item.
         seed: the noise seed.
-        **kwargs: ``name`` and ``quantize`` of
+        **kwargs: ``name``, ``quantize``, ``max_pixels`` and ``skip_unreadable`` of
             [NoisyDataset][contrastive_prompts.data.NoisyDataset].
 
     Returns:

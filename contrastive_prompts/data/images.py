@@ -1,16 +1,22 @@
 """Image files and in-memory images: reading, writing, listing, and the bundled sample photos.
 
 Files are decoded by `kornia.io.load_image` into ``(3, H, W)`` float32 tensors in [0, 1];
-in-memory images (tensors or arrays, uint8 or float) are brought to the same form. The sample
-photos come with scikit-image, so demos and tests need no download.
+in-memory images (tensors or arrays, uint8 or float) are brought to the same form. Every file
+reader checks the size a file's header declares against a pixel budget (``MAX_IMAGE_PIXELS`` by
+default) before decoding it. The sample photos come with scikit-image, so demos and tests need no
+download.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import struct
+import warnings
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,8 +26,12 @@ from contrastive_prompts._checks import InputError, InputTypeError, check_int_ra
 
 from ._common import _tagged
 
+if TYPE_CHECKING:
+    from PIL.ImageFile import ImageFile
+
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_PIXELS",
     "SAMPLE_HELD_OUT",
     "SAMPLE_TRAIN",
     "image_paths",
@@ -44,7 +54,29 @@ ImageSource = PathLike | Sequence[PathLike] | Sequence[Tensor] | Sequence[np.nda
 # image I/O
 
 
-def read_image(path: PathLike) -> Tensor:
+MAX_IMAGE_PIXELS = 8192 * 8192
+"""The default pixel budget of the readers: 67,108,864 pixels (8192 x 8192, 64 Mpx).
+
+A file whose header declares more pixels (width times height) is refused before it is decoded:
+a few kilobytes of PNG can declare 30000 x 30000 pixels, 10.8 GB once decoded as the float32
+RGB the library works in. 64 Mpx lets every camera photo up to 8K x 8K through, and such an
+image takes 0.8 GB as float32 RGB. Pass ``max_pixels`` to a reader to change it, ``None`` for no
+limit.
+"""
+
+# the formats whose header read_image checks, by their first bytes
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"II+\x00", "TIFF"),  # BigTIFF
+    (b"MM\x00+", "TIFF"),
+)
+
+
+def read_image(path: PathLike, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Tensor:
     """Read a PNG, JPEG, BMP or TIFF file as a ``(3, H, W)`` float32 tensor in [0, 1].
 
     PNG, JPEG and TIFF go through `kornia.io.load_image` (the Rust ``kornia_rs`` decoders);
@@ -53,8 +85,18 @@ def read_image(path: PathLike) -> Tensor:
     dropped (not composited); 16-bit files are scaled by 1/65535. kornia-rs cannot decode
     grey+alpha PNGs; those raise like any other undecodable file.
 
+    Before anything is decoded, the size the file's header declares (PNG's IHDR chunk, JPEG's
+    frame header, TIFF's first directory, BMP's header; nothing else is read) is checked
+    against ``max_pixels``, so a small file that declares a huge image is refused instead of
+    allocated. Pillow's own decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) plays no
+    part: ``max_pixels`` is the only budget, and its message the one a user sees.
+
     Args:
         path: the image file.
+        max_pixels: the most pixels (width times height) the file may declare;
+            ``MAX_IMAGE_PIXELS`` (64 Mpx) by default. ``None`` means no limit and no header
+            check: the file goes to its decoder as it is, which also lets through formats the
+            check does not read, such as WebP.
 
     Shape:
         - output: $(3, H, W)$.
@@ -64,6 +106,10 @@ def read_image(path: PathLike) -> Tensor:
 
     Raises:
         OSError: the file cannot be opened (``FileNotFoundError`` when it does not exist).
+        InputError: the file is empty; or, with ``max_pixels``, it is not a PNG, JPEG, BMP or
+            TIFF file, its header cannot be read, or it declares more than ``max_pixels``
+            pixels; or ``max_pixels`` is not an integer >= 1 or ``None``. The message names
+            the file.
         ValueError: the file cannot be decoded.
 
     Examples:
@@ -72,10 +118,21 @@ def read_image(path: PathLike) -> Tensor:
         >>> write_image(path, torch.full((3, 4, 5), 0.5))
         >>> read_image(path).shape
         torch.Size([3, 4, 5])
+        >>> try:
+        ...     read_image(path, max_pixels=16)
+        ... except InputError as error:
+        ...     print(str(error).split(", got")[0])
+        read_image: expected an image of at most 16 pixels (max_pixels)
     """
     from kornia.io import ImageLoadType, load_image
 
-    if _is_bmp(path):
+    where = "read_image"
+    if max_pixels is not None:
+        check_int_range(where, "max_pixels", max_pixels, 1)
+    kind = _format_of(where, path)
+    if max_pixels is not None:
+        _check_pixels(where, path, kind, max_pixels)
+    if kind == "BMP":
         return _read_bmp(path)
     try:
         # RGBA8 expands grey and palette files and adds an opaque alpha to RGB ones
@@ -91,18 +148,147 @@ def read_image(path: PathLike) -> Tensor:
     return img.expand(3, -1, -1).contiguous() if img.shape[0] == 1 else img
 
 
-def _is_bmp(path: PathLike) -> bool:
+def _format_of(where: str, path: PathLike) -> str | None:
+    """The format the first bytes of ``path`` announce (``None``: none read_image knows).
+
+    Raises:
+        OSError: the file cannot be opened.
+        InputError: the file is empty.
+    """
     with open(path, "rb") as f:  # FileNotFoundError for a missing file, as kornia raises
-        return f.read(2) == b"BM"
+        head = f.read(16)
+    if not head:
+        raise InputError(
+            f"{where}: expected an image file, got {os.fspath(path)!r}, which is empty (0 bytes)"
+        )
+    return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
+
+
+def _check_pixels(where: str, path: PathLike, kind: str | None, max_pixels: int) -> None:
+    """Refuse a file whose header declares more than ``max_pixels`` pixels, decoding nothing."""
+    name = os.fspath(path)
+    if kind is None:
+        with open(path, "rb") as f:
+            head = f.read(8)
+        raise InputError(
+            f"{where}: expected a PNG, JPEG, BMP or TIFF file, got {name!r}, which starts with "
+            f"{head!r}; pass max_pixels=None to hand another format to the decoder unchecked"
+        )
+    try:
+        width, height = _declared_size(name, kind)
+    except (ValueError, SyntaxError, OSError, struct.error) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise InputError(
+            f"{where}: expected an image file with a readable header, got {name!r}: cannot read "
+            f"the size from its {kind} header ({reason})"
+        ) from error
+    pixels = width * height
+    if pixels > max_pixels:
+        gigabytes = pixels * 3 * 4 / 1e9
+        raise InputError(
+            f"{where}: expected an image of at most {max_pixels:,} pixels (max_pixels), got "
+            f"{name!r}, whose header declares {width} x {height} pixels (width x height), "
+            f"{pixels:,} in all ({gigabytes:.1f} GB as float32 RGB); to read it, pass "
+            f"max_pixels={pixels} or more, or max_pixels=None for no limit"
+        )
+
+
+def _declared_size(path: str, kind: str) -> tuple[int, int]:
+    """``(width, height)`` as the header of ``path`` declares them; nothing else is read.
+
+    PNG's IHDR and JPEG's frame header are read here, at the place their decoders read them;
+    TIFF's first directory by Pillow's directory reader (Pillow's ``TiffImageFile`` refuses
+    pixel types kornia-rs decodes, such as float32 RGB); BMP by Pillow's BMP reader, which
+    decodes it afterwards. None goes through ``PIL.Image.open``, so Pillow's
+    decompression-bomb warning and error never fire: ``max_pixels`` is the one budget.
+
+    Raises:
+        ValueError: the header is cut short or malformed (SyntaxError, struct.error or OSError
+            from Pillow).
+    """
+    if kind == "PNG":
+        with open(path, "rb") as f:
+            head = f.read(33)  # signature, IHDR's length and type, its 13 bytes, its CRC
+        if len(head) < 33 or head[8:16] != b"\x00\x00\x00\x0dIHDR":
+            raise ValueError("no IHDR chunk after the signature")
+        if zlib.crc32(head[12:29]) != int.from_bytes(head[29:33], "big"):
+            raise ValueError("its IHDR chunk fails its CRC check")
+        width, height = struct.unpack(">II", head[16:24])
+        return width, height
+    if kind == "JPEG":
+        return _jpeg_size(path)
+    if kind == "TIFF":
+        from PIL.TiffImagePlugin import ImageFileDirectory_v2
+
+        with open(path, "rb") as f:
+            header = f.read(8)
+            if header[2:3] == b"+":  # BigTIFF: a 16-byte header
+                header += f.read(8)
+            directory = ImageFileDirectory_v2(header)
+            f.seek(directory.next)
+            with warnings.catch_warnings():
+                # Pillow warns of tags it cannot read; only the size matters here
+                warnings.simplefilter("ignore")
+                directory.load(f)
+        width, height = directory.get(256), directory.get(257)  # ImageWidth, ImageLength
+        if not isinstance(width, int) or not isinstance(height, int):
+            raise ValueError("no ImageWidth and ImageLength in its first directory")
+        return width, height
+    with _bmp_file(path) as image:
+        width, height = image.size
+    return width, height
+
+
+# JPEG frame headers: SOF0-SOF15 but DHT (C4), JPG (C8) and DAC (CC)
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(path: str) -> tuple[int, int]:
+    """The size in JPEG's first frame header, walking the marker segments before it."""
+    with open(path, "rb") as f:
+        f.read(2)  # SOI, checked by the caller
+        while True:
+            byte = f.read(1)
+            if byte != b"\xff":
+                raise ValueError("no frame header" if not byte else "a marker expected")
+            code = byte
+            while code == b"\xff":  # fill bytes may precede a marker
+                code = f.read(1)
+            if not code:
+                raise ValueError("no frame header")
+            marker = code[0]
+            if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # no length field
+                continue
+            if marker in (0xD9, 0xDA):  # end of image, start of scan
+                raise ValueError("no frame header before the image data")
+            length = f.read(2)
+            if len(length) < 2 or int.from_bytes(length, "big") < 2:
+                raise ValueError("a marker segment cut short")
+            if marker in _JPEG_FRAMES:
+                frame = f.read(5)  # precision, height, width
+                if len(frame) < 5:
+                    raise ValueError("a frame header cut short")
+                height, width = struct.unpack(">HH", frame[1:5])
+                return width, height
+            f.seek(int.from_bytes(length, "big") - 2, os.SEEK_CUR)
+
+
+def _bmp_file(path: str) -> ImageFile:
+    """Pillow's BMP reader on ``path``: opening reads the header only.
+
+    The format's own reader, not ``PIL.Image.open``: ``max_pixels``, checked before, is the
+    limit, not Pillow's decompression-bomb check.
+    """
+    from PIL.BmpImagePlugin import BmpImageFile
+
+    return BmpImageFile(path)
 
 
 def _read_bmp(path: PathLike) -> Tensor:
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(path) as image:
+        with _bmp_file(os.fspath(path)) as image:
             rgb = np.asarray(image.convert("RGB"))  # palette and grey expanded, alpha dropped
-    except (UnidentifiedImageError, OSError) as error:
+    except (SyntaxError, OSError, ValueError) as error:
         raise ValueError(f"cannot decode the BMP file {os.fspath(path)!r}: {error}") from error
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
 
@@ -254,14 +440,25 @@ class _ImageSource:
         images: a folder, a list of folders or image files, or a list of in-memory images
             (``(C, H, W)`` tensors or ``(H, W, C)`` / ``(H, W)`` arrays; uint8 is scaled by 1/255).
         cache: keep decoded files in memory.
+        max_pixels: the pixel budget of each file (see `read_image`); ``None``: no limit.
 
     Raises:
-        InputError: no image, a path that does not exist, a folder without images, or an
-            in-memory image of the wrong type or shape.
+        InputError: no image, a path that does not exist, a folder without images, an
+            in-memory image of the wrong type or shape, or a bad ``max_pixels``.
     """
 
-    def __init__(self, where: str, images: ImageSource, *, cache: bool = False) -> None:
+    def __init__(
+        self,
+        where: str,
+        images: ImageSource,
+        *,
+        cache: bool = False,
+        max_pixels: int | None = MAX_IMAGE_PIXELS,
+    ) -> None:
+        if max_pixels is not None:
+            check_int_range(where, "max_pixels", max_pixels, 1)
         self.cache = cache
+        self.max_pixels = max_pixels
         self.paths: list[Path] = []
         self._images: list[Tensor] = []
         self._cached: dict[int, Tensor] = {}
@@ -298,7 +495,7 @@ class _ImageSource:
         if j in self._cached:
             return self._cached[j]
         with _tagged(self.paths[j]):
-            image = read_image(self.paths[j])
+            image = read_image(self.paths[j], max_pixels=self.max_pixels)
         if self.cache:
             self._cached[j] = image
         return image

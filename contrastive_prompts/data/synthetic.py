@@ -17,11 +17,23 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from contrastive_prompts._checks import check_int_range, check_positive
-from contrastive_prompts.degradations import DegradationMix, gaussian_noise, make_mix
+from contrastive_prompts._checks import check_int_range
+from contrastive_prompts.degradations import (
+    DegradationMix,
+    _check_noise_sigma,
+    gaussian_noise,
+    make_mix,
+)
 
-from ._common import _center_crop_to, _flip_rotate, _item_generator, _random_crop, _SkippingReader
-from .images import ImageSource, _ImageSource, _to_chw
+from ._common import (
+    _center_crop_to,
+    _check_flag,
+    _flip_rotate,
+    _item_generator,
+    _random_crop,
+    _SkippingReader,
+)
+from .images import MAX_IMAGE_PIXELS, ImageSource, _ImageSource, _to_chw
 
 __all__ = ["DegradedCopies", "NoisyDataset", "SyntheticDataset", "degraded_copies"]
 
@@ -44,15 +56,22 @@ class SyntheticDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         seed: base seed.
         repeat: the dataset length is ``repeat`` times the number of images.
         cache: keep decoded images in memory.
+        max_pixels: the most pixels a file may declare, checked from its header before it is
+            decoded (see [read_image][contrastive_prompts.data.read_image]); ``None``: no limit.
+            A file above it is unreadable.
+        skip_unreadable: on an unreadable file, warn, record it in ``skipped`` and serve the
+            next readable item in its place (so an epoch never stops half way); ``False``
+            raises an [InputError][contrastive_prompts.InputError] naming the file instead.
 
     Attributes:
         names: ``{label: name}``, the mix's task names by label.
         paths: the image files (empty for in-memory images).
         skipped: ``{path: error}`` of unreadable files met so far.
+        skip_unreadable: as the argument.
 
     Raises:
         InputError: no image, a missing path, a folder without images, a bad in-memory image,
-            or a bad ``crop_size``, ``repeat`` or ``seed``.
+            or a bad ``crop_size``, ``repeat``, ``seed``, ``max_pixels`` or ``skip_unreadable``.
 
     Shape:
         - degraded, clean: $(3, S, S)$ with $S$ = ``crop_size``.
@@ -77,12 +96,15 @@ class SyntheticDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         seed: int = 0,
         repeat: int = 1,
         cache: bool = False,
+        max_pixels: int | None = MAX_IMAGE_PIXELS,
+        skip_unreadable: bool = True,
     ) -> None:
         where = "SyntheticDataset"
         if crop_size is not None:
             check_int_range(where, "crop_size", crop_size, 1)
         check_int_range(where, "repeat", repeat, 1)
         check_int_range(where, "seed", seed, 0)
+        _check_flag(where, "skip_unreadable", skip_unreadable)
         self.mix = degradation if isinstance(degradation, DegradationMix) else make_mix(degradation)
         self.names: dict[int, str] = dict(enumerate(self.mix.names))
         self.crop_size = crop_size
@@ -92,8 +114,9 @@ class SyntheticDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         self.cache = cache
         self.epoch = 0
         self.skipped = {}
+        self.skip_unreadable = skip_unreadable
         self._small: set[int] = set()
-        self._source = _ImageSource(where, images, cache=cache)
+        self._source = _ImageSource(where, images, cache=cache, max_pixels=max_pixels)
 
     @property
     def paths(self) -> list[Path]:
@@ -245,20 +268,26 @@ class NoisyDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
     Args:
         images: a folder, a list of folders / files, or in-memory images (as for
             [SyntheticDataset][contrastive_prompts.data.SyntheticDataset]).
-        sigma: noise std on the 0-255 scale.
+        sigma: noise std on the 0-255 scale, in [0, 255].
         label: the label of every item.
         name: the name the label stands for; ``"noise_<sigma>"`` by default.
         seed: the noise seed.
         quantize: 8-bit quantisation of the noisy image.
+        max_pixels: the most pixels a file may declare (see
+            [read_image][contrastive_prompts.data.read_image]); ``None``: no limit.
+        skip_unreadable: serve the next readable image, with a warning, in place of an
+            unreadable file (``False``: raise naming it).
+            [evaluate][contrastive_prompts.metrics.evaluate] always raises.
 
     Attributes:
         names: ``{label: name}``.
         paths: the image files (empty for in-memory images).
         skipped: ``{path: error}`` of unreadable files met so far.
+        skip_unreadable: as the argument.
 
     Raises:
         InputError: no image, a missing path, a folder without images, a bad in-memory image,
-            or a bad ``label`` or ``seed``.
+            or a bad ``sigma``, ``label``, ``seed``, ``max_pixels`` or ``skip_unreadable``.
 
     Shape:
         - items: ``(noisy, clean, label)`` with $(3, H, W)$ images and a scalar int64 label.
@@ -280,11 +309,14 @@ class NoisyDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         name: str | None = None,
         seed: int = 0,
         quantize: bool = True,
+        max_pixels: int | None = MAX_IMAGE_PIXELS,
+        skip_unreadable: bool = True,
     ) -> None:
         where = "NoisyDataset"
         check_int_range(where, "label", label, 0)
         check_int_range(where, "seed", seed, 0)
-        check_positive(where, "sigma", sigma, allow_zero=True)
+        _check_noise_sigma(where, sigma)
+        _check_flag(where, "skip_unreadable", skip_unreadable)
         self.sigma = float(sigma)
         self.label = label
         self.name = name if name is not None else f"noise_{sigma:g}"
@@ -292,7 +324,8 @@ class NoisyDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         self.seed = seed
         self.quantize = quantize
         self.skipped = {}
-        self._source = _ImageSource(where, images)
+        self.skip_unreadable = skip_unreadable
+        self._source = _ImageSource(where, images, max_pixels=max_pixels)
 
     @property
     def paths(self) -> list[Path]:
