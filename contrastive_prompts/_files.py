@@ -31,7 +31,8 @@ def writing(target: str | os.PathLike[str]) -> Iterator[Path]:
 
     The temporary file is created exclusively in ``target``'s folder (which must exist), so it
     is never a file that was there before. On success it is moved over ``target`` in one
-    rename; on any exception, ``KeyboardInterrupt`` included, it is removed.
+    rename, with the permissions a file created in its place would have (the umask's); on any
+    exception, ``KeyboardInterrupt`` included, it is removed.
 
     Args:
         target: the file to write.
@@ -55,9 +56,17 @@ def writing(target: str | os.PathLike[str]) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
+        # mkstemp's file is private (0600); the result gets the mode a new file would get
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it; set back at once
+    os.umask(mask)
+    return mask
 
 
 def _finite(value: Any) -> Any:

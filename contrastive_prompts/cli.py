@@ -58,6 +58,13 @@ def _seed(text: str) -> int:
     return seed
 
 
+def _pixels(text: str) -> int | None:
+    pixels = _int_or_none(text)
+    if pixels is not None and pixels < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels >= 1 or none, got {text}")
+    return pixels
+
+
 def _tile(text: str) -> int | str | None:
     return "auto" if text.lower() == "auto" else _int_or_none(text)
 
@@ -189,20 +196,44 @@ def _dataset(args: argparse.Namespace) -> Any:
     if args.benchmark:
         if not args.root:
             raise InputError(f"evaluate: expected --root with --benchmark {args.benchmark}")
-        return data.read_benchmark(args.benchmark, args.root, sigma=args.sigma)
+        return data.read_benchmark(
+            args.benchmark, args.root, sigma=args.sigma, max_pixels=args.max_pixels
+        )
     if not args.data:
         raise InputError("evaluate: expected --data FOLDER or --benchmark NAME --root FOLDER")
-    images = [_read(p) for p in image_paths(args.data)]
+    paths = image_paths(args.data)
+    _check_images(args.command, paths, args.max_pixels)
+    images = [_read(p, args.max_pixels) for p in paths]
     return data.DegradedCopies(images, args.mix, seed=args.seed)
 
 
-def _read(path: Path) -> torch.Tensor:
+def _read(path: Path, max_pixels: int | None) -> torch.Tensor:
     from .data import read_image
 
     try:
-        return read_image(path)
+        return read_image(path, max_pixels=max_pixels)
+    except InputError:
+        raise
     except ValueError as error:
         raise InputError(f"cannot read image {str(path)!r}: {error}") from error
+
+
+def _check_images(command: str, paths: Sequence[Path], max_pixels: int | None) -> None:
+    """Every input's header, checked before any work: all the bad files, in one line."""
+    from .data import check_image_file
+
+    bad = []
+    for path in paths:
+        try:
+            check_image_file(path, max_pixels=max_pixels)
+        except (InputError, OSError) as error:
+            bad.append(str(error).split(": ", 1)[-1])
+    if bad:
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise InputError(
+            f"{command}: expected readable images within --max-pixels, got {len(bad)} of "
+            f"{len(paths)} inputs that are not: {'; '.join(bad[:3])}{more}; nothing was done"
+        )
 
 
 def _model(args: argparse.Namespace) -> Any:
@@ -348,16 +379,28 @@ def _restore(args: argparse.Namespace) -> int:
 
     out_dir = Path(args.output)
     plan = restore_plan(image_paths(args.inputs), out_dir, overwrite=args.overwrite)
+    _check_images("restore", [source for source, _ in plan], args.max_pixels)
     model, device = _model(args)
     out_dir.mkdir(parents=True, exist_ok=True)
+    failed = []
     for source, target in plan:
-        image = _read(source).to(device)
+        try:
+            image = _read(source, args.max_pixels).to(device)
+        except InputError as error:  # a body that does not decode: the others are still done
+            print(f"{source}: skipped: {error}", file=sys.stderr)
+            failed.append(str(source))
+            continue
         with torch.no_grad():
             restored = model.restore(image, tile=args.tile, overlap=args.overlap)
         # written whole or not at all: a temporary file of its own, then a rename
         with writing(target) as temporary:
             write_image(temporary, restored.cpu())
         print(f"{source} -> {target}")
+    if failed:
+        raise InputError(
+            f"restore: expected every input to decode, got {len(failed)} that did not "
+            f"({_listed(failed)}); the other {len(plan) - len(failed)} were restored"
+        )
     return 0
 
 
@@ -388,6 +431,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .config import RECIPES
+    from .data import MAX_IMAGE_PIXELS
     from .degradations import MIXES
 
     parser = argparse.ArgumentParser(
@@ -420,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--overlap", type=int, default=32, help="overlap between tiles")
         p.add_argument("--device", default="auto",
                        help="auto (a GPU if there is one), cpu, cuda, cuda:1...")  # fmt: skip
+        p.add_argument("--max-pixels", type=_pixels, default=MAX_IMAGE_PIXELS,
+                       help="the most pixels (width x height) an input image may declare, "
+                       "checked from its header before it is decoded (none: no limit)")  # fmt: skip
 
     shown = argparse.ArgumentDefaultsHelpFormatter  # --help shows every default
     evaluate = sub.add_parser(

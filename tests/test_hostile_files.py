@@ -174,9 +174,38 @@ def test_restore_leaves_a_users_file_of_any_name_alone(checkpoint, images, tmp_p
     code = main(["restore", "--checkpoint", str(checkpoint), str(images), "--output", str(out)])
     assert code == 0
     assert all(path.read_bytes() == content for path, content in mine.items())
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (out / "a0.png").stat().st_mode & 0o777 == 0o666 & ~umask  # not a private 0600
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [".a0.partial.png", ".a0.png.partial", "a0.png", "a1.png"]
     )
+
+
+def test_restore_checks_every_input_before_it_restores_one(checkpoint, images, tmp_path, capsys):
+    (images / "b0.png").write_bytes(b"")  # a 0-byte image between the good ones
+    write_image(images / "z.png", torch.rand(3, 40, 40))
+    out = tmp_path / "out"
+    argv = ["restore", "--checkpoint", str(checkpoint), str(images), "--output", str(out)]
+    assert main([*argv, "--max-pixels", "1000"]) == 2
+    one_line_error(
+        capsys, "2 of 4 inputs", "b0.png', which is empty", "40 x 40 pixels", "nothing was done"
+    )
+    assert not out.exists()  # a rerun needs no --overwrite
+
+
+def test_restore_restores_the_rest_when_a_body_does_not_decode(
+    checkpoint, images, tmp_path, capsys
+):
+    whole = (images / "a0.png").read_bytes()
+    (images / "a0.png").write_bytes(whole[: len(whole) // 2])  # the header intact, the data cut
+    out = tmp_path / "out"
+    argv = ["restore", "--checkpoint", str(checkpoint), str(images), "--output", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("contrastive-prompts restore: error: restore: expected every input")
+    assert "a0.png" in err[-1] and "the other 1 were restored" in err[-1]
+    assert sorted(p.name for p in out.iterdir()) == ["a1.png"]
 
 
 @pytest.mark.parametrize("command", ["restore", "export", "evaluate"])

@@ -34,6 +34,7 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "SAMPLE_HELD_OUT",
     "SAMPLE_TRAIN",
+    "check_image_file",
     "image_paths",
     "list_images",
     "read_image",
@@ -126,12 +127,7 @@ def read_image(path: PathLike, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> 
     """
     from kornia.io import ImageLoadType, load_image
 
-    where = "read_image"
-    if max_pixels is not None:
-        check_int_range(where, "max_pixels", max_pixels, 1)
-    kind = _format_of(where, path)
-    if max_pixels is not None:
-        _check_pixels(where, path, kind, max_pixels)
+    kind = _checked("read_image", path, max_pixels)
     if kind == "BMP":
         return _read_bmp(path)
     try:
@@ -146,6 +142,44 @@ def read_image(path: PathLike, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> 
     if img.shape[0] in (2, 4):  # drop alpha
         img = img[:-1]
     return img.expand(3, -1, -1).contiguous() if img.shape[0] == 1 else img
+
+
+def check_image_file(path: PathLike, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> None:
+    """Check ``path`` from its first bytes and header alone, as ``read_image`` does first.
+
+    What [read_image][contrastive_prompts.data.read_image] checks before it decodes, on its
+    own: a command checks every input this way before it does any work, so a bad file among
+    many stops it before the first output rather than halfway.
+
+    Args:
+        path: the image file.
+        max_pixels: as for ``read_image``; ``None`` checks only that the file is not empty.
+
+    Returns:
+        None.
+
+    Raises:
+        OSError: the file cannot be opened.
+        InputError: as ``read_image`` before decoding: an empty file, an unknown format, an
+            unreadable header, or more than ``max_pixels`` pixels.
+
+    Examples:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "x.png")
+        >>> write_image(path, torch.zeros(3, 4, 5))
+        >>> check_image_file(path, max_pixels=20)
+    """
+    _checked("check_image_file", path, max_pixels)
+
+
+def _checked(where: str, path: PathLike, max_pixels: int | None) -> str | None:
+    """The file's format, once it passed the checks of ``check_image_file``."""
+    if max_pixels is not None:
+        check_int_range(where, "max_pixels", max_pixels, 1)
+    kind = _format_of(where, path)
+    if max_pixels is not None:
+        _check_pixels(where, path, kind, max_pixels)
+    return kind
 
 
 def _format_of(where: str, path: PathLike) -> str | None:
