@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._checks import InputError, InputTypeError, check_choice, check_int_range, check_positive
+from .data.images import MAX_IMAGE_PIXELS
 from .degradations import MIXES
 from .loss import MODES
 from .model import MODEL_PRESETS
@@ -57,6 +58,9 @@ class TrainConfig:
         mix: degradation mix, a name in [MIXES][contrastive_prompts.degradations.MIXES].
         crop: side of the random training crops.
         batch_size: images per step and process.
+        max_pixels: the most pixels (width x height) a training or validation image file may
+            declare, checked from its header before it is decoded (8192 x 8192 by default;
+            ``None``: no limit).
         workers: DataLoader worker processes.
         cpr_weight: lambda of the contrastive term (0 trains with L1 alone).
         num_negatives: negatives per image.
@@ -113,6 +117,7 @@ class TrainConfig:
     init_promptir: str | None = None
     data: list[str] = field(default_factory=list)
     val_data: list[str] = field(default_factory=list)
+    max_pixels: int | None = MAX_IMAGE_PIXELS
     mix: str = "3task"
     crop: int = 64
     batch_size: int = 4
@@ -169,6 +174,8 @@ class TrainConfig:
         for name in ("workers", "warmup_steps", "val_every"):
             check_int_range(where, name, getattr(self, name), 0)
         check_int_range(where, "seed", self.seed, 0, MAX_SEED)
+        if self.max_pixels is not None:
+            check_int_range(where, "max_pixels", self.max_pixels, 1)
         check_int_range(where, "top_k", self.top_k, 1)
         check_positive(where, "lr", self.lr)
         check_positive(where, "temperature", self.temperature)

@@ -195,9 +195,9 @@ def _model_config(model: nn.Module) -> dict[str, Any] | None:
     return asdict(model.config) if isinstance(model, SparsePromptIR) else None
 
 
-def _read_validation_image(path: Path) -> Tensor:
+def _read_validation_image(path: Path, max_pixels: int | None) -> Tensor:
     try:
-        return read_image(path)
+        return read_image(path, max_pixels=max_pixels)
     except (OSError, ValueError) as error:
         raise InputError(f"Trainer: cannot read validation image {str(path)!r}: {error}") from error
 
@@ -389,12 +389,17 @@ class Trainer:
         if train_data is None:
             images: Any = config.data or sample_split()[0]
             train_data = SyntheticDataset(
-                images, self.mix, crop_size=config.crop, seed=config.seed, cache=True
+                images,
+                self.mix,
+                crop_size=config.crop,
+                seed=config.seed,
+                cache=True,
+                max_pixels=config.max_pixels,
             )
         self.train_data = train_data
         if val_data is None and (config.val_data or not config.data):
             held_out = (
-                [_read_validation_image(p) for p in image_paths(config.val_data)]
+                [_read_validation_image(p, config.max_pixels) for p in image_paths(config.val_data)]
                 if config.val_data
                 else sample_split()[1]
             )

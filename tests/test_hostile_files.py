@@ -23,6 +23,7 @@ from contrastive_prompts.checkpoints import (
     load_checkpoint_model,
 )
 from contrastive_prompts.cli import main
+from contrastive_prompts.config import TrainConfig
 from contrastive_prompts.data import SyntheticDataset, write_image
 from contrastive_prompts.features import VGG16Features
 from contrastive_prompts.train import Trainer
@@ -386,3 +387,12 @@ def test_the_trainer_refuses_a_model_it_would_feed_another_dtype(tmp_path, dtype
     model = SparsePromptIR("tiny").to(dtype)
     with pytest.raises(InputError, match=f"float32 parameters .* got {dtype}; call model.float"):
         Trainer(small_config(tmp_path / "run"), model=model)
+
+
+@pytest.mark.filterwarnings("ignore:SyntheticDataset. skipping")
+def test_training_images_have_the_same_budget(images, tmp_path, capsys):
+    argv = ["train", "--data", str(images), "--steps", "1", "--out-dir", str(tmp_path / "run")]
+    assert main([*argv, "--max-pixels", "100"]) == 2
+    one_line_error(capsys, "at most 100 pixels", "18 x 20 pixels (width x height)")
+    with pytest.raises(InputError, match="max_pixels"):
+        TrainConfig(max_pixels=0).validate()
