@@ -115,7 +115,7 @@ class _SkippingReader:
                         RuntimeWarning,
                         stacklevel=3,
                     )
-        first, reason = next(iter(self.skipped.items()), ("", ""))
+        reason = next(iter(self.skipped.values()), "")
         raise InputError(
             f"{type(self).__name__}: expected at least one readable image, got none of {size}; "
             f"unreadable: {', '.join(self.skipped)}; the first because {' '.join(reason.split())}"
