@@ -203,6 +203,52 @@ def check_positive(where: str, name: str, value: object, *, allow_zero: bool = F
     raise InputTypeError(f"{where}: expected {name} to be a number {bound}, got {value!r}")
 
 
+def check_bool(where: str, name: str, value: object) -> None:
+    """Check that ``value`` is a real ``bool``: ``"false"``, ``0`` or ``None`` are refused.
+
+    A string flag would otherwise be taken as true whatever it says.
+    """
+    if not isinstance(value, bool):
+        raise InputTypeError(
+            f"{where}: expected {name} to be a bool (True or False), "
+            f"got {type(value).__name__} {value!r}"
+        )
+
+
+def check_batch(where: str, name: str, x: Tensor) -> None:
+    """Check that the batch ``x`` (batch axis first) holds at least one sample.
+
+    For losses and objectives, whose mean over an empty batch means nothing.
+    """
+    if x.shape[0] < 1:
+        raise InputError(
+            f"{where}: expected a batch of at least one image, got 0 "
+            f"({name} of shape {_fmt(tuple(x.shape))})"
+        )
+
+
+def check_weights(where: str, name: str, value: object) -> tuple[float, ...]:
+    """``value`` as a tuple of floats, checked: finite numbers ``>= 0`` with a positive sum.
+
+    Any iterable of numbers (0-d tensors included) is taken; a string, a bool or a
+    non-number is refused.
+    """
+    expected = f"{where}: expected {name} to be finite numbers >= 0 with a positive sum"
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise InputTypeError(f"{expected}, got {type(value).__name__} {value!r}")
+    weights = []
+    for weight in value:
+        if isinstance(weight, (str, bytes, bool)):
+            raise InputTypeError(f"{expected}, got an entry {weight!r}")
+        try:
+            weights.append(float(weight))
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise InputTypeError(f"{expected}, got an entry {weight!r}") from error
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+        raise InputError(f"{expected}, got {tuple(weights)}")
+    return tuple(weights)
+
+
 def resolve_device(where: str, name: object, local_rank: int = 0) -> torch.device:
     """The device named ``name``, checked to exist here.
 

@@ -21,8 +21,10 @@ from torch import Tensor, nn
 
 from ._checks import (
     InputError,
+    check_bool,
     check_dtype_like,
     check_int_range,
+    check_positive,
     check_shape,
     check_shape_any,
     check_spatial,
@@ -104,6 +106,19 @@ trains on a CPU with 64x64 crops; ``"tiny"`` is the demo's. ``SparsePromptIR(pre
 """
 
 
+_REMOVED_METHODS = {
+    "forward_with_negatives": (
+        "call contrastive_prompts.forward_with_negatives(model, x, num_negatives=M) instead "
+        "(the same generator, labels and chunk_size options; CPLObjective calls it for you)"
+    ),
+    "forward_negative": (
+        "run the model under contrastive_prompts.negative_prompts instead: "
+        "with negative_prompts(model, generator=g): out = model(x)"
+    ),
+}
+"""SparsePromptIR's methods removed in the generic negatives' release, with what replaces each."""
+
+
 def _level(dim: int, blocks: int, heads: int, ffn: float, **factory: Any) -> nn.Sequential:
     return nn.Sequential(
         *(
@@ -140,6 +155,16 @@ class SparsePromptIR(nn.Module):
     images of the parameters' dtype (``model.to(torch.float64)`` for float64 images) or, under
     `torch.autocast`, of the autocast dtype. Any other dtype, 8-bit images included, raises
     [InputError][contrastive_prompts.InputError], as does ``H = 0`` or ``W = 0``.
+
+    The methods ``forward_with_negatives`` and ``forward_negative`` are gone: reading them
+    raises an ``AttributeError`` that names what replaces them
+    ([forward_with_negatives][contrastive_prompts.forward_with_negatives],
+    [negative_prompts][contrastive_prompts.negative_prompts]).
+
+    Raises:
+        InputTypeError: a configuration field of the wrong type (``use_prompts="false"``,
+            which would otherwise read as true, or a size given as a string).
+        InputError: an unknown preset or override, or a configuration field out of its range.
 
     Examples:
         >>> model = SparsePromptIR("tiny")
@@ -240,16 +265,24 @@ class SparsePromptIR(nn.Module):
     def _validate(config: ModelConfig) -> None:
         where = "SparsePromptIR"
         check_int_range(where, "dim", config.dim, 1)
-        for name in ("num_blocks", "heads"):
+        # (field, entries, smallest value): an encoder level may have no block, not no head
+        for name, count, low in (
+            ("num_blocks", 4, 0),
+            ("heads", 4, 1),
+            ("prompt_dims", 3, 1),
+            ("prompt_sizes", 3, 1),
+        ):
             value = getattr(config, name)
-            if len(value) != 4:
-                raise InputError(f"{where}: expected {name} of 4 integers, got {value}")
-        for name in ("prompt_dims", "prompt_sizes"):
-            value = getattr(config, name)
-            if len(value) != 3:
-                raise InputError(f"{where}: expected {name} of 3 integers, got {value}")
+            if not isinstance(value, (tuple, list)) or len(value) != count:
+                raise InputError(f"{where}: expected {name} of {count} integers, got {value!r}")
+            for i, entry in enumerate(value):
+                check_int_range(where, f"{name}[{i}]", entry, low)
+        check_int_range(where, "num_refinement_blocks", config.num_refinement_blocks, 0)
+        check_positive(where, "ffn_expansion_factor", config.ffn_expansion_factor)
+        check_int_range(where, "prompt_heads", config.prompt_heads, 1)
         check_int_range(where, "num_prompts", config.num_prompts, 1)
         check_int_range(where, "top_k", config.top_k, 1, config.num_prompts)
+        check_bool(where, "use_prompts", config.use_prompts)
         widths = (config.dim * 2, config.dim * 4, config.dim * 8)
         for width, prompt_dim in zip(widths, config.prompt_dims, strict=True):
             width += prompt_dim if config.use_prompts else 0
@@ -462,6 +495,13 @@ class SparsePromptIR(nn.Module):
 
     def extra_repr(self) -> str:
         return f"config={self.config}"
+
+    def __getattr__(self, name: str) -> Tensor | nn.Module:
+        # the removed methods say what replaces them; every other name is nn.Module's business
+        replacement = _REMOVED_METHODS.get(name)
+        if replacement is not None:
+            raise AttributeError(f"SparsePromptIR.{name} was removed: {replacement}")
+        return super().__getattr__(name)
 
 
 RESTORE_TILES = {"cpu": 256}

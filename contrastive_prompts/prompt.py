@@ -26,8 +26,10 @@ from torch import Tensor, nn
 from ._checks import (
     InputError,
     InputTypeError,
+    check_bool,
     check_dtype_like,
     check_int_range,
+    check_positive,
     check_shape,
     check_spatial,
 )
@@ -79,7 +81,7 @@ def topk_route(logits: Tensor, top_k: int, *, renormalize: bool = False) -> Rout
     Args:
         logits: router logits.
         top_k: experts to keep, in ``[1, N]``.
-        renormalize: rescale the kept weights to sum to 1.
+        renormalize: rescale the kept weights to sum to 1 (a bool).
 
     Shape:
         - logits: ``(B, N)``. Returns a [Routing][contrastive_prompts.Routing] with ``(B, N)``
@@ -98,6 +100,7 @@ def topk_route(logits: Tensor, top_k: int, *, renormalize: bool = False) -> Rout
     """
     check_shape("topk_route", "logits", logits, ("B", "N"))
     check_int_range("topk_route", "top_k", top_k, 1, logits.shape[-1])
+    check_bool("topk_route", "renormalize", renormalize)
     # the softmax and the choice in float32 at least (bfloat16 logits under autocast included),
     # the result in the logits' dtype
     probs = logits.softmax(dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
@@ -246,7 +249,7 @@ class SparsePrompt(nn.Module):
         num_prompts: experts ``N`` in the bank (5 in PromptIR and CPL).
         prompt_size: spatial size ``S`` of each prompt.
         top_k: experts kept per sample (1 for CPL, ``num_prompts`` for PromptIR).
-        renormalize: rescale the kept weights to sum to 1 (off in CPL).
+        renormalize: rescale the kept weights to sum to 1 (off in CPL); a bool.
         device: where to allocate the parameters.
         dtype: dtype of the parameters.
 
@@ -257,6 +260,11 @@ class SparsePrompt(nn.Module):
     The input must have the parameters' dtype (convert the layer with ``.to(dtype)`` for another
     one) or, under `torch.autocast`, the autocast dtype; any other dtype, an integer one
     included, raises [InputError][contrastive_prompts.InputError], as does ``H = 0`` or ``W = 0``.
+
+    Raises:
+        InputTypeError: a size that is not an integer, or ``renormalize`` that is not a bool
+            (a string such as ``"no"`` would otherwise read as true).
+        InputError: a size below 1, or ``top_k`` outside ``[1, num_prompts]``.
 
     Examples:
         >>> layer = SparsePrompt(dim=16, prompt_dim=8, prompt_size=4)
@@ -282,6 +290,7 @@ class SparsePrompt(nn.Module):
             check_int_range("SparsePrompt", name, value, 1)
         check_int_range("SparsePrompt", "num_prompts", num_prompts, 1)
         check_int_range("SparsePrompt", "top_k", top_k, 1, num_prompts)
+        check_bool("SparsePrompt", "renormalize", renormalize)
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.dim, self.prompt_dim, self.prompt_size = dim, prompt_dim, prompt_size
         self.num_prompts, self.top_k, self.renormalize = num_prompts, top_k, renormalize
@@ -543,6 +552,12 @@ class PromptFusion(nn.Module):
     [SparsePrompt][contrastive_prompts.SparsePrompt]: the parameters' dtype, or the autocast
     dtype under `torch.autocast`.
 
+    Raises:
+        InputTypeError: a width that is not an integer, or (for the default block)
+            ``ffn_expansion_factor`` that is not a number.
+        InputError: a width below 1, or (for the default block) ``ffn_expansion_factor``
+            that is not a finite number > 0.
+
     Examples:
         >>> fusion = PromptFusion(dim=16, prompt_dim=8, num_heads=2)
         >>> fusion(torch.rand(2, 16, 6, 6), torch.rand(2, 8, 6, 6)).shape
@@ -566,6 +581,8 @@ class PromptFusion(nn.Module):
         check_int_range("PromptFusion", "prompt_dim", prompt_dim, 1)
         if out_dim is not None:
             check_int_range("PromptFusion", "out_dim", out_dim, 1)
+        if block is None:
+            check_positive("PromptFusion", "ffn_expansion_factor", ffn_expansion_factor)
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.dim, self.prompt_dim = dim, prompt_dim
         self.out_dim = dim if out_dim is None else out_dim

@@ -18,7 +18,14 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from ._checks import InputError, InputTypeError, check_shape
+from ._checks import (
+    InputError,
+    InputTypeError,
+    check_bool,
+    check_int_range,
+    check_positive,
+    check_shape,
+)
 from ._state import quiet_run
 from .prompt import PromptFusion, SparsePrompt
 
@@ -46,14 +53,21 @@ class PromptStage(nn.Module):
         num_prompts: experts in the bank.
         top_k: experts per sample (1 for CPL); below ``num_prompts``, so that negatives have
             experts to draw from.
-        renormalize: rescale the kept routing weights to sum to 1.
+        renormalize: rescale the kept routing weights to sum to 1 (a bool).
         num_heads: attention heads of the fusion block (must divide ``dim + prompt_dim``).
-        ffn_expansion_factor: feed-forward width of the fusion block.
+        ffn_expansion_factor: feed-forward width of the fusion block, a finite number > 0.
         device: where to allocate the parameters.
         dtype: dtype of the parameters.
 
     Shape:
         - Input ``h``: ``(B, dim, H, W)``; output: the same.
+
+    Raises:
+        InputTypeError: ``dim``, ``prompt_dim``, ``prompt_size``, ``num_prompts``, ``top_k`` or
+            ``num_heads`` not an int, ``ffn_expansion_factor`` not a number, or
+            ``renormalize`` not a bool (a string such as ``"no"`` would read as true).
+        InputError: a size below 1, ``top_k`` outside ``[1, num_prompts)``, ``num_heads`` that
+            does not divide ``dim + prompt_dim``, or ``ffn_expansion_factor <= 0``.
 
     Examples:
         >>> stage = PromptStage(dim=8, prompt_size=4)
@@ -87,9 +101,14 @@ class PromptStage(nn.Module):
                 f"PromptStage: expected 1 <= top_k < num_prompts = {num_prompts} (CPL's negatives "
                 f"draw from the experts a sample did not select), got top_k={top_k}"
             )
+        if prompt_dim is not None:
+            check_int_range("PromptStage", "prompt_dim", prompt_dim, 1)
+        check_int_range("PromptStage", "num_heads", num_heads, 1)
+        check_positive("PromptStage", "ffn_expansion_factor", ffn_expansion_factor)
+        check_bool("PromptStage", "renormalize", renormalize)
         prompt_dim = max(1, dim // 2) if prompt_dim is None else prompt_dim
         width = dim + prompt_dim
-        if not isinstance(num_heads, int) or num_heads < 1 or width % num_heads:
+        if width % num_heads:
             raise InputError(
                 f"PromptStage: expected num_heads to divide dim + prompt_dim = {width}, "
                 f"got {num_heads}"
@@ -258,6 +277,9 @@ def add_prompts(
         any).
 
     Raises:
+        InputTypeError: ``model`` is not an ``nn.Module``, a stage's options are not a mapping,
+            or an option has the wrong type (a ``dim`` given as a string, say: see
+            [PromptStage][contrastive_prompts.PromptStage]).
         InputError: a name that is not a submodule (with the closest names), the model itself,
             a submodule named twice, inside another named one or already prompted, a container
             that is not called (``ModuleList``, ``ModuleDict``), a missing ``dim`` without
@@ -327,7 +349,9 @@ def add_prompts(
     for name in requested:
         options = dict(stages[name])
         if name in found:
-            if options.setdefault("dim", found[name]) != found[name]:
+            given = options.setdefault("dim", found[name])
+            # a dim of the wrong type is PromptStage's to refuse, by its type
+            if isinstance(given, int) and not isinstance(given, bool) and given != found[name]:
                 raise InputError(
                     f"{where}: expected dim={found[name]} for {name!r} (its output on "
                     f"example_input has {found[name]} channels), got dim={options['dim']}"
