@@ -18,12 +18,16 @@ from torch import Tensor, nn
 from ._checks import (
     REDUCTIONS,
     InputError,
+    InputTypeError,
+    check_batch,
+    check_bool,
     check_channels,
     check_choice,
     check_floating,
     check_positive,
     check_same_shape,
     check_shape,
+    check_weights,
     reduce_batch,
 )
 from .features import FilterFeatures
@@ -50,6 +54,15 @@ def _layer_distances(
         t = t.view(batch, -1, *t.shape[1:])  # (B, 1 + M, C, h, w)
         distances.append((a.unsqueeze(1) - t).abs().flatten(2).mean(dim=-1))
     return torch.stack(distances)
+
+
+def _check_features(where: str, features: object) -> None:
+    if not callable(features):
+        raise InputTypeError(
+            f"{where}: expected features to be a module returning a list of feature maps "
+            f"(FilterFeatures(), PixelFeatures(), VGG16Features(...)), got "
+            f"{type(features).__name__} {features!r}"
+        )
 
 
 def contrastive_prompt_loss(
@@ -90,16 +103,17 @@ def contrastive_prompt_loss(
         mode: ``"subtractive"``, ``"infonce"`` or ``"ratio"``.
         features: feature space, a module returning a list of maps;
             [FilterFeatures][contrastive_prompts.FilterFeatures] by default.
-        layer_weights: one weight per map; the feature space's ``layer_weights`` attribute, else
-            equal weights.
+        layer_weights: one weight per map, finite numbers >= 0 with a positive sum; the feature
+            space's ``layer_weights`` attribute, else equal weights.
         temperature: $\tau$ of ``"infonce"``, a finite number > 0.
-        normalize: L2-normalise each map over channels before the distance.
+        normalize: L2-normalise each map over channels before the distance (a bool).
         reduction: ``"none"`` (per sample), ``"mean"`` or ``"sum"`` over the batch.
         eps: keeps the ratio finite when the negatives equal the anchor; a finite number > 0
             (0 would give NaN for an anchor equal to its positive and its negatives).
 
     Shape:
-        - anchor, positive: ``(B, C, H, W)`` with any ``C >= 1`` that ``features`` takes;
+        - anchor, positive: ``(B, C, H, W)`` with ``B >= 1`` and any ``C >= 1`` that
+          ``features`` takes;
           negatives: ``(B, M, C, H, W)`` with ``M >= 1``. PixelFeatures and FilterFeatures take
           any ``C``; [VGG16Features][contrastive_prompts.VGG16Features] takes RGB and repeats a
           grey ``C = 1`` to 3 channels, so a grey image scores as its grey RGB copy. With
@@ -109,6 +123,13 @@ def contrastive_prompt_loss(
 
     Returns:
         The loss per sample, or its mean or sum over the batch.
+
+    Raises:
+        InputTypeError: ``normalize`` is not a bool, ``features`` is not callable, or
+            ``layer_weights`` holds something other than numbers.
+        InputError: an unknown ``mode`` or ``reduction``, ``temperature`` or ``eps`` not a
+            finite number > 0, ``layer_weights`` negative, all zero or not one per map, an empty
+            batch (``B = 0``), no negative (``M = 0``), or shapes that do not match.
 
     Examples:
         >>> a, y = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
@@ -121,8 +142,12 @@ def contrastive_prompt_loss(
     check_choice(where, "reduction", reduction, REDUCTIONS)
     check_positive(where, "temperature", temperature)
     check_positive(where, "eps", eps)
+    check_bool(where, "normalize", normalize)
+    if features is not None:
+        _check_features(where, features)
     check_shape(where, "anchor", anchor, ("B", "C", "H", "W"))
     check_channels(where, "anchor", anchor)
+    check_batch(where, "anchor", anchor)
     check_floating(where, "anchor", anchor)
     check_same_shape(where, "positive", positive, "anchor", anchor)
     b, c, h, w = anchor.shape
@@ -137,6 +162,8 @@ def contrastive_prompt_loss(
         raise InputError(f"{where}: expected features to return a non-empty list of maps")
     if layer_weights is None:
         layer_weights = getattr(features, "layer_weights", None) or [1.0] * len(anchor_maps)
+    else:
+        layer_weights = check_weights(where, "layer_weights", layer_weights)
     if len(layer_weights) != len(anchor_maps):
         raise InputError(
             f"{where}: expected {len(anchor_maps)} layer_weights (one per feature map), "
@@ -166,16 +193,24 @@ class ContrastivePromptLoss(nn.Module):
     Args:
         mode: ``"subtractive"`` (default), ``"infonce"`` or ``"ratio"``.
         features: feature space; [FilterFeatures][contrastive_prompts.FilterFeatures] by default.
-        layer_weights: one weight per feature map.
+        layer_weights: one weight per feature map, finite numbers >= 0 with a positive sum.
         temperature: temperature of ``"infonce"``, a finite number > 0.
-        normalize: L2-normalise maps over channels.
+        normalize: L2-normalise maps over channels (a bool).
         reduction: ``"none"``, ``"mean"`` or ``"sum"``.
         eps: keeps the ratio finite, a finite number > 0.
 
     Shape:
         - anchor, positive: ``(B, C, H, W)``, any ``C >= 1`` that the feature space takes (as
           for [contrastive_prompt_loss][contrastive_prompts.contrastive_prompt_loss]);
-          negatives: ``(B, M, C, H, W)``.
+          negatives: ``(B, M, C, H, W)``, ``B >= 1``.
+
+    Raises:
+        InputTypeError: at construction, ``normalize`` that is not a bool, ``features`` that is
+            not callable, or ``layer_weights`` that are not numbers.
+        InputError: at construction, an unknown ``mode`` or ``reduction``, or a number out of
+            its range; at the call, as
+            [contrastive_prompt_loss][contrastive_prompts.contrastive_prompt_loss] (an empty
+            batch, say).
 
     Examples:
         >>> loss = ContrastivePromptLoss(mode="ratio")
@@ -201,10 +236,15 @@ class ContrastivePromptLoss(nn.Module):
         check_choice(where, "reduction", reduction, REDUCTIONS)
         check_positive(where, "temperature", temperature)
         check_positive(where, "eps", eps)
+        check_bool(where, "normalize", normalize)
+        if features is not None:
+            _check_features(where, features)
         self.mode, self.temperature, self.normalize = mode, temperature, normalize
         self.reduction, self.eps = reduction, eps
         self.features = features if features is not None else FilterFeatures()
-        self.layer_weights = None if layer_weights is None else tuple(layer_weights)
+        self.layer_weights = (
+            None if layer_weights is None else check_weights(where, "layer_weights", layer_weights)
+        )
 
     def extra_repr(self) -> str:
         return (

@@ -12,13 +12,15 @@ from torch import Tensor, nn
 from ._checks import (
     InputError,
     InputTypeError,
+    check_batch,
+    check_bool,
     check_channels,
     check_int_range,
     check_positive,
     check_same_shape,
     check_shape,
 )
-from .loss import ContrastivePromptLoss
+from .loss import MODES, ContrastivePromptLoss
 from .negatives import forward_with_negatives
 from .prompt import (
     Routing,
@@ -79,7 +81,8 @@ class CPLObjective(nn.Module):
         loss: the contrastive loss;
             [ContrastivePromptLoss][contrastive_prompts.ContrastivePromptLoss] by default.
         balance_weight: $\beta$ of [load_balance_loss][contrastive_prompts.load_balance_loss].
-        num_labels: rows of the expert-use counts (defaults to the largest label + 1).
+        num_labels: rows of the expert-use counts (defaults to the largest label + 1); labels
+            must then lie in ``[0, num_labels)``.
         label_negatives: also give the labels to the negatives, which then favour experts that
             other degradations use (CPL itself draws them without labels). Labels always feed
             the expert-use counts.
@@ -94,9 +97,16 @@ class CPLObjective(nn.Module):
           the $(B, C, H, W)$ output and $(L, N)$ expert counts per prompt stage.
 
     Raises:
-        InputError: ``weight > 0`` and the model holds no SparsePrompt that leaves experts for
-            negatives, the model's output does not have the shape of ``clean``, or the loss's
-            feature space does not take ``C`` channels (such as
+        InputTypeError: at construction, an option of the wrong type: ``loss`` that is not a
+            module (a string such as ``"l1"``: the L1 term is always there, and
+            ``ContrastivePromptLoss(mode=...)`` picks the contrastive one), ``label_negatives``
+            that is not a bool, ``num_labels`` that is not an integer.
+        InputError: at construction, a number out of its range (``weight < 0``,
+            ``num_negatives < 1``, ``num_labels < 1``); at the call, an empty batch, labels that
+            are not integers or lie outside ``[0, num_labels)``, ``weight > 0`` and the model
+            holds no SparsePrompt that leaves experts for negatives, the model's output does not
+            have the shape of ``clean`` (checked before the loss sees it), or the loss's feature
+            space does not take ``C`` channels (such as
             [VGG16Features][contrastive_prompts.VGG16Features], which takes 1 or 3).
 
     Examples:
@@ -119,13 +129,24 @@ class CPLObjective(nn.Module):
         label_negatives: bool = False,
     ) -> None:
         super().__init__()
-        check_positive("CPLObjective", "weight", weight, allow_zero=True)
-        check_positive("CPLObjective", "balance_weight", balance_weight, allow_zero=True)
-        check_int_range("CPLObjective", "num_negatives", num_negatives, 1)
+        where = "CPLObjective"
+        check_positive(where, "weight", weight, allow_zero=True)
+        check_positive(where, "balance_weight", balance_weight, allow_zero=True)
+        check_int_range(where, "num_negatives", num_negatives, 1)
+        if num_labels is not None:
+            check_int_range(where, "num_labels", num_labels, 1)
+        if chunk_size is not None:
+            check_int_range(where, "chunk_size", chunk_size, 1)
+        check_bool(where, "label_negatives", label_negatives)
+        if loss is not None and not callable(loss):
+            modes = ", ".join(map(repr, MODES))
+            raise InputTypeError(
+                f"{where}: expected loss to be None or a module such as "
+                f"ContrastivePromptLoss(mode=m), m one of {modes} (the L1 term is always "
+                f"added), got {type(loss).__name__} {loss!r}"
+            )
         self.weight, self.num_negatives = weight, num_negatives
         self.balance_weight, self.num_labels = balance_weight, num_labels
-        if chunk_size is not None:
-            check_int_range("CPLObjective", "chunk_size", chunk_size, 1)
         self.chunk_size = chunk_size
         self.label_negatives = label_negatives
         self.loss = loss if loss is not None else ContrastivePromptLoss()
@@ -160,10 +181,16 @@ class CPLObjective(nn.Module):
         """
         check_shape("CPLObjective", "degraded", degraded, ("B", "C", "H", "W"))
         check_channels("CPLObjective", "degraded", degraded)
+        check_batch("CPLObjective", "degraded", degraded)
         check_same_shape("CPLObjective", "clean", clean, "degraded", degraded)
         if labels is not None:
             check_shape("CPLObjective", "labels", labels, (degraded.shape[0],))
+            if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+                raise InputError(
+                    f"CPLObjective: expected labels to be an integer tensor, got {labels.dtype}"
+                )
         zero = degraded.new_zeros(())
+        negatives = None
         if self.weight > 0:
             output, negatives, routing = forward_with_negatives(
                 model,
@@ -173,28 +200,49 @@ class CPLObjective(nn.Module):
                 labels=labels if self.label_negatives else None,
                 chunk_size=self.chunk_size,
             )
-            cpr = self.loss(output, clean, negatives)
         elif prompt_layers(model):
             with record_routing(model) as routing:
                 output = model(degraded)
-            cpr = zero
         else:  # L1 alone trains any network
-            output, routing, cpr = model(degraded), RoutingLog(), zero
-        expected = (
-            "CPLObjective: expected model(degraded) to return a tensor of the shape of clean "
-            f"{tuple(clean.shape)}, got"
-        )
-        if not isinstance(output, Tensor):
-            raise InputTypeError(f"{expected} {type(output).__name__}")
-        if output.shape != clean.shape:
-            raise InputError(f"{expected} {tuple(output.shape)}")
+            output, routing = model(degraded), RoutingLog()
+        self._check_output(output, clean)
+        cpr = zero if negatives is None else self.loss(output, clean, negatives)
         l1 = F.l1_loss(output, clean)
         balance = zero
         if self.balance_weight > 0 and routing:
             balance = torch.stack([load_balance_loss(r) for r in routing]).mean()
         loss = l1 + self.weight * cpr + self.balance_weight * balance
+        if labels is not None:
+            # here rather than on entry: reading the labels waits for the device, and here the
+            # caller is about to read the loss anyway
+            self._check_label_range(labels)
         counts = self._counts(routing, labels)
         return ObjectiveOutput(loss, l1, cpr, balance, output, counts, tuple(routing.names))
+
+    @staticmethod
+    def _check_output(output: object, clean: Tensor) -> None:
+        """The network's output against the target, before any loss compares them."""
+        expected = (
+            "CPLObjective: expected model(degraded) to return a tensor of the shape of clean "
+            f"{tuple(clean.shape)} (the target), got"
+        )
+        if not isinstance(output, Tensor):
+            raise InputTypeError(f"{expected} {type(output).__name__}")
+        if output.shape != clean.shape:
+            raise InputError(f"{expected} an output of shape {tuple(output.shape)}")
+
+    def _check_label_range(self, labels: Tensor) -> None:
+        """Labels index the rows of the expert-use counts: ``[0, num_labels)``."""
+        if self.num_labels is None:
+            outside = labels < 0
+            expected = "labels >= 0"
+        else:
+            outside = (labels < 0) | (labels >= self.num_labels)
+            expected = f"labels in [0, {self.num_labels - 1}] (num_labels={self.num_labels})"
+        if bool(outside.any()):
+            bad = labels[outside].unique().tolist()
+            shown = f"{bad[:8]}"[:-1] + ", ...]" if len(bad) > 8 else f"{bad}"
+            raise InputError(f"CPLObjective: expected {expected}, got {shown}")
 
     def _counts(self, routing: Sequence[Routing], labels: Tensor | None) -> tuple[Tensor, ...]:
         with torch.no_grad():
