@@ -485,6 +485,11 @@ def negative_prompts(
             "negative_prompts: expected layers with top_k < num_prompts (experts left for "
             f"negatives), got top_k == num_prompts in {dense}"
         )
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise InputTypeError(
+            "negative_prompts: expected generator to be a torch.Generator or None, got "
+            f"{type(generator).__name__}"
+        )
     mode = _NegativeMode(generator, labels)
     previous = {name: layer._negative_mode for name, layer in layers.items()}
     try:

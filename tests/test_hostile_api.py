@@ -281,3 +281,11 @@ def test_a_removed_method_says_what_replaces_it(name, replacement):
     assert isinstance(model.patch_embed, nn.Conv2d)
     with pytest.raises(AttributeError, match=r"'SparsePromptIR' object has no attribute 'nope'"):
         model.nope  # noqa: B018
+
+
+def test_a_generator_that_is_not_one_is_named():
+    model, x = SparsePromptIR("tiny"), torch.rand(1, 3, 16, 16)
+    with pytest.raises(
+        InputTypeError, match=r"expected generator to be a torch\.Generator or None"
+    ):
+        CPLObjective()(model, x, x, generator=3)
