@@ -8,11 +8,8 @@ the network's own prompt to the clean image and pushes it away from outputs unde
 prompts.
 """
 
-from typing import Any
-
 from . import data, degradations, metrics
 from ._checks import InputError, InputTypeError
-from ._renamed import renamed_attribute
 from .compiling import compile_regions
 from .effect import ExpertUse, PromptEffect, prompt_effect
 from .export import export_onnx, export_program
@@ -40,10 +37,6 @@ from .restormer import TransformerBlock
 from .stages import PromptStage, add_prompts, remove_prompts
 
 __version__ = "0.1.0"
-
-
-def __getattr__(name: str) -> Any:
-    return renamed_attribute(__name__, name, {"PRESETS": "MODEL_PRESETS"}, globals())
 
 
 __all__ = [

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import kornia
 import torch
@@ -40,7 +39,6 @@ from contrastive_prompts._checks import (
     check_positive,
     check_shape,
 )
-from contrastive_prompts._renamed import renamed_attribute
 
 __all__ = [
     "DEGRADATIONS",
@@ -1258,7 +1256,3 @@ def make_mix(
     return DegradationMix(
         {n: DEGRADATIONS[n]() for n in names}, probs=probs, max_per_sample=max_per_sample
     )
-
-
-def __getattr__(name: str) -> Any:
-    return renamed_attribute(__name__, name, {"PRESETS": "MIXES"}, globals())

@@ -29,7 +29,6 @@ from ._checks import (
     check_shape_any,
     check_spatial,
 )
-from ._renamed import renamed_attribute
 from .padding import pad_to_multiple
 from .prompt import PromptFusion, Routing, SparsePrompt
 from .restormer import TransformerBlock, downsample, upsample
@@ -614,7 +613,3 @@ def tiled(
 def parameter_count(model: nn.Module) -> int:
     """Number of parameters of ``model``."""
     return sum(p.numel() for p in model.parameters())
-
-
-def __getattr__(name: str) -> Any:
-    return renamed_attribute(__name__, name, {"PRESETS": "MODEL_PRESETS"}, globals())

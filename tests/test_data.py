@@ -430,9 +430,9 @@ def test_cbsd68_noise_is_fixed_per_seed(tmp_path):
 @pytest.fixture
 def fresh_warnings(monkeypatch):
     """Forget which old names warned already, and record every warning."""
-    from contrastive_prompts import _renamed
+    from contrastive_prompts.data import benchmarks
 
-    monkeypatch.setattr(_renamed, "_warned", set())
+    monkeypatch.setattr(benchmarks, "_warned", set())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield caught

@@ -1,50 +1,12 @@
-"""Where things live: renamed names keep working for a release, with one warning each."""
+"""Where things live: one home for each concept, one value for each default."""
 
 import re
-import subprocess
-import sys
-import warnings
 
 import pytest
 
 import contrastive_prompts as cp
 from contrastive_prompts import degradations, model
 from contrastive_prompts.config import TrainConfig
-
-
-@pytest.mark.parametrize(
-    ("module", "old", "new"),
-    [
-        (cp, "PRESETS", "MODEL_PRESETS"),
-        (model, "PRESETS", "MODEL_PRESETS"),
-        (degradations, "PRESETS", "MIXES"),
-    ],
-)
-def test_old_names_resolve_to_the_new_ones_and_warn_once(module, old, new):
-    # a fresh interpreter, so that no earlier test has used the old name already
-    code = (
-        "import warnings; warnings.simplefilter('always')\n"
-        f"import {module.__name__} as m\n"
-        "with warnings.catch_warnings(record=True) as caught:\n"
-        f"    warnings.simplefilter('always')\n"
-        f"    first, second = m.{old}, m.{old}\n"
-        f"assert first is m.{new} and second is m.{new}\n"
-        "messages = [str(w.message) for w in caught if w.category is FutureWarning]\n"
-        "print(len(messages)); print(messages[0])\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    count, message = done.stdout.splitlines()
-    assert count == "1"
-    assert f"{module.__name__}.{old} is renamed {module.__name__}.{new}" in message
-
-
-def test_an_unknown_name_is_still_an_attribute_error():
-    with pytest.raises(AttributeError, match="has no attribute 'NO_SUCH_NAME'"):
-        _ = degradations.NO_SUCH_NAME
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert not hasattr(cp, "NO_SUCH_NAME")  # and no warning for it
 
 
 def test_mix_names_come_from_the_mixes(monkeypatch):

@@ -25,7 +25,6 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from contrastive_prompts._checks import InputError, check_choice, check_int_range
-from contrastive_prompts._renamed import warn_once
 from contrastive_prompts.degradations import _check_noise_sigma
 
 from ._common import (
@@ -557,12 +556,19 @@ def read_benchmark(
 # the readers and matchers of the previous release: they still work, and warn once each
 
 
+_warned: set[str] = set()  # the old names that warned already
+
+
 def _replaced(old: str, new: str) -> None:
     """Warn, once per process and old name, that ``old`` is replaced by ``new``."""
-    warn_once(
-        f"contrastive_prompts.data.{old} is replaced by contrastive_prompts.data.{new}; "
-        "the old name goes in the next release"
-    )
+    if old not in _warned:
+        _warned.add(old)
+        warnings.warn(
+            f"contrastive_prompts.data.{old} is replaced by contrastive_prompts.data.{new}; "
+            "the old name goes in the next release",
+            FutureWarning,
+            stacklevel=3,
+        )
 
 
 def _paired(dataset: PairedDataset | NoisyDataset) -> PairedDataset:
