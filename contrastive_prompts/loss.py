@@ -42,8 +42,8 @@ _DEFAULT_FEATURES = FilterFeatures()
 def _layer_distances(
     anchor_maps: Sequence[Tensor], target_maps: Sequence[Tensor], normalize: bool, batch: int
 ) -> Tensor:
-    """Per-layer mean absolute distance: ``(L, B, 1 + M)`` from ``(B, ...)`` anchor maps and
-    ``(B * (1 + M), ...)`` target maps laid out sample-major."""
+    """Per-layer mean absolute distance: ``(L, B, K)`` from ``(B, ...)`` anchor maps and
+    ``(B * K, ...)`` target maps laid out sample-major (``K`` targets per sample)."""
     distances = []
     for a, t in zip(anchor_maps, target_maps, strict=True):
         # normalised and compared in float32 at least: feature maps come in bfloat16 under autocast
@@ -51,7 +51,7 @@ def _layer_distances(
         a, t = a.to(work), t.to(work)
         if normalize:  # L2 over channels, as the released code does
             a, t = F.normalize(a, dim=1), F.normalize(t, dim=1)
-        t = t.view(batch, -1, *t.shape[1:])  # (B, 1 + M, C, h, w)
+        t = t.view(batch, -1, *t.shape[1:])  # (B, K, C, h, w)
         distances.append((a.unsqueeze(1) - t).abs().flatten(2).mean(dim=-1))
     return torch.stack(distances)
 
@@ -67,7 +67,7 @@ def _check_features(where: str, features: object) -> None:
 
 def contrastive_prompt_loss(
     anchor: Tensor,
-    positive: Tensor,
+    positive: Tensor | None,
     negatives: Tensor,
     *,
     mode: str = "subtractive",
@@ -89,16 +89,18 @@ def contrastive_prompt_loss(
     - ``"ratio"``: $\sum_l w_l\, d_l(a, y) / (\frac1M \sum_j d_l(a, n_j) + \epsilon)$; 0 when the
       anchor equals the positive.
     - ``"subtractive"`` (the default, as in the released CPL code):
-      $-\sum_j \sum_l w_l\, d_l(a, n_j)$; it ignores the positive (the L1 term beside it pulls),
+      $-\sum_j \sum_l w_l\, d_l(a, n_j)$; it takes no positive (the L1 term beside it pulls:
+      ``positive`` may be ``None``, and a given one is checked for its shape, never featurised),
       and is bounded only through the normalisation ($d_l \le 2$ for unit vectors), so it takes
       a small weight. It is the form the released code trains with; the quality benchmark
       measured no other (docs: Results).
 
-    Features of the positive and the negatives are computed in one batched call.
+    Features of the positive (where the mode uses it) and the negatives are computed in one
+    batched call.
 
     Args:
         anchor: the network's output under its own prompt (carries the gradient).
-        positive: the clean target.
+        positive: the clean target; ``None`` with ``"subtractive"``, which does not use it.
         negatives: the outputs under negative prompts, usually without gradient.
         mode: ``"subtractive"``, ``"infonce"`` or ``"ratio"``.
         features: feature space, a module returning a list of maps;
@@ -129,13 +131,16 @@ def contrastive_prompt_loss(
             ``layer_weights`` holds something other than numbers.
         InputError: an unknown ``mode`` or ``reduction``, ``temperature`` or ``eps`` not a
             finite number > 0, ``layer_weights`` negative, all zero or not one per map, an empty
-            batch (``B = 0``), no negative (``M = 0``), or shapes that do not match.
+            batch (``B = 0``), no negative (``M = 0``), no ``positive`` for ``"infonce"`` or
+            ``"ratio"``, or shapes that do not match.
 
     Examples:
         >>> a, y = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
         >>> n = torch.rand(2, 4, 3, 16, 16)
         >>> contrastive_prompt_loss(a, y, n, reduction="none").shape
         torch.Size([2])
+        >>> contrastive_prompt_loss(a, None, n).item() < 0  # the default pushes only
+        True
     """
     where = "contrastive_prompt_loss"
     check_choice(where, "mode", mode, MODES)
@@ -149,7 +154,14 @@ def contrastive_prompt_loss(
     check_channels(where, "anchor", anchor)
     check_batch(where, "anchor", anchor)
     check_floating(where, "anchor", anchor)
-    check_same_shape(where, "positive", positive, "anchor", anchor)
+    uses_positive = mode != "subtractive"
+    if positive is not None:
+        check_same_shape(where, "positive", positive, "anchor", anchor)
+    elif uses_positive:
+        raise InputError(
+            f"{where}: expected positive (the clean target) for mode {mode!r}, got None; only "
+            "'subtractive' works without one"
+        )
     b, c, h, w = anchor.shape
     check_shape(where, "negatives", negatives, (b, "M", c, h, w))
     if negatives.shape[1] < 1:
@@ -157,7 +169,11 @@ def contrastive_prompt_loss(
 
     features = _DEFAULT_FEATURES if features is None else features
     anchor_maps = features(anchor)
-    target_maps = features(torch.cat([positive.unsqueeze(1), negatives], dim=1).flatten(0, 1))
+    if uses_positive and positive is not None:
+        targets = torch.cat([positive.unsqueeze(1), negatives], dim=1)
+    else:
+        targets = negatives
+    target_maps = features(targets.flatten(0, 1))
     if len(anchor_maps) == 0 or len(anchor_maps) != len(target_maps):
         raise InputError(f"{where}: expected features to return a non-empty list of maps")
     if layer_weights is None:
@@ -169,7 +185,7 @@ def contrastive_prompt_loss(
             f"{where}: expected {len(anchor_maps)} layer_weights (one per feature map), "
             f"got {len(layer_weights)}"
         )
-    distances = _layer_distances(anchor_maps, target_maps, normalize, b)  # (L, B, 1 + M)
+    distances = _layer_distances(anchor_maps, target_maps, normalize, b)  # (L, B, [1 +] M)
     weights = distances.new_tensor(layer_weights).view(-1, 1, 1)
 
     if mode == "infonce":
@@ -178,8 +194,8 @@ def contrastive_prompt_loss(
     elif mode == "ratio":
         ratio = distances[:, :, 0] / (distances[:, :, 1:].mean(dim=2) + eps)
         per_sample = (weights.view(-1, 1) * ratio).sum(dim=0)
-    else:  # subtractive
-        per_sample = -(weights * distances[:, :, 1:]).sum(dim=(0, 2))
+    else:  # subtractive: the negatives alone
+        per_sample = -(weights * distances).sum(dim=(0, 2))
 
     # worked out in float32 at least, returned in the anchor's dtype
     return reduce_batch(per_sample, reduction).to(anchor.dtype)
@@ -252,12 +268,13 @@ class ContrastivePromptLoss(nn.Module):
             f"reduction={self.reduction!r}"
         )
 
-    def forward(self, anchor: Tensor, positive: Tensor, negatives: Tensor) -> Tensor:
+    def forward(self, anchor: Tensor, positive: Tensor | None, negatives: Tensor) -> Tensor:
         """The loss of ``anchor`` against ``positive`` and ``negatives``, with the stored options.
 
         Args:
             anchor: ``(B, C, H, W)``, the output under the network's own prompt.
-            positive: ``(B, C, H, W)``, the clean images.
+            positive: ``(B, C, H, W)``, the clean images; ``None`` in ``"subtractive"`` mode,
+                which does not use them.
             negatives: ``(B, M, C, H, W)``, the outputs under ``M`` negative prompts.
 
         Returns:
