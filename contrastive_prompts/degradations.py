@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import kornia
 import torch
@@ -118,24 +120,69 @@ _MAX_PHOTONS = 1e6  # shot noise of 0.1 % at full scale, under one 8-bit level; 
 _REACH_FLOOR = 64  # the longest blur or streak any image may have, in pixels
 
 
-def _reach(x: Tensor) -> tuple[int, str]:
-    """The longest blur or streak on ``x`` (its larger side, or 64 if that is more), and why."""
-    h, w = x.shape[-2:]
-    reach = max(h, w, _REACH_FLOOR)
-    return reach, f"the longest kernel on {h}x{w} images: their larger side, or 64 if more"
+@dataclass(frozen=True)
+class _Bounds:
+    """The bounds of a ranged option: ``[low, high]``, or with ``kernel`` a high bound that the
+    image sets at the call: ``"length"``, a kernel of at most ``max(H, W, 64)`` pixels;
+    ``"sigma"``, a Gaussian std whose kernel (6 std + 1 pixels) is no longer. A Module checks
+    ``low`` at construction and leaves the image's bound to the call."""
+
+    low: float | None = None
+    high: float | None = None
+    kernel: Literal["length", "sigma"] | None = None
+
+    def check(
+        self, where: str, name: str, value: object, x: Tensor | None = None
+    ) -> tuple[float, float]:
+        """``value`` as a checked ``(lo, hi)`` range; the image's bound only when ``x`` is given."""
+        if self.kernel is None or x is None:
+            return _as_range(where, name, value, low=self.low, high=self.high)
+        h, w = x.shape[-2:]
+        reach = max(h, w, _REACH_FLOOR)
+        why = f"the longest kernel on {h}x{w} images: their larger side, or 64 if more"
+        if self.kernel == "length":
+            return _as_range(where, name, value, low=self.low, high=float(reach), note=why)
+        note = f"a kernel of 6 {name} + 1 pixels, at most {reach}, {why}"
+        return _as_range(where, name, value, low=self.low, high=(reach - 1) / 6, note=note)
 
 
-def _length_range(where: str, name: str, value: object, x: Tensor) -> tuple[float, float]:
-    """A length in pixels: in ``[1, max(H, W, 64)]``, so a kernel never outgrows the image."""
-    reach, why = _reach(x)
-    return _as_range(where, name, value, low=1.0, high=float(reach), note=why)
+_UNIT = _Bounds(0.0, 1.0)
+_AT_LEAST_0 = _Bounds(0.0)
+_NOISE_STD = _Bounds(0.0, _MAX_SIGMA_255)
+_ANGLE = _Bounds(-_MAX_ANGLE, _MAX_ANGLE)
+_LENGTH = _Bounds(1.0, kernel="length")  # pixels
+_STD = _Bounds(1e-3, kernel="sigma")  # pixels
+
+# the ranged options of each function, in the order they are checked (and drawn); its Module
+# checks the same (and stores the other options as given)
+_OPTIONS: dict[str, dict[str, _Bounds]] = {
+    "gaussian_noise": {"sigma": _NOISE_STD},
+    "random_depth": {"depth_range": _AT_LEAST_0},
+    "haze": {"beta": _AT_LEAST_0, "airlight": _UNIT, "depth_range": _AT_LEAST_0},
+    "rain_streaks": {
+        "density": _UNIT,
+        "length": _LENGTH,
+        "angle": _ANGLE,
+        "width": _STD,
+        "brightness": _UNIT,
+        "alpha": _UNIT,
+    },
+    "gaussian_blur": {"sigma": _STD},
+    "motion_blur": {"length": _LENGTH, "angle": _ANGLE},
+    "low_light": {
+        "gamma": _Bounds(0.0, _MAX_GAMMA),
+        "gain": _UNIT,
+        "photons": _Bounds(1e-3, _MAX_PHOTONS),
+        "read_sigma": _NOISE_STD,
+    },
+    "jpeg_compression": {"quality": _Bounds(1.0, 100.0)},
+}
 
 
-def _sigma_range(where: str, name: str, value: object, x: Tensor) -> tuple[float, float]:
-    """A Gaussian std in pixels: > 0, its kernel (6 sigma + 1 pixels) within the reach."""
-    reach, why = _reach(x)
-    note = f"a kernel of 6 {name} + 1 pixels, at most {reach}, {why}"
-    return _as_range(where, name, value, low=1e-3, high=(reach - 1) / 6, note=note)
+def _ranges(where: str, x: Tensor, **values: object) -> list[tuple[float, float]]:
+    """Check the options of function ``where`` on images ``x``, in order, as ``(lo, hi)`` ranges."""
+    table = _OPTIONS[where]
+    return [table[name].check(where, name, value, x) for name, value in values.items()]
 
 
 def _check_noise_sigma(where: str, sigma: object) -> None:
@@ -188,6 +235,42 @@ def _odd_size(length: float) -> int:
     return size if size % 2 else size + 1
 
 
+class _Degradation(nn.Module):
+    """The Module of a function + Module pair: it checks its function's ranged options (the
+    bounds that need the image wait for the call), stores every option as an attribute, passes
+    them to the function and shows them in its repr. A subclass names its ``_function``,
+    annotates its options' attributes (for their types) and passes the options by name, in its
+    signature's order, to ``__init__``."""
+
+    _function: ClassVar[Callable[..., Tensor]]
+
+    def __init__(self, **options: object) -> None:
+        super().__init__()
+        where = type(self).__name__
+        table = _OPTIONS[type(self)._function.__name__]
+        for name, value in options.items():
+            setattr(self, name, table[name].check(where, name, value) if name in table else value)
+        self._option_names = tuple(options)
+
+    def _options(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._option_names}
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Degrade ``x``, drawing the options per sample from the stored ranges.
+
+        Args:
+            x: $(B, C, H, W)$ images in [0, 1].
+            generator: source of randomness, on x's device.
+
+        Returns:
+            The degraded images, of the shape, device and dtype of ``x``.
+        """
+        return type(self)._function(x, **self._options(), generator=generator)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}={value}" for name, value in self._options().items())
+
+
 # ----------------------------------------------------------------------------------------------
 # Gaussian noise
 
@@ -230,7 +313,7 @@ def gaussian_noise(
     """
     where = "gaussian_noise"
     _check_image(where, x)
-    bounds = _as_range(where, "sigma", sigma, low=0.0, high=_MAX_SIGMA_255)
+    (bounds,) = _ranges(where, x, sigma=sigma)
     s = _per_sample(_draw(bounds, x, generator))
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     if quantize:
@@ -240,7 +323,7 @@ def gaussian_noise(
     return y.clamp(0, 1) if clip else y
 
 
-class GaussianNoise(nn.Module):
+class GaussianNoise(_Degradation):
     """Module form of [gaussian_noise][contrastive_prompts.degradations.gaussian_noise].
 
     Args:
@@ -256,28 +339,13 @@ class GaussianNoise(nn.Module):
         torch.Size([2, 3, 8, 8])
     """
 
+    _function = gaussian_noise
+    sigma: tuple[float, float]
+    clip: bool
+    quantize: bool
+
     def __init__(self, sigma: Range = 25.0, *, clip: bool = True, quantize: bool = False) -> None:
-        super().__init__()
-        self.sigma = _as_range("GaussianNoise", "sigma", sigma, low=0.0, high=_MAX_SIGMA_255)
-        self.clip = clip
-        self.quantize = quantize
-
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Degrade ``x``, drawing the options per sample from the stored ranges.
-
-        Args:
-            x: $(B, C, H, W)$ images in [0, 1].
-            generator: source of randomness, on x's device.
-
-        Returns:
-            The degraded images, of the shape, device and dtype of ``x``.
-        """
-        return gaussian_noise(
-            x, self.sigma, clip=self.clip, quantize=self.quantize, generator=generator
-        )
-
-    def extra_repr(self) -> str:
-        return f"sigma={self.sigma}, clip={self.clip}, quantize={self.quantize}"
+        super().__init__(sigma=sigma, clip=clip, quantize=quantize)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -315,7 +383,7 @@ def random_depth(
     """
     where = "random_depth"
     _check_image(where, x)
-    near, far = _as_range(where, "depth_range", depth_range, low=0.0)
+    ((near, far),) = _ranges(where, x, depth_range=depth_range)
     b, _, h, w = x.shape
     rows = torch.linspace(1, 0, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1)
     coarse = torch.rand((b, 1, 4, 4), generator=generator, device=x.device, dtype=x.dtype)
@@ -372,8 +440,7 @@ def haze(
     """
     where = "haze"
     _check_image(where, x)
-    beta_r = _as_range(where, "beta", beta, low=0.0)
-    air_r = _as_range(where, "airlight", airlight, low=0.0, high=1.0)
+    beta_r, air_r = _ranges(where, x, beta=beta, airlight=airlight)
     b_ = _per_sample(_draw(beta_r, x, generator))
     a_ = _per_sample(_draw(air_r, x, generator))
     if depth is None:
@@ -386,7 +453,7 @@ def haze(
     return (x * t + a_ * (1 - t)).clamp(0, 1)
 
 
-class Haze(nn.Module):
+class Haze(_Degradation):
     """Module form of [haze][contrastive_prompts.degradations.haze].
 
     Args:
@@ -406,6 +473,11 @@ class Haze(nn.Module):
         torch.Size([2, 3, 8, 8])
     """
 
+    _function = haze
+    beta: tuple[float, float]
+    airlight: tuple[float, float]
+    depth_range: tuple[float, float]
+
     def __init__(
         self,
         beta: Range = (0.04, 0.2),
@@ -413,10 +485,7 @@ class Haze(nn.Module):
         airlight: Range = (0.8, 1.0),
         depth_range: tuple[float, float] = (1.0, 10.0),
     ) -> None:
-        super().__init__()
-        self.beta = _as_range("Haze", "beta", beta, low=0.0)
-        self.airlight = _as_range("Haze", "airlight", airlight, low=0.0, high=1.0)
-        self.depth_range = _as_range("Haze", "depth_range", depth_range, low=0.0)
+        super().__init__(beta=beta, airlight=airlight, depth_range=depth_range)
 
     def forward(
         self, x: Tensor, generator: torch.Generator | None = None, depth: Tensor | None = None
@@ -431,17 +500,7 @@ class Haze(nn.Module):
         Returns:
             The hazy images, of the shape, device and dtype of ``x``.
         """
-        return haze(
-            x,
-            self.beta,
-            airlight=self.airlight,
-            depth=depth,
-            depth_range=self.depth_range,
-            generator=generator,
-        )
-
-    def extra_repr(self) -> str:
-        return f"beta={self.beta}, airlight={self.airlight}, depth_range={self.depth_range}"
+        return haze(x, **self._options(), depth=depth, generator=generator)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -499,14 +558,11 @@ def rain_streaks(
     """
     where = "rain_streaks"
     _check_image(where, x)
-    dens = _draw(_as_range(where, "density", density, low=0.0, high=1.0), x, generator)
-    len_r = _length_range(where, "length", length, x)
-    ln = _draw(len_r, x, generator)
-    ang = _draw(_as_range(where, "angle", angle, low=-_MAX_ANGLE, high=_MAX_ANGLE), x, generator)
-    wid_r = _sigma_range(where, "width", width, x)
-    wid = _draw(wid_r, x, generator)
-    bright = _draw(_as_range(where, "brightness", brightness, low=0.0, high=1.0), x, generator)
-    alp = _draw(_as_range(where, "alpha", alpha, low=0.0, high=1.0), x, generator)
+    dens_r, len_r, ang_r = _ranges(where, x, density=density, length=length, angle=angle)
+    wid_r, bright_r, alp_r = _ranges(where, x, width=width, brightness=brightness, alpha=alpha)
+    dens, ln, ang, wid, bright, alp = (
+        _draw(bounds, x, generator) for bounds in (dens_r, len_r, ang_r, wid_r, bright_r, alp_r)
+    )
 
     b, _, h, w = x.shape
     u = torch.rand((b, 1, h, w), generator=generator, device=x.device, dtype=x.dtype)
@@ -527,7 +583,7 @@ def rain_streaks(
     return (x + _per_sample(alp) * streaks * (1 - x)).clamp(0, 1)
 
 
-class RainStreaks(nn.Module):
+class RainStreaks(_Degradation):
     """Module form of [rain_streaks][contrastive_prompts.degradations.rain_streaks].
 
     Every option is a value or a ``(low, high)`` range drawn per sample.
@@ -551,6 +607,14 @@ class RainStreaks(nn.Module):
         torch.Size([2, 3, 32, 32])
     """
 
+    _function = rain_streaks
+    density: tuple[float, float]
+    length: tuple[float, float]
+    angle: tuple[float, float]
+    width: tuple[float, float]
+    brightness: tuple[float, float]
+    alpha: tuple[float, float]
+
     def __init__(
         self,
         *,
@@ -561,40 +625,13 @@ class RainStreaks(nn.Module):
         brightness: Range = (0.6, 1.0),
         alpha: Range = (0.5, 0.9),
     ) -> None:
-        super().__init__()
-        w = "RainStreaks"
-        self.density = _as_range(w, "density", density, low=0.0, high=1.0)
-        self.length = _as_range(w, "length", length, low=1.0)
-        self.angle = _as_range(w, "angle", angle, low=-_MAX_ANGLE, high=_MAX_ANGLE)
-        self.width = _as_range(w, "width", width, low=1e-3)
-        self.brightness = _as_range(w, "brightness", brightness, low=0.0, high=1.0)
-        self.alpha = _as_range(w, "alpha", alpha, low=0.0, high=1.0)
-
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Degrade ``x``, drawing the options per sample from the stored ranges.
-
-        Args:
-            x: $(B, C, H, W)$ images in [0, 1].
-            generator: source of randomness, on x's device.
-
-        Returns:
-            The degraded images, of the shape, device and dtype of ``x``.
-        """
-        return rain_streaks(
-            x,
-            density=self.density,
-            length=self.length,
-            angle=self.angle,
-            width=self.width,
-            brightness=self.brightness,
-            alpha=self.alpha,
-            generator=generator,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"density={self.density}, length={self.length}, angle={self.angle}, "
-            f"width={self.width}, brightness={self.brightness}, alpha={self.alpha}"
+        super().__init__(
+            density=density,
+            length=length,
+            angle=angle,
+            width=width,
+            brightness=brightness,
+            alpha=alpha,
         )
 
 
@@ -633,7 +670,7 @@ def gaussian_blur(
     """
     where = "gaussian_blur"
     _check_image(where, x)
-    bounds = _sigma_range(where, "sigma", sigma, x)
+    (bounds,) = _ranges(where, x, sigma=sigma)
     s = _draw(bounds, x, generator)
     ksize = _odd_size(6 * bounds[1] + 1)
     out = kornia.filters.gaussian_blur2d(
@@ -642,7 +679,7 @@ def gaussian_blur(
     return out.clamp(0, 1)
 
 
-class GaussianBlur(nn.Module):
+class GaussianBlur(_Degradation):
     """Module form of [gaussian_blur][contrastive_prompts.degradations.gaussian_blur].
 
     Args:
@@ -657,24 +694,11 @@ class GaussianBlur(nn.Module):
         torch.Size([1, 3, 16, 16])
     """
 
+    _function = gaussian_blur
+    sigma: tuple[float, float]
+
     def __init__(self, sigma: Range = (0.5, 3.0)) -> None:
-        super().__init__()
-        self.sigma = _as_range("GaussianBlur", "sigma", sigma, low=1e-3)
-
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Degrade ``x``, drawing the options per sample from the stored ranges.
-
-        Args:
-            x: $(B, C, H, W)$ images in [0, 1].
-            generator: source of randomness, on x's device.
-
-        Returns:
-            The degraded images, of the shape, device and dtype of ``x``.
-        """
-        return gaussian_blur(x, self.sigma, generator=generator)
-
-    def extra_repr(self) -> str:
-        return f"sigma={self.sigma}"
+        super().__init__(sigma=sigma)
 
 
 def motion_blur(
@@ -717,14 +741,14 @@ def motion_blur(
     """
     where = "motion_blur"
     _check_image(where, x)
-    len_r = _length_range(where, "length", length, x)
+    len_r, ang_r = _ranges(where, x, length=length, angle=angle)
     ln = _draw(len_r, x, generator)
-    ang = _draw(_as_range(where, "angle", angle, low=-_MAX_ANGLE, high=_MAX_ANGLE), x, generator)
+    ang = _draw(ang_r, x, generator)
     kernels = _line_kernels(ln, ang, _odd_size(len_r[1]))
     return kornia.filters.filter2d(x, kernels, border_type="replicate").clamp(0, 1)
 
 
-class MotionBlur(nn.Module):
+class MotionBlur(_Degradation):
     """Module form of [motion_blur][contrastive_prompts.degradations.motion_blur].
 
     Args:
@@ -741,25 +765,12 @@ class MotionBlur(nn.Module):
         torch.Size([1, 3, 16, 16])
     """
 
+    _function = motion_blur
+    length: tuple[float, float]
+    angle: tuple[float, float]
+
     def __init__(self, length: Range = (5.0, 21.0), *, angle: Range = (0.0, 180.0)) -> None:
-        super().__init__()
-        self.length = _as_range("MotionBlur", "length", length, low=1.0)
-        self.angle = _as_range("MotionBlur", "angle", angle, low=-_MAX_ANGLE, high=_MAX_ANGLE)
-
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Degrade ``x``, drawing the options per sample from the stored ranges.
-
-        Args:
-            x: $(B, C, H, W)$ images in [0, 1].
-            generator: source of randomness, on x's device.
-
-        Returns:
-            The degraded images, of the shape, device and dtype of ``x``.
-        """
-        return motion_blur(x, self.length, angle=self.angle, generator=generator)
-
-    def extra_repr(self) -> str:
-        return f"length={self.length}, angle={self.angle}"
+        super().__init__(length=length, angle=angle)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -809,21 +820,15 @@ def low_light(
     """
     where = "low_light"
     _check_image(where, x)
-    g_r = _as_range(where, "gamma", gamma, low=0.0, high=_MAX_GAMMA)
-    k_r = _as_range(where, "gain", gain, low=0.0, high=1.0)
-    p_r = _as_range(where, "photons", photons, low=1e-3, high=_MAX_PHOTONS)
-    r_r = _as_range(where, "read_sigma", read_sigma, low=0.0, high=_MAX_SIGMA_255)
-    g = _per_sample(_draw(g_r, x, generator))
-    k = _per_sample(_draw(k_r, x, generator))
-    p = _per_sample(_draw(p_r, x, generator))
-    r = _per_sample(_draw(r_r, x, generator))
+    ranges = _ranges(where, x, gamma=gamma, gain=gain, photons=photons, read_sigma=read_sigma)
+    g, k, p, r = (_per_sample(_draw(bounds, x, generator)) for bounds in ranges)
     dark = k * x.clamp(0, 1) ** g
     shot = torch.poisson(dark * p, generator=generator) / p
     read = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * (r / 255)
     return (shot + read).clamp(0, 1)
 
 
-class LowLight(nn.Module):
+class LowLight(_Degradation):
     r"""Module form of [low_light][contrastive_prompts.degradations.low_light].
 
     Every option is a value or a ``(low, high)`` range drawn per sample.
@@ -843,6 +848,12 @@ class LowLight(nn.Module):
         torch.Size([1, 3, 8, 8])
     """
 
+    _function = low_light
+    gamma: tuple[float, float]
+    gain: tuple[float, float]
+    photons: tuple[float, float]
+    read_sigma: tuple[float, float]
+
     def __init__(
         self,
         *,
@@ -851,37 +862,7 @@ class LowLight(nn.Module):
         photons: Range = (50.0, 500.0),
         read_sigma: Range = (1.0, 5.0),
     ) -> None:
-        super().__init__()
-        w = "LowLight"
-        self.gamma = _as_range(w, "gamma", gamma, low=0.0, high=_MAX_GAMMA)
-        self.gain = _as_range(w, "gain", gain, low=0.0, high=1.0)
-        self.photons = _as_range(w, "photons", photons, low=1e-3, high=_MAX_PHOTONS)
-        self.read_sigma = _as_range(w, "read_sigma", read_sigma, low=0.0, high=_MAX_SIGMA_255)
-
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Degrade ``x``, drawing the options per sample from the stored ranges.
-
-        Args:
-            x: $(B, C, H, W)$ images in [0, 1].
-            generator: source of randomness, on x's device.
-
-        Returns:
-            The degraded images, of the shape, device and dtype of ``x``.
-        """
-        return low_light(
-            x,
-            gamma=self.gamma,
-            gain=self.gain,
-            photons=self.photons,
-            read_sigma=self.read_sigma,
-            generator=generator,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"gamma={self.gamma}, gain={self.gain}, photons={self.photons}, "
-            f"read_sigma={self.read_sigma}"
-        )
+        super().__init__(gamma=gamma, gain=gain, photons=photons, read_sigma=read_sigma)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -921,7 +902,8 @@ def jpeg_compression(
     _check_image(where, x)
     if x.shape[1] not in (1, 3):
         raise InputError(f"{where}: expected x with 1 or 3 channels, got {x.shape[1]}")
-    q = _draw(_as_range(where, "quality", quality, low=1.0, high=100.0), x, generator)
+    (bounds,) = _ranges(where, x, quality=quality)
+    q = _draw(bounds, x, generator)
     if x.shape[0] == 0:
         return x.clone()
     rgb = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
@@ -931,7 +913,7 @@ def jpeg_compression(
     return out.clamp(0, 1)
 
 
-class JpegCompression(nn.Module):
+class JpegCompression(_Degradation):
     """Module form of [jpeg_compression][contrastive_prompts.degradations.jpeg_compression].
 
     Args:
@@ -945,24 +927,11 @@ class JpegCompression(nn.Module):
         torch.Size([1, 3, 16, 16])
     """
 
+    _function = jpeg_compression
+    quality: tuple[float, float]
+
     def __init__(self, quality: Range = (10.0, 50.0)) -> None:
-        super().__init__()
-        self.quality = _as_range("JpegCompression", "quality", quality, low=1.0, high=100.0)
-
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Degrade ``x``, drawing the options per sample from the stored ranges.
-
-        Args:
-            x: $(B, C, H, W)$ images in [0, 1].
-            generator: source of randomness, on x's device.
-
-        Returns:
-            The degraded images, of the shape, device and dtype of ``x``.
-        """
-        return jpeg_compression(x, self.quality, generator=generator)
-
-    def extra_repr(self) -> str:
-        return f"quality={self.quality}"
+        super().__init__(quality=quality)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -67,6 +67,70 @@ def test_module_equals_function(name):
     assert torch.equal(module(x, gen(5)), fn(x, gen(5)))
 
 
+# every pair with every option away from its default: (function, Module, options)
+PAIRS = {
+    "gaussian_noise": (
+        D.gaussian_noise,
+        D.GaussianNoise,
+        {"sigma": (5.0, 50.0), "clip": False, "quantize": True},
+    ),
+    "haze": (
+        D.haze,
+        D.Haze,
+        {"beta": (0.5, 1.0), "airlight": (0.6, 0.7), "depth_range": (0.5, 2.0)},
+    ),
+    "rain_streaks": (
+        D.rain_streaks,
+        D.RainStreaks,
+        {
+            "density": (0.02, 0.05),
+            "length": (4.0, 12.0),
+            "angle": (10.0, 40.0),
+            "width": (0.5, 1.0),
+            "brightness": 0.8,
+            "alpha": (0.3, 0.6),
+        },
+    ),
+    "gaussian_blur": (D.gaussian_blur, D.GaussianBlur, {"sigma": (1.0, 2.0)}),
+    "motion_blur": (D.motion_blur, D.MotionBlur, {"length": (3.0, 9.0), "angle": (-50.0, 10.0)}),
+    "low_light": (
+        D.low_light,
+        D.LowLight,
+        {"gamma": (1.2, 2.0), "gain": 0.5, "photons": (20.0, 80.0), "read_sigma": (2.0, 8.0)},
+    ),
+    "jpeg_compression": (D.jpeg_compression, D.JpegCompression, {"quality": (20.0, 70.0)}),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_every_module_equals_its_function_with_every_option(name, dtype):
+    fn, module_class, options = PAIRS[name]
+    x = torch.rand(3, 3, 20, 28, generator=gen(0), dtype=dtype)
+    module = module_class(**options)
+    assert torch.equal(module(x, gen(7)), fn(x, **options, generator=gen(7)))
+    if name == "haze":
+        depth = D.random_depth(x, (1.0, 4.0), generator=gen(8))
+        assert torch.equal(
+            module(x, gen(7), depth), fn(x, **options, depth=depth, generator=gen(7))
+        )
+
+
+@pytest.mark.parametrize(
+    ("name", "option"),
+    [
+        (n, o)
+        for n, (_, _, opts) in sorted(PAIRS.items())
+        for o in opts
+        if o not in ("clip", "quantize")
+    ],
+)
+def test_every_module_checks_every_range_at_construction(name, option):
+    _, module_class, _ = PAIRS[name]
+    with pytest.raises(InputError, match=rf"^{module_class.__name__}: expected {option} to be "):
+        module_class(**{option: -1e9})
+
+
 REPRS = [
     (
         D.GaussianNoise(7, clip=False, quantize=True),
