@@ -1,14 +1,10 @@
-"""MkDocs hook: typeset the site's equations as MathML at build time, so they need no network.
+"""Why: MathML at build time, so the site's math needs no script and no CDN and works offline.
 
-``pymdownx.arithmatex`` (``generic: true``) finds the ``$...$`` and ``$$...$$`` equations in the
-pages and in the docstrings that mkdocstrings renders, and leaves each one as escaped TeX in
-``<span class="arithmatex">\\(...\\)</span>`` or ``<div class="arithmatex">\\[...\\]</div>``. This
-hook replaces that TeX with the MathML that ``latex2mathml`` makes of it, keeping the wrapper so
-that mkdocs-material's styles for ``div.arithmatex`` (centring, horizontal scrolling) still apply.
-Browsers render MathML natively: the site loads no script for its math.
-
-An equation ``latex2mathml`` cannot convert is left as TeX and logged as a warning, which fails a
-``mkdocs build --strict``.
+MkDocs hook. ``pymdownx.arithmatex`` (``generic: true``) leaves each ``$...$`` / ``$$...$$`` of the
+pages and docstrings as escaped TeX in ``<span class="arithmatex">\\(...\\)</span>`` or
+``<div class="arithmatex">\\[...\\]</div>``; this hook puts ``latex2mathml``'s MathML in the
+wrapper (mkdocs-material styles ``div.arithmatex``). TeX it cannot convert stays and is a warning,
+an error under ``mkdocs build --strict``.
 """
 
 from __future__ import annotations

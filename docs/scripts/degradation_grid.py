@@ -1,10 +1,8 @@
-"""Draw the pictures of docs/degradations.md: the gallery and one strip per degradation.
+"""Why: docs/degradations.md shows the library's degradations; this redraws them when they change.
 
-``docs/images/degradations.png`` shows every degradation; ``docs/images/degradation_<name>.png``
-shows one at three strengths next to the clean crop.
-
-Run from the repository root: ``python docs/scripts/degradation_grid.py``. The picture is
-deterministic (fixed seed) and uses scikit-image's bundled ``chelsea`` photo.
+Writes ``docs/images/degradations.png`` (every degradation) and ``degradation_<name>.png`` beside
+it (one at three strengths next to the clean crop). Run from the repository root:
+``python docs/scripts/degradation_grid.py``; deterministic (seed 0, scikit-image's ``chelsea``).
 """
 
 from __future__ import annotations
@@ -63,16 +61,15 @@ def save(fig: plt.Figure, out: Path) -> None:
     print(f"wrote {out} ({out.stat().st_size // 1024} KB)")
 
 
-def strips(x: torch.Tensor, seed: int, folder: Path) -> None:
-    for name, panels in STRIPS:
-        fig, axes = plt.subplots(1, 4, figsize=(8, 2.3), dpi=100)
-        for ax, (title, fn) in zip(axes, [("clean", None), *panels], strict=True):
-            y = x if fn is None else fn(x, torch.Generator().manual_seed(seed))
-            ax.imshow(y[0].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-            ax.set_title(title, fontsize=9)
-            ax.axis("off")
-        fig.tight_layout()
-        save(fig, folder / f"degradation_{name}.png")
+def draw(x: torch.Tensor, panels: list, seed: int, out: Path, rows: int, height: float) -> None:
+    fig, axes = plt.subplots(rows, 4, figsize=(8, height), dpi=100)
+    for ax, (title, fn) in zip(axes.flat, panels, strict=True):
+        y = x if fn is None else fn(x, torch.Generator().manual_seed(seed))
+        ax.imshow(y[0].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    save(fig, out)
 
 
 def main() -> None:
@@ -87,17 +84,11 @@ def main() -> None:
     crop = image[:, 20:300, 80:360][None]
     x = torch.nn.functional.interpolate(crop, size=(args.size, args.size), mode="area")
 
-    fig, axes = plt.subplots(2, 4, figsize=(8, 4.4), dpi=100)
-    for ax, (title, fn) in zip(axes.flat, PANELS, strict=True):
-        gen = torch.Generator().manual_seed(args.seed)
-        y = x if fn is None else fn(x, gen)
-        ax.imshow(y[0].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-    fig.tight_layout()
     out = Path(args.out)
-    save(fig, out)
-    strips(x, args.seed, out.parent)
+    draw(x, PANELS, args.seed, out, rows=2, height=4.4)
+    for name, panels in STRIPS:
+        draw(x, [("clean", None), *panels], args.seed, out.parent / f"degradation_{name}.png",
+             rows=1, height=2.3)  # fmt: skip
 
 
 if __name__ == "__main__":

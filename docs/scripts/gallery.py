@@ -1,4 +1,4 @@
-"""Copy the pictures that `make demo` wrote into docs/images, shrunk for the site.
+"""Why: the pictures of docs/examples.md are `make demo`'s, copied here shrunk for the site.
 
 python examples/train_all_in_one.py && python docs/scripts/gallery.py [results/demo]
 """
