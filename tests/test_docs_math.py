@@ -1,14 +1,13 @@
 """The docs typeset their equations as MathML at build time (docs/hooks/mathml.py), with no network.
 
-Builds the site once into a temporary folder (a few seconds) and reads the pages that have math:
-no script is loaded from another host, no TeX or math delimiter is left in the text, and the
-equations are ``<math>`` elements. The hook is also checked on every TeX construct the project
-uses, and on every equation in the package's docstrings.
+Builds the site once into a temporary folder (a few seconds) and reads every page: no script is
+loaded from another host, no TeX or math delimiter is left in the text a reader sees, and the
+equations are ``<math>`` elements. The hook's own failure path (TeX it cannot convert is kept
+and reported, so a strict build fails) is checked directly.
 """
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import logging
 import os
@@ -28,20 +27,6 @@ pytestmark = pytest.mark.skipif(
     not (ROOT / "mkdocs.yml").is_file() or not HOOK.is_file(),
     reason="needs the docs sources (not shipped in the sdist)",
 )
-
-# Pages with math, from the Markdown pages and from the docstrings (API pages).
-MATH_PAGES = [
-    "concepts/sparse-prompts/index.html",
-    "concepts/contrastive-prompt-regularisation/index.html",
-    "concepts/negatives-cost/index.html",
-    "metrics/index.html",
-    "degradations/index.html",
-    "benchmarks/index.html",
-    "api/loss/index.html",
-    "api/data/index.html",
-    "api/prompt/index.html",
-    "api/model/index.html",
-]
 
 
 @pytest.fixture(scope="module")
@@ -104,17 +89,6 @@ def read(page: Path) -> _Text:
     return parser
 
 
-def test_the_build_converts_every_equation(site):
-    out, log = site
-    assert "cannot convert" not in log, log
-    left = [
-        str(page.relative_to(out))
-        for page in out.rglob("*.html")
-        if re.search(r'class="arithmatex">\s*\\[(\[]', page.read_text(encoding="utf-8"))
-    ]
-    assert not left, f"TeX left unconverted in {left}"
-
-
 def test_no_page_loads_a_script_from_another_host(site):
     out, _ = site
     remote = re.compile(r"""<script\b[^>]*\bsrc\s*=\s*["']?(?:[a-z]+:)?//""", re.IGNORECASE)
@@ -125,62 +99,24 @@ def test_no_page_loads_a_script_from_another_host(site):
     assert not any("mathjax" in p.read_text("utf-8").lower() for p in pages)
 
 
-@pytest.mark.parametrize("name", MATH_PAGES)
-def test_math_pages_show_mathml_and_no_tex(site, name):
-    out, _ = site
-    page = read(out / name)
-    text = "".join(page.parts)
-    assert page.math >= 2
-    assert "$" not in text
-    for delimiter in ("\\(", "\\)", "\\[", "\\]"):
-        assert delimiter not in text
-    assert not re.search(r"\\[A-Za-z]+", text), re.search(r".{40}\\[A-Za-z]+.{40}", text)
+def test_the_site_does_not_publish_the_docs_tooling(site):
+    out, _ = site  # mkdocs.yml's exclude_docs: hooks/, scripts/ and snippets/ stay out
+    assert not list(out.rglob("*.py"))
 
 
-def test_the_table_of_modes_holds_the_infonce_fraction(site):
-    out, _ = site
-    html = (out / "concepts/contrastive-prompt-regularisation/index.html").read_text("utf-8")
-    table = html[html.index("<table>") : html.index("</table>")]
-    infonce = table[table.index("<code>infonce</code>") : table.index("<code>ratio</code>")]
-    assert "<math" in infonce and "<mfrac>" in infonce and "<mi>log</mi>" in infonce
-    quantize = (out / "degradations/index.html").read_text("utf-8")
-    row = quantize[quantize.index("<code>quantize</code>") :]
-    row = row[: row.index("</tr>")]
-    assert "<math" in row and "<mi>clip</mi>" in row and "&#x0230A;" in row  # the floor
-
-
-# Every construct the docs and docstrings use, and a few near them.
-CONSTRUCTS = [
-    r"\mathrm{PSNR} = 10 \log_{10} (R^2 / \mathrm{MSE})",
-    r"\operatorname{clip}_{[0,255]}(x)",
-    r"\frac{1}{CHW} \sum_{c,h,w} (x_{chw} - y_{chw})^2",
-    r"\frac1M\sum_j d_l(a,n_j) + \epsilon",
-    r"-\log \dfrac{e^{-d(a,y)/\tau}}{e^{-d(a,y)/\tau} + \sum_j e^{-d(a,n_j)/\tau}}",
-    r"(B, C, \lceil H/m \rceil m, \lfloor W/m \rfloor m)",
-    r"\lfloor \mathrm{clip}_{[0,255]}(\mathrm{round}(255 x) + 255 n) \rfloor / 255",
-    r"(B, N) \times (N, D S^2)",
-    r"t_\text{step} + M\, t_\text{dec}",
-    r"\exp(-\beta d) = e^{-\beta d}",
-    r"w = \mathrm{softmax}(W e + b) \in \mathbb{R}^{N}",
-    r"\tilde w_i = \begin{cases} w_i & i \in \mathrm{TopK}(w, k) \\ 0 & \text{otherwise}"
-    r" \end{cases}",
-    r"\mathrm{conv}_{3\times 3}\big(\mathrm{resize}_{H \times W}"
-    r"(\textstyle\sum_i \tilde w_i P_i)\big)",
-    r"n \sim \mathcal{N}(0, (\sigma / 255)^2)",
-    r"\bar\phi_l, \quad d_l \le 2, \; \ge 0, \geq 1, \approx, \pm 3\sigma, \dots",
-    r"r \bmod B, \qquad C \in \{1, 3\}, \qquad k_{L, \theta} * x",
-    r"\mathrm{d}x",
-]
-
-
-@pytest.mark.parametrize("tex", CONSTRUCTS)
-@pytest.mark.parametrize("display", [False, True])
-def test_each_construct_becomes_mathml(hook, tex, display):
-    mathml = hook.tex_to_mathml(tex, display=display)
-    assert mathml.startswith("<math") and mathml.endswith("</math>")
-    assert f'display="{"block" if display else "inline"}"' in mathml
-    text = "".join(re.findall(r">([^<]*)<", mathml))
-    assert "\\" not in text and "$" not in text
+def test_every_page_shows_mathml_and_no_tex(site):
+    out, log = site
+    assert "cannot convert" not in log, log
+    with_math = 0
+    for path in sorted(out.rglob("*.html")):
+        page = read(path)
+        text, name = "".join(page.parts), path.relative_to(out).as_posix()
+        with_math += page.math > 0
+        for delimiter in ("$", "\\(", "\\)", "\\[", "\\]"):
+            assert delimiter not in text, f"{name}: {delimiter} left in the text"
+        tex = re.search(r".{0,40}\\[A-Za-z]+.{0,40}", text)
+        assert not tex, f"{name}: TeX left in the text: {tex and tex[0]}"
+    assert with_math >= 10  # the concepts, guides and API pages
 
 
 def test_upright_names_are_upright(hook):
@@ -212,24 +148,6 @@ def test_render_math_unescapes_and_keeps_the_wrapper(hook):
     assert "<mo>&#x0003C;</mo>" in out
     assert '<div class="arithmatex"><math' in out and 'display="block"' in out
     assert "<mtable>" in out and "\\(" not in out and "\\[" not in out
-
-
-def _docstring_equations() -> list[str]:
-    found = []
-    equation = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$", re.DOTALL)
-    for path in sorted((ROOT / "contrastive_prompts").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                doc = ast.get_docstring(node) or ""
-                found += [m[1] or m[2] for m in equation.finditer(doc)]
-    return found
-
-
-def test_every_docstring_equation_converts(hook):
-    equations = _docstring_equations()
-    assert len(equations) > 50
-    for tex in equations:
-        assert hook.tex_to_mathml(tex).startswith("<math"), tex
 
 
 # -- the rest of what a reader must not see (the same build) -----------------------------------
