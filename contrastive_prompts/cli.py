@@ -231,7 +231,7 @@ def _check_images(command: str, paths: Sequence[Path], max_pixels: int | None) -
     if bad:
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
         raise InputError(
-            f"{command}: expected readable images within --max-pixels, got {len(bad)} of "
+            f"{command}: expected image files it can read (within --max-pixels), got {len(bad)} of "
             f"{len(paths)} inputs that are not: {'; '.join(bad[:3])}{more}; nothing was done"
         )
 

@@ -30,7 +30,7 @@ from ._checks import (
     check_spatial,
 )
 from .padding import pad_to_multiple
-from .prompt import PromptFusion, Routing, SparsePrompt
+from .prompt import PromptFusion, SparsePrompt
 from .restormer import TransformerBlock, downsample, upsample
 
 __all__ = ["MODEL_PRESETS", "ModelConfig", "SparsePromptIR"]
@@ -313,15 +313,14 @@ class SparsePromptIR(nn.Module):
         enc3 = self.encoder_level3(self.down2_3(enc2))
         return enc1, enc2, enc3, self.latent(self.down3_4(enc3))
 
-    def decode(self, x: Tensor, features: Sequence[Tensor]) -> tuple[Tensor, tuple[Routing, ...]]:
+    def decode(self, x: Tensor, features: Sequence[Tensor]) -> Tensor:
         """Decoder from the features of [encode][contrastive_prompts.SparsePromptIR.encode].
 
-        ``x`` is the padded input (the residual). Returns the output and the routing of each
-        stage, in the order prompt1, prompt2, prompt3 (the stages run in the order prompt3,
-        prompt2, prompt1).
+        ``x`` is the padded input (the residual). The prompt stages run in the order prompt3,
+        prompt2, prompt1; [record_routing][contrastive_prompts.record_routing] collects their
+        routing.
         """
         enc1, enc2, enc3, h = features
-        routings = []
         stages = self.prompt_stages
         skips_and_ups = (
             (self.up4_3, enc3, self.reduce_chan_level3, self.decoder_level3),
@@ -332,13 +331,11 @@ class SparsePromptIR(nn.Module):
             if prompt is None:
                 h = fusion(h)
             else:
-                p, routing = prompt(h, return_routing=True)
-                routings.append(routing)
-                h = fusion(h, p)
+                h = fusion(h, prompt(h))
             h = torch.cat([up(h), skip], dim=1)
             h = level(reduce(h) if reduce is not None else h)
-        out = self.output(self.refinement(h)) + x
-        return out, tuple(reversed(routings))
+        out: Tensor = self.output(self.refinement(h)) + x
+        return out
 
     # -- public entry points ----------------------------------------------------------------
 
@@ -349,27 +346,25 @@ class SparsePromptIR(nn.Module):
         h, w = x.shape[-2:]
         return pad_to_multiple(x, 8), h, w
 
-    def forward(
-        self, x: Tensor, *, return_routing: bool = False
-    ) -> Tensor | tuple[Tensor, tuple[Routing, ...]]:
+    def forward(self, x: Tensor) -> Tensor:
         """Restore a batch in one pass.
+
+        The experts each prompt stage chose are collected by
+        [record_routing][contrastive_prompts.record_routing], as for any network.
 
         Args:
             x: ``(B, 3, H, W)`` images in [0, 1], any ``H, W >= 1``, of the parameters' dtype
                 (or the autocast dtype under `torch.autocast`).
-            return_routing: also return the routing of each prompt stage, in the order
-                prompt1, prompt2, prompt3 (as [decode][contrastive_prompts.SparsePromptIR.decode]
-                returns them).
 
         Returns:
-            The ``(B, 3, H, W)`` restored batch, or ``(restored, routing)``.
+            The ``(B, 3, H, W)`` restored batch.
         """
         padded, h, w = self._pad(x, "SparsePromptIR")
-        out, routing = self.decode(padded, self.encode(padded))
+        out = self.decode(padded, self.encode(padded))
         # crop back by a negative pad rather than a slice: the slice's strides depend on whether
         # H, W needed padding, which a traced graph (torch.export, ONNX) would fix for all sizes
         out = F.pad(out, (0, w - out.shape[-1], 0, h - out.shape[-2]))
-        return (out, routing) if return_routing else out
+        return out
 
     @torch.no_grad()
     def restore(

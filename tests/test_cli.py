@@ -95,7 +95,7 @@ def test_clear_errors(trained, tmp_path, capsys):
     bad.write_bytes(b"\x89PNG not really")
     assert main(["restore", "--checkpoint", str(trained / "last.pt"), str(bad),
                  "--output", str(tmp_path / "o")]) == 2  # fmt: skip
-    assert "cannot read image" in capsys.readouterr().err
+    assert "got 1 of 1 inputs that are not: expected a PNG, JPEG" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", str(trained / "last.pt")]) == 2
     assert "expected --data FOLDER or --benchmark NAME --root FOLDER" in capsys.readouterr().err
 

@@ -14,6 +14,7 @@ from contrastive_prompts import (
     forward_with_negatives,
     negative_prompts,
     pad_to_multiple,
+    record_routing,
     tiled,
 )
 from contrastive_prompts.checkpoints import convert_promptir_state_dict
@@ -355,8 +356,10 @@ def test_presets_are_named_argument_sets():
 def test_model_without_prompts_is_a_plain_baseline():
     model = SparsePromptIR("tiny", use_prompts=False)
     assert not any(name.startswith("prompt") for name, _ in model.named_parameters())
-    out, routing = model(torch.rand(1, 3, 20, 20), return_routing=True)
-    assert out.shape == (1, 3, 20, 20) and routing == ()
+    with pytest.raises(InputError, match="expected a model containing SparsePrompt layers"):
+        with record_routing(model):
+            pass
+    assert model(torch.rand(1, 3, 20, 20)).shape == (1, 3, 20, 20)
     parts = CPLObjective(weight=0.0)(model, torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
     parts.loss.backward()
     with pytest.raises(InputError, match="expected a model containing SparsePrompt layers"):
@@ -453,7 +456,8 @@ def test_bfloat16_autocast_on_cpu_works(tiny, dtype):
 
 def test_empty_batch_gives_empty_outputs(tiny):
     x = torch.rand(0, 3, 13, 17)
-    out, routing = tiny(x, return_routing=True)
+    with record_routing(tiny) as routing:
+        out = tiny(x)
     assert out.shape == (0, 3, 13, 17)
     assert [r.indices.shape for r in routing] == [(0, 1)] * 3
     assert negative_output(tiny, x).shape == (0, 3, 13, 17)
