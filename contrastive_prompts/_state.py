@@ -1,4 +1,5 @@
-"""Running a network without leaving a trace: buffers, random state and modes as they were."""
+"""Module state the core relies on: running a network without leaving a trace (buffers, random
+state and modes as they were), and whether a module runs compiled code that hooks cannot see."""
 
 from __future__ import annotations
 
@@ -40,3 +41,18 @@ def quiet_run(model: nn.Module, run: Callable[[], T]) -> T:
     devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     with torch.random.fork_rng(devices=devices), buffers_kept(model), torch.no_grad():
         return run()
+
+
+def compiled_region(module: nn.Module) -> bool:
+    """Whether ``module`` runs compiled code that Python hooks cannot see into.
+
+    True after [compile_regions][contrastive_prompts.compile_regions] compiled it, and after
+    ``module.compile()``. Hooks registered on the submodules of such a module do not run (or
+    would make it recompile), so tools that watch submodule calls treat it as one opaque call.
+    """
+    forward = module.__dict__.get("forward")
+    own = getattr(forward, "func", forward)  # compile_regions binds with functools.partial
+    return (
+        getattr(module, "_compiled_call_impl", None) is not None
+        or getattr(own, "_torchdynamo_orig_callable", None) is not None
+    )

@@ -21,24 +21,10 @@ import torch
 from torch import nn
 
 from ._checks import InputTypeError
+from ._state import compiled_region
 from .prompt import SparsePrompt
 
 __all__ = ["compile_regions", "compiled_region"]
-
-
-def compiled_region(module: nn.Module) -> bool:
-    """Whether ``module`` runs compiled code that Python hooks cannot see into.
-
-    True after [compile_regions][contrastive_prompts.compile_regions] compiled it, and after
-    ``module.compile()``. Hooks registered on the submodules of such a module do not run (or
-    would make it recompile), so tools that watch submodule calls treat it as one opaque call.
-    """
-    forward = module.__dict__.get("forward")
-    own = getattr(forward, "func", forward)  # compile_regions binds with functools.partial
-    return (
-        getattr(module, "_compiled_call_impl", None) is not None
-        or getattr(own, "_torchdynamo_orig_callable", None) is not None
-    )
 
 
 def _regions(model: nn.Module) -> dict[str, nn.Module]:

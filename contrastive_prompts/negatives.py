@@ -41,8 +41,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from ._checks import InputError, InputTypeError, check_int_range, check_shape
-from ._state import buffers_kept, quiet_run
-from .compiling import compiled_region
+from ._state import buffers_kept, compiled_region, quiet_run
 from .prompt import RoutingLog, _require_layers, negative_prompts, record_routing
 
 __all__ = ["ModelOutput", "NegativesReuse", "forward_with_negatives", "negatives_reuse"]
