@@ -185,7 +185,7 @@ def _ranges(where: str, x: Tensor, **values: object) -> list[tuple[float, float]
     return [table[name].check(where, name, value, x) for name, value in values.items()]
 
 
-def _check_noise_sigma(where: str, sigma: object) -> None:
+def check_noise_sigma(where: str, sigma: object) -> None:
     """Check one noise std on the 0-255 scale: a finite number in [0, 255]."""
     check_positive(where, "sigma", sigma, allow_zero=True)
     if isinstance(sigma, (int, float)) and sigma > _MAX_SIGMA_255:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ._checks import InputError, InputTypeError, check_int_range, check_same_shape, check_shape
 from .metrics import psnr
-from .prompt import _require_layers, negative_prompts, record_routing, routing_statistics
+from .prompt import negative_prompts, record_routing, require_prompt_layers, routing_statistics
 
 __all__ = ["ExpertUse", "PromptEffect", "prompt_effect"]
 
@@ -256,7 +256,7 @@ def _measure(
     where: str,
 ) -> PromptEffect:
     """The measurement itself, over ``(degraded, clean, labels)`` batches of one image size."""
-    layers = _require_layers(where, model)
+    layers = require_prompt_layers(where, model)
     dense = [name for name, layer in layers.items() if layer.top_k >= layer.num_prompts]
     if dense:
         raise InputError(

@@ -27,7 +27,7 @@ from torch.utils import _pytree as pytree
 from ._checks import InputError, InputTypeError, check_int_range, check_shape
 from ._files import writing
 from .model import SparsePromptIR
-from .prompt import _require_layers, prompt_layers, record_routing
+from .prompt import prompt_layers, record_routing, require_prompt_layers
 
 __all__ = ["SPARSE_PROMPT_IR_MIN_SIZE", "export_onnx", "export_program"]
 
@@ -223,7 +223,7 @@ def export_program(
             f"random and do not export), got layers in negative mode: {negative}"
         )
     if return_routing:
-        _require_layers(where, model)
+        require_prompt_layers(where, model)
     example = _example(where, model, example)
     shapes = _dynamic_shapes(where, model, example, min_size, size_multiple) if dynamic else None
     traced = _WithRouting(model) if return_routing else model

@@ -42,7 +42,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from ._checks import InputError, InputTypeError, check_int_range, check_shape
 from ._state import buffers_kept, compiled_region, quiet_run
-from .prompt import RoutingLog, _require_layers, negative_prompts, record_routing
+from .prompt import RoutingLog, negative_prompts, record_routing, require_prompt_layers
 
 __all__ = ["ModelOutput", "NegativesReuse", "forward_with_negatives", "negatives_reuse"]
 
@@ -384,7 +384,7 @@ def _chunk_rows(batch: int, num_negatives: int, chunk_size: int | None) -> int:
 def _check_arguments(
     where: str, model: nn.Module, x: Any, num_negatives: int, chunk_size: int | None
 ) -> set[nn.Module]:
-    layers = _require_layers(where, model)
+    layers = require_prompt_layers(where, model)
     check_int_range(where, "num_negatives", num_negatives, 1)
     if chunk_size is not None:
         check_int_range(where, "chunk_size", chunk_size, 1)

@@ -429,7 +429,19 @@ def prompt_layers(model: nn.Module) -> dict[str, SparsePrompt]:
     return {name: m for name, m in model.named_modules() if isinstance(m, SparsePrompt)}
 
 
-def _require_layers(where: str, model: nn.Module) -> dict[str, SparsePrompt]:
+def require_prompt_layers(where: str, model: nn.Module) -> dict[str, SparsePrompt]:
+    """The [prompt_layers][contrastive_prompts.prompt_layers] of ``model``; none is an error.
+
+    Args:
+        where: the caller's name, for the message.
+        model: the network.
+
+    Returns:
+        The layers by qualified name, at least one.
+
+    Raises:
+        InputError: ``model`` holds no SparsePrompt; the message names ``where``.
+    """
     layers = prompt_layers(model)
     if not layers:
         raise InputError(
@@ -478,7 +490,7 @@ def negative_prompts(
         >>> negative.shape, negative.requires_grad
         (torch.Size([2, 3, 16, 16]), False)
     """
-    layers = _require_layers("negative_prompts", model)
+    layers = require_prompt_layers("negative_prompts", model)
     dense = [name for name, layer in layers.items() if layer.top_k >= layer.num_prompts]
     if dense:
         raise InputError(
@@ -523,7 +535,7 @@ def record_routing(model: nn.Module) -> Iterator[RoutingLog]:
         >>> log.names, log[0].indices.shape
         (['prompt3', 'prompt2', 'prompt1'], torch.Size([2, 1]))
     """
-    layers = _require_layers("record_routing", model)
+    layers = require_prompt_layers("record_routing", model)
     log = RoutingLog()
     previous = {name: layer._routing_logs for name, layer in layers.items()}
     try:

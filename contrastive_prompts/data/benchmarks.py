@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from contrastive_prompts._checks import InputError, check_choice, check_int_range
-from contrastive_prompts.degradations import _check_noise_sigma
+from contrastive_prompts.degradations import check_noise_sigma
 
 from ._common import (
     _center_crop_to,
@@ -513,7 +513,7 @@ def read_benchmark(
         check_choice("read_benchmark", "name", name, BENCHMARKS)
         benchmark = BENCHMARKS[name]
     where = f"read_benchmark({benchmark.name!r})"
-    _check_noise_sigma(where, sigma)
+    check_noise_sigma(where, sigma)
     if max_pixels is not None:
         check_int_range(where, "max_pixels", max_pixels, 1)
     _check_flag(where, "skip_unreadable", skip_unreadable)

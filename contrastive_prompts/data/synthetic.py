@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from contrastive_prompts._checks import check_int_range
 from contrastive_prompts.degradations import (
     DegradationMix,
-    _check_noise_sigma,
+    check_noise_sigma,
     gaussian_noise,
     make_mix,
 )
@@ -315,7 +315,7 @@ class NoisyDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         where = "NoisyDataset"
         check_int_range(where, "label", label, 0)
         check_int_range(where, "seed", seed, 0)
-        _check_noise_sigma(where, sigma)
+        check_noise_sigma(where, sigma)
         _check_flag(where, "skip_unreadable", skip_unreadable)
         self.sigma = float(sigma)
         self.label = label
