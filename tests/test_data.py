@@ -1,4 +1,5 @@
 import dataclasses
+import re
 import warnings
 
 import pytest
@@ -446,18 +447,28 @@ def _same_dataset(a, b):
         assert all(torch.equal(x, y) for x, y in zip(a[i], b[i], strict=True))
 
 
-OLD_READERS = [
-    ("rain100l", "rain100l", "read_benchmark('rain100l', root)"),
-    ("reside", "sots", "read_benchmark('sots', root)"),
-    ("gopro", "gopro", "read_benchmark('gopro', root)"),
-    ("lol", "lol", "read_benchmark('lol', root)"),
-]
+def _named_replacement(message, old, **arguments):
+    """Run the call a deprecation warning of ``old`` names, with ``arguments`` bound to its
+    argument names, in the namespace of ``contrastive_prompts.data``: the warning is followed
+    to the letter, so it must name a real call that does the old one's work."""
+    match = re.fullmatch(
+        rf"contrastive_prompts\.data\.{old} is replaced by contrastive_prompts\.data\.(.+); "
+        "the old name goes in the next release",
+        message,
+    )
+    assert match, message
+    return eval(match[1], dict(vars(Dt)), arguments)
 
 
-@pytest.mark.parametrize(("old", "new", "replacement"), OLD_READERS)
-def test_old_readers_warn_once_and_read_as_the_new_one(
-    tmp_path, fresh_warnings, old, new, replacement
-):
+def _future(caught):
+    return [str(w.message) for w in caught if w.category is FutureWarning]
+
+
+OLD_READERS = [("rain100l", "rain100l"), ("reside", "sots"), ("gopro", "gopro"), ("lol", "lol")]
+
+
+@pytest.mark.parametrize(("old", "new"), OLD_READERS)
+def test_old_readers_warn_once_and_read_as_the_new_one(tmp_path, fresh_warnings, old, new):
     make_layout(tmp_path, new)
     for _ in range(2):
         with pytest.raises(InputError, match=r"have no partner"):
@@ -467,11 +478,11 @@ def test_old_readers_warn_once_and_read_as_the_new_one(
         new, tmp_path, label=3, strict=False, crop_size=4, augment=True, seed=2
     )
     _same_dataset(old_ds, new_ds)
-    future = [str(w.message) for w in fresh_warnings if w.category is FutureWarning]
-    assert future == [
-        f"contrastive_prompts.data.{old} is replaced by contrastive_prompts.data.{replacement}; "
-        "the old name goes in the next release"
-    ]
+    (message,) = _future(fresh_warnings)  # once, however many calls
+    for path in LAYOUTS[new][5]:  # without the files that have no partner,
+        (tmp_path / path).unlink()
+    # the call the warning names, run as written, reads as the old reader does
+    _same_dataset(_named_replacement(message, old, root=tmp_path), getattr(Dt, old)(tmp_path))
 
 
 def test_old_rain100l_folder_arguments_still_work(tmp_path, fresh_warnings):
@@ -495,8 +506,10 @@ def test_old_cbsd68_warns_once_and_reads_as_the_new_one(tmp_path, fresh_warnings
         Dt.cbsd68(tmp_path, 15, seed=3), Dt.read_benchmark("cbsd68", tmp_path, sigma=15, seed=3)
     )
     assert Dt.cbsd68(tmp_path, name="n", quantize=False).names == {0: "n"}
-    future = [str(w.message) for w in fresh_warnings if w.category is FutureWarning]
-    assert len(future) == 1 and "read_benchmark('cbsd68', root, sigma=sigma)" in future[0]
+    (message,) = _future(fresh_warnings)  # once, however many calls
+    named = _named_replacement(message, "cbsd68", root=tmp_path, sigma=15)
+    _same_dataset(named, Dt.cbsd68(tmp_path, 15))
+    assert named.names == {0: "noise_15"}
 
 
 def test_old_matchers_warn_once_and_match_as_the_new_one(tmp_path, fresh_warnings):
@@ -510,11 +523,16 @@ def test_old_matchers_warn_once_and_match_as_the_new_one(tmp_path, fresh_warning
     assert Dt.match_rain100l(rain)[1] == LAYOUTS["rain100l"][5]
     assert Dt.match_reside(sots)[1] == ["hazy/0003_0.8_0.1.png", "clear/0004.png"]
     assert Dt.match_same_names(gopro, "blur", "sharp")[1] == ["blur/b.png", "sharp/c.png"]
-    future = [str(w.message) for w in fresh_warnings if w.category is FutureWarning]
-    assert len(future) == 3
-    assert "BENCHMARKS['rain100l'].match(root)" in future[0]
-    assert "BENCHMARKS['sots'].match(root)" in future[1]
-    assert "match_pairs(root, degraded_dir, clean_dir)" in future[2]
+    rain_message, sots_message, gopro_message = _future(fresh_warnings)  # once each
+    # each warning's named call, run as written, matches as the old matcher does
+    named = _named_replacement(rain_message, "match_rain100l", root=rain)
+    assert named == Dt.match_rain100l(rain) and named[1]
+    named = _named_replacement(sots_message, "match_reside", root=sots)
+    assert named == Dt.match_reside(sots) and named[1]
+    named = _named_replacement(
+        gopro_message, "match_same_names", root=gopro, degraded_dir="blur", clean_dir="sharp"
+    )
+    assert named == Dt.match_same_names(gopro, "blur", "sharp") and named[1]
     (tmp_path / "only_hazy" / "hazy").mkdir(parents=True)
     with pytest.raises(InputError, match=r"expected a folder 'gt' or 'clear'"):
         Dt.match_reside(tmp_path / "only_hazy")

@@ -1,4 +1,5 @@
-import builtins
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -71,23 +72,34 @@ def test_vgg16_missing_file_says_what_to_do(tmp_path):
         VGG16Features(tmp_path / "absent.pth")
 
 
-def test_vgg16_does_not_import_torchvision(monkeypatch):
-    real_import = builtins.__import__
-
-    def no_torchvision(name, *args, **kwargs):
-        if name.startswith("torchvision"):
-            raise ImportError("no torchvision here")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_torchvision)
-    VGG16Features(fake_vgg16_state_dict(), layers=("relu1_1",), layer_weights=(1.0,))
+def test_vgg16_works_where_torchvision_cannot_be_imported(tmp_path):
+    """A fresh interpreter, where ``import torchvision`` fails, imports the package and runs
+    VGG16Features from a weights file: torchvision is needed neither at import nor at use."""
+    path = tmp_path / "vgg16.pth"
+    torch.save(fake_vgg16_state_dict(), path)
+    code = (
+        "import sys\n"
+        "sys.modules['torchvision'] = None  # any import of torchvision raises ImportError\n"
+        "import torch\n"
+        "import contrastive_prompts\n"
+        "from contrastive_prompts import VGG16Features\n"
+        f"maps = VGG16Features({str(path)!r})(torch.rand(1, 3, 16, 16))\n"
+        "print([tuple(m.shape) for m in maps])\n"
+        "print(sorted(m for m in sys.modules if m.startswith('torchvision')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    shapes, loaded = done.stdout.splitlines()
+    assert shapes == "[(1, 64, 16, 16), (1, 128, 8, 8), (1, 256, 4, 4)]"
+    assert loaded == "['torchvision']"  # the blocking entry, no submodule
 
 
 def test_vgg16_bad_state_and_layers():
     state = fake_vgg16_state_dict()
     state["features.2.weight"] = torch.zeros(64, 64, 1, 1)
     with pytest.raises(
-        InputError, match=r"features.2.weight: expected \(64, 64, 3, 3\), got \(64, 64, 1, 1\)"
+        InputError,
+        match=r"features\.2\.weight: expected a tensor of \(64, 64, 3, 3\), got \(64, 64, 1, 1\)",
     ):
         VGG16Features(state)
     with pytest.raises(InputError, match=r"expected layers among relu1_1, .*got \['relu9_9'\]"):

@@ -1,12 +1,37 @@
 """Where things live: one home for each concept, one value for each default."""
 
+import ast
+import pathlib
 import re
+import subprocess
+import sys
+import types
 
 import pytest
+import torch
 
 import contrastive_prompts as cp
-from contrastive_prompts import degradations, model
+from contrastive_prompts import degradations
 from contrastive_prompts.config import TrainConfig
+from contrastive_prompts.train import Trainer
+
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_every_public_name_resolves_and_has_a_reference_entry():
+    """Each name of ``contrastive_prompts.__all__`` imports and has a ``:::`` entry in the docs,
+    under the package or under the module that defines it."""
+    pages = "\n".join(page.read_text() for page in sorted(DOCS.rglob("*.md")))
+    entries = set(re.findall(r"^::: *(contrastive_prompts[\w.]*)", pages, re.M))
+    missing = []
+    for name in cp.__all__:
+        obj = getattr(cp, name)  # an AttributeError names a listed name that does not resolve
+        if name == "__version__" or isinstance(obj, types.ModuleType):
+            continue
+        homes = {f"contrastive_prompts.{name}", f"{getattr(obj, '__module__', None)}.{name}"}
+        if not homes & entries:
+            missing.append(name)
+    assert missing == []
 
 
 def test_mix_names_come_from_the_mixes(monkeypatch):
@@ -17,34 +42,44 @@ def test_mix_names_come_from_the_mixes(monkeypatch):
         TrainConfig(mix="7task").validate()
 
 
-def test_one_tuple_of_reductions():
-    import torch
+def test_every_function_takes_the_same_reductions_with_the_same_meaning():
+    from contrastive_prompts.loss import REDUCTIONS
 
-    from contrastive_prompts import _checks, loss
-
-    assert loss.REDUCTIONS is _checks.REDUCTIONS
+    assert REDUCTIONS == ("none", "mean", "sum")
+    torch.manual_seed(0)
     x, y = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     negatives = torch.rand(2, 1, 3, 16, 16)
-    for reduction in _checks.REDUCTIONS:  # every function accepts every reduction...
-        cp.psnr(x, y, reduction=reduction)
-        cp.ssim(x, y, reduction=reduction)
-        cp.contrastive_prompt_loss(x, y, negatives, reduction=reduction)
-    for call in (  # ...and names the same choices when given another
-        lambda: cp.psnr(x, y, reduction="max"),
-        lambda: cp.contrastive_prompt_loss(x, y, negatives, reduction="max"),
+    for function in (
+        lambda r: cp.psnr(x, y, reduction=r),
+        lambda r: cp.ssim(x, y, reduction=r),
+        lambda r: cp.contrastive_prompt_loss(x, y, negatives, reduction=r),
     ):
+        per_sample = function("none")  # one value per image...
+        assert per_sample.shape == (2,)
+        torch.testing.assert_close(function("mean"), per_sample.mean())  # ...averaged
+        torch.testing.assert_close(function("sum"), per_sample.sum())  # ...or added
         expected = "reduction to be one of 'none', 'mean', 'sum', got 'max'"
         with pytest.raises(cp.InputError, match=re.escape(expected)):
-            call()
+            function("max")
 
 
-def test_the_model_pads_without_the_metrics():
-    from contrastive_prompts import padding
-
-    assert model.pad_to_multiple is padding.pad_to_multiple
-    assert cp.pad_to_multiple is padding.pad_to_multiple
-    assert cp.metrics.pad_to_multiple is padding.pad_to_multiple  # still importable there
-    assert not hasattr(model, "metrics") and "metrics" not in vars(model)
+def test_the_model_imports_without_the_metrics():
+    """In a fresh interpreter, importing the model (without the package's ``__init__``, which
+    imports everything) does not import the metrics: the model pads with ``padding``."""
+    code = (
+        "import importlib.util, sys, types\n"
+        "spec = importlib.util.find_spec('contrastive_prompts')\n"
+        "package = types.ModuleType('contrastive_prompts')\n"
+        "package.__path__ = list(spec.submodule_search_locations)\n"
+        "sys.modules['contrastive_prompts'] = package\n"
+        "import contrastive_prompts.model\n"
+        "print(sorted(m for m in sys.modules if m.startswith('contrastive_prompts')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    loaded = ast.literal_eval(done.stdout)  # a list of module names
+    assert "contrastive_prompts.model" in loaded and "contrastive_prompts.padding" in loaded
+    assert "contrastive_prompts.metrics" not in loaded
 
 
 def test_an_image_is_padded_in_one_place():
@@ -64,15 +99,30 @@ def test_an_image_is_padded_in_one_place():
 
 
 def test_the_objective_and_the_run_configuration_share_their_defaults():
-    """One default, one value: CPLObjective() trains as TrainConfig() does.
+    """One default, one value: CPLObjective() scores a batch as the trainer's objective from
+    TrainConfig() does (same weights, negatives, loss mode, feature space, balance, labels).
 
     One difference is deliberate: the trainer sends the negatives in chunks of ``batch_size``
     rows on a CPU (measured faster there), while ``CPLObjective()`` sends them in one pass; the
-    negatives then come from other draws of the same distribution.
+    negatives then come from other draws of the same distribution. Here the trainer's chunk
+    holds every row, so both see the same draws.
     """
-    objective, config = cp.CPLObjective(), TrainConfig()
-    assert objective.weight == config.cpr_weight
-    assert objective.num_negatives == config.num_negatives
-    assert objective.balance_weight == config.balance_weight
-    assert objective.label_negatives == config.use_labels
-    assert objective.loss.mode == config.cpr_mode
+    batch = 2  # two labels in the batch, so that label_negatives changes the negatives
+    config = TrainConfig(device="cpu", chunk_size=batch * TrainConfig().num_negatives)
+    torch.manual_seed(0)
+    trainer = Trainer(config, model=cp.SparsePromptIR("tiny"), label_names=["a", "b", "c"])
+    # a dark and a bright image: their layers pick different experts, so labels matter
+    degraded = torch.stack([torch.zeros(3, 16, 16), torch.ones(3, 16, 16)])
+    clean, labels = torch.rand(batch, 3, 16, 16), torch.tensor([0, 2])
+
+    def score(objective):
+        generator = torch.Generator().manual_seed(3)
+        return objective(trainer.model, degraded, clean, labels, generator=generator)
+
+    mine, trainers = score(cp.CPLObjective(num_labels=3)), score(trainer.objective)
+    labelled = score(cp.CPLObjective(num_labels=3, label_negatives=not config.use_labels))
+    assert labelled.cpr != trainers.cpr  # the batch tells label_negatives apart
+    for field in ("loss", "l1", "cpr", "balance", "output"):
+        torch.testing.assert_close(getattr(mine, field), getattr(trainers, field), msg=field)
+    for a, b in zip(mine.expert_counts, trainers.expert_counts, strict=True):
+        assert torch.equal(a, b)
