@@ -27,19 +27,18 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ._checks import InputError
 from ._files import writing
+from .files import CheckpointError, safe_load, unreadable
 
 if TYPE_CHECKING:
     from .model import SparsePromptIR
@@ -63,100 +62,8 @@ WEIGHTS_FORMAT = "contrastive_prompts.weights/1"
 PathLike = str | os.PathLike[str]
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable, refused as unsafe, or does not fit where it goes.
-
-    Examples:
-        >>> try:
-        ...     load_checkpoint_model("no-such-run/last.pt")
-        ... except CheckpointError as error:
-        ...     print(error)
-        checkpoint 'no-such-run/last.pt' not found
-    """
-
-
 class _ForeignFormat(CheckpointError):
     """A readable file that this library did not write (it may be an official PromptIR one)."""
-
-
-# -- reading PyTorch files safely ---------------------------------------------------------------
-
-
-def _numpy_array_globals() -> list[Any]:
-    """What a pickled numpy array needs: the 0.1 checkpoints kept numpy's RNG state as one.
-
-    Rebuilding an array from its bytes runs no code of the file's choosing; an array of Python
-    objects would need further globals, which stay refused.
-    """
-    reconstruct = np.zeros(1).__reduce__()[0]
-    return [reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
-
-
-def safe_load(path: PathLike, *, what: str = "checkpoint") -> Any:
-    """Read a PyTorch file with ``torch.load(weights_only=True)``, with clear errors.
-
-    Args:
-        path: the file.
-        what: how the file is named in messages (``"checkpoint"``, ``"PromptIR checkpoint"``).
-
-    Returns:
-        The unpickled object, tensors on the CPU.
-
-    Raises:
-        CheckpointError: the file is missing, unreadable, or needs types that the safe loader
-            refuses (the message names them).
-
-    Examples:
-        >>> import tempfile, os
-        >>> path = os.path.join(tempfile.mkdtemp(), "w.pt")
-        >>> torch.save({"w": torch.ones(2)}, path)
-        >>> safe_load(path)["w"]
-        tensor([1., 1.])
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{what} {path!r} not found")
-    try:
-        # a file object, not the name: torch picks a reader by the name's suffix, and a file
-        # is read by what it holds
-        with open(path, "rb") as f, torch.serialization.safe_globals(_numpy_array_globals()):
-            return torch.load(f, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        unsafe = _unsafe_globals(path)
-        if unsafe:
-            raise CheckpointError(
-                f"{what} {path!r} was refused: it asks for Python objects beyond tensors, numbers, "
-                f"strings and containers ({', '.join(unsafe)}), and loading those can run code; "
-                "this library never does. Ask the file's source for a .safetensors copy of its "
-                "weights"
-            ) from error
-        raise CheckpointError(_unreadable(what, path, error)) from error
-    except Exception as error:
-        raise CheckpointError(_unreadable(what, path, error)) from error
-
-
-def _unsafe_globals(path: str) -> list[str]:
-    allowed = {f"{g.__module__}.{g.__qualname__}" for g in _numpy_array_globals()}
-    try:
-        found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # not a zip archive: the unpickler's own message says what it met
-        return []
-    return sorted(set(found) - allowed)
-
-
-def _unreadable(what: str, path: str, error: Exception) -> str:
-    # torch's own text suggests turning its safe mode off; keep the line that says what was wrong
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    marker = "WeightsUnpickler error:"
-    after = [line for i, line in enumerate(lines) if i and marker in lines[i - 1]]
-    found = [line.split(marker, 1)[1].strip() for line in lines if marker in line]
-    detail = next((d for d in [*found, *after] if d), lines[-1] if lines else "")
-    if "weights_only" in detail or "torch.load" in detail:
-        detail = "not a file of tensors"
-    return (
-        f"{what} {path!r} cannot be read ({type(error).__name__}: {detail}); "
-        "the file is corrupt or truncated, or not a PyTorch file"
-    )
 
 
 def _is_safetensors(path: PathLike) -> bool:
@@ -310,7 +217,7 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
         >>> read_checkpoint("no-such-run/last.pt")
         Traceback (most recent call last):
             ...
-        contrastive_prompts.checkpoints.CheckpointError: checkpoint 'no-such-run/last.pt' not found
+        contrastive_prompts.files.CheckpointError: checkpoint 'no-such-run/last.pt' not found
     """
     name = os.fspath(path)
     if os.path.isfile(name) and _is_safetensors(name):
@@ -383,7 +290,7 @@ def load_checkpoint_model(
         >>> load_checkpoint_model("no-such-run/last.pt")
         Traceback (most recent call last):
             ...
-        contrastive_prompts.checkpoints.CheckpointError: checkpoint 'no-such-run/last.pt' not found
+        contrastive_prompts.files.CheckpointError: checkpoint 'no-such-run/last.pt' not found
     """
     name = os.fspath(path)
     if not os.path.isfile(name):
@@ -425,7 +332,7 @@ def _read_weights(path: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
             metadata = f.metadata() or {}
             weights = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(_unreadable("weights", path, error)) from error
+        raise CheckpointError(unreadable("weights", path, error)) from error
     if metadata.get("format") != WEIGHTS_FORMAT or "model_config" not in metadata:
         raise _ForeignFormat(
             f"weights {path!r} are not a contrastive_prompts export (expected metadata format "
@@ -546,7 +453,7 @@ def _read_promptir(
             try:
                 state = load_file(path)
             except (SafetensorError, OSError, ValueError) as error:
-                raise CheckpointError(_unreadable("PromptIR checkpoint", path, error)) from error
+                raise CheckpointError(unreadable("PromptIR checkpoint", path, error)) from error
         else:
             state = safe_load(path, what="PromptIR checkpoint")
     # Lightning keeps the weights under state_dict, BasicSR under params_ema / params

@@ -214,7 +214,7 @@ class VGG16Features(nn.Module):
                     "and pass the file's path (torchvision itself is not needed), or use "
                     "FilterFeatures, which needs no weights."
                 )
-            from .checkpoints import safe_load
+            from .files import safe_load
 
             # tensors, numbers, strings and containers only: a hostile file is refused unread
             weights = safe_load(path, what="VGG16Features: weights file")
