@@ -71,16 +71,25 @@ def test_negative_mode_reaches_every_layer_at_any_depth():
 def test_negative_mode_is_restored_on_exit_on_error_and_when_nested(unet):
     x = torch.rand(2, 3, 16, 16)
     own = unet(x)
+
+    def negatives(seed):
+        """The first negative pass drawn from a fresh generator of ``seed``: the reference."""
+        with negative_prompts(unet, generator=torch.Generator().manual_seed(seed)):
+            return unet(x)
+
     outer, inner = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
     with negative_prompts(unet, generator=outer):
         with negative_prompts(unet, generator=inner):
-            unet(x)
-        assert all(p._negative_mode.generator is outer for p in prompt_layers(unet).values())
+            in_inner = unet(x)
+        after_inner = unet(x)
+    assert torch.equal(in_inner, negatives(2))  # the innermost block's generator applies...
+    assert torch.equal(after_inner, negatives(1))  # ...and the outer one's again after it
+    assert not torch.equal(negatives(1), negatives(2)) and not torch.equal(negatives(1), own)
     with pytest.raises(RuntimeError, match="boom"), negative_prompts(unet):
         raise RuntimeError("boom")
-    assert all(p._negative_mode is None for p in prompt_layers(unet).values())
-    assert torch.equal(unet(x), own)
-    assert torch.is_grad_enabled()
+    restored = unet(x)  # after an error and after the blocks: the network's own prompts
+    assert torch.equal(restored, own)
+    assert restored.requires_grad and torch.is_grad_enabled()
 
 
 def test_negative_mode_refuses_models_it_cannot_serve():
@@ -137,7 +146,8 @@ def test_routing_is_recorded_in_call_order_with_names(unet):
     with record_routing(unet) as log, negative_prompts(unet):
         unet(x)
     assert len(log) == 0  # negatives are not logged
-    assert all(p._routing_logs == () for p in prompt_layers(unet).values())
+    unet(x)  # a closed log records nothing more
+    assert (len(inner), len(outer), len(log)) == (2, 4, 0)
 
 
 # -- forward_with_negatives on networks that are not the reference model ------------------------
@@ -146,6 +156,7 @@ def test_routing_is_recorded_in_call_order_with_names(unet):
 def test_negative_pass_runs_nothing_that_ran_before_the_first_prompt(unet):
     x = torch.rand(2, 3, 16, 16)
     forward_with_negatives(unet, x, num_negatives=3)  # the first call measures the batch axes
+    generator = torch.Generator().manual_seed(5)
     runs: Counter[str] = Counter()
     handles = [
         m.register_forward_hook(lambda m, a, o, name=name: runs.update([name]))
@@ -153,11 +164,13 @@ def test_negative_pass_runs_nothing_that_ran_before_the_first_prompt(unet):
         if name
     ]
     try:
-        out = forward_with_negatives(unet, x, num_negatives=3)
+        out = forward_with_negatives(unet, x, num_negatives=3, generator=generator)
     finally:
         for handle in handles:
             handle.remove()
     assert out.negatives.shape == (2, 3, 3, 16, 16)
+    # what was served is what full passes make
+    torch.testing.assert_close(out.negatives, naive_negatives(unet, x, 3, seed=5))
     assert runs["enc1"] == 1  # the positive pass only: served to the negatives, hooks not run
     assert runs["enc2"] == 2  # its output was changed in place afterwards: run again
     assert runs["act"] == 3  # shared: its encoder call is served, its decoder calls run
