@@ -94,7 +94,8 @@ def test_infonce_equals_log_m_plus_one_when_distances_equal(m, seed, temperature
     torch.testing.assert_close(loss, torch.full((2,), math.log(m + 1)))
 
 
-@given(seed=st.integers(0, 2**16), m=st.integers(1, 4))
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+@pytest.mark.parametrize("seed", range(5))
 def test_infonce_non_negative_and_ratio_zero_at_positive(seed, m):
     a, y, n = triple(seed, m=m)
     assert (contrastive_prompt_loss(a, y, n, mode="infonce", reduction="none") >= 0).all()
@@ -114,15 +115,16 @@ def test_pulls_and_pushes(mode):
     assert contrastive_prompt_loss(a, y, far_negatives, mode=mode) < base
 
 
-@given(seed=st.integers(0, 2**16))
+@pytest.mark.parametrize("seed", range(5))
 def test_permutation_invariance_over_negatives(seed):
     a, y, n = triple(seed, m=4)
-    perm = torch.randperm(4, generator=torch.Generator().manual_seed(seed))
-    for mode in MODES:
-        torch.testing.assert_close(
-            contrastive_prompt_loss(a, y, n, mode=mode),
-            contrastive_prompt_loss(a, y, n[:, perm], mode=mode),
-        )
+    perms = [[1, 2, 3, 0], [3, 2, 1, 0], [1, 0, 2, 3]]  # a cycle, a reversal, a swap
+    for perm in perms:
+        for mode in MODES:
+            torch.testing.assert_close(
+                contrastive_prompt_loss(a, y, n, mode=mode, reduction="none"),
+                contrastive_prompt_loss(a, y, n[:, perm], mode=mode, reduction="none"),
+            )
 
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
@@ -135,13 +137,16 @@ def test_reductions_and_module_equals_function(reduction):
     assert got.shape == ((2,) if reduction == "none" else ())
 
 
-@given(seed=st.integers(0, 2**16), batch=st.integers(1, 3))
+@pytest.mark.parametrize("batch", [2, 3])
+@pytest.mark.parametrize("seed", range(5))
 def test_batch_independence(seed, batch):
     a, y, n = triple(seed, batch=batch)
-    whole = contrastive_prompt_loss(a, y, n, reduction="none")
-    for i in range(batch):
-        part = contrastive_prompt_loss(a[i : i + 1], y[i : i + 1], n[i : i + 1], reduction="none")
-        torch.testing.assert_close(part, whole[i : i + 1])
+    for mode in MODES:
+        whole = contrastive_prompt_loss(a, y, n, mode=mode, reduction="none")
+        for i in range(batch):
+            one = slice(i, i + 1)
+            part = contrastive_prompt_loss(a[one], y[one], n[one], mode=mode, reduction="none")
+            torch.testing.assert_close(part, whole[one])
 
 
 @pytest.mark.parametrize("mode", MODES)
