@@ -57,7 +57,8 @@ def test_top_k_equal_num_prompts_is_promptir(h, w, seed):
     torch.testing.assert_close(layer(x), promptir_generator(layer, x))
 
 
-@given(seed=st.integers(0, 2**16), top_k=st.integers(1, 4))
+@pytest.mark.parametrize("top_k", [1, 2, 3, 4])
+@pytest.mark.parametrize("seed", range(3))
 def test_batch_independence(seed, top_k):
     layer = make_layer(seed, top_k=top_k)
     x = torch.rand(4, 6, 7, 9, generator=torch.Generator().manual_seed(seed))
@@ -72,7 +73,8 @@ def test_renormalize_sums_to_one():
     torch.testing.assert_close(routing.weights.sum(1), torch.ones(3))
 
 
-@given(seed=st.integers(0, 2**16), top_k=st.integers(1, 4))
+@pytest.mark.parametrize("top_k", [1, 2, 3, 4])
+@pytest.mark.parametrize("seed", range(3))
 def test_no_gradient_into_unselected_prompts(seed, top_k):
     layer = make_layer(seed, top_k=top_k)
     x = torch.rand(2, 6, 8, 8, generator=torch.Generator().manual_seed(seed))
@@ -86,7 +88,9 @@ def test_no_gradient_into_unselected_prompts(seed, top_k):
     assert layer.router.weight.grad.abs().sum() > 0  # the router still learns with top-1
 
 
-@given(seed=st.integers(0, 2**16), top_k=st.integers(1, 4), batch=st.integers(1, 6))
+@pytest.mark.parametrize("batch", [1, 6])
+@pytest.mark.parametrize("top_k", [1, 2, 3, 4])
+@pytest.mark.parametrize("seed", range(3))
 def test_negatives_never_equal_selected(seed, top_k, batch):
     layer = make_layer(seed, top_k=top_k)
     x = torch.rand(batch, 6, 5, 5, generator=torch.Generator().manual_seed(seed))
