@@ -12,13 +12,11 @@ own.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -43,16 +41,8 @@ __all__ = [
     "BENCHMARKS",
     "Benchmark",
     "PairedDataset",
-    "cbsd68",
-    "gopro",
-    "lol",
     "match_pairs",
-    "match_rain100l",
-    "match_reside",
-    "match_same_names",
-    "rain100l",
     "read_benchmark",
-    "reside",
 ]
 
 Pairs = list[tuple[Path, Path]]
@@ -550,177 +540,3 @@ def read_benchmark(
         max_pixels=max_pixels,
         skip_unreadable=skip_unreadable,
     )
-
-
-# ----------------------------------------------------------------------------------------------
-# the readers and matchers of the previous release: they still work, and warn once each
-
-
-_warned: set[str] = set()  # the old names that warned already
-
-
-def _replaced(old: str, new: str) -> None:
-    """Warn, once per process and old name, that ``old`` is replaced by ``new``."""
-    if old not in _warned:
-        _warned.add(old)
-        warnings.warn(
-            f"contrastive_prompts.data.{old} is replaced by contrastive_prompts.data.{new}; "
-            "the old name goes in the next release",
-            FutureWarning,
-            stacklevel=3,
-        )
-
-
-def _paired(dataset: PairedDataset | NoisyDataset) -> PairedDataset:
-    assert isinstance(dataset, PairedDataset)  # the table's paired layouts read into one
-    return dataset
-
-
-def rain100l(
-    root: PathLike,
-    *,
-    label: int = 0,
-    name: str = "rain",
-    strict: bool = True,
-    degraded_dir: str = "rainy",
-    clean_dir: str = "gt",
-    **kwargs: Any,
-) -> PairedDataset:
-    """Rain100L pairs. Deprecated: use ``read_benchmark("rain100l", root)``.
-
-    Warns once (`FutureWarning`); goes in the next release. For other folder names, read
-    ``dataclasses.replace(BENCHMARKS["rain100l"], degraded_dirs=(...,), clean_dirs=(...,))``.
-
-    Args:
-        root: the folder holding ``rainy/`` and ``gt/``.
-        label: the label of every item.
-        name: the name the label stands for.
-        strict: raise on files without a partner (else warn and list them in ``unmatched``).
-        degraded_dir: the rainy folder's name.
-        clean_dir: the clean folder's name.
-        **kwargs: ``crop_size``, ``augment``, ``seed``, ``max_pixels``, ``skip_unreadable`` of
-            [read_benchmark][contrastive_prompts.data.read_benchmark].
-
-    Returns:
-        The dataset [read_benchmark][contrastive_prompts.data.read_benchmark] reads.
-    """
-    _replaced("rain100l", "read_benchmark('rain100l', root)")
-    layout = dataclasses.replace(
-        BENCHMARKS["rain100l"], degraded_dirs=(degraded_dir,), clean_dirs=(clean_dir,)
-    )
-    return _paired(
-        read_benchmark(layout, root, label=label, degradation=name, strict=strict, **kwargs)
-    )
-
-
-def _old_paired_reader(old: str, benchmark: str) -> Callable[..., PairedDataset]:
-    """The 0.1 reader ``old`` of a paired layout of the table, as a deprecated wrapper."""
-    layout = BENCHMARKS[benchmark]
-
-    def read(
-        root: PathLike,
-        *,
-        label: int = 0,
-        name: str = layout.degradation,
-        strict: bool = True,
-        **kwargs: Any,
-    ) -> PairedDataset:
-        _replaced(old, f"read_benchmark({benchmark!r}, root)")
-        return _paired(
-            read_benchmark(benchmark, root, label=label, degradation=name, strict=strict, **kwargs)
-        )
-
-    read.__name__ = read.__qualname__ = old
-    read.__doc__ = f"""{layout.layout}. Deprecated: use ``read_benchmark({benchmark!r}, root)``.
-
-    Warns once (`FutureWarning`); goes in the next release. ``name`` is the reader's
-    ``degradation``; ``label``, ``strict`` and the keyword arguments (``crop_size``,
-    ``augment``, ``seed``, ``max_pixels``, ``skip_unreadable``) are passed to
-    [read_benchmark][contrastive_prompts.data.read_benchmark].
-    """
-    return read
-
-
-reside = _old_paired_reader("reside", "sots")
-gopro = _old_paired_reader("gopro", "gopro")
-lol = _old_paired_reader("lol", "lol")
-
-
-def cbsd68(
-    root: PathLike, sigma: float = 25.0, *, label: int = 0, seed: int = 0, **kwargs: Any
-) -> NoisyDataset:
-    """CBSD68 with noise at ``sigma``. Deprecated: use ``read_benchmark("cbsd68", root)``.
-
-    Warns once (`FutureWarning`); goes in the next release.
-
-    Args:
-        root: the folder of clean images.
-        sigma: noise std on the 0-255 scale.
-        label: the label of every item.
-        seed: the noise seed.
-        **kwargs: ``name``, ``quantize``, ``max_pixels`` and ``skip_unreadable`` of
-            [NoisyDataset][contrastive_prompts.data.NoisyDataset].
-
-    Returns:
-        The dataset, as [read_benchmark][contrastive_prompts.data.read_benchmark] reads it.
-    """
-    _replaced("cbsd68", "read_benchmark('cbsd68', root, sigma=sigma)")
-    return NoisyDataset(root, sigma, label=label, seed=seed, **kwargs)
-
-
-def match_rain100l(
-    root: PathLike, *, degraded_dir: str = "rainy", clean_dir: str = "gt"
-) -> tuple[Pairs, list[str]]:
-    """Pair Rain100L files. Deprecated: use ``BENCHMARKS["rain100l"].match(root)``.
-
-    Warns once (`FutureWarning`); goes in the next release.
-
-    Args:
-        root: the folder holding ``rainy/`` and ``gt/``.
-        degraded_dir: the rainy folder's name.
-        clean_dir: the clean folder's name.
-
-    Returns:
-        ``(pairs, unmatched)`` as [match_pairs][contrastive_prompts.data.match_pairs] returns
-        them.
-    """
-    _replaced("match_rain100l", "BENCHMARKS['rain100l'].match(root)")
-    return match_pairs(root, degraded_dir, clean_dir, _rain100l_stem)
-
-
-def match_reside(
-    root: PathLike, *, degraded_dir: str = "hazy", clean_dir: Sequence[str] = ("gt", "clear")
-) -> tuple[Pairs, list[str]]:
-    """Pair RESIDE files. Deprecated: use ``BENCHMARKS["sots"].match(root)``.
-
-    Warns once (`FutureWarning`); goes in the next release.
-
-    Args:
-        root: the folder holding ``hazy/`` and ``gt/`` (or ``clear/``).
-        degraded_dir: the hazy folder's name.
-        clean_dir: candidate names of the clean folder, the first that exists is used.
-
-    Returns:
-        ``(pairs, unmatched)`` as [match_pairs][contrastive_prompts.data.match_pairs] returns
-        them.
-    """
-    _replaced("match_reside", "BENCHMARKS['sots'].match(root)")
-    return match_pairs(root, degraded_dir, clean_dir, _reside_stem)
-
-
-def match_same_names(root: PathLike, degraded_dir: str, clean_dir: str) -> tuple[Pairs, list[str]]:
-    """Pair files of the same stem. Deprecated: use ``match_pairs(root, degraded_dir, clean_dir)``.
-
-    Warns once (`FutureWarning`); goes in the next release.
-
-    Args:
-        root: the folder holding both folders.
-        degraded_dir: the degraded folder's name.
-        clean_dir: the clean folder's name.
-
-    Returns:
-        ``(pairs, unmatched)`` as [match_pairs][contrastive_prompts.data.match_pairs] returns
-        them.
-    """
-    _replaced("match_same_names", "match_pairs(root, degraded_dir, clean_dir)")
-    return match_pairs(root, degraded_dir, clean_dir)
