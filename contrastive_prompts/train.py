@@ -4,7 +4,14 @@
 decay, ``L1 + lambda * CPR`` through [CPLObjective][contrastive_prompts.CPLObjective], EMA
 weights, gradient clipping, mixed precision, periodic validation with the protocol metrics, a
 progress line, JSON-lines logs, PNG plots and checkpoints that resume exactly. Under ``torchrun`` it
-trains with DistributedDataParallel (NCCL on GPUs, gloo on CPUs); rank 0 alone writes.
+trains with DistributedDataParallel (NCCL on GPUs, gloo on CPUs); rank 0 alone writes. What it
+builds comes from functions that can be called alone, as BasicSR splits its set-up:
+[setup_distributed][contrastive_prompts.train.setup_distributed],
+[build_model][contrastive_prompts.train.build_model],
+[build_objective][contrastive_prompts.train.build_objective],
+[build_step_module][contrastive_prompts.train.build_step_module],
+[build_optimizer][contrastive_prompts.train.build_optimizer] and
+[build_data][contrastive_prompts.train.build_data].
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ from .data import (
     read_image,
     sample_split,
 )
-from .degradations import make_mix
+from .degradations import DegradationMix, make_mix
 from .features import FilterFeatures, PixelFeatures, VGG16Features
 from .loss import ContrastivePromptLoss
 from .metrics import EvaluationResult, evaluate
@@ -67,8 +74,14 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "TrainingDiverged",
+    "build_data",
+    "build_model",
+    "build_objective",
+    "build_optimizer",
+    "build_step_module",
     "load_checkpoint_model",
     "read_checkpoint",
+    "setup_distributed",
 ]
 
 # -- distributed helpers -----------------------------------------------------------------------
@@ -195,11 +208,11 @@ def _model_config(model: nn.Module) -> dict[str, Any] | None:
     return asdict(model.config) if isinstance(model, SparsePromptIR) else None
 
 
-def _read_validation_image(path: Path, max_pixels: int | None) -> Tensor:
+def _read_validation_image(where: str, path: Path, max_pixels: int | None) -> Tensor:
     try:
         return read_image(path, max_pixels=max_pixels)
     except (OSError, ValueError) as error:
-        raise InputError(f"Trainer: cannot read validation image {str(path)!r}: {error}") from error
+        raise InputError(f"{where}: cannot read validation image {str(path)!r}: {error}") from error
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, floor: float) -> float:
@@ -245,6 +258,363 @@ class _Progress:
             print(file=sys.stderr)
 
 
+# -- the trainer's parts -----------------------------------------------------------------------
+#
+# Trainer.__init__ is these calls in order. Each can be called alone: to test one part, to read
+# what the trainer builds, or to write a loop of one's own with the trainer's pieces.
+
+
+def _check_config(where: str, config: object) -> None:
+    """Refuse a config that is not a valid [TrainConfig][contrastive_prompts.config.TrainConfig]."""
+    if not isinstance(config, TrainConfig):
+        raise InputTypeError(
+            f"{where}: expected config to be a TrainConfig, got {type(config).__name__}"
+        )
+    config.validate()
+
+
+def setup_distributed(
+    config: TrainConfig, *, where: str = "setup_distributed"
+) -> tuple[int, int, torch.device]:
+    """This process's place in the run: its rank, the number of processes and its device.
+
+    Reads torchrun's ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (one process, rank 0, without
+    them) and resolves ``config.device`` for this process (``"auto"`` and ``"cuda"`` take the
+    ``LOCAL_RANK``-th GPU). With several processes and no process group yet, it joins one: NCCL on
+    GPUs (after selecting this process's GPU), gloo on CPUs, with a two-hour timeout, as rank 0
+    validates alone while the others wait in the next step's all-reduce.
+
+    Args:
+        config: the run's options; ``device`` and ``precision`` are read.
+        where: the name error messages begin with
+            ([Trainer][contrastive_prompts.train.Trainer] passes ``"Trainer"``).
+
+    Returns:
+        ``(rank, world_size, device)``.
+
+    Raises:
+        InputTypeError: ``config`` is not a ``TrainConfig``.
+        InputError: an option of ``config`` is out of range (as ``TrainConfig.validate`` says),
+            the device is unknown or not available here, or ``precision`` is ``"fp16"`` on a
+            CPU. Nothing was initialised.
+
+    Examples:
+        >>> setup_distributed(TrainConfig(device="cpu"))
+        (0, 1, device(type='cpu'))
+        >>> setup_distributed(TrainConfig(device="gpu9"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        contrastive_prompts._checks.InputError: setup_distributed: expected a device such as ...
+    """
+    _check_config(where, config)
+    rank, world_size, local_rank = _world()
+    device = resolve_device(where, config.device, local_rank)
+    if config.precision == "fp16" and device.type == "cpu":
+        raise InputError(f"{where}: {_FP16_ON_CPU}")
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        # rank 0 validates alone while the others wait in the next step's all-reduce
+        dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
+    return rank, world_size, device
+
+
+def build_model(
+    config: TrainConfig,
+    model: nn.Module | None = None,
+    *,
+    device: str | torch.device | None = None,
+    where: str = "build_model",
+) -> nn.Module:
+    """The network to train: your own, checked, or the reference model the config describes.
+
+    Without ``model``, a [SparsePromptIR][contrastive_prompts.SparsePromptIR] of
+    ``config.preset``, ``top_k`` and ``use_prompts``, its weights drawn from torch's global
+    random state (the trainer seeds it with ``torch.manual_seed(config.seed)`` just before); with
+    ``config.init_promptir``, the official PromptIR checkpoint read into the ``base`` model
+    instead. With ``model``, your network, which must have float32 parameters (the trainer keeps
+    float32 weights and feeds float32 images; lower precision is ``config.precision``) and comes
+    with ``config.init_promptir=None`` (load its weights before).
+
+    The model is then moved to ``device`` (in place, as ``nn.Module.to`` moves), and checked to
+    have negatives when ``config.cpr_weight > 0``: a prompt layer with ``top_k < num_prompts``.
+
+    Args:
+        config: the run's options.
+        model: your own network (``None``: the reference model).
+        device: where to put the model (``None``: where it is).
+        where: the name error messages begin with
+            ([Trainer][contrastive_prompts.train.Trainer] passes ``"Trainer"``).
+
+    Returns:
+        The model on ``device``: ``model`` itself when given.
+
+    Raises:
+        InputTypeError: ``config`` is not a ``TrainConfig``, or ``model`` is not an ``nn.Module``.
+        InputError: an option of ``config`` is out of range; ``model`` has parameters of
+            another dtype than float32; ``config.init_promptir`` is set with ``model``; or
+            ``config.cpr_weight > 0`` for a model without negatives (no ``SparsePrompt`` layer,
+            or ``top_k == num_prompts`` in all).
+        CheckpointError: ``config.init_promptir`` cannot be read (see
+            [SparsePromptIR.from_promptir][contrastive_prompts.SparsePromptIR.from_promptir]).
+
+    Examples:
+        >>> type(build_model(TrainConfig(preset="tiny"))).__name__
+        'SparsePromptIR'
+        >>> build_model(TrainConfig(), nn.Conv2d(3, 3, 3).double())  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        contrastive_prompts._checks.InputError: build_model: expected a model with float32 ...
+    """
+    _check_config(where, config)
+    if model is not None:
+        if not isinstance(model, nn.Module):
+            raise InputTypeError(
+                f"{where}: expected model to be an nn.Module, got {type(model).__name__}"
+            )
+        dtypes = sorted({str(t.dtype) for t in model.parameters() if t.is_floating_point()})
+        if dtypes and dtypes != ["torch.float32"]:
+            raise InputError(
+                f"{where}: expected a model with float32 parameters (the trainer keeps float32 "
+                "weights and feeds float32 images; lower precision is config.precision), "
+                f"got {', '.join(dtypes)}; call model.float() first"
+            )
+        if config.init_promptir is not None:
+            raise InputError(
+                f"{where}: expected init_promptir=None with your own model (load its weights "
+                f"before passing it), got {config.init_promptir!r}"
+            )
+    elif config.init_promptir:
+        model = SparsePromptIR.from_promptir(config.init_promptir, top_k=config.top_k)
+    else:
+        model = SparsePromptIR(config.preset, top_k=config.top_k, use_prompts=config.use_prompts)
+    if device is not None:
+        model = model.to(device)
+    layers = prompt_layers(model).values()
+    if config.cpr_weight > 0 and not any(p.top_k < p.num_prompts for p in layers):
+        raise InputError(
+            f"{where}: expected cpr_weight=0 for a model without negatives (no SparsePrompt "
+            f"layer, or top_k == num_prompts in all), got cpr_weight={config.cpr_weight}"
+        )
+    return model
+
+
+def build_objective(
+    config: TrainConfig,
+    num_labels: int,
+    device: str | torch.device,
+    *,
+    where: str = "build_objective",
+) -> CPLObjective:
+    """The training objective, ``L1 + cpr_weight * CPR + balance_weight * balance``.
+
+    The CPR term is a [ContrastivePromptLoss][contrastive_prompts.ContrastivePromptLoss] of
+    ``config.cpr_mode`` and ``temperature`` on the features ``config.cpr_features`` names:
+    ``"filters"`` ([FilterFeatures][contrastive_prompts.features.FilterFeatures]), ``"pixels"``
+    ([PixelFeatures][contrastive_prompts.features.PixelFeatures]) or ``"vgg16:<weights file>"``
+    ([VGG16Features][contrastive_prompts.features.VGG16Features] with that file). It draws
+    ``config.num_negatives`` negatives per image, from other degradations' experts first when
+    ``config.use_labels``. The negatives go through the decoder in chunks of
+    ``config.chunk_size`` rows; when that is ``None``, in chunks of ``config.batch_size`` rows
+    (one pass per negative) on a CPU, where it measured faster, and all at once elsewhere.
+
+    Args:
+        config: the run's options.
+        num_labels: how many degradation labels the data has (the expert-use statistics count
+            per label).
+        device: where the objective's modules (the feature network) go; its type picks the
+            chunk size.
+        where: the name error messages begin with
+            ([Trainer][contrastive_prompts.train.Trainer] passes ``"Trainer"``).
+
+    Returns:
+        The [CPLObjective][contrastive_prompts.CPLObjective] on ``device``.
+
+    Raises:
+        InputTypeError: ``config`` is not a ``TrainConfig``.
+        InputError: an option of ``config`` is out of range, ``num_labels`` is not an integer
+            >= 1, ``device`` is unknown, or the VGG16 weights file cannot be read.
+
+    Examples:
+        >>> objective = build_objective(TrainConfig(batch_size=3), num_labels=5, device="cpu")
+        >>> objective.chunk_size, objective.num_negatives, objective.loss.mode
+        (3, 4, 'subtractive')
+    """
+    _check_config(where, config)
+    device = resolve_device(where, device)
+    return CPLObjective(
+        weight=config.cpr_weight,
+        num_negatives=config.num_negatives,
+        loss=ContrastivePromptLoss(
+            mode=config.cpr_mode,
+            features=_features(config.cpr_features),
+            temperature=config.temperature,
+        ),
+        balance_weight=config.balance_weight,
+        num_labels=num_labels,
+        chunk_size=config.chunk_size or (config.batch_size if device.type == "cpu" else None),
+        label_negatives=config.use_labels,
+    ).to(device)
+
+
+def build_step_module(
+    model: nn.Module,
+    objective: CPLObjective,
+    device: str | torch.device,
+    world_size: int = 1,
+) -> nn.Module:
+    """Model and objective as one module, for DistributedDataParallel to see the whole step.
+
+    Calling it as ``step(degraded, clean, labels, generator=generator)`` returns
+    ``objective(model, degraded, clean, labels, generator=generator)``, an
+    [ObjectiveOutput][contrastive_prompts.objective.ObjectiveOutput]. With ``world_size > 1`` it
+    is wrapped in ``DistributedDataParallel`` (on ``device``'s GPU when it is one), so the
+    gradients of the whole step, negatives and CPR included, are averaged over the processes;
+    the process group must exist (see
+    [setup_distributed][contrastive_prompts.train.setup_distributed]).
+
+    Args:
+        model: the network (see [build_model][contrastive_prompts.train.build_model]).
+        objective: the objective (see
+            [build_objective][contrastive_prompts.train.build_objective]).
+        device: the device of this process.
+        world_size: the number of processes.
+
+    Returns:
+        The step module. Its parameters are the model's and the objective's.
+
+    Examples:
+        >>> model, objective = nn.Conv2d(3, 3, 3, padding=1), CPLObjective(weight=0.0)
+        >>> step = build_step_module(model, objective, "cpu")
+        >>> step(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)).loss.backward()
+        >>> model.weight.grad is not None
+        True
+    """
+    step_module = _TrainStep(model, objective)
+    if world_size <= 1:
+        return step_module
+    device = torch.device(device)
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(step_module, device_ids=ids)
+
+
+def build_optimizer(
+    config: TrainConfig, model: nn.Module, *, where: str = "build_optimizer"
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW on the model's parameters and its warm-up then cosine schedule.
+
+    AdamW with ``config.lr``, ``betas`` and ``weight_decay``; the schedule multiplies the rate
+    by [warmup_cosine][contrastive_prompts.train.warmup_cosine] of the step, over
+    ``config.warmup_steps`` and ``config.steps``, down to ``config.min_lr``. Call
+    ``scheduler.step()`` after each ``optimizer.step()``.
+
+    Args:
+        config: the run's options.
+        model: the network whose parameters are optimised.
+        where: the name error messages begin with
+            ([Trainer][contrastive_prompts.train.Trainer] passes ``"Trainer"``).
+
+    Returns:
+        ``(optimizer, scheduler)``; the optimiser's rate is already that of step 0.
+
+    Raises:
+        InputTypeError: ``config`` is not a ``TrainConfig``.
+        InputError: an option of ``config`` is out of range.
+
+    Examples:
+        >>> config = TrainConfig(lr=1e-3, warmup_steps=4, steps=10)
+        >>> optimizer, scheduler = build_optimizer(config, nn.Linear(2, 2))
+        >>> optimizer.param_groups[0]["lr"]  # step 0 of 4 warm-up steps: lr / 4
+        0.00025
+    """
+    _check_config(where, config)
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=config.lr,
+        betas=config.betas,
+        weight_decay=config.weight_decay,
+    )
+    floor = config.min_lr / config.lr
+    # a lambda, not a partial: LambdaLR's state dict (so the checkpoint) leaves lambdas out
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: warmup_cosine(
+            s, warmup_steps=config.warmup_steps, total_steps=config.steps, floor=floor
+        ),
+    )
+    return optimizer, scheduler
+
+
+def build_data(
+    config: TrainConfig,
+    mix: DegradationMix | None = None,
+    *,
+    train_data: Dataset[Any] | None = None,
+    val_data: Dataset[Any] | None = None,
+    where: str = "build_data",
+) -> tuple[Dataset[Any], Dataset[Any] | None]:
+    """The training and validation data: the datasets given, else the config's defaults.
+
+    Training, by default: the clean images of ``config.data`` (or, when it is empty, the
+    training split of the photos that ship with scikit-image), decoded once and cached, in
+    random crops of ``config.crop`` degraded on the fly by ``mix``, drawn from ``config.seed``
+    (a [SyntheticDataset][contrastive_prompts.data.SyntheticDataset]). Validation, by default:
+    the clean images of ``config.val_data`` (or, when ``config.data`` is empty, the held-out
+    scikit-image photos), each under every degradation of ``mix``, centre-cropped to
+    ``config.val_crop``, drawn from ``config.seed + 1``; with ``config.data`` and no
+    ``config.val_data``, no validation (``None``). No image file may declare more than
+    ``config.max_pixels`` pixels: a training file above it is skipped with a warning, a
+    validation file refused.
+
+    Args:
+        config: the run's options.
+        mix: the degradations (``None``: ``make_mix(config.mix)``).
+        train_data: a dataset of ``(degraded, clean, label)`` items to use instead of the
+            default.
+        val_data: likewise for validation.
+        where: the name error messages begin with
+            ([Trainer][contrastive_prompts.train.Trainer] passes ``"Trainer"``).
+
+    Returns:
+        ``(train_data, val_data)``; ``val_data`` is ``None`` when there is no validation.
+
+    Raises:
+        InputTypeError: ``config`` is not a ``TrainConfig``.
+        InputError: an option of ``config`` is out of range, a path names no image, or a
+            validation image cannot be read.
+
+    Examples:
+        >>> train, val = build_data(TrainConfig(crop=32, val_crop=32))
+        >>> train[0][0].shape, len(val)  # two held-out photos under five degradations
+        (torch.Size([3, 32, 32]), 10)
+    """
+    _check_config(where, config)
+    if mix is None:
+        mix = make_mix(config.mix)
+    if train_data is None:
+        images: Any = config.data or sample_split()[0]
+        train_data = SyntheticDataset(
+            images,
+            mix,
+            crop_size=config.crop,
+            seed=config.seed,
+            cache=True,
+            max_pixels=config.max_pixels,
+        )
+    if val_data is None and (config.val_data or not config.data):
+        held_out = (
+            [
+                _read_validation_image(where, p, config.max_pixels)
+                for p in image_paths(config.val_data)
+            ]
+            if config.val_data
+            else sample_split()[1]
+        )
+        val_data = degraded_copies(held_out, mix, crop=config.val_crop, seed=config.seed + 1)
+    return train_data, val_data
+
+
 # -- the trainer -------------------------------------------------------------------------------
 
 
@@ -267,6 +637,15 @@ class Trainer:
             weights without a model configuration: load them into the network you build
             (``model.load_state_dict(read_checkpoint(path)["ema"])``).
 
+    Building one is a sequence of module functions, each of which can be called alone:
+    [setup_distributed][contrastive_prompts.train.setup_distributed] (rank, processes, device),
+    [build_model][contrastive_prompts.train.build_model] (after ``torch.manual_seed(config.seed)``),
+    an EMA copy of it, [build_objective][contrastive_prompts.train.build_objective],
+    [build_step_module][contrastive_prompts.train.build_step_module] (DistributedDataParallel under
+    several processes), [build_optimizer][contrastive_prompts.train.build_optimizer] and
+    [build_data][contrastive_prompts.train.build_data]. Called by the trainer, their errors
+    begin with ``Trainer:``.
+
     Examples:
         >>> import tempfile
         >>> config = TrainConfig(steps=2, batch_size=1, crop=32, val_crop=32,
@@ -287,94 +666,28 @@ class Trainer:
     ) -> None:
         config.validate()
         self.config = config
-        self.rank, self.world_size, local_rank = _world()
-        self.device = resolve_device("Trainer", config.device, local_rank)
-        if config.precision == "fp16" and self.device.type == "cpu":
-            raise InputError(f"Trainer: {_FP16_ON_CPU}")
-        if self.world_size > 1 and not dist.is_initialized():
-            backend = "nccl" if self.device.type == "cuda" else "gloo"
-            if self.device.type == "cuda":
-                torch.cuda.set_device(self.device)
-            # rank 0 validates alone while the others wait in the next step's all-reduce
-            dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
+        self.rank, self.world_size, self.device = setup_distributed(config, where="Trainer")
         self.is_main = self.rank == 0
         self.out_dir = Path(config.out_dir)
 
-        torch.manual_seed(config.seed)
-        if model is not None:
-            if not isinstance(model, nn.Module):
-                raise InputTypeError(
-                    f"Trainer: expected model to be an nn.Module, got {type(model).__name__}"
-                )
-            dtypes = sorted({str(t.dtype) for t in model.parameters() if t.is_floating_point()})
-            if dtypes and dtypes != ["torch.float32"]:
-                raise InputError(
-                    "Trainer: expected a model with float32 parameters (the trainer keeps float32 "
-                    "weights and feeds float32 images; lower precision is config.precision), "
-                    f"got {', '.join(dtypes)}; call model.float() first"
-                )
-            if config.init_promptir is not None:
-                raise InputError(
-                    "Trainer: expected init_promptir=None with your own model (load its weights "
-                    f"before passing it), got {config.init_promptir!r}"
-                )
-        elif config.init_promptir:
-            model = SparsePromptIR.from_promptir(config.init_promptir, top_k=config.top_k)
-        else:
-            model = SparsePromptIR(
-                config.preset, top_k=config.top_k, use_prompts=config.use_prompts
-            )
-        self.model = model.to(self.device)
-        layers = prompt_layers(self.model).values()
-        if config.cpr_weight > 0 and not any(p.top_k < p.num_prompts for p in layers):
-            raise InputError(
-                "Trainer: expected cpr_weight=0 for a model without negatives (no SparsePrompt "
-                f"layer, or top_k == num_prompts in all), got cpr_weight={config.cpr_weight}"
-            )
+        torch.manual_seed(config.seed)  # the reference model's weights come from this state
+        self.model = build_model(config, model, device=self.device, where="Trainer")
         self.ema = AveragedModel(
             self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
         )
         self.mix = make_mix(config.mix)
         self.label_names = list(label_names) if label_names else list(self.mix.names)
-        self.objective = CPLObjective(
-            weight=config.cpr_weight,
-            num_negatives=config.num_negatives,
-            loss=ContrastivePromptLoss(
-                mode=config.cpr_mode,
-                features=_features(config.cpr_features),
-                temperature=config.temperature,
-            ),
-            balance_weight=config.balance_weight,
-            num_labels=len(self.label_names),
-            chunk_size=config.chunk_size
-            or (config.batch_size if self.device.type == "cpu" else None),
-            label_negatives=config.use_labels,
-        ).to(self.device)
+        self.objective = build_objective(
+            config, len(self.label_names), self.device, where="Trainer"
+        )
         if config.compile:
             # after the EMA copy is made, so that validation runs uncompiled at any size
             compile_regions(self.model)
             compile_regions(self.objective.loss)
-        step_module = _TrainStep(self.model, self.objective)
-        if self.world_size > 1:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.step_module: nn.Module = nn.parallel.DistributedDataParallel(
-                step_module, device_ids=ids
-            )
-        else:
-            self.step_module = step_module
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=config.lr,
-            betas=config.betas,
-            weight_decay=config.weight_decay,
+        self.step_module = build_step_module(
+            self.model, self.objective, self.device, self.world_size
         )
-        floor = config.min_lr / config.lr
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda s: warmup_cosine(
-                s, warmup_steps=config.warmup_steps, total_steps=config.steps, floor=floor
-            ),
-        )
+        self.optimizer, self.scheduler = build_optimizer(config, self.model, where="Trainer")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.step = 0
         self.run_id = uuid.uuid4().hex  # names the run in its folder and its checkpoints
@@ -385,28 +698,9 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.validations: list[dict[str, Any]] = []
         self._board: TensorBoardLog | None = None
-
-        if train_data is None:
-            images: Any = config.data or sample_split()[0]
-            train_data = SyntheticDataset(
-                images,
-                self.mix,
-                crop_size=config.crop,
-                seed=config.seed,
-                cache=True,
-                max_pixels=config.max_pixels,
-            )
-        self.train_data = train_data
-        if val_data is None and (config.val_data or not config.data):
-            held_out = (
-                [_read_validation_image(p, config.max_pixels) for p in image_paths(config.val_data)]
-                if config.val_data
-                else sample_split()[1]
-            )
-            val_data = degraded_copies(
-                held_out, self.mix, crop=config.val_crop, seed=config.seed + 1
-            )
-        self.val_data = val_data
+        self.train_data, self.val_data = build_data(
+            config, self.mix, train_data=train_data, val_data=val_data, where="Trainer"
+        )
 
     # -- one step ------------------------------------------------------------------------------
 

@@ -1,3 +1,4 @@
+import copy
 import itertools
 import json
 import os
@@ -8,10 +9,21 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from contrastive_prompts import CPLObjective, InputError, SparsePromptIR
+from contrastive_prompts import CPLObjective, InputError, InputTypeError, SparsePromptIR
 from contrastive_prompts.checkpoints import CheckpointError, load_checkpoint_model
 from contrastive_prompts.config import RECIPES, TrainConfig
-from contrastive_prompts.train import StepBatchSampler, Trainer, warmup_cosine
+from contrastive_prompts.prompt import prompt_layers
+from contrastive_prompts.train import (
+    StepBatchSampler,
+    Trainer,
+    build_data,
+    build_model,
+    build_objective,
+    build_optimizer,
+    build_step_module,
+    setup_distributed,
+    warmup_cosine,
+)
 
 
 def images(n: int = 3, size: int = 40) -> list[torch.Tensor]:
@@ -330,3 +342,160 @@ def test_a_network_of_ones_own_validates_on_images_of_any_size(tmp_path):
     refused = Trainer(config(tmp_path / "b", steps=1, val_pad_multiple=1), model=net, val_data=odd)
     with pytest.raises(RuntimeError):
         refused.validate()
+
+
+# -- the trainer's parts, each alone -----------------------------------------------------------
+
+
+def test_setup_distributed_reads_torchrun_and_names_its_caller(tmp_path, monkeypatch):
+    assert setup_distributed(config(tmp_path, device="cpu")) == (0, 1, torch.device("cpu"))
+    # under torchrun, with the process group already made: the place is read, nothing is joined
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "init_process_group", pytest.fail)
+    assert setup_distributed(config(tmp_path, device="cpu")) == (3, 4, torch.device("cpu"))
+    with pytest.raises(InputError, match="setup_distributed: expected a device such as"):
+        setup_distributed(config(tmp_path, device="gpu9"))
+    with pytest.raises(InputError, match="Trainer: expected a device such as"):
+        setup_distributed(config(tmp_path, device="gpu9"), where="Trainer")
+    with pytest.raises(InputError, match="expected config to be a TrainConfig, got dict"):
+        setup_distributed({"device": "cpu"})
+    if not torch.cuda.is_available():  # "auto" is the CPU here: fp16 is refused
+        with pytest.raises(InputError, match="setup_distributed: expected precision 'fp32' or"):
+            setup_distributed(config(tmp_path, device="auto", precision="fp16"))
+
+
+def test_build_model_is_the_trainers_model(tmp_path):
+    cfg = config(tmp_path, seed=5)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, device="cpu")
+    assert isinstance(model, SparsePromptIR) and model.config == SparsePromptIR("tiny").config
+    trainer = make_trainer(tmp_path, seed=5)
+    mine, theirs = model.state_dict(), trainer.model.state_dict()
+    assert list(mine) == list(theirs)
+    for name in mine:
+        assert torch.equal(mine[name], theirs[name]), name
+    plain = build_model(config(tmp_path, use_prompts=False, cpr_weight=0.0))
+    assert isinstance(plain, SparsePromptIR) and not prompt_layers(plain)
+
+
+def test_build_model_checks_a_network_of_ones_own(tmp_path):
+    from contrastive_prompts import add_prompts
+
+    from .networks import PlainUNet
+
+    net = add_prompts(PlainUNet(), {"decoder.1": {"dim": 8, "prompt_size": 4}})
+    assert build_model(config(tmp_path), net, device="cpu") is net
+    with pytest.raises(InputTypeError, match=r"build_model: expected model to be an nn\.Module"):
+        build_model(config(tmp_path), "unet")
+    float64 = r"build_model: expected a model with float32 .* got torch\.float64; call model\.float"
+    for model, options, message in [
+        (copy.deepcopy(net).double(), {}, float64),
+        (
+            net,
+            dict(preset="base", init_promptir="p.ckpt"),
+            "build_model: expected init_promptir=None",
+        ),
+        (PlainUNet(), {}, "build_model: expected cpr_weight=0 for a model without negatives"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            build_model(config(tmp_path, **options), model)
+    assert build_model(config(tmp_path, cpr_weight=0.0), PlainUNet()) is not None
+    with pytest.raises(InputError, match="Trainer: expected a model with float32"):
+        build_model(config(tmp_path), SparsePromptIR("tiny").double(), where="Trainer")
+    with pytest.raises(InputError, match="TrainConfig: expected batch_size to be an integer"):
+        build_model(config(tmp_path, batch_size=0))  # the config is checked before anything
+
+
+def test_build_objective_follows_the_config_and_the_chunk_rule(tmp_path):
+    from contrastive_prompts.features import FilterFeatures, PixelFeatures
+
+    cpu = build_objective(config(tmp_path, batch_size=3), 5, "cpu")
+    assert cpu.chunk_size == 3  # one decoder pass per negative on a CPU
+    assert isinstance(cpu.loss.features, FilterFeatures) and cpu.num_labels == 5
+    elsewhere = build_objective(config(tmp_path, batch_size=3), 5, "meta")
+    assert elsewhere.chunk_size is None  # all negatives at once off the CPU
+    chosen = build_objective(config(tmp_path, batch_size=3, chunk_size=5), 2, "cpu")
+    assert chosen.chunk_size == 5
+    options = dict(cpr_weight=0.5, num_negatives=3, cpr_mode="infonce", temperature=0.2,
+                   balance_weight=0.1, use_labels=True, cpr_features="pixels")  # fmt: skip
+    objective = build_objective(config(tmp_path, **options), 4, torch.device("cpu"))
+    assert (objective.weight, objective.num_negatives, objective.balance_weight) == (0.5, 3, 0.1)
+    assert objective.label_negatives and isinstance(objective.loss.features, PixelFeatures)
+    assert (objective.loss.mode, objective.loss.temperature) == ("infonce", 0.2)
+    with pytest.raises(InputError, match="build_objective: expected a device such as"):
+        build_objective(config(tmp_path), 5, "gpu9")
+    with pytest.raises(InputError, match="CPLObjective: expected num_labels to be an integer"):
+        build_objective(config(tmp_path), 0, "cpu")
+
+
+def test_build_step_module_runs_the_objective_on_the_model(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(config(tmp_path))
+    objective = build_objective(config(tmp_path), 5, "cpu")
+    step = build_step_module(model, objective, "cpu")
+    assert not isinstance(step, torch.nn.parallel.DistributedDataParallel)
+    assert {id(p) for p in step.parameters()} == {
+        id(p) for p in [*model.parameters(), *objective.parameters()]
+    }
+    g = torch.Generator().manual_seed(0)
+    degraded, clean = torch.rand(2, 3, 16, 16, generator=g), torch.rand(2, 3, 16, 16, generator=g)
+    labels = torch.tensor([0, 3])
+    with torch.no_grad():
+        got = step(degraded, clean, labels, generator=torch.Generator().manual_seed(1))
+        expected = objective(
+            model, degraded, clean, labels, generator=torch.Generator().manual_seed(1)
+        )
+    assert torch.equal(got.loss, expected.loss) and torch.equal(got.cpr, expected.cpr)
+
+
+def test_build_optimizer_is_adamw_on_the_warmup_cosine_schedule(tmp_path):
+    cfg = config(tmp_path, lr=1e-3, min_lr=1e-5, warmup_steps=3, steps=12, betas=(0.8, 0.95),
+                 weight_decay=0.05)  # fmt: skip
+    model = torch.nn.Linear(2, 2)
+    optimizer, scheduler = build_optimizer(cfg, model)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    group = optimizer.param_groups[0]
+    assert group["params"] == list(model.parameters())
+    assert (group["betas"], group["weight_decay"]) == ((0.8, 0.95), 0.05)
+    rates = []
+    for _ in range(cfg.steps):
+        rates.append(group["lr"])
+        model(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+        scheduler.step()
+    factors = [warmup_cosine(s, warmup_steps=3, total_steps=12, floor=1e-2) for s in range(12)]
+    assert rates == pytest.approx([1e-3 * f for f in factors], rel=1e-12)
+    assert rates[0] == pytest.approx(1e-3 / 3) and rates[2] == pytest.approx(1e-3)
+    assert rates[-1] == pytest.approx(1e-5)
+    assert scheduler.state_dict()["lr_lambdas"] == [None]  # no function in the checkpoint
+    with pytest.raises(InputError, match=r"expected min_lr in \[0, lr=0.001\], got 1.0"):
+        build_optimizer(config(tmp_path, min_lr=1.0), model)
+
+
+def test_build_data_defaults_and_what_is_given(tmp_path):
+    from contrastive_prompts.data import SyntheticDataset, write_image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, image in enumerate(images(2, 40)):
+        write_image(folder / f"{i}.png", image)
+    cfg = config(tmp_path, data=[str(folder)])
+    train, val = build_data(cfg)
+    assert isinstance(train, SyntheticDataset) and len(train) == 2 and val is None
+    assert train[0][0].shape == (3, 24, 24)  # crops of config.crop
+    trainer = Trainer(cfg)  # the trainer's defaults are these
+    assert torch.equal(trainer.train_data[1][0], train[1][0]) and trainer.val_data is None
+    given = SyntheticDataset(images(), cfg.mix, crop_size=16)
+    assert build_data(cfg, train_data=given)[0] is given
+    _, held_out = build_data(config(tmp_path, data=[str(folder)], val_data=[str(folder)]))
+    assert len(held_out) == 2 * 5 and held_out[0][0].shape == (3, 24, 24)
+    _, photos = build_data(config(tmp_path), train_data=given)  # no data: held-out photos
+    assert len(photos) == 2 * 5
+    small = config(tmp_path, data=[str(folder)], val_data=[str(folder)], max_pixels=100)
+    with pytest.raises(InputError, match=r"build_data: cannot read validation image .*0\.png"):
+        build_data(small, train_data=given)
+    with pytest.raises(InputError, match="Trainer: cannot read validation image"):
+        build_data(small, train_data=given, where="Trainer")
