@@ -345,7 +345,7 @@ class SparsePrompt(nn.Module):
         """The prompt for ``x`` (and its routing with ``return_routing=True``).
 
         Inside [negative_prompts][contrastive_prompts.negative_prompts] this is
-        [negative][contrastive_prompts.SparsePrompt.negative]; inside
+        the negative prompt; inside
         [record_routing][contrastive_prompts.record_routing] the routing is also logged.
 
         Args:
@@ -358,7 +358,7 @@ class SparsePrompt(nn.Module):
         """
         mode = self._negative_mode
         if mode is not None:
-            return self.negative(
+            return self._negative(
                 x, generator=mode.generator, labels=mode.labels, return_routing=return_routing
             )
         routing = self.route(x)
@@ -369,7 +369,7 @@ class SparsePrompt(nn.Module):
         return (prompt, routing) if return_routing else prompt
 
     @torch.no_grad()
-    def negative(
+    def _negative(
         self,
         x: Tensor,
         *,
@@ -461,7 +461,7 @@ def negative_prompts(
     """Run ``model`` with negative prompts: every SparsePrompt inside renders CPL's negative.
 
     Inside the block each [SparsePrompt][contrastive_prompts.SparsePrompt] of ``model``, at any
-    depth, returns [negative][contrastive_prompts.SparsePrompt.negative] instead of its own
+    depth, returns a negative prompt instead of its own
     prompt: experts it did not select, drawn from ``generator`` (see
     [negative_route][contrastive_prompts.negative_route]). The block runs under
     ``torch.no_grad()``: negatives are targets to push away from, not paths for the gradient.

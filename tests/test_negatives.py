@@ -22,6 +22,7 @@ from contrastive_prompts import (
     add_prompts,
     forward_with_negatives,
     negative_prompts,
+    negative_route,
     negatives_reuse,
     prompt_layers,
     record_routing,
@@ -62,7 +63,9 @@ def test_negative_mode_reaches_every_layer_at_any_depth():
     x = torch.rand(3, 4, 5, 5)
     with negative_prompts(model, generator=torch.Generator().manual_seed(1)):
         negative = model["a"](x)
-    expected = inner.negative(x, generator=torch.Generator().manual_seed(1))
+    # the closed form: the layer's negative route of its own routing, rendered
+    draw = negative_route(inner.route(x), generator=torch.Generator().manual_seed(1))
+    expected = inner.render(draw.weights, x.shape[-2:])
     assert torch.equal(negative, expected)
     assert not torch.equal(negative, inner(x))
     assert not negative.requires_grad

@@ -9,6 +9,7 @@ from contrastive_prompts import (
     PromptFusion,
     SparsePrompt,
     load_balance_loss,
+    negative_prompts,
     negative_route,
     routing_statistics,
     topk_route,
@@ -96,7 +97,8 @@ def test_negatives_never_equal_selected(seed, top_k, batch):
     x = torch.rand(batch, 6, 5, 5, generator=torch.Generator().manual_seed(seed))
     positive = layer.route(x)
     gen = torch.Generator().manual_seed(seed)
-    prompt, negative = layer.negative(x, generator=gen, return_routing=True)
+    with negative_prompts(layer, generator=gen):
+        prompt, negative = layer(x, return_routing=True)
     assert not prompt.requires_grad
     assert negative.indices.shape == (batch, min(top_k, 5 - top_k))
     overlap = (negative.indices[:, :, None] == positive.indices[:, None, :]).any()
@@ -201,9 +203,11 @@ def test_bad_inputs():
     with pytest.raises(InputError, match=r"expected x of shape \(B, 6, H, W\), got \(6, 4, 4\)"):
         layer(torch.rand(6, 4, 4))
     with pytest.raises(InputError, match="top_k < num_prompts"):
-        make_layer(0, top_k=5).negative(torch.rand(1, 6, 4, 4))
+        with negative_prompts(make_layer(0, top_k=5)):
+            pass
     with pytest.raises(InputError, match=r"expected labels of shape \(2\), got \(3\)"):
-        layer.negative(torch.rand(2, 6, 4, 4), labels=torch.tensor([0, 1, 2]))
+        with negative_prompts(layer, labels=torch.tensor([0, 1, 2])):
+            layer(torch.rand(2, 6, 4, 4))
     fusion = PromptFusion(dim=8, prompt_dim=4)
     with pytest.raises(
         InputError, match=r"expected prompt of shape \(2, 4, 5, 5\), got \(2, 4, 5, 6\)"
@@ -245,9 +249,12 @@ def dtype_message(where: str, name: str, dtype: torch.dtype) -> str:
 def test_sparse_prompt_wrong_dtype_names_expected_given_and_fix(method, dtype):
     layer = make_layer(0)
     x = torch.zeros(2, 6, 4, 4, dtype=dtype)
-    call = layer if method == "forward" else getattr(layer, method)
     with pytest.raises(InputError, match=dtype_message("SparsePrompt", "x", dtype)):
-        call(x)
+        if method == "negative":
+            with negative_prompts(layer):
+                layer(x)
+        else:
+            (layer if method == "forward" else layer.route)(x)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float64, torch.int64])
@@ -291,7 +298,8 @@ def test_float64_layers_give_float64():
     x = torch.rand(2, 6, 5, 7, dtype=torch.float64)
     prompt = layer(x)
     assert prompt.dtype == torch.float64
-    assert layer.negative(x).dtype == torch.float64
+    with negative_prompts(layer):
+        assert layer(x).dtype == torch.float64
     fusion = PromptFusion(dim=6, prompt_dim=4, num_heads=2).to(torch.float64)
     assert fusion(x, prompt).dtype == torch.float64
 
@@ -311,7 +319,8 @@ def test_empty_batch_gives_empty_outputs():
     x = torch.rand(0, 6, 5, 7)
     prompt, routing = layer(x, return_routing=True)
     assert prompt.shape == (0, 4, 5, 7) and routing.indices.shape == (0, 2)
-    assert layer.negative(x).shape == (0, 4, 5, 7)
+    with negative_prompts(layer):
+        assert layer(x).shape == (0, 4, 5, 7)
     fusion = PromptFusion(dim=6, prompt_dim=4, num_heads=2)
     assert fusion(x, prompt).shape == (0, 6, 5, 7)
 
@@ -322,7 +331,8 @@ def test_empty_image_raises(h, w):
     with pytest.raises(InputError, match="SparsePrompt: " + message):
         make_layer(0)(torch.rand(2, 6, h, w))
     with pytest.raises(InputError, match="SparsePrompt: " + message):
-        make_layer(0).negative(torch.rand(2, 6, h, w))
+        with negative_prompts(layer := make_layer(0)):
+            layer(torch.rand(2, 6, h, w))
     with pytest.raises(InputError, match="PromptFusion: " + message):
         PromptFusion(dim=8, prompt_dim=4)(torch.rand(1, 8, h, w), torch.rand(1, 4, h, w))
 

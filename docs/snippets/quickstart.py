@@ -1,7 +1,13 @@
 import torch
 from torch import nn
 
-from contrastive_prompts import CPLObjective, PromptFusion, SparsePrompt, add_prompts
+from contrastive_prompts import (
+    CPLObjective,
+    PromptFusion,
+    SparsePrompt,
+    add_prompts,
+    negative_prompts,
+)
 
 # 1. The modules, on decoder features (B, C, H, W)
 features = torch.rand(2, 96, 32, 32)
@@ -9,7 +15,8 @@ prompt_layer = SparsePrompt(dim=96, prompt_dim=64, prompt_size=32, top_k=1)
 fusion = PromptFusion(dim=96, prompt_dim=64)
 prompt, routing = prompt_layer(features, return_routing=True)  # (2, 64, 32, 32), top-1 routing
 fused = fusion(features, prompt)                               # (2, 96, 32, 32)
-negative = prompt_layer.negative(features, generator=torch.Generator().manual_seed(0))
+with negative_prompts(prompt_layer, generator=torch.Generator().manual_seed(0)):
+    negative = prompt_layer(features)                          # experts it did not select
 
 # 2. Any network: a prompt stage after its submodule "2", no change to its code
 net = nn.Sequential(
