@@ -1,4 +1,14 @@
-"""Small networks that are not the reference model, written the way a user would write them."""
+"""Small networks that are not the reference model, written the way a user would write them.
+
+The plain U-Net is the plug-in example's own (``examples/plug_into_your_network.py``), imported
+by path: the example stays a script a user can copy, and the tests exercise the very network it
+teaches with. The networks below it exist only to probe the library.
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -6,31 +16,31 @@ from torch import nn
 
 from contrastive_prompts import PromptFusion, SparsePrompt
 
-
-def conv_block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), nn.GELU(), nn.Conv2d(cout, cout, 3, padding=1)
-    )
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plug_into_your_network.py"
 
 
-class PlainUNet(nn.Module):
-    """A two-level U-Net with no prompt anywhere: what add_prompts is given."""
+def _example() -> ModuleType:
+    """The plug-in example, imported by path once (the sdist ships examples/ beside tests/)."""
+    name = EXAMPLE.stem
+    if name not in sys.modules:  # tests/test_examples.py and benchmarks load it by this name
+        spec = importlib.util.spec_from_file_location(name, EXAMPLE)
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = importlib.util.module_from_spec(spec)  # for its dataclasses
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+class PlainUNet(_example().UNet):
+    """The example's two-level U-Net, with no prompt anywhere: what add_prompts is given.
+
+    Narrower by default (``width=8``), and its output layer keeps PyTorch's initialisation rather
+    than the example's zeros: a zero output layer gives every prompt the same output, which would
+    hide the effect of a prompt from the tests that measure it.
+    """
 
     def __init__(self, width: int = 8) -> None:
-        super().__init__()
-        self.encoder = nn.ModuleList([conv_block(3, width), conv_block(width, 2 * width)])
-        self.up = nn.ConvTranspose2d(2 * width, width, 2, stride=2)
-        self.decoder = nn.ModuleList(
-            [conv_block(2 * width, 2 * width), conv_block(2 * width, width)]
-        )
-        self.out = nn.Conv2d(width, 3, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skip = self.encoder[0](x)
-        h = self.encoder[1](F.avg_pool2d(skip, 2))
-        h = self.decoder[0](h)
-        h = self.decoder[1](torch.cat([self.up(h), skip], dim=1))
-        return x + self.out(h)
+        super().__init__(width)
+        self.out.reset_parameters()
 
 
 class PromptedUNet(nn.Module):
