@@ -7,7 +7,7 @@ Three kinds of file:
 - **shared weights** (``.safetensors``), written by
   [export_weights][contrastive_prompts.checkpoints.export_weights] (``contrastive-prompts
   export``): the EMA weights with the model configuration in the file's metadata, read back by
-  [SparsePromptIR.from_pretrained][contrastive_prompts.SparsePromptIR.from_pretrained];
+  [load_checkpoint_model][contrastive_prompts.checkpoints.load_checkpoint_model];
 - **official PromptIR checkpoints** (Lightning ``.ckpt``, bare state dicts, BasicSR's
   ``params_ema`` / ``params``), read by
   [load_promptir_state_dict][contrastive_prompts.checkpoints.load_promptir_state_dict].
@@ -51,6 +51,7 @@ __all__ = [
     "convert_promptir_state_dict",
     "export_weights",
     "load_checkpoint_model",
+    "load_promptir",
     "load_promptir_state_dict",
     "read_checkpoint",
     "safe_load",
@@ -223,7 +224,7 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
     if os.path.isfile(name) and _is_safetensors(name):
         raise CheckpointError(
             f"checkpoint {name!r} holds shared weights (safetensors), not a training run: "
-            "load it with SparsePromptIR.from_pretrained; a run resumes from its last.pt"
+            "load it with load_checkpoint_model; a run resumes from its last.pt"
         )
     state = safe_load(name)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
@@ -258,11 +259,11 @@ def load_checkpoint_model(
       built with the model configuration stored in its metadata;
     - any other file is read as an official PromptIR checkpoint (Lightning ``.ckpt``, BasicSR,
       bare state dict or ``.safetensors``), as
-      [SparsePromptIR.from_promptir][contrastive_prompts.SparsePromptIR.from_promptir] reads it,
+      [load_promptir][contrastive_prompts.checkpoints.load_promptir] reads it,
       with ``promptir_top_k`` experts per prompt.
 
     The model is in eval mode. Nothing in any of these files can run code.
-    [SparsePromptIR.from_pretrained][contrastive_prompts.SparsePromptIR.from_pretrained] is the
+    [load_checkpoint_model][contrastive_prompts.checkpoints.load_checkpoint_model] is the
     same function.
 
     Args:
@@ -311,10 +312,9 @@ def load_checkpoint_model(
 
 def _promptir_model(path: str, top_k: int, foreign: _ForeignFormat) -> SparsePromptIR:
     """The file as an official PromptIR checkpoint, or an error saying it is neither."""
-    from .model import SparsePromptIR
 
     try:
-        return SparsePromptIR.from_promptir(path, top_k=top_k)
+        return load_promptir(path, top_k=top_k)
     except (CheckpointError, InputError) as error:
         raise CheckpointError(
             f"{foreign}; read as an official PromptIR checkpoint instead, it fails too: {error}"
@@ -356,7 +356,7 @@ def export_weights(
 
     The file holds the EMA weights (``ema=False``: the raw ones) and, in its metadata, the model
     configuration, the label names and the step, so
-    [SparsePromptIR.from_pretrained][contrastive_prompts.SparsePromptIR.from_pretrained] rebuilds
+    [load_checkpoint_model][contrastive_prompts.checkpoints.load_checkpoint_model] rebuilds
     the model from it alone. safetensors files hold tensors and strings only: loading one can never
     run code. The file is written under a temporary name and renamed, so a failed export leaves
     nothing half-written.
@@ -510,6 +510,40 @@ def convert_promptir_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor
     return converted
 
 
+def load_promptir(
+    checkpoint: PathLike | Mapping[str, Tensor],
+    *,
+    top_k: int,
+    map_location: str | torch.device = "cpu",
+) -> SparsePromptIR:
+    """Load an official PromptIR checkpoint into the ``base`` preset.
+
+    Accepts PromptIR's Lightning ``.ckpt``, a BasicSR file (``params_ema``, else ``params``,
+    as CPL's released code saves), a bare state dict or a ``.safetensors`` file. With
+    ``top_k=5`` the model computes exactly what PromptIR computes; with ``top_k=1`` it is the
+    starting point of CPL fine-tuning. The six 1x1 convolutions that PromptIR defines but
+    never uses are ignored. The file is read with ``weights_only=True``: it cannot run code,
+    and a file that would is refused, naming what it asks for.
+
+    Args:
+        checkpoint: a path or a state dict.
+        top_k: experts per prompt, required: 5 computes what PromptIR computes, 1 is where
+            CPL fine-tuning starts (or reads CPL weights saved in PromptIR's format).
+        map_location: where the tensors go.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        CheckpointError: the file cannot be read, is refused as unsafe, or holds no state
+            dict.
+        InputError: missing or unexpected keys, or shape mismatches, all listed.
+    """
+    from .model import SparsePromptIR
+
+    model = SparsePromptIR("base", top_k=top_k)
+    load_promptir_state_dict(model, checkpoint, map_location=map_location)
+    return model
+
+
 def load_promptir_state_dict(
     model: nn.Module,
     checkpoint: PathLike | Mapping[str, Tensor],
@@ -518,7 +552,7 @@ def load_promptir_state_dict(
 ) -> None:
     """Load a PromptIR checkpoint into ``model``.
 
-    [SparsePromptIR.from_promptir][contrastive_prompts.SparsePromptIR.from_promptir] builds the
+    [load_promptir][contrastive_prompts.checkpoints.load_promptir] builds the
     model and calls this. Accepted: a Lightning ``.ckpt`` (PromptIR's own), a BasicSR file
     (``params_ema``, else ``params``: how CPL's released code saves), a bare state dict, a
     ``.safetensors`` file, with or without a ``net.`` or ``module.`` prefix.

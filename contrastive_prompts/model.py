@@ -10,8 +10,7 @@ re-runs only the decoder, as it does for any network.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
@@ -106,6 +105,15 @@ trains on a CPU with 64x64 crops; ``"tiny"`` is the demo's. ``SparsePromptIR(pre
 
 
 _REMOVED_METHODS = {
+    "from_pretrained": (
+        "the reference model knows no file format: call "
+        "contrastive_prompts.checkpoints.load_checkpoint_model(path) (the same options)"
+    ),
+    "from_promptir": (
+        "the reference model knows no file format: call "
+        "contrastive_prompts.checkpoints.load_promptir(checkpoint, top_k=...) (the same "
+        "options)"
+    ),
     "forward_with_negatives": (
         "call contrastive_prompts.forward_with_negatives(model, x, num_negatives=M) instead "
         "(the same generator, labels and chunk_size options; CPLObjective calls it for you)"
@@ -414,78 +422,6 @@ class SparsePromptIR(nn.Module):
             out = tiled(self, batch, tile=tile, overlap=overlap, tile_batch=tile_batch)
         out = out.clamp(0, 1)
         return out[0] if single else out
-
-    # -- checkpoints ------------------------------------------------------------------------
-
-    @classmethod
-    def from_promptir(
-        cls,
-        checkpoint: str | os.PathLike[str] | Mapping[str, Tensor],
-        *,
-        top_k: int,
-        map_location: str | torch.device = "cpu",
-    ) -> SparsePromptIR:
-        """Load an official PromptIR checkpoint into the ``base`` preset.
-
-        Accepts PromptIR's Lightning ``.ckpt``, a BasicSR file (``params_ema``, else ``params``,
-        as CPL's released code saves), a bare state dict or a ``.safetensors`` file. With
-        ``top_k=5`` the model computes exactly what PromptIR computes; with ``top_k=1`` it is the
-        starting point of CPL fine-tuning. The six 1x1 convolutions that PromptIR defines but
-        never uses are ignored. The file is read with ``weights_only=True``: it cannot run code,
-        and a file that would is refused, naming what it asks for.
-
-        Args:
-            checkpoint: a path or a state dict.
-            top_k: experts per prompt, required: 5 computes what PromptIR computes, 1 is where
-                CPL fine-tuning starts (or reads CPL weights saved in PromptIR's format).
-            map_location: where the tensors go.
-
-        Raises:
-            FileNotFoundError: the file does not exist.
-            CheckpointError: the file cannot be read, is refused as unsafe, or holds no state
-                dict.
-            InputError: missing or unexpected keys, or shape mismatches, all listed.
-        """
-        from .checkpoints import load_promptir_state_dict
-
-        model = cls("base", top_k=top_k)
-        load_promptir_state_dict(model, checkpoint, map_location=map_location)
-        return model
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        ema: bool = True,
-        device: str | torch.device = "cpu",
-        promptir_top_k: int = 5,
-    ) -> SparsePromptIR:
-        """A trained model from an export, a training checkpoint or a PromptIR checkpoint.
-
-        The configuration comes from the file: the safetensors metadata written by
-        ``contrastive-prompts export``, or the checkpoint's ``model_config``; any other file is
-        read as an official PromptIR checkpoint with ``promptir_top_k`` experts per prompt. No
-        file can run code when it is read. The model is in eval mode. The same as
-        [load_checkpoint_model][contrastive_prompts.checkpoints.load_checkpoint_model].
-
-        Args:
-            path: a ``.safetensors`` file from ``contrastive-prompts export``, a ``last.pt``, or
-                an official PromptIR checkpoint.
-            ema: from a training checkpoint, the EMA weights (``False``: the raw weights).
-            device: where to put the model.
-            promptir_top_k: experts per prompt for a PromptIR checkpoint (5: PromptIR itself).
-
-        Raises:
-            CheckpointError: the file is missing, unreadable, refused as unsafe, of none of
-                these formats, or its weights do not fit its configuration.
-
-        Examples:
-            >>> model = SparsePromptIR.from_pretrained("model.safetensors")  # doctest: +SKIP
-        """
-        from .checkpoints import load_checkpoint_model
-
-        return load_checkpoint_model(path, ema=ema, device=device, promptir_top_k=promptir_top_k)
 
     def extra_repr(self) -> str:
         return f"config={self.config}"

@@ -47,6 +47,7 @@ from .checkpoints import (
     _state_problems,
     _tuple,
     load_checkpoint_model,
+    load_promptir,
     read_checkpoint,
 )
 from .compiling import compile_regions
@@ -357,7 +358,7 @@ def build_model(
             ``config.cpr_weight > 0`` for a model without negatives (no ``SparsePrompt`` layer,
             or ``top_k == num_prompts`` in all).
         CheckpointError: ``config.init_promptir`` cannot be read (see
-            [SparsePromptIR.from_promptir][contrastive_prompts.SparsePromptIR.from_promptir]).
+            [load_promptir][contrastive_prompts.checkpoints.load_promptir]).
 
     Examples:
         >>> type(build_model(TrainConfig(preset="tiny"))).__name__
@@ -386,7 +387,7 @@ def build_model(
                 f"before passing it), got {config.init_promptir!r}"
             )
     elif config.init_promptir:
-        model = SparsePromptIR.from_promptir(config.init_promptir, top_k=config.top_k)
+        model = load_promptir(config.init_promptir, top_k=config.top_k)
     else:
         model = SparsePromptIR(config.preset, top_k=config.top_k, use_prompts=config.use_prompts)
     if device is not None:

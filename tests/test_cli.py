@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from contrastive_prompts.checkpoints import load_promptir
 from contrastive_prompts.cli import main
 from contrastive_prompts.data import read_image, write_image
 
@@ -141,7 +142,7 @@ def test_none_values_and_resume_from_the_checkpoint_options(tmp_path, capsys):
 
 def test_evaluate_scores_an_official_promptir_checkpoint(tmp_path, capsys, promptir_checkpoint):
     """A PromptIR .ckpt is read as PromptIR (top-5) or, if asked, as CPL weights (top-1)."""
-    from contrastive_prompts import SparsePromptIR, evaluate
+    from contrastive_prompts import evaluate
     from contrastive_prompts.checkpoints import load_checkpoint_model
     from contrastive_prompts.data import read_benchmark
 
@@ -159,7 +160,7 @@ def test_evaluate_scores_an_official_promptir_checkpoint(tmp_path, capsys, promp
                      "--promptir-top-k", str(top_k), "--json", str(table)])  # fmt: skip
         assert code == 0
         printed = json.loads(table.read_text())["psnr"]["rain"]
-        model = SparsePromptIR.from_promptir(state, top_k=top_k).eval()
+        model = load_promptir(state, top_k=top_k).eval()
         expected = evaluate(
             lambda x, m=model: m.restore(x), read_benchmark("rain100l", tmp_path / "R")
         )

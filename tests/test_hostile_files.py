@@ -21,6 +21,7 @@ from contrastive_prompts.checkpoints import (
     WEIGHTS_FORMAT,
     CheckpointError,
     load_checkpoint_model,
+    load_promptir,
 )
 from contrastive_prompts.cli import main
 from contrastive_prompts.config import TrainConfig
@@ -271,7 +272,7 @@ def test_metadata_is_checked_against_the_weights_before_the_model_is_built(
     path = write_weights(tmp_path / "w.safetensors", {**config, **change}, tensors)
     start = time.perf_counter()
     with pytest.raises(CheckpointError, match="model_config") as error:
-        SparsePromptIR.from_pretrained(path)
+        load_checkpoint_model(path)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
     assert time.perf_counter() - start < 20  # refused, not built (minutes and gigabytes before)
@@ -283,7 +284,7 @@ def test_deeply_nested_metadata_is_one_line(tiny_weights, tmp_path):
     save_file(tensors, path, metadata={"format": WEIGHTS_FORMAT,
                                        "model_config": "[" * 100_000 + "]" * 100_000})  # fmt: skip
     with pytest.raises(CheckpointError, match=r"not JSON .nested too deeply"):
-        SparsePromptIR.from_pretrained(path)
+        load_checkpoint_model(path)
 
 
 @pytest.mark.parametrize(
@@ -302,7 +303,7 @@ def test_weights_that_a_cast_would_change_or_that_are_not_finite(
     tensors = {**tensors, "patch_embed.weight": change(tensors["patch_embed.weight"])}
     path = write_weights(tmp_path / "w.safetensors", config, tensors)
     with pytest.raises(CheckpointError, match="do not fit") as error:
-        SparsePromptIR.from_pretrained(path)
+        load_checkpoint_model(path)
     assert message in str(error.value)
 
 
@@ -326,9 +327,9 @@ def damaged_safetensors(path: Path) -> Path:
 def test_a_damaged_safetensors_header_is_one_line_everywhere(tmp_path, capsys):
     path = damaged_safetensors(tmp_path / "promptir.safetensors")
     with pytest.raises(CheckpointError, match=r"cannot be read .SafetensorError"):
-        SparsePromptIR.from_promptir(path, top_k=5)
+        load_promptir(path, top_k=5)
     with pytest.raises(CheckpointError, match=r"cannot be read .SafetensorError"):
-        SparsePromptIR.from_pretrained(path)
+        load_checkpoint_model(path)
     assert main(["train", "--init-promptir", str(path), "--preset", "base", "--steps", "1",
                  "--out-dir", str(tmp_path / "run")]) == 2  # fmt: skip
     one_line_error(capsys, "cannot be read (SafetensorError")

@@ -17,7 +17,7 @@ from contrastive_prompts import (
     record_routing,
     tiled,
 )
-from contrastive_prompts.checkpoints import convert_promptir_state_dict
+from contrastive_prompts.checkpoints import convert_promptir_state_dict, load_promptir
 from contrastive_prompts.model import parameter_count, restore_tile
 
 from .promptir_reference import PromptIRReference, promptir_state_dict_shapes
@@ -114,14 +114,14 @@ def promptir_state():
 
 
 def test_from_promptir_bare_and_lightning_checkpoints(tmp_path, promptir_state):
-    model = SparsePromptIR.from_promptir(promptir_state, top_k=5)
+    model = load_promptir(promptir_state, top_k=5)
     assert torch.equal(model.prompt3.prompts, promptir_state["prompt3.prompt_param"][0])
     assert torch.equal(
         model.fusion2.block.attn.qkv.weight, promptir_state["noise_level2.attn.qkv.weight"]
     )
     lightning = {"state_dict": {f"net.{k}": v for k, v in promptir_state.items()}, "epoch": 3}
     torch.save(lightning, tmp_path / "promptir.ckpt")
-    again = SparsePromptIR.from_promptir(tmp_path / "promptir.ckpt", top_k=1)
+    again = load_promptir(tmp_path / "promptir.ckpt", top_k=1)
     for key, value in model.state_dict().items():
         assert torch.equal(again.state_dict()[key], value), key
     assert again.config.top_k == 1
@@ -129,7 +129,7 @@ def test_from_promptir_bare_and_lightning_checkpoints(tmp_path, promptir_state):
 
 def test_from_promptir_top5_computes_what_promptir_computes(promptir_state):
     """An independent re-statement of PromptIR's forward, loaded with the official names."""
-    ours = SparsePromptIR.from_promptir(promptir_state, top_k=5).double().eval()
+    ours = load_promptir(promptir_state, top_k=5).double().eval()
     reference = PromptIRReference().double().eval()
     reference.load_state_dict({k: v.double() for k, v in promptir_state.items()})
     x = torch.rand(1, 3, 32, 40, dtype=torch.float64)
@@ -143,13 +143,13 @@ def test_from_promptir_lists_problems(promptir_state):
     broken["prompt1.conv3x3.weight"] = torch.zeros(64, 64, 1, 1)
     broken["extra.weight"] = torch.zeros(1)
     with pytest.raises(InputError) as error:
-        SparsePromptIR.from_promptir(broken, top_k=1)
+        load_promptir(broken, top_k=1)
     message = str(error.value)
     assert "missing keys ['latent.0.attn.temperature']" in message
     assert "unexpected keys ['extra.weight']" in message
     assert "prompt1.conv3x3.weight: expected (64, 64, 3, 3), got (64, 64, 1, 1)" in message
     with pytest.raises(FileNotFoundError, match=r"checkpoint file 'absent\.ckpt' not found"):
-        SparsePromptIR.from_promptir("absent.ckpt", top_k=1)
+        load_promptir("absent.ckpt", top_k=1)
 
 
 def test_convert_drops_the_six_unused_convs(promptir_state):

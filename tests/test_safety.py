@@ -13,12 +13,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from contrastive_prompts import InputError, SparsePromptIR
+from contrastive_prompts import InputError
 from contrastive_prompts.checkpoints import (
     CHECKPOINT_FORMAT,
     CheckpointError,
     export_weights,
     load_checkpoint_model,
+    load_promptir,
     read_checkpoint,
     safe_load,
 )
@@ -112,7 +113,7 @@ REFUSED = r"was refused: it asks for Python objects .*\(posix\.system\).* can ru
 API_LOADS = {
     "read_checkpoint": lambda ckpt, tmp: read_checkpoint(ckpt),
     "load_checkpoint_model": lambda ckpt, tmp: load_checkpoint_model(ckpt),
-    "from_pretrained": lambda ckpt, tmp: SparsePromptIR.from_pretrained(ckpt),
+    "from_pretrained": lambda ckpt, tmp: load_checkpoint_model(ckpt),
     "export_weights": lambda ckpt, tmp: export_weights(ckpt, tmp / "w.safetensors"),
     "safe_load": lambda ckpt, tmp: safe_load(ckpt),
     "Trainer.load": lambda ckpt, tmp: small_trainer(tmp / "r").load(ckpt),
@@ -130,13 +131,13 @@ def test_no_api_load_runs_a_checkpoint_payload(evil, tmp_path, load):
 def test_from_promptir_refuses_a_payload_with_no_way_around(evil):
     marker, _, promptir = evil
     with pytest.raises(CheckpointError, match=REFUSED.replace("was", "PromptIR checkpoint .* was")):
-        SparsePromptIR.from_promptir(promptir, top_k=1)
+        load_promptir(promptir, top_k=1)
     assert not marker.exists()
     # no switch reads it anyway: the message points to a safe copy instead
     with pytest.raises(CheckpointError, match=r"never does\. Ask the file's source for a "):
-        SparsePromptIR.from_promptir(promptir, top_k=1)
+        load_promptir(promptir, top_k=1)
     with pytest.raises(TypeError, match="trust"):
-        SparsePromptIR.from_promptir(promptir, top_k=1, trust=True)
+        load_promptir(promptir, top_k=1, trust=True)
     with pytest.raises(SystemExit):
         main(["train", "--init-promptir", str(promptir), "--trust-checkpoint"])
     assert not marker.exists()
@@ -180,7 +181,7 @@ def test_export_and_from_pretrained_round_trip(run, tmp_path):
     assert json.loads(metadata["model_config"])["dim"] == 16
     assert json.loads(metadata["label_names"]) == ["noise_15", "noise_25", "noise_50", "rain",
                                                    "haze"]  # fmt: skip
-    shared = SparsePromptIR.from_pretrained(target)
+    shared = load_checkpoint_model(target)
     original = load_checkpoint_model(run / "last.pt")
     raw = load_checkpoint_model(run / "last.pt", ema=False)
     assert not shared.training
@@ -190,7 +191,7 @@ def test_export_and_from_pretrained_round_trip(run, tmp_path):
         assert not torch.equal(raw(x), original(x))  # EMA and raw weights differ after training
     raw_target = export_weights(run / "last.pt", tmp_path / "raw.safetensors", ema=False)
     with torch.no_grad():
-        torch.testing.assert_close(SparsePromptIR.from_pretrained(raw_target)(x), raw(x))
+        torch.testing.assert_close(load_checkpoint_model(raw_target)(x), raw(x))
 
 
 def test_export_never_writes_over_a_file_unasked(run, tmp_path):
@@ -202,7 +203,7 @@ def test_export_never_writes_over_a_file_unasked(run, tmp_path):
     with pytest.raises(InputError, match=r"expected a target ending in \.safetensors, got"):
         export_weights(run / "last.pt", tmp_path / "model.pt")
     export_weights(run / "last.pt", target, overwrite=True)
-    assert SparsePromptIR.from_pretrained(target).config.dim == 16
+    assert load_checkpoint_model(target).config.dim == 16
     assert not list(tmp_path.glob(".*partial"))
 
 
@@ -212,7 +213,7 @@ def test_foreign_safetensors_and_checkpoints_are_clear_errors(run, tmp_path):
     with pytest.raises(
         CheckpointError, match=r"not a contrastive_prompts export .*load_state_dict"
     ):
-        SparsePromptIR.from_pretrained(bare)
+        load_checkpoint_model(bare)
     with pytest.raises(CheckpointError, match=r"holds shared weights \(safetensors\)"):
         read_checkpoint(bare)
     state = torch.load(run / "last.pt", weights_only=True)
@@ -254,26 +255,26 @@ def test_from_promptir_reads_basicsr_layouts(tmp_path):
     torch.save({"params": raw, "params_ema": ema}, tmp_path / "both.pth")
     torch.save({"params": raw}, tmp_path / "raw.pth")
     save_file(ema, tmp_path / "ema.safetensors")
-    both = SparsePromptIR.from_promptir(tmp_path / "both.pth", top_k=1)
+    both = load_promptir(tmp_path / "both.pth", top_k=1)
     assert torch.equal(both.prompt3.prompts, ema["prompt3.prompt_param"][0])
-    only_raw = SparsePromptIR.from_promptir(tmp_path / "raw.pth", top_k=1)
+    only_raw = load_promptir(tmp_path / "raw.pth", top_k=1)
     assert torch.equal(only_raw.prompt3.prompts, raw["prompt3.prompt_param"][0])
-    shared = SparsePromptIR.from_promptir(tmp_path / "ema.safetensors", top_k=1)
+    shared = load_promptir(tmp_path / "ema.safetensors", top_k=1)
     assert torch.equal(shared.prompt3.prompts, ema["prompt3.prompt_param"][0])
 
 
 def test_from_promptir_non_checkpoints_are_clear_errors(tmp_path):
     (tmp_path / "notes.txt").write_text("these are not weights\n")
     with pytest.raises(CheckpointError, match=r"cannot be read .* not a PyTorch file"):
-        SparsePromptIR.from_promptir(tmp_path / "notes.txt", top_k=1)
+        load_promptir(tmp_path / "notes.txt", top_k=1)
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match=r"expected a PromptIR state dict .* got list"):
-        SparsePromptIR.from_promptir(tmp_path / "list.pt", top_k=1)
+        load_promptir(tmp_path / "list.pt", top_k=1)
     torch.save({"epoch": 3}, tmp_path / "empty.pt")
     with pytest.raises(
         InputError, match=r"missing keys \['decoder.* and 532 more; unexpected keys"
     ):
-        SparsePromptIR.from_promptir(tmp_path / "empty.pt", top_k=1)
+        load_promptir(tmp_path / "empty.pt", top_k=1)
 
 
 # -- 2. restore never loses a file --------------------------------------------------------------
