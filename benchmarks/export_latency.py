@@ -36,8 +36,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import example_network, interleaved_medians
 
-from contrastive_prompts import MODEL_PRESETS, SparsePromptIR, prompt_layers, record_routing
-from contrastive_prompts.export import export_onnx, export_program
+from contrastive_prompts import SparsePromptIR, record_routing
+from contrastive_prompts.app.export import export_onnx, export_program
+from contrastive_prompts.core import prompt_layers
+from contrastive_prompts.reference import MODEL_PRESETS
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -21,8 +21,8 @@ import time
 import numpy as np
 import torch
 
-from contrastive_prompts.degradations import MIXES, make_mix
-from contrastive_prompts.metrics import psnr, ssim
+from contrastive_prompts.app.degradations import MIXES, make_mix
+from contrastive_prompts.app.metrics import psnr, ssim
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -79,8 +79,8 @@ def main() -> None:
     t_ours_mt = median_seconds(ours, args.repeats)
     print(f"PSNR+SSIM on {n} images {s}x{s} RGB (median of {args.repeats}):")
     print(f"  skimage.metrics                         {t_sk:8.3f} s")
-    print(f"  contrastive_prompts.metrics, 1 thread   {t_ours:8.3f} s")
-    print(f"  contrastive_prompts.metrics, {default_threads} threads  {t_ours_mt:8.3f} s")
+    print(f"  contrastive_prompts.app.metrics, 1 thread   {t_ours:8.3f} s")
+    print(f"  contrastive_prompts.app.metrics, {default_threads} threads  {t_ours_mt:8.3f} s")
     print(f"  speed-up (skimage / ours, 1 thread)     {t_sk / t_ours:8.2f}x")
     print(
         f"  max |diff| PSNR {np.abs(p_ours - p_sk).max():.2e} dB, "

@@ -89,20 +89,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastive_prompts import (
-    CPLObjective,
-    SparsePrompt,
-    add_prompts,
-    negative_prompts,
-    prompt_effect,
-)
-from contrastive_prompts.degradations import (
+from contrastive_prompts import CPLObjective, SparsePrompt, add_prompts, negative_prompts
+from contrastive_prompts.app.degradations import (
     DegradationMix,
     GaussianNoise,
     Haze,
     LowLight,
     RainStreaks,
 )
+from contrastive_prompts.app.effect import prompt_effect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import example_module

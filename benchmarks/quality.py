@@ -48,11 +48,11 @@ from typing import Any
 
 import torch
 
-from contrastive_prompts.config import TrainConfig
-from contrastive_prompts.data import DegradedCopies, SyntheticDataset, sample_images
-from contrastive_prompts.degradations import MIXES
-from contrastive_prompts.metrics import evaluate
-from contrastive_prompts.train import Trainer
+from contrastive_prompts.app.config import TrainConfig
+from contrastive_prompts.app.data import DegradedCopies, SyntheticDataset, sample_images
+from contrastive_prompts.app.degradations import MIXES
+from contrastive_prompts.app.metrics import evaluate
+from contrastive_prompts.app.train import Trainer
 
 TRAIN_PHOTOS = ("astronaut", "hubble_deep_field", "stereo_motorcycle")
 """Photos the networks train on, less a strip on the right that the selection crops come from."""

@@ -32,7 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import interleaved_medians, peak_memory
 
-from contrastive_prompts import MODEL_PRESETS, SparsePromptIR
+from contrastive_prompts import SparsePromptIR
+from contrastive_prompts.reference import MODEL_PRESETS
 
 
 def image_of(megapixels: float, device: torch.device) -> torch.Tensor:

@@ -25,11 +25,11 @@ both, and the peak memory over the plain step.
 
 With ``--compile`` and/or ``--precision fp32 bf16``, it times instead the reference model's plain
 and CPL steps (M = the largest ``--negatives``) eager and compiled
-([compile_regions][contrastive_prompts.compile_regions], Inductor) under each precision, on the
-same batch, round-robin; a plain step of the whole model under one ``torch.compile`` is timed
-beside them, as a check on the regional compilation. ``--curve-steps N`` also trains the demo
-recipe N steps in fp32 and in each other precision from the same seed and reports how far the
-loss curves move apart.
+([compile_regions][contrastive_prompts.app.compiling.compile_regions], Inductor) under each
+precision, on the same batch, round-robin; a plain step of the whole model under one
+``torch.compile`` is timed beside them, as a check on the regional compilation. ``--curve-steps N``
+also trains the demo recipe N steps in fp32 and in each other precision from the same seed and
+reports how far the loss curves move apart.
 
 The last line is one JSON object with these figures (``compiled_over_eager``: the CPL step's
 compiled time over its eager time, per precision).
@@ -59,17 +59,13 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import example_network, interleaved_medians, peak_memory
 
-from contrastive_prompts import (
-    MODEL_PRESETS,
-    CPLObjective,
-    SparsePromptIR,
-    compile_regions,
-    negative_prompts,
-    prompt_layers,
-)
-from contrastive_prompts.config import PRECISIONS, RECIPES
-from contrastive_prompts.negatives import _plan, _positive, _Serving
-from contrastive_prompts.train import Trainer
+from contrastive_prompts import CPLObjective, SparsePromptIR, negative_prompts
+from contrastive_prompts.app.compiling import compile_regions
+from contrastive_prompts.app.config import PRECISIONS, RECIPES
+from contrastive_prompts.app.train import Trainer
+from contrastive_prompts.core import prompt_layers
+from contrastive_prompts.core.negatives import _plan, _positive, _Serving
+from contrastive_prompts.reference import MODEL_PRESETS
 
 
 def measure(

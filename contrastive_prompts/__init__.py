@@ -6,84 +6,64 @@ experts of a learned prompt bank, and
 [ContrastivePromptLoss][contrastive_prompts.ContrastivePromptLoss], which pulls the output under
 the network's own prompt to the clean image and pushes it away from outputs under mismatched
 prompts.
+
+The package has three layers, each importing only from those below it:
+
+- ``contrastive_prompts.core``: the prompt layer and its routing, the loss and its feature
+  spaces, the negatives, prompt stages for an existing network, and the objective. It needs
+  torch, einops and kornia, nothing else of the package.
+- ``contrastive_prompts.reference``: the reference network, PromptIR with sparse prompts, with
+  its padding and tiling. It knows no file format.
+- ``contrastive_prompts.app``: the application: configuration, trainer, checkpoints and their
+  formats, command line, data, degradations, metrics, export, compiling, plots.
+
+This face holds what a user of the modules needs; everything else is imported from the package
+or module that owns it. ``import contrastive_prompts`` loads the core; the reference model loads
+when ``SparsePromptIR`` is first used.
 """
 
-from . import data, degradations, metrics
+from typing import TYPE_CHECKING, Any
+
 from ._checks import InputError, InputTypeError
-from .compiling import compile_regions
-from .effect import ExpertUse, PromptEffect, prompt_effect
-from .export import export_onnx, export_program
-from .features import FilterFeatures, PixelFeatures, VGG16Features
-from .loss import ContrastivePromptLoss, contrastive_prompt_loss
-from .metrics import evaluate, psnr, ssim
-from .model import MODEL_PRESETS, ModelConfig, SparsePromptIR, tiled
-from .negatives import ModelOutput, NegativesReuse, forward_with_negatives, negatives_reuse
-from .objective import CPLObjective, ObjectiveOutput
-from .padding import pad_to_multiple
-from .prompt import (
-    PromptFusion,
-    Routing,
-    RoutingLog,
+from .core import (
+    ContrastivePromptLoss,
+    CPLObjective,
+    PromptStage,
     SparsePrompt,
-    load_balance_loss,
+    add_prompts,
+    forward_with_negatives,
     negative_prompts,
-    negative_route,
-    prompt_layers,
     record_routing,
-    routing_statistics,
-    topk_route,
+    remove_prompts,
 )
-from .restormer import TransformerBlock
-from .stages import PromptStage, add_prompts, remove_prompts
+
+if TYPE_CHECKING:
+    from .reference import SparsePromptIR
 
 __version__ = "0.1.0"
 
 
+def __getattr__(name: str) -> Any:
+    # the reference model loads on first use, so that importing a core module never brings it
+    if name == "SparsePromptIR":
+        from .reference import SparsePromptIR
+
+        return SparsePromptIR
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
-    "MODEL_PRESETS",
     "CPLObjective",
     "ContrastivePromptLoss",
-    "ExpertUse",
-    "FilterFeatures",
     "InputError",
     "InputTypeError",
-    "ModelConfig",
-    "ModelOutput",
-    "NegativesReuse",
-    "ObjectiveOutput",
-    "PixelFeatures",
-    "PromptEffect",
-    "PromptFusion",
     "PromptStage",
-    "Routing",
-    "RoutingLog",
     "SparsePrompt",
     "SparsePromptIR",
-    "TransformerBlock",
-    "VGG16Features",
     "__version__",
     "add_prompts",
-    "compile_regions",
-    "contrastive_prompt_loss",
-    "data",
-    "degradations",
-    "evaluate",
-    "export_onnx",
-    "export_program",
     "forward_with_negatives",
-    "load_balance_loss",
-    "metrics",
     "negative_prompts",
-    "negative_route",
-    "negatives_reuse",
-    "pad_to_multiple",
-    "prompt_effect",
-    "prompt_layers",
-    "psnr",
     "record_routing",
     "remove_prompts",
-    "routing_statistics",
-    "ssim",
-    "tiled",
-    "topk_route",
 ]

@@ -62,15 +62,10 @@ import torch.nn.functional as F
 from plug_into_your_network import DEGRADATIONS, HELD_OUT_SEED, UNet, make_batch
 from torch import Tensor, nn
 
-from contrastive_prompts import (
-    CPLObjective,
-    PromptEffect,
-    add_prompts,
-    prompt_effect,
-    psnr,
-    remove_prompts,
-)
-from contrastive_prompts.degradations import DegradationMix
+from contrastive_prompts import CPLObjective, add_prompts, remove_prompts
+from contrastive_prompts.app.degradations import DegradationMix
+from contrastive_prompts.app.effect import PromptEffect, prompt_effect
+from contrastive_prompts.app.metrics import psnr
 
 STAGES = ("decoder.0", "decoder.1")  # the U-Net's two decoder blocks, as named_modules() says
 

@@ -33,15 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastive_prompts import (
-    CPLObjective,
-    add_prompts,
-    negative_prompts,
-    psnr,
-    record_routing,
-    routing_statistics,
-)
-from contrastive_prompts.degradations import DegradationMix, GaussianNoise, Haze, LowLight
+from contrastive_prompts import CPLObjective, add_prompts, negative_prompts, record_routing
+from contrastive_prompts.app.degradations import DegradationMix, GaussianNoise, Haze, LowLight
+from contrastive_prompts.app.metrics import psnr
+from contrastive_prompts.core import routing_statistics
 
 DEGRADATIONS: dict[str, Callable[[], nn.Module]] = {
     "haze": Haze,  # RESIDE's ranges: beta in [0.04, 0.2], airlight in [0.8, 1]

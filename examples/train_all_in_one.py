@@ -16,10 +16,10 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from contrastive_prompts.config import RECIPES
-from contrastive_prompts.data import read_image, sample_split
-from contrastive_prompts.demo import write_report
-from contrastive_prompts.train import Trainer
+from contrastive_prompts.app.config import RECIPES
+from contrastive_prompts.app.data import read_image, sample_split
+from contrastive_prompts.app.demo import write_report
+from contrastive_prompts.app.train import Trainer
 
 
 def main() -> None:

@@ -41,10 +41,10 @@ def dtype(request: pytest.FixtureRequest) -> torch.dtype:
 @pytest.fixture(scope="session")
 def exported_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``mine.safetensors``: a one-step ``tiny`` run exported by the library itself."""
-    from contrastive_prompts.checkpoints import export_weights
-    from contrastive_prompts.config import TrainConfig
-    from contrastive_prompts.data import DegradedCopies
-    from contrastive_prompts.train import Trainer
+    from contrastive_prompts.app.checkpoints import export_weights
+    from contrastive_prompts.app.config import TrainConfig
+    from contrastive_prompts.app.data import DegradedCopies
+    from contrastive_prompts.app.train import Trainer
 
     folder = tmp_path_factory.mktemp("exported")
     config = TrainConfig(steps=1, batch_size=1, crop=32, save_every=1, device="cpu",

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contrastive_prompts import PromptFusion, SparsePrompt
+from contrastive_prompts import SparsePrompt
+from contrastive_prompts.core import PromptFusion
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plug_into_your_network.py"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from contrastive_prompts.data import sample_images
+from contrastive_prompts.app.data import sample_images
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,15 +17,17 @@ from torch import nn
 from contrastive_prompts import (
     ContrastivePromptLoss,
     CPLObjective,
-    FilterFeatures,
     InputError,
+    SparsePrompt,
+)
+from contrastive_prompts.core import (
+    FilterFeatures,
     PixelFeatures,
     PromptFusion,
-    SparsePrompt,
     VGG16Features,
     contrastive_prompt_loss,
 )
-from contrastive_prompts.loss import MODES
+from contrastive_prompts.core.loss import MODES
 
 from .test_features import fake_vgg16_state_dict
 

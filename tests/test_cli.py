@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 
-from contrastive_prompts.checkpoints import load_promptir
-from contrastive_prompts.cli import main
-from contrastive_prompts.data import read_image, write_image
+from contrastive_prompts.app.checkpoints import load_promptir
+from contrastive_prompts.app.cli import main
+from contrastive_prompts.app.data import read_image, write_image
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +142,9 @@ def test_none_values_and_resume_from_the_checkpoint_options(tmp_path, capsys):
 
 def test_evaluate_scores_an_official_promptir_checkpoint(tmp_path, capsys, promptir_checkpoint):
     """A PromptIR .ckpt is read as PromptIR (top-5) or, if asked, as CPL weights (top-1)."""
-    from contrastive_prompts import evaluate
-    from contrastive_prompts.checkpoints import load_checkpoint_model
-    from contrastive_prompts.data import read_benchmark
+    from contrastive_prompts.app.checkpoints import load_checkpoint_model
+    from contrastive_prompts.app.data import read_benchmark
+    from contrastive_prompts.app.metrics import evaluate
 
     from .test_model import random_promptir_state_dict
 
@@ -194,9 +194,9 @@ def test_evaluate_never_writes_over_a_file_unasked(trained, tmp_path, capsys):
 
 
 def test_train_flags_take_their_choices_from_the_tables(capsys):
-    from contrastive_prompts.cli import build_parser
-    from contrastive_prompts.degradations import MIXES
-    from contrastive_prompts.model import MODEL_PRESETS
+    from contrastive_prompts.app.cli import build_parser
+    from contrastive_prompts.app.degradations import MIXES
+    from contrastive_prompts.reference.model import MODEL_PRESETS
 
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     by_flag = {a.option_strings[0]: a for a in train._actions if a.option_strings}

@@ -18,14 +18,12 @@ from contrastive_prompts import (
     InputError,
     InputTypeError,
     SparsePromptIR,
-    compile_regions,
     forward_with_negatives,
-    negatives_reuse,
-    prompt_layers,
 )
-from contrastive_prompts import train as train_module
-from contrastive_prompts.compiling import compiled_region
-from contrastive_prompts.negatives import _watched
+from contrastive_prompts.app import train as train_module
+from contrastive_prompts.app.compiling import compile_regions, compiled_region
+from contrastive_prompts.core import negatives_reuse, prompt_layers
+from contrastive_prompts.core.negatives import _watched
 from tests.test_train import interrupt_at, make_trainer
 
 REFERENCE_REGIONS = {

@@ -10,11 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from contrastive_prompts import (
-    CPLObjective,
-    SparsePrompt,
-    SparsePromptIR,
-)
+from contrastive_prompts import CPLObjective, SparsePrompt, SparsePromptIR
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -54,8 +50,8 @@ def test_cpl_step_under_autocast_is_finite(dtype):
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_trainer_on_cuda(tmp_path, precision):
-    from contrastive_prompts.config import TrainConfig
-    from contrastive_prompts.train import Trainer
+    from contrastive_prompts.app.config import TrainConfig
+    from contrastive_prompts.app.train import Trainer
 
     config = TrainConfig(steps=3, batch_size=2, crop=32, val_crop=64, precision=precision,
                          device="cuda", out_dir=str(tmp_path))  # fmt: skip
@@ -74,8 +70,8 @@ def test_nccl_process_group_and_ddp_step(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")
     monkeypatch.setenv("LOCAL_RANK", "0")
-    from contrastive_prompts.config import TrainConfig
-    from contrastive_prompts.train import Trainer
+    from contrastive_prompts.app.config import TrainConfig
+    from contrastive_prompts.app.train import Trainer
 
     dist.init_process_group("nccl", rank=0, world_size=1)
     try:

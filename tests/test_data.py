@@ -5,9 +5,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contrastive_prompts import data as Dt
 from contrastive_prompts._checks import InputError
-from contrastive_prompts.degradations import DegradationMix
+from contrastive_prompts.app import data as Dt
+from contrastive_prompts.app.degradations import DegradationMix
 
 
 def gen(seed: int) -> torch.Generator:
@@ -268,7 +268,7 @@ def _evaluate_choices(parser):
 
 
 def test_the_table_drives_the_command_line_choices(monkeypatch):
-    from contrastive_prompts.cli import build_parser
+    from contrastive_prompts.app.cli import build_parser
 
     assert list(_evaluate_choices(build_parser())) == list(Dt.BENCHMARKS)
     mine = dataclasses.replace(Dt.BENCHMARKS["gopro"], name="mine", degraded_dirs=("input",))
@@ -448,7 +448,7 @@ def test_noisy_dataset_reads_without_a_synthetic_dataset(tmp_path, monkeypatch):
 
 
 def test_synthetic_cache_reads_each_file_once(tmp_path, monkeypatch):
-    from contrastive_prompts.data import images
+    from contrastive_prompts.app.data import images
 
     write(tmp_path / "a.png", torch.rand(3, 16, 16))
     reads = []
@@ -463,7 +463,7 @@ def test_synthetic_cache_reads_each_file_once(tmp_path, monkeypatch):
 
 
 def test_names_is_a_dict_everywhere(tmp_path):
-    from contrastive_prompts.metrics import _names_of, evaluate
+    from contrastive_prompts.app.metrics import evaluate, names_of
 
     make_rain100l(tmp_path / "rain")
     write(tmp_path / "clean" / "0.png", torch.rand(3, 16, 16))
@@ -480,7 +480,7 @@ def test_names_is_a_dict_everywhere(tmp_path):
     for ds in datasets:
         assert isinstance(ds.names, dict), type(ds).__name__
         assert all(isinstance(k, int) and isinstance(v, str) for k, v in ds.names.items())
-        assert _names_of(ds) == ds.names
+        assert names_of(ds) == ds.names
     assert datasets[0].names == datasets[1].names == {0: "a", 1: "b"}
     assert datasets[2].names == dict(
         enumerate(("noise_15", "noise_25", "noise_50", "rain", "haze"))
@@ -493,7 +493,7 @@ def test_names_is_a_dict_everywhere(tmp_path):
     ]
     # a mix of datasets: the names of every part, by label
     mixed = torch.utils.data.ConcatDataset([datasets[0], *datasets[3:]])
-    assert _names_of(mixed) == {0: "a", 1: "b", 4: "x", 5: "rain", 6: "noise_15", 7: "noise_25"}
+    assert names_of(mixed) == {0: "a", 1: "b", 4: "x", 5: "rain", 6: "noise_15", 7: "noise_25"}
     assert evaluate(lambda x: x, datasets[1]).names == ["a", "b"]
     assert "names=('a', 'b')" in repr(datasets[0])  # the repr shows the mix's names as before
 

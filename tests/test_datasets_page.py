@@ -20,9 +20,9 @@ import pytest
 import torch
 
 from contrastive_prompts import InputError
-from contrastive_prompts.cli import build_parser, main
-from contrastive_prompts.data import BENCHMARKS, image_paths, read_benchmark, read_image
-from contrastive_prompts.data import write_image as write_png
+from contrastive_prompts.app.cli import build_parser, main
+from contrastive_prompts.app.data import BENCHMARKS, image_paths, read_benchmark, read_image
+from contrastive_prompts.app.data import write_image as write_png
 
 Image = pytest.importorskip("PIL.Image")
 

@@ -3,8 +3,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contrastive_prompts import degradations as D
 from contrastive_prompts._checks import InputError
+from contrastive_prompts.app import degradations as D
 
 FUNCTIONS = {
     "gaussian_noise": lambda x, g: D.gaussian_noise(x, (5.0, 50.0), generator=g),

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from contrastive_prompts.data import DegradedCopies, write_image
+from contrastive_prompts.app.data import DegradedCopies, write_image
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -65,7 +65,8 @@ def _metrics(folder: Path) -> dict:
 
 
 def _faq(folder: Path) -> dict:
-    from contrastive_prompts import PromptFusion, SparsePrompt
+    from contrastive_prompts import SparsePrompt
+    from contrastive_prompts.core import PromptFusion
 
     return {"C": 32, "D": 16, "S": 8, "features": torch.rand(2, 32, 24, 24),
             "SparsePrompt": SparsePrompt, "PromptFusion": PromptFusion}  # fmt: skip
@@ -73,7 +74,7 @@ def _faq(folder: Path) -> dict:
 
 def _training(folder: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     """Tiny copies of the papers' training sets; ``fit`` is recorded, not run (days on GPUs)."""
-    from contrastive_prompts.train import Trainer
+    from contrastive_prompts.app.train import Trainer
 
     _images(folder / "BSD400", ["1.png", "2.png"], (160, 160))
     _images(folder / "WED", ["1.png"], (160, 160))

@@ -8,15 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from contrastive_prompts import (
-    InputError,
-    PromptEffect,
-    SparsePrompt,
-    add_prompts,
-    evaluate,
-    prompt_effect,
-    prompt_layers,
-)
+from contrastive_prompts import InputError, SparsePrompt, add_prompts
+from contrastive_prompts.app.effect import PromptEffect, prompt_effect
+from contrastive_prompts.app.metrics import evaluate
+from contrastive_prompts.core import prompt_layers
 
 from .networks import PlainUNet, PromptedUNet
 

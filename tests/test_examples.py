@@ -71,8 +71,8 @@ def test_fine_tune_with_prompts_keeps_the_trained_network_and_gives_it_back(tmp_
     import copy
 
     from contrastive_prompts import PromptStage, remove_prompts
-    from contrastive_prompts.degradations import DegradationMix
-    from contrastive_prompts.metrics import psnr
+    from contrastive_prompts.app.degradations import DegradationMix
+    from contrastive_prompts.app.metrics import psnr
 
     example = load_fine_tune_example(monkeypatch)
     result = example.run(
@@ -150,10 +150,10 @@ def _repo_root(monkeypatch):
 
 
 def test_train_all_in_one(tmp_path):
-    from contrastive_prompts.checkpoints import read_checkpoint
-    from contrastive_prompts.data import DegradedCopies, read_image, write_image
-    from contrastive_prompts.degradations import make_mix
-    from contrastive_prompts.metrics import psnr
+    from contrastive_prompts.app.checkpoints import read_checkpoint
+    from contrastive_prompts.app.data import DegradedCopies, read_image, write_image
+    from contrastive_prompts.app.degradations import make_mix
+    from contrastive_prompts.app.metrics import psnr
 
     out, photo = tmp_path / "demo", tmp_path / "held_out.png"
     write_image(photo, torch.rand(3, 40, 56))  # a small held-out image keeps the test fast

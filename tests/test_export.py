@@ -20,16 +20,15 @@ from torch import nn
 from contrastive_prompts import (
     InputError,
     InputTypeError,
-    PromptFusion,
     SparsePrompt,
     SparsePromptIR,
     add_prompts,
     negative_prompts,
-    prompt_layers,
     record_routing,
 )
-from contrastive_prompts.cli import main
-from contrastive_prompts.export import export_onnx, export_program
+from contrastive_prompts.app.cli import main
+from contrastive_prompts.app.export import export_onnx, export_program
+from contrastive_prompts.core import PromptFusion, prompt_layers
 
 from .networks import PlainUNet
 
@@ -79,8 +78,8 @@ def page(tmp_path_factory, exported_weights):
     Restormer blocks between them: every part the export must carry (the padding, three routed
     prompt stages and their fusion blocks, the crop) at a third of the export time.
     """
-    from contrastive_prompts.config import TrainConfig
-    from contrastive_prompts.train import Trainer
+    from contrastive_prompts.app.config import TrainConfig
+    from contrastive_prompts.app.train import Trainer
 
     if not PAGE.is_file():  # an sdist ships the tests without the docs pages
         pytest.skip("docs/export.md is not in this tree")
@@ -149,7 +148,7 @@ def test_the_program_serves_sizes_down_to_its_minimum_and_refuses_smaller(page):
 
 
 def test_the_command_line_writes_onnx_that_matches_eager(page):
-    from contrastive_prompts.checkpoints import load_checkpoint_model
+    from contrastive_prompts.app.checkpoints import load_checkpoint_model
 
     model = load_checkpoint_model(page.checkpoint)
     runtime = session(page.onnx)
@@ -348,7 +347,7 @@ def test_a_program_takes_no_export_options(page, tmp_path):
 
 
 def test_the_onnx_export_never_runs_a_checkpoint_payload(tmp_path, capsys):
-    from contrastive_prompts.checkpoints import CHECKPOINT_FORMAT
+    from contrastive_prompts.app.checkpoints import CHECKPOINT_FORMAT
 
     from .test_safety import Payload
 

@@ -4,8 +4,9 @@ import sys
 import pytest
 import torch
 
-from contrastive_prompts import FilterFeatures, InputError, VGG16Features
-from contrastive_prompts.features import _VGG16
+from contrastive_prompts import InputError
+from contrastive_prompts.core import FilterFeatures, VGG16Features
+from contrastive_prompts.core.features import _VGG16
 
 
 def fake_vgg16_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:

@@ -16,14 +16,12 @@ from contrastive_prompts import (
     CPLObjective,
     InputError,
     InputTypeError,
-    PromptFusion,
     PromptStage,
     SparsePrompt,
     SparsePromptIR,
     add_prompts,
-    contrastive_prompt_loss,
-    topk_route,
 )
+from contrastive_prompts.core import PromptFusion, contrastive_prompt_loss, topk_route
 
 from .networks import PromptedUNet
 

@@ -18,10 +18,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contrastive_prompts import data as Dt
-from contrastive_prompts import degradations as D
 from contrastive_prompts._checks import InputError, InputTypeError
-from contrastive_prompts.metrics import evaluate, psnr, ssim
+from contrastive_prompts.app import data as Dt
+from contrastive_prompts.app import degradations as D
+from contrastive_prompts.app.metrics import evaluate, psnr, ssim
 
 
 def write(path, image):

@@ -17,17 +17,17 @@ import torch
 from safetensors.torch import save_file
 
 from contrastive_prompts import InputError, SparsePromptIR
-from contrastive_prompts.checkpoints import (
+from contrastive_prompts.app.checkpoints import (
     WEIGHTS_FORMAT,
     CheckpointError,
     load_checkpoint_model,
     load_promptir,
 )
-from contrastive_prompts.cli import main
-from contrastive_prompts.config import TrainConfig
-from contrastive_prompts.data import SyntheticDataset, write_image
-from contrastive_prompts.features import VGG16Features
-from contrastive_prompts.train import Trainer
+from contrastive_prompts.app.cli import main
+from contrastive_prompts.app.config import TrainConfig
+from contrastive_prompts.app.data import SyntheticDataset, write_image
+from contrastive_prompts.app.train import Trainer
+from contrastive_prompts.core.features import VGG16Features
 
 from .test_safety import PoisonedAfter, photos, small_config, small_trainer
 
@@ -224,13 +224,13 @@ def test_ctrl_c_in_a_command_is_one_line_and_leaves_no_temporary(
         raise KeyboardInterrupt
 
     if command == "restore":
-        monkeypatch.setattr("contrastive_prompts.data.write_image", interrupted)
+        monkeypatch.setattr("contrastive_prompts.app.data.write_image", interrupted)
         argv = ["restore", "--checkpoint", str(checkpoint), str(images), "--output", str(out)]
     elif command == "export":
         monkeypatch.setattr("safetensors.torch.save_file", interrupted)
         argv = ["export", "--checkpoint", str(checkpoint), str(out / "w.safetensors")]
     else:
-        monkeypatch.setattr("contrastive_prompts.metrics.evaluate", interrupted)
+        monkeypatch.setattr("contrastive_prompts.app.metrics.evaluate", interrupted)
         argv = ["evaluate", "--checkpoint", str(checkpoint), "--data", str(images)]
     assert main(argv) == 130
     assert capsys.readouterr().err.strip() == f"contrastive-prompts {command}: interrupted"

@@ -1,19 +1,18 @@
 """Where things live: one home for each concept, one value for each default."""
 
-import ast
 import pathlib
 import re
-import subprocess
-import sys
 import types
 
 import pytest
 import torch
 
 import contrastive_prompts as cp
-from contrastive_prompts import degradations
-from contrastive_prompts.config import TrainConfig
-from contrastive_prompts.train import Trainer
+from contrastive_prompts.app import degradations
+from contrastive_prompts.app.config import TrainConfig
+from contrastive_prompts.app.metrics import evaluate, psnr, ssim
+from contrastive_prompts.app.train import Trainer
+from contrastive_prompts.core import contrastive_prompt_loss
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
 
@@ -43,16 +42,16 @@ def test_mix_names_come_from_the_mixes(monkeypatch):
 
 
 def test_every_function_takes_the_same_reductions_with_the_same_meaning():
-    from contrastive_prompts.loss import REDUCTIONS
+    from contrastive_prompts.core.loss import REDUCTIONS
 
     assert REDUCTIONS == ("none", "mean", "sum")
     torch.manual_seed(0)
     x, y = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     negatives = torch.rand(2, 1, 3, 16, 16)
     for function in (
-        lambda r: cp.psnr(x, y, reduction=r),
-        lambda r: cp.ssim(x, y, reduction=r),
-        lambda r: cp.contrastive_prompt_loss(x, y, negatives, reduction=r),
+        lambda r: psnr(x, y, reduction=r),
+        lambda r: ssim(x, y, reduction=r),
+        lambda r: contrastive_prompt_loss(x, y, negatives, reduction=r),
     ):
         per_sample = function("none")  # one value per image...
         assert per_sample.shape == (2,)
@@ -63,25 +62,6 @@ def test_every_function_takes_the_same_reductions_with_the_same_meaning():
             function("max")
 
 
-def test_the_model_imports_without_the_metrics():
-    """In a fresh interpreter, importing the model (without the package's ``__init__``, which
-    imports everything) does not import the metrics: the model pads with ``padding``."""
-    code = (
-        "import importlib.util, sys, types\n"
-        "spec = importlib.util.find_spec('contrastive_prompts')\n"
-        "package = types.ModuleType('contrastive_prompts')\n"
-        "package.__path__ = list(spec.submodule_search_locations)\n"
-        "sys.modules['contrastive_prompts'] = package\n"
-        "import contrastive_prompts.model\n"
-        "print(sorted(m for m in sys.modules if m.startswith('contrastive_prompts')))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    loaded = ast.literal_eval(done.stdout)  # a list of module names
-    assert "contrastive_prompts.model" in loaded and "contrastive_prompts.padding" in loaded
-    assert "contrastive_prompts.metrics" not in loaded
-
-
 def test_an_image_is_padded_in_one_place():
     """evaluate scores exactly what the model makes of the image: only the model pads."""
     import torch
@@ -89,12 +69,12 @@ def test_an_image_is_padded_in_one_place():
     torch.manual_seed(0)
     network = cp.SparsePromptIR("tiny").eval()
     degraded, clean = torch.rand(1, 3, 20, 28), torch.rand(1, 3, 20, 28)  # not multiples of 8
-    result = cp.evaluate(network, [(degraded, clean, torch.tensor([0]))], names=["x"])
+    result = evaluate(network, [(degraded, clean, torch.tensor([0]))], names=["x"])
     with torch.no_grad():
-        expected = cp.psnr(network(degraded).clamp(0, 1), clean)
+        expected = psnr(network(degraded).clamp(0, 1), clean)
     assert result.psnr["x"] == pytest.approx(expected.item(), abs=1e-9)
     # padding first to 16 gives the network other inputs, so another score
-    padded = cp.evaluate(network, [(degraded, clean, torch.tensor([0]))], pad_multiple=16)
+    padded = evaluate(network, [(degraded, clean, torch.tensor([0]))], pad_multiple=16)
     assert padded.psnr["0"] != pytest.approx(expected.item(), abs=1e-6)
 
 

@@ -5,15 +5,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contrastive_prompts import (
-    ContrastivePromptLoss,
-    CPLObjective,
-    FilterFeatures,
-    InputError,
-    PixelFeatures,
-    contrastive_prompt_loss,
-)
-from contrastive_prompts.loss import MODES
+from contrastive_prompts import ContrastivePromptLoss, CPLObjective, InputError
+from contrastive_prompts.core import FilterFeatures, PixelFeatures, contrastive_prompt_loss
+from contrastive_prompts.core.loss import MODES
 
 from .networks import PromptedUNet
 

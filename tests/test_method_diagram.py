@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from contrastive_prompts import PromptFusion, SparsePrompt, SparsePromptIR
+from contrastive_prompts import SparsePrompt, SparsePromptIR
+from contrastive_prompts.core import PromptFusion
 
 SVG = Path(__file__).resolve().parents[1] / "docs" / "images" / "method.svg"
 if not SVG.is_file():  # an sdist ships the tests without the docs

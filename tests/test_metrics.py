@@ -9,8 +9,8 @@ from skimage.color import rgb2gray, rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from contrastive_prompts._checks import InputError
-from contrastive_prompts.data import sample_images
-from contrastive_prompts.metrics import (
+from contrastive_prompts.app.data import sample_images
+from contrastive_prompts.app.metrics import (
     EvaluationResult,
     crop_border,
     crop_to_multiple,

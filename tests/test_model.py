@@ -7,18 +7,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contrastive_prompts import (
-    MODEL_PRESETS,
     CPLObjective,
     InputError,
     SparsePromptIR,
     forward_with_negatives,
     negative_prompts,
-    pad_to_multiple,
     record_routing,
-    tiled,
 )
-from contrastive_prompts.checkpoints import convert_promptir_state_dict, load_promptir
-from contrastive_prompts.model import parameter_count, restore_tile
+from contrastive_prompts.app.checkpoints import convert_promptir_state_dict, load_promptir
+from contrastive_prompts.reference import MODEL_PRESETS, pad_to_multiple, tiled
+from contrastive_prompts.reference.model import parameter_count, restore_tile
 
 from .promptir_reference import PromptIRReference, promptir_state_dict_shapes
 

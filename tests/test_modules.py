@@ -8,22 +8,34 @@ import pytest
 import torch
 from torch import nn
 
-import contrastive_prompts as cp
 from contrastive_prompts import (
     ContrastivePromptLoss,
     CPLObjective,
     InputError,
     InputTypeError,
-    PromptFusion,
     PromptStage,
     SparsePrompt,
     SparsePromptIR,
-    TransformerBlock,
-    contrastive_prompt_loss,
+    add_prompts,
     forward_with_negatives,
     negative_prompts,
 )
-from contrastive_prompts.restormer import Attention, FeedForward, LayerNorm2d, downsample, upsample
+from contrastive_prompts.app.degradations import make_mix
+from contrastive_prompts.app.metrics import evaluate, psnr
+from contrastive_prompts.core import (
+    PromptFusion,
+    TransformerBlock,
+    VGG16Features,
+    contrastive_prompt_loss,
+    prompt_layers,
+)
+from contrastive_prompts.core.restormer import (
+    Attention,
+    FeedForward,
+    LayerNorm2d,
+    downsample,
+    upsample,
+)
 
 
 def _builders():
@@ -122,20 +134,20 @@ def test_options_are_keyword_only(call):
             lambda: SparsePrompt(dim=4, prompt_dim=2, prompt_size=2)([[0.5]]),
             "x to be a torch.Tensor, got list",
         ),
-        (lambda: cp.psnr(0.5, torch.rand(1, 3, 8, 8)), "to be a torch.Tensor, got float"),
-        (lambda: cp.evaluate("model", []), "model to be callable, got str"),
-        (lambda: cp.add_prompts("net", {"a": {"dim": 4}}), "model to be an nn.Module, got str"),
+        (lambda: psnr(0.5, torch.rand(1, 3, 8, 8)), "to be a torch.Tensor, got float"),
+        (lambda: evaluate("model", []), "model to be callable, got str"),
+        (lambda: add_prompts("net", {"a": {"dim": 4}}), "model to be an nn.Module, got str"),
         (lambda: PromptStage(dim="4"), "PromptStage: expected dim to be an int, got str"),
-        (lambda: cp.prompt_layers([1]), "an nn.Module, got list"),
+        (lambda: prompt_layers([1]), "an nn.Module, got list"),
         (
             lambda: forward_with_negatives(SparsePromptIR("tiny"), [1.0], num_negatives=1),
             "x to be a torch.Tensor, got list",
         ),
         (lambda: SparsePrompt(dim="8", prompt_dim=2, prompt_size=2), "dim to be an integer >= 1"),
         (lambda: CPLObjective(num_negatives=2.0), "num_negatives to be an integer >= 1"),
-        (lambda: cp.psnr(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4), data_range="1"), "range"),
+        (lambda: psnr(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4), data_range="1"), "range"),
         (
-            lambda: cp.degradations.make_mix("3task").degrade(torch.rand(1, 3, 8, 8), [0]),
+            lambda: make_mix("3task").degrade(torch.rand(1, 3, 8, 8), [0]),
             "labels to be a torch.Tensor, got list",
         ),
     ],
@@ -223,7 +235,7 @@ def test_loss_compiled_by_inductor_matches_eager():
 def test_vgg16_features_take_factory_arguments(device, dtype):
     shapes = {"0.weight": (64, 3, 3, 3), "0.bias": (64,)}
     state = {f"features.{k}": torch.randn(s) for k, s in shapes.items()}
-    vgg = cp.VGG16Features(
+    vgg = VGG16Features(
         state, layers=("relu1_1",), layer_weights=(1.0,), device=device, dtype=dtype
     )
     tensors = [*vgg.parameters(), *vgg.buffers()]

@@ -22,12 +22,10 @@ from contrastive_prompts import (
     add_prompts,
     forward_with_negatives,
     negative_prompts,
-    negative_route,
-    negatives_reuse,
-    prompt_layers,
     record_routing,
     remove_prompts,
 )
+from contrastive_prompts.core import negative_route, negatives_reuse, prompt_layers
 
 from .networks import PlainUNet, PromptedUNet, PromptFirst
 
@@ -443,9 +441,9 @@ def test_add_prompts_bad_requests():
 
 
 def own_trainer(out_dir, steps=4, **options):
-    from contrastive_prompts.config import TrainConfig
-    from contrastive_prompts.data import SyntheticDataset, degraded_copies
-    from contrastive_prompts.train import Trainer
+    from contrastive_prompts.app.config import TrainConfig
+    from contrastive_prompts.app.data import SyntheticDataset, degraded_copies
+    from contrastive_prompts.app.train import Trainer
 
     torch.manual_seed(0)
     model = add_prompts(PlainUNet(), {"decoder.1": {"dim": 8, "prompt_size": 4}})
@@ -476,7 +474,7 @@ def own_trainer(out_dir, steps=4, **options):
 
 
 def test_trainer_trains_resumes_and_validates_a_network_of_ones_own(tmp_path, monkeypatch):
-    from contrastive_prompts.checkpoints import (
+    from contrastive_prompts.app.checkpoints import (
         CheckpointError,
         load_checkpoint_model,
         read_checkpoint,
@@ -520,8 +518,8 @@ def test_trainer_trains_resumes_and_validates_a_network_of_ones_own(tmp_path, mo
 
 
 def test_trainer_refuses_what_cannot_work_with_ones_own_network(tmp_path):
-    from contrastive_prompts.config import TrainConfig
-    from contrastive_prompts.train import Trainer
+    from contrastive_prompts.app.config import TrainConfig
+    from contrastive_prompts.app.train import Trainer
 
     config = TrainConfig(out_dir=str(tmp_path))
     with pytest.raises(InputError, match="expected cpr_weight=0 for a model without negatives"):

@@ -21,14 +21,12 @@ from torch import nn
 
 from contrastive_prompts import (
     InputError,
-    PromptFusion,
     SparsePrompt,
     add_prompts,
     forward_with_negatives,
-    negatives_reuse,
-    prompt_layers,
     record_routing,
 )
+from contrastive_prompts.core import PromptFusion, negatives_reuse, prompt_layers
 
 from .test_negatives import naive_negatives as full_negatives
 

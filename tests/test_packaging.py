@@ -23,7 +23,7 @@ import pytest
 import contrastive_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = sorted(  # sub-packages too (contrastive_prompts/data/)
+MODULES = sorted(  # sub-packages too (contrastive_prompts/app/data/)
     p.relative_to(ROOT / "contrastive_prompts").as_posix()
     for p in (ROOT / "contrastive_prompts").rglob("*.py")
 )
@@ -80,7 +80,7 @@ def test_wheel_holds_the_package_and_py_typed(dist):
     assert not any(n.startswith(("tests/", "docs/", "benchmarks/")) for n in names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(dist["wheel"]).read(entry_points).decode()
-    assert "contrastive-prompts = contrastive_prompts.cli:main" in text
+    assert "contrastive-prompts = contrastive_prompts.app.cli:main" in text
 
 
 def test_sdist_holds_the_package_and_its_tests(dist):

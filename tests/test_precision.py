@@ -3,15 +3,9 @@
 import pytest
 import torch
 
-from contrastive_prompts import (
-    ContrastivePromptLoss,
-    PixelFeatures,
-    SparsePrompt,
-    contrastive_prompt_loss,
-    ssim,
-    topk_route,
-)
-from contrastive_prompts.metrics import psnr
+from contrastive_prompts import ContrastivePromptLoss, SparsePrompt
+from contrastive_prompts.app.metrics import psnr, ssim
+from contrastive_prompts.core import PixelFeatures, contrastive_prompt_loss, topk_route
 from tests.test_train import make_trainer
 
 CPU_BF16 = torch.autocast("cpu", dtype=torch.bfloat16)

@@ -4,12 +4,10 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contrastive_prompts import (
-    InputError,
+from contrastive_prompts import InputError, SparsePrompt, negative_prompts
+from contrastive_prompts.core import (
     PromptFusion,
-    SparsePrompt,
     load_balance_loss,
-    negative_prompts,
     negative_route,
     routing_statistics,
     topk_route,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from contrastive_prompts import PromptStage, SparsePromptIR
-from contrastive_prompts.data import write_image
+from contrastive_prompts.app.data import write_image
 
 ROOT = Path(__file__).resolve().parents[1]
 

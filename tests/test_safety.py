@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from contrastive_prompts import InputError
-from contrastive_prompts.checkpoints import (
+from contrastive_prompts.app.checkpoints import (
     CHECKPOINT_FORMAT,
     CheckpointError,
     export_weights,
@@ -23,10 +23,10 @@ from contrastive_prompts.checkpoints import (
     read_checkpoint,
     safe_load,
 )
-from contrastive_prompts.cli import main
-from contrastive_prompts.config import TrainConfig
-from contrastive_prompts.data import SyntheticDataset, read_image, write_image
-from contrastive_prompts.train import Trainer, TrainingDiverged
+from contrastive_prompts.app.cli import main
+from contrastive_prompts.app.config import TrainConfig
+from contrastive_prompts.app.data import SyntheticDataset, read_image, write_image
+from contrastive_prompts.app.train import Trainer, TrainingDiverged
 
 from .test_model import random_promptir_state_dict
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from contrastive_prompts import InputError
-from contrastive_prompts.tensorboard import TensorBoardLog, expert_use_image, image_grid
+from contrastive_prompts.app.tensorboard import TensorBoardLog, expert_use_image, image_grid
 from tests.test_train import make_trainer
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")

@@ -10,10 +10,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from contrastive_prompts import CPLObjective, InputError, InputTypeError, SparsePromptIR
-from contrastive_prompts.checkpoints import CheckpointError, load_checkpoint_model
-from contrastive_prompts.config import RECIPES, TrainConfig
-from contrastive_prompts.prompt import prompt_layers
-from contrastive_prompts.train import (
+from contrastive_prompts.app.checkpoints import CheckpointError, load_checkpoint_model
+from contrastive_prompts.app.config import RECIPES, TrainConfig
+from contrastive_prompts.app.train import (
     StepBatchSampler,
     Trainer,
     build_data,
@@ -24,6 +23,7 @@ from contrastive_prompts.train import (
     setup_distributed,
     warmup_cosine,
 )
+from contrastive_prompts.core.prompt import prompt_layers
 
 
 def images(n: int = 3, size: int = 40) -> list[torch.Tensor]:
@@ -42,7 +42,7 @@ def config(tmp_path, **kwargs) -> TrainConfig:
 
 
 def make_trainer(tmp_path, **kwargs) -> Trainer:
-    from contrastive_prompts.data import SyntheticDataset, degraded_copies
+    from contrastive_prompts.app.data import SyntheticDataset, degraded_copies
 
     cfg = config(tmp_path, **kwargs)
     train = SyntheticDataset(images(), cfg.mix, crop_size=cfg.crop, seed=cfg.seed)
@@ -256,7 +256,7 @@ def test_fine_tuning_starts_from_promptir_weights(tmp_path):
 
 
 def test_validation_on_given_held_out_folders(tmp_path):
-    from contrastive_prompts.data import SyntheticDataset, write_image
+    from contrastive_prompts.app.data import SyntheticDataset, write_image
 
     held_out = tmp_path / "held_out"
     held_out.mkdir()
@@ -292,8 +292,8 @@ def test_resume_refuses_other_run_options(tmp_path):
 
 
 def test_epochs_reach_datasets_inside_a_concatenation():
-    from contrastive_prompts.data import SyntheticDataset
-    from contrastive_prompts.train import _EpochIndexed
+    from contrastive_prompts.app.data import SyntheticDataset
+    from contrastive_prompts.app.train import _EpochIndexed
 
     inner = SyntheticDataset(images(), "3task", crop_size=16)
     wrapped = _EpochIndexed(torch.utils.data.ConcatDataset([inner, inner]))
@@ -328,7 +328,7 @@ def test_ctrl_c_during_the_update_is_held_until_the_step_is_whole(tmp_path, monk
 def test_a_network_of_ones_own_validates_on_images_of_any_size(tmp_path):
     """A network that needs even sizes and does not pad: validation pads it (to 16 by default)."""
     from contrastive_prompts import add_prompts
-    from contrastive_prompts.data import DegradedCopies
+    from contrastive_prompts.app.data import DegradedCopies
 
     from .networks import PlainUNet
 
@@ -410,7 +410,7 @@ def test_build_model_checks_a_network_of_ones_own(tmp_path):
 
 
 def test_build_objective_follows_the_config_and_the_chunk_rule(tmp_path):
-    from contrastive_prompts.features import FilterFeatures, PixelFeatures
+    from contrastive_prompts.core.features import FilterFeatures, PixelFeatures
 
     cpu = build_objective(config(tmp_path, batch_size=3), 5, "cpu")
     assert cpu.chunk_size == 3  # one decoder pass per negative on a CPU
@@ -476,7 +476,7 @@ def test_build_optimizer_is_adamw_on_the_warmup_cosine_schedule(tmp_path):
 
 
 def test_build_data_defaults_and_what_is_given(tmp_path):
-    from contrastive_prompts.data import SyntheticDataset, write_image
+    from contrastive_prompts.app.data import SyntheticDataset, write_image
 
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -35,7 +35,7 @@ class DataclassDefaults(griffe.Extension):
 
     def __init__(self, classes: list[str]) -> None:
         super().__init__()
-        self.classes = set(classes)  # full paths: contrastive_prompts.config.TrainConfig
+        self.classes = set(classes)  # full paths: contrastive_prompts.app.config.TrainConfig
 
     def on_class(self, *, cls: griffe.Class, **kwargs: Any) -> None:
         if cls.path not in self.classes or cls.docstring is None:

@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt
 import torch
 from PIL import Image
 
-from contrastive_prompts import degradations as D
-from contrastive_prompts.data import sample_images
+from contrastive_prompts.app import degradations as D
+from contrastive_prompts.app.data import sample_images
 
 PANELS = [
     ("clean", None),

@@ -3,7 +3,8 @@ import copy
 import torch
 from torch import nn
 
-from contrastive_prompts import CPLObjective, add_prompts, prompt_effect, remove_prompts
+from contrastive_prompts import CPLObjective, add_prompts, remove_prompts
+from contrastive_prompts.app.effect import prompt_effect
 
 
 def plain_network() -> nn.Module:  # your network, as it was trained: no prompts in it

@@ -2,13 +2,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contrastive_prompts import (
-    ContrastivePromptLoss,
-    PromptFusion,
-    SparsePrompt,
-    forward_with_negatives,
-    load_balance_loss,
-)
+from contrastive_prompts import ContrastivePromptLoss, SparsePrompt, forward_with_negatives
+from contrastive_prompts.core import PromptFusion, load_balance_loss
 
 
 class PromptedNet(nn.Module):

@@ -4,9 +4,9 @@ import torch
 from torch import nn
 
 from contrastive_prompts import add_prompts
-from contrastive_prompts.data import SyntheticDataset
-from contrastive_prompts.config import TrainConfig
-from contrastive_prompts.train import Trainer
+from contrastive_prompts.app.data import SyntheticDataset
+from contrastive_prompts.app.config import TrainConfig
+from contrastive_prompts.app.train import Trainer
 
 model = add_prompts(
     nn.Sequential(

@@ -1,13 +1,8 @@
 import torch
 from torch import nn
 
-from contrastive_prompts import (
-    CPLObjective,
-    PromptFusion,
-    SparsePrompt,
-    add_prompts,
-    negative_prompts,
-)
+from contrastive_prompts import CPLObjective, SparsePrompt, add_prompts, negative_prompts
+from contrastive_prompts.core import PromptFusion
 
 # 1. The modules, on decoder features (B, C, H, W)
 features = torch.rand(2, 96, 32, 32)

@@ -2,8 +2,8 @@
 
 A Restormer U-Net (Zamir et al., 2022) whose decoder holds three prompt stages (PromptIR,
 Potlapalli et al., 2023), each a [SparsePrompt][contrastive_prompts.SparsePrompt] followed by a
-[PromptFusion][contrastive_prompts.PromptFusion]. Every prompt stage sits in the decoder, so the
-encoder and the latent do not depend on the prompt: for the negatives,
+[PromptFusion][contrastive_prompts.core.PromptFusion]. Every prompt stage sits in the decoder, so
+the encoder and the latent do not depend on the prompt: for the negatives,
 [forward_with_negatives][contrastive_prompts.forward_with_negatives] computes them once and
 re-runs only the decoder, as it does for any network.
 """
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import (
+from .._checks import (
     InputError,
     check_bool,
     check_dtype_like,
@@ -28,9 +28,9 @@ from ._checks import (
     check_shape_any,
     check_spatial,
 )
+from ..core.prompt import PromptFusion, SparsePrompt
+from ..core.restormer import TransformerBlock, downsample, upsample
 from .padding import pad_to_multiple
-from .prompt import PromptFusion, SparsePrompt
-from .restormer import TransformerBlock, downsample, upsample
 
 __all__ = ["MODEL_PRESETS", "ModelConfig", "SparsePromptIR"]
 
@@ -39,7 +39,7 @@ __all__ = ["MODEL_PRESETS", "ModelConfig", "SparsePromptIR"]
 class ModelConfig:
     """Every size of [SparsePromptIR][contrastive_prompts.SparsePromptIR].
 
-    A preset is a named instance, in [MODEL_PRESETS][contrastive_prompts.MODEL_PRESETS].
+    A preset is a named instance, in [MODEL_PRESETS][contrastive_prompts.reference.MODEL_PRESETS].
 
     Attributes:
         dim: channels of the first level (48 in PromptIR); level ``l`` has ``dim * 2**l``.
@@ -107,11 +107,11 @@ trains on a CPU with 64x64 crops; ``"tiny"`` is the demo's. ``SparsePromptIR(pre
 _REMOVED_METHODS = {
     "from_pretrained": (
         "the reference model knows no file format: call "
-        "contrastive_prompts.checkpoints.load_checkpoint_model(path) (the same options)"
+        "contrastive_prompts.app.checkpoints.load_checkpoint_model(path) (the same options)"
     ),
     "from_promptir": (
         "the reference model knows no file format: call "
-        "contrastive_prompts.checkpoints.load_promptir(checkpoint, top_k=...) (the same "
+        "contrastive_prompts.app.checkpoints.load_promptir(checkpoint, top_k=...) (the same "
         "options)"
     ),
     "forward_with_negatives": (
@@ -140,7 +140,7 @@ class SparsePromptIR(nn.Module):
 
     A 4-level Restormer U-Net; the latent and the outputs of decoder levels 3 and 2 each get a
     prompt ([SparsePrompt][contrastive_prompts.SparsePrompt], routed to ``top_k`` experts) merged
-    by a [PromptFusion][contrastive_prompts.PromptFusion]; the output is
+    by a [PromptFusion][contrastive_prompts.core.PromptFusion]; the output is
     ``conv3x3(features) + input``. Inputs of any size are reflect-padded to a multiple of 8 and
     cropped back.
 
@@ -150,8 +150,8 @@ class SparsePromptIR(nn.Module):
             allocating it (to count parameters, or to load weights into with
             ``load_state_dict(..., assign=True)``).
         dtype: dtype of the parameters.
-        **overrides: any [ModelConfig][contrastive_prompts.ModelConfig] field, e.g. ``top_k=5``
-            for PromptIR's dense prompts.
+        **overrides: any [ModelConfig][contrastive_prompts.reference.ModelConfig] field, e.g.
+            ``top_k=5`` for PromptIR's dense prompts.
 
     Shape:
         - Input: ``(B, 3, H, W)`` images in [0, 1], any ``H, W >= 1``; ``B = 0`` gives an empty
@@ -395,10 +395,10 @@ class SparsePromptIR(nn.Module):
             image: ``(B, 3, H, W)`` or ``(3, H, W)`` in [0, 1], ``H, W >= 1``, of the
                 parameters' dtype (or the autocast dtype under `torch.autocast`).
             tile: tile side (a multiple of 8 is best), ``None`` for one pass, or ``"auto"``:
-                [restore_tile][contrastive_prompts.model.restore_tile] of the image's device
-                (256 on a CPU, 512 on a GPU). An image no larger than the tile is one pass.
+                [restore_tile][contrastive_prompts.reference.model.restore_tile] of the image's
+                device (256 on a CPU, 512 on a GPU). An image no larger than the tile is one pass.
             overlap: overlap between neighbouring tiles, ``0 <= overlap < tile``.
-            tile_batch: tiles per forward pass (see [tiled][contrastive_prompts.tiled]).
+            tile_batch: tiles per forward pass (see [tiled][contrastive_prompts.reference.tiled]).
 
         Returns:
             Restored images of the input's shape, clamped to [0, 1]; empty for ``B = 0``.

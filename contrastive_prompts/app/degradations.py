@@ -14,9 +14,9 @@ streaks, and the Gaussian stds whose kernels span 6 std + 1 pixels, are bounded 
 a kernel is at most ``max(H, W, 64)`` pixels long (the image's larger side, or 64 if that is more),
 so a tiny image cannot be asked for a kernel of gigabytes.
 
-[DegradationMix][contrastive_prompts.degradations.DegradationMix] applies one (or several) of a
+[DegradationMix][contrastive_prompts.app.degradations.DegradationMix] applies one (or several) of a
 list of named degradations per sample and returns the integer labels of what it applied;
-[make_mix][contrastive_prompts.degradations.make_mix] builds the 3-task and 5-task mixes of the
+[make_mix][contrastive_prompts.app.degradations.make_mix] builds the 3-task and 5-task mixes of the
 papers.
 """
 
@@ -324,7 +324,7 @@ def gaussian_noise(
 
 
 class GaussianNoise(_Degradation):
-    """Module form of [gaussian_noise][contrastive_prompts.degradations.gaussian_noise].
+    """Module form of [gaussian_noise][contrastive_prompts.app.degradations.gaussian_noise].
 
     Args:
         sigma: noise standard deviation on the 0-255 scale, in [0, 255], a value or a range.
@@ -416,7 +416,7 @@ def haze(
         airlight: global atmospheric light $A$ (grey) in [0, 1], a value or a range drawn per
             sample.
         depth: scene depth $d$; by default a smooth random map from
-            [random_depth][contrastive_prompts.degradations.random_depth].
+            [random_depth][contrastive_prompts.app.degradations.random_depth].
         depth_range: ``(near, far)`` of the random depth, finite, ``0 <= near <= far``
             (ignored when ``depth`` is given).
         generator: source of randomness, on x's device.
@@ -454,7 +454,7 @@ def haze(
 
 
 class Haze(_Degradation):
-    """Module form of [haze][contrastive_prompts.degradations.haze].
+    """Module form of [haze][contrastive_prompts.app.degradations.haze].
 
     Args:
         beta: scattering coefficient, any finite value >= 0, a value or a range drawn per
@@ -584,7 +584,7 @@ def rain_streaks(
 
 
 class RainStreaks(_Degradation):
-    """Module form of [rain_streaks][contrastive_prompts.degradations.rain_streaks].
+    """Module form of [rain_streaks][contrastive_prompts.app.degradations.rain_streaks].
 
     Every option is a value or a ``(low, high)`` range drawn per sample.
 
@@ -680,7 +680,7 @@ def gaussian_blur(
 
 
 class GaussianBlur(_Degradation):
-    """Module form of [gaussian_blur][contrastive_prompts.degradations.gaussian_blur].
+    """Module form of [gaussian_blur][contrastive_prompts.app.degradations.gaussian_blur].
 
     Args:
         sigma: blur std in pixels (>= 0.001; at most ``(max(H, W, 64) - 1) / 6`` of the
@@ -749,7 +749,7 @@ def motion_blur(
 
 
 class MotionBlur(_Degradation):
-    """Module form of [motion_blur][contrastive_prompts.degradations.motion_blur].
+    """Module form of [motion_blur][contrastive_prompts.app.degradations.motion_blur].
 
     Args:
         length: blur length in pixels (>= 1; at most ``max(H, W, 64)`` of the images it is
@@ -829,7 +829,7 @@ def low_light(
 
 
 class LowLight(_Degradation):
-    r"""Module form of [low_light][contrastive_prompts.degradations.low_light].
+    r"""Module form of [low_light][contrastive_prompts.app.degradations.low_light].
 
     Every option is a value or a ``(low, high)`` range drawn per sample.
 
@@ -914,7 +914,7 @@ def jpeg_compression(
 
 
 class JpegCompression(_Degradation):
-    """Module form of [jpeg_compression][contrastive_prompts.degradations.jpeg_compression].
+    """Module form of [jpeg_compression][contrastive_prompts.app.degradations.jpeg_compression].
 
     Args:
         quality: JPEG quality in [1, 100], a value or a range drawn per sample.
@@ -946,8 +946,8 @@ class DegradationMix(nn.Module):
     Each degradation is called as ``fn(x, generator=generator)`` on the samples it was drawn for.
     The labels index `names`. Several tasks may share a degradation kind (the 3-task protocol
     has three noise levels of one kind); `kinds` names the kind of each task and
-    [kind_labels][contrastive_prompts.degradations.DegradationMix.kind_labels] maps task labels to
-    indices into `kind_names`.
+    [kind_labels][contrastive_prompts.app.degradations.DegradationMix.kind_labels] maps task labels
+    to indices into `kind_names`.
 
     Args:
         degradations: ``{name: degradation}`` in label order, or a sequence of ``(name, fn)``.
@@ -1055,7 +1055,8 @@ class DegradationMix(nn.Module):
         device: torch.device | str | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Draw labels as [forward][contrastive_prompts.degradations.DegradationMix.forward] does.
+        """Draw labels as [forward][contrastive_prompts.app.degradations.DegradationMix.forward]
+        does.
 
         Returns:
             ``(B,)`` int64 labels, or a ``(B, N)`` bool mask when ``max_per_sample > 1``.
@@ -1188,7 +1189,7 @@ def make_mix(
 ) -> DegradationMix:
     """Build a `DegradationMix` from a preset name or a list of degradation names.
 
-    Presets ([MIXES][contrastive_prompts.degradations.MIXES]):
+    Presets ([MIXES][contrastive_prompts.app.degradations.MIXES]):
 
     - ``"3task"``: tasks ``noise_15``, ``noise_25``, ``noise_50``, ``rain``, ``haze``. The three
       noise levels are three labels, as the PromptIR protocol trains them as three tasks, and one
@@ -1196,14 +1197,14 @@ def make_mix(
     - ``"5task"``: ``noise`` (sigma 25, the level the 5-task protocol tests), ``rain``, ``haze``,
       ``blur`` (motion), ``low_light``.
 
-    A list picks names from [DEGRADATIONS][contrastive_prompts.degradations.DEGRADATIONS] with
+    A list picks names from [DEGRADATIONS][contrastive_prompts.app.degradations.DEGRADATIONS] with
     their default options.
 
     Args:
         preset: a preset name or a sequence of degradation names.
         probs: task probabilities (uniform by default).
         max_per_sample: maximum number of degradations per sample (see
-            [DegradationMix][contrastive_prompts.degradations.DegradationMix]).
+            [DegradationMix][contrastive_prompts.app.degradations.DegradationMix]).
 
     Returns:
         The mix.

@@ -1,9 +1,9 @@
 """The demo: train a small CPL restorer on the photos that ship with scikit-image.
 
-[run_demo][contrastive_prompts.demo.run_demo] trains the ``tiny`` preset with Contrastive Prompt
+[run_demo][contrastive_prompts.app.demo.run_demo] trains the ``tiny`` preset with Contrastive Prompt
 Learning on four bundled photos degraded on the fly by the 3-task mix (noise at sigma 15 / 25 / 50,
 rain, haze), then scores it on two held-out photos and writes to ``out_dir`` a before/after grid,
-the metrics table and the training plots. [write_report][contrastive_prompts.demo.write_report]
+the metrics table and the training plots. [write_report][contrastive_prompts.app.demo.write_report]
 does the scoring and writing for any model.
 """
 
@@ -17,9 +17,9 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
+from ..reference.model import SparsePromptIR
 from .data import DegradedCopies, sample_split
 from .metrics import EvaluationResult, evaluate, psnr
-from .model import SparsePromptIR
 
 __all__ = ["run_demo", "write_report"]
 
@@ -81,7 +81,7 @@ def write_report(
         held_out: clean photos in [0, 1].
         out_dir: the folder to write to (created if missing).
         mix: the degradation mix (a preset name of
-            [make_mix][contrastive_prompts.degradations.make_mix]).
+            [make_mix][contrastive_prompts.app.degradations.make_mix]).
         seed: the seed of the degradations, so every report scores the same inputs.
         tile: tile side for large photos (``None``: one pass).
 
@@ -147,7 +147,7 @@ def run_demo(
         steps: training steps (the recipe's 600 by default: a few minutes on a 2-core CPU).
         overwrite: replace an earlier demo's run in ``out_dir/run`` (refused otherwise, before
             anything is written).
-        **overrides: other [TrainConfig][contrastive_prompts.config.TrainConfig] fields.
+        **overrides: other [TrainConfig][contrastive_prompts.app.config.TrainConfig] fields.
 
     Returns:
         ``{what: path}`` of everything written.

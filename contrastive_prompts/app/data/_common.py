@@ -1,6 +1,6 @@
 """The machinery the datasets share: per-item generators, crops and flips, skipping bad files.
 
-Private: the public names live in [contrastive_prompts.data][contrastive_prompts.data].
+Private: the public names live in [contrastive_prompts.app.data][contrastive_prompts.app.data].
 """
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ from contrastive_prompts._checks import InputError, InputTypeError
 
 _T = TypeVar("_T")
 
-# the attribute by which a read error carries the file it came from (see _tagged, _SkippingReader)
-_PATH_TAG = "_image_path"
+# the attribute by which a read error carries the file it came from (see tagged, _SkippingReader)
+PATH_TAG = "_image_path"
 
 
-def _item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     # SeedSequence mixes the three numbers well, so neighbouring items get unrelated streams
     state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
 
 
-def _random_crop(images: Sequence[Tensor], size: int, generator: torch.Generator) -> list[Tensor]:
+def random_crop(images: Sequence[Tensor], size: int, generator: torch.Generator) -> list[Tensor]:
     """The same random ``size`` x ``size`` crop of every image (padded by reflection if small)."""
     h, w = images[0].shape[-2:]
     if h < size or w < size:
@@ -42,7 +42,7 @@ def _random_crop(images: Sequence[Tensor], size: int, generator: torch.Generator
     return [im[..., top : top + size, left : left + size] for im in images]
 
 
-def _flip_rotate(images: Sequence[Tensor], generator: torch.Generator) -> list[Tensor]:
+def flip_rotate(images: Sequence[Tensor], generator: torch.Generator) -> list[Tensor]:
     """The same random horizontal flip and 90-degree rotation of every image."""
     flip = bool(torch.rand((), generator=generator) < 0.5)
     k = int(torch.randint(0, 4, (1,), generator=generator))
@@ -53,22 +53,22 @@ def _flip_rotate(images: Sequence[Tensor], generator: torch.Generator) -> list[T
     return out
 
 
-def _center_crop_to(image: Tensor, h: int, w: int) -> Tensor:
+def center_crop_to(image: Tensor, h: int, w: int) -> Tensor:
     top, left = (image.shape[-2] - h) // 2, (image.shape[-1] - w) // 2
     return image[..., top : top + h, left : left + w]
 
 
 @contextmanager
-def _tagged(path: Path) -> Iterator[None]:
+def tagged(path: Path) -> Iterator[None]:
     """Tag a read error raised inside with ``path``, so that `_SkippingReader` names it."""
     try:
         yield
     except (OSError, ValueError) as e:
-        setattr(e, _PATH_TAG, str(path))
+        setattr(e, PATH_TAG, str(path))
         raise
 
 
-def _check_flag(where: str, name: str, value: object) -> None:
+def check_flag(where: str, name: str, value: object) -> None:
     """Check that ``value`` is a real ``bool``: a string such as ``"false"`` would read as true."""
     if not isinstance(value, bool):
         raise InputTypeError(
@@ -81,7 +81,7 @@ class _SkippingReader:
 
     With ``skip_unreadable`` (training) an unreadable file is skipped with a warning, recorded in
     ``skipped`` and replaced by the next readable item, so an epoch never stops half way.
-    Without it (evaluation: [evaluate][contrastive_prompts.metrics.evaluate] switches it off
+    Without it (evaluation: [evaluate][contrastive_prompts.app.metrics.evaluate] switches it off
     for its run) the file is an error naming it, and no other image is scored in its place.
     """
 
@@ -93,7 +93,7 @@ class _SkippingReader:
             try:
                 return read(index)
             except (OSError, ValueError) as e:
-                path = getattr(e, _PATH_TAG, None) or f"item {index}"
+                path = getattr(e, PATH_TAG, None) or f"item {index}"
                 reason = " ".join(str(e).split()) or type(e).__name__
                 raise InputError(
                     f"{type(self).__name__}: expected a readable image, got {path}, which "
@@ -105,7 +105,7 @@ class _SkippingReader:
             try:
                 return read(j)
             except (OSError, ValueError) as e:
-                path = getattr(e, _PATH_TAG, None) or f"item {j}"
+                path = getattr(e, PATH_TAG, None) or f"item {j}"
                 if path not in self.skipped:
                     self.skipped[path] = str(e)
                     warnings.warn(

@@ -1,17 +1,17 @@
 """Training an all-in-one restorer with Contrastive Prompt Learning.
 
-[Trainer][contrastive_prompts.train.Trainer] runs the whole loop: AdamW with warm-up then cosine
+[Trainer][contrastive_prompts.app.train.Trainer] runs the whole loop: AdamW with warm-up then cosine
 decay, ``L1 + lambda * CPR`` through [CPLObjective][contrastive_prompts.CPLObjective], EMA
 weights, gradient clipping, mixed precision, periodic validation with the protocol metrics, a
 progress line, JSON-lines logs, PNG plots and checkpoints that resume exactly. Under ``torchrun`` it
 trains with DistributedDataParallel (NCCL on GPUs, gloo on CPUs); rank 0 alone writes. What it
 builds comes from functions that can be called alone, as BasicSR splits its set-up:
-[setup_distributed][contrastive_prompts.train.setup_distributed],
-[build_model][contrastive_prompts.train.build_model],
-[build_objective][contrastive_prompts.train.build_objective],
-[build_step_module][contrastive_prompts.train.build_step_module],
-[build_optimizer][contrastive_prompts.train.build_optimizer] and
-[build_data][contrastive_prompts.train.build_data].
+[setup_distributed][contrastive_prompts.app.train.setup_distributed],
+[build_model][contrastive_prompts.app.train.build_model],
+[build_objective][contrastive_prompts.app.train.build_objective],
+[build_step_module][contrastive_prompts.app.train.build_step_module],
+[build_optimizer][contrastive_prompts.app.train.build_optimizer] and
+[build_data][contrastive_prompts.app.train.build_data].
 """
 
 from __future__ import annotations
@@ -39,19 +39,25 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ._checks import InputError, InputTypeError, resolve_device
+from .._checks import InputError, InputTypeError, resolve_device
+from ..core.features import FilterFeatures, PixelFeatures, VGG16Features
+from ..core.loss import ContrastivePromptLoss
+from ..core.objective import CPLObjective, ObjectiveOutput
+from ..core.prompt import prompt_layers
+from ..reference.model import SparsePromptIR
+from ..reference.padding import pad_to_multiple
 from ._files import json_text, writing
 from .checkpoints import (
     CHECKPOINT_FORMAT,
     CheckpointError,
-    _state_problems,
-    _tuple,
+    as_tuple,
     load_checkpoint_model,
     load_promptir,
     read_checkpoint,
+    state_problems,
 )
 from .compiling import compile_regions
-from .config import _FP16_ON_CPU, RECIPES, RUN_FIELDS, TrainConfig
+from .config import FP16_ON_CPU, RECIPES, RUN_FIELDS, TrainConfig
 from .data import (
     SyntheticDataset,
     degraded_copies,
@@ -60,13 +66,7 @@ from .data import (
     sample_split,
 )
 from .degradations import DegradationMix, make_mix
-from .features import FilterFeatures, PixelFeatures, VGG16Features
-from .loss import ContrastivePromptLoss
 from .metrics import EvaluationResult, evaluate
-from .model import SparsePromptIR
-from .objective import CPLObjective, ObjectiveOutput
-from .padding import pad_to_multiple
-from .prompt import prompt_layers
 from .tensorboard import TensorBoardLog
 
 __all__ = [
@@ -266,7 +266,7 @@ class _Progress:
 
 
 def _check_config(where: str, config: object) -> None:
-    """Refuse a config that is not a valid [TrainConfig][contrastive_prompts.config.TrainConfig]."""
+    """Refuse what is not a valid [TrainConfig][contrastive_prompts.app.config.TrainConfig]."""
     if not isinstance(config, TrainConfig):
         raise InputTypeError(
             f"{where}: expected config to be a TrainConfig, got {type(config).__name__}"
@@ -288,7 +288,7 @@ def setup_distributed(
     Args:
         config: the run's options; ``device`` and ``precision`` are read.
         where: the name error messages begin with
-            ([Trainer][contrastive_prompts.train.Trainer] passes ``"Trainer"``).
+            ([Trainer][contrastive_prompts.app.train.Trainer] passes ``"Trainer"``).
 
     Returns:
         ``(rank, world_size, device)``.
@@ -311,7 +311,7 @@ def setup_distributed(
     rank, world_size, local_rank = _world()
     device = resolve_device(where, config.device, local_rank)
     if config.precision == "fp16" and device.type == "cpu":
-        raise InputError(f"{where}: {_FP16_ON_CPU}")
+        raise InputError(f"{where}: {FP16_ON_CPU}")
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
@@ -346,7 +346,7 @@ def build_model(
         model: your own network (``None``: the reference model).
         device: where to put the model (``None``: where it is).
         where: the name error messages begin with
-            ([Trainer][contrastive_prompts.train.Trainer] passes ``"Trainer"``).
+            ([Trainer][contrastive_prompts.app.train.Trainer] passes ``"Trainer"``).
 
     Returns:
         The model on ``device``: ``model`` itself when given.
@@ -358,7 +358,7 @@ def build_model(
             ``config.cpr_weight > 0`` for a model without negatives (no ``SparsePrompt`` layer,
             or ``top_k == num_prompts`` in all).
         CheckpointError: ``config.init_promptir`` cannot be read (see
-            [load_promptir][contrastive_prompts.checkpoints.load_promptir]).
+            [load_promptir][contrastive_prompts.app.checkpoints.load_promptir]).
 
     Examples:
         >>> type(build_model(TrainConfig(preset="tiny"))).__name__
@@ -412,9 +412,9 @@ def build_objective(
 
     The CPR term is a [ContrastivePromptLoss][contrastive_prompts.ContrastivePromptLoss] of
     ``config.cpr_mode`` and ``temperature`` on the features ``config.cpr_features`` names:
-    ``"filters"`` ([FilterFeatures][contrastive_prompts.features.FilterFeatures]), ``"pixels"``
-    ([PixelFeatures][contrastive_prompts.features.PixelFeatures]) or ``"vgg16:<weights file>"``
-    ([VGG16Features][contrastive_prompts.features.VGG16Features] with that file). It draws
+    ``"filters"`` ([FilterFeatures][contrastive_prompts.core.features.FilterFeatures]), ``"pixels"``
+    ([PixelFeatures][contrastive_prompts.core.features.PixelFeatures]) or ``"vgg16:<weights file>"``
+    ([VGG16Features][contrastive_prompts.core.features.VGG16Features] with that file). It draws
     ``config.num_negatives`` negatives per image, from other degradations' experts first when
     ``config.use_labels``. The negatives go through the decoder in chunks of
     ``config.chunk_size`` rows; when that is ``None``, in chunks of ``config.batch_size`` rows
@@ -427,7 +427,7 @@ def build_objective(
         device: where the objective's modules (the feature network) go; its type picks the
             chunk size.
         where: the name error messages begin with
-            ([Trainer][contrastive_prompts.train.Trainer] passes ``"Trainer"``).
+            ([Trainer][contrastive_prompts.app.train.Trainer] passes ``"Trainer"``).
 
     Returns:
         The [CPLObjective][contrastive_prompts.CPLObjective] on ``device``.
@@ -469,16 +469,16 @@ def build_step_module(
 
     Calling it as ``step(degraded, clean, labels, generator=generator)`` returns
     ``objective(model, degraded, clean, labels, generator=generator)``, an
-    [ObjectiveOutput][contrastive_prompts.objective.ObjectiveOutput]. With ``world_size > 1`` it
-    is wrapped in ``DistributedDataParallel`` (on ``device``'s GPU when it is one), so the
+    [ObjectiveOutput][contrastive_prompts.core.objective.ObjectiveOutput]. With ``world_size > 1``
+    it is wrapped in ``DistributedDataParallel`` (on ``device``'s GPU when it is one), so the
     gradients of the whole step, negatives and CPR included, are averaged over the processes;
     the process group must exist (see
-    [setup_distributed][contrastive_prompts.train.setup_distributed]).
+    [setup_distributed][contrastive_prompts.app.train.setup_distributed]).
 
     Args:
-        model: the network (see [build_model][contrastive_prompts.train.build_model]).
+        model: the network (see [build_model][contrastive_prompts.app.train.build_model]).
         objective: the objective (see
-            [build_objective][contrastive_prompts.train.build_objective]).
+            [build_objective][contrastive_prompts.app.train.build_objective]).
         device: the device of this process.
         world_size: the number of processes.
 
@@ -506,7 +506,7 @@ def build_optimizer(
     """AdamW on the model's parameters and its warm-up then cosine schedule.
 
     AdamW with ``config.lr``, ``betas`` and ``weight_decay``; the schedule multiplies the rate
-    by [warmup_cosine][contrastive_prompts.train.warmup_cosine] of the step, over
+    by [warmup_cosine][contrastive_prompts.app.train.warmup_cosine] of the step, over
     ``config.warmup_steps`` and ``config.steps``, down to ``config.min_lr``. Call
     ``scheduler.step()`` after each ``optimizer.step()``.
 
@@ -514,7 +514,7 @@ def build_optimizer(
         config: the run's options.
         model: the network whose parameters are optimised.
         where: the name error messages begin with
-            ([Trainer][contrastive_prompts.train.Trainer] passes ``"Trainer"``).
+            ([Trainer][contrastive_prompts.app.train.Trainer] passes ``"Trainer"``).
 
     Returns:
         ``(optimizer, scheduler)``; the optimiser's rate is already that of step 0.
@@ -560,7 +560,7 @@ def build_data(
     Training, by default: the clean images of ``config.data`` (or, when it is empty, the
     training split of the photos that ship with scikit-image), decoded once and cached, in
     random crops of ``config.crop`` degraded on the fly by ``mix``, drawn from ``config.seed``
-    (a [SyntheticDataset][contrastive_prompts.data.SyntheticDataset]). Validation, by default:
+    (a [SyntheticDataset][contrastive_prompts.app.data.SyntheticDataset]). Validation, by default:
     the clean images of ``config.val_data`` (or, when ``config.data`` is empty, the held-out
     scikit-image photos), each under every degradation of ``mix``, centre-cropped to
     ``config.val_crop``, drawn from ``config.seed + 1``; with ``config.data`` and no
@@ -575,7 +575,7 @@ def build_data(
             default.
         val_data: likewise for validation.
         where: the name error messages begin with
-            ([Trainer][contrastive_prompts.train.Trainer] passes ``"Trainer"``).
+            ([Trainer][contrastive_prompts.app.train.Trainer] passes ``"Trainer"``).
 
     Returns:
         ``(train_data, val_data)``; ``val_data`` is ``None`` when there is no validation.
@@ -639,12 +639,13 @@ class Trainer:
             (``model.load_state_dict(read_checkpoint(path)["ema"])``).
 
     Building one is a sequence of module functions, each of which can be called alone:
-    [setup_distributed][contrastive_prompts.train.setup_distributed] (rank, processes, device),
-    [build_model][contrastive_prompts.train.build_model] (after ``torch.manual_seed(config.seed)``),
-    an EMA copy of it, [build_objective][contrastive_prompts.train.build_objective],
-    [build_step_module][contrastive_prompts.train.build_step_module] (DistributedDataParallel under
-    several processes), [build_optimizer][contrastive_prompts.train.build_optimizer] and
-    [build_data][contrastive_prompts.train.build_data]. Called by the trainer, their errors
+    [setup_distributed][contrastive_prompts.app.train.setup_distributed] (rank, processes, device),
+    [build_model][contrastive_prompts.app.train.build_model] (after
+    ``torch.manual_seed(config.seed)``), an EMA copy of it,
+    [build_objective][contrastive_prompts.app.train.build_objective],
+    [build_step_module][contrastive_prompts.app.train.build_step_module] (DistributedDataParallel
+    under several processes), [build_optimizer][contrastive_prompts.app.train.build_optimizer] and
+    [build_data][contrastive_prompts.app.train.build_data]. Called by the trainer, their errors
     begin with ``Trainer:``.
 
     Examples:
@@ -758,7 +759,7 @@ class Trainer:
         }
 
     def _diverged(self, what: str, values: dict[str, float]) -> NoReturn:
-        """Log and raise [TrainingDiverged][contrastive_prompts.train.TrainingDiverged]."""
+        """Log and raise [TrainingDiverged][contrastive_prompts.app.train.TrainingDiverged]."""
         step = self.step + 1
         names = {"l1": "L1", "cpr": "CPR", "balance": "balance", "grad_norm": "gradient norm"}
         detail = ", ".join(f"{names[k]} {v:.4g}" for k, v in values.items())
@@ -798,7 +799,7 @@ class Trainer:
 
         A run folder belongs to one run. Before anything is written, ``out_dir`` must be new or
         empty, or hold this run: the one this trainer
-        [loaded][contrastive_prompts.train.Trainer.load] (its ``run.json`` names the same run,
+        [loaded][contrastive_prompts.app.train.Trainer.load] (its ``run.json`` names the same run,
         or the checkpoint loaded is its own ``last.pt``) or trained before. A folder holding
         another run is refused, unless ``overwrite``: then the other run's files (``run.json``,
         ``config.json``, ``log.jsonl``, ``last.pt``, plots and TensorBoard events) are removed
@@ -1022,7 +1023,7 @@ class Trainer:
     def load(self, path: str | os.PathLike[str]) -> None:
         """Continue from a checkpoint, exactly where it stopped.
 
-        ``path`` is a checkpoint written by [save][contrastive_prompts.train.Trainer.save].
+        ``path`` is a checkpoint written by [save][contrastive_prompts.app.train.Trainer.save].
         """
         state = read_checkpoint(path)
         mine, theirs = _model_config(self.model), state["model_config"]
@@ -1033,19 +1034,19 @@ class Trainer:
                 f"{kinds[mine is not None]}"
             )
         if mine is not None:
-            differ = sorted(k for k in mine if mine[k] != _tuple(theirs.get(k)))
+            differ = sorted(k for k in mine if mine[k] != as_tuple(theirs.get(k)))
             if differ:
                 detail = ", ".join(
                     f"{k}: run {mine[k]!r}, checkpoint {theirs.get(k)!r}" for k in differ
                 )
                 raise CheckpointError(f"checkpoint {str(path)!r} is for another model ({detail})")
-        problems = _state_problems(self.model.state_dict(), state["model"], {})
+        problems = state_problems(self.model.state_dict(), state["model"], {})
         if problems:
             raise CheckpointError(
                 f"checkpoint {str(path)!r} does not fit the run's model: " + "; ".join(problems)
             )
         run, saved = asdict(self.config), state["config"]
-        changed = [k for k in RUN_FIELDS if _tuple(run[k]) != _tuple(saved.get(k))]
+        changed = [k for k in RUN_FIELDS if as_tuple(run[k]) != as_tuple(saved.get(k))]
         if changed:
             detail = ", ".join(f"{k}: run {run[k]!r}, checkpoint {saved.get(k)!r}" for k in changed)
             raise CheckpointError(

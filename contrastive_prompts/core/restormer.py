@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from ._checks import InputError, check_int_range
+from .._checks import InputError, check_int_range
 
 __all__ = ["Attention", "FeedForward", "LayerNorm2d", "TransformerBlock", "downsample", "upsample"]
 

@@ -1,9 +1,9 @@
 """Networks with sparse prompts for deployment: a ``torch.export`` program and an ONNX file.
 
-[export_program][contrastive_prompts.export.export_program] traces a network into a
+[export_program][contrastive_prompts.app.export.export_program] traces a network into a
 `torch.export.ExportedProgram` whose batch, height and width stay dynamic: the top-k routing,
 the prompt resized to the features' size and the reference model's padding to a multiple of 8
-(and its crop back) are all in the graph. [export_onnx][contrastive_prompts.export.export_onnx]
+(and its crop back) are all in the graph. [export_onnx][contrastive_prompts.app.export.export_onnx]
 writes the same graph as an ONNX file, to run in ONNX Runtime or any other ONNX runtime.
 
 Only inference exports: the graph is the network in eval mode under its own prompts. The negative
@@ -24,10 +24,10 @@ from torch import Tensor, nn
 from torch.export import Dim, ExportedProgram
 from torch.utils import _pytree as pytree
 
-from ._checks import InputError, InputTypeError, check_int_range, check_shape
+from .._checks import InputError, InputTypeError, check_int_range, check_shape
+from ..core.prompt import prompt_layers, record_routing, require_prompt_layers
+from ..reference.model import SparsePromptIR
 from ._files import writing
-from .model import SparsePromptIR
-from .prompt import prompt_layers, record_routing, require_prompt_layers
 
 __all__ = ["SPARSE_PROMPT_IR_MIN_SIZE", "export_onnx", "export_program"]
 
@@ -177,7 +177,7 @@ def export_program(
             and sides of at least ``min_size``, multiples of ``size_multiple``.
         dynamic: keep batch, height and width dynamic; ``False`` fixes the example's shape.
         min_size: the smallest height and width the program serves:
-            [SPARSE_PROMPT_IR_MIN_SIZE][contrastive_prompts.export.SPARSE_PROMPT_IR_MIN_SIZE]
+            [SPARSE_PROMPT_IR_MIN_SIZE][contrastive_prompts.app.export.SPARSE_PROMPT_IR_MIN_SIZE]
             (9) for SparsePromptIR, ``2 * size_multiple`` for any other network.
         size_multiple: heights and widths the network accepts are multiples of this (2 for a
             network that halves and doubles its resolution without padding); 1 for any size.
@@ -267,7 +267,7 @@ def export_onnx(
 ) -> Path:
     """Write a network as an ONNX file with dynamic batch, height and width.
 
-    The graph is [export_program][contrastive_prompts.export.export_program]'s, converted by
+    The graph is [export_program][contrastive_prompts.app.export.export_program]'s, converted by
     PyTorch's ONNX exporter: top-k routing, the prompt resize and SparsePromptIR's padding to a
     multiple of 8 are ONNX operators. Its input is named ``input``, of shape ``(B, C, H, W)``
     with dynamic ``B``, ``H`` and ``W``; its output ``output``, then with ``return_routing``

@@ -3,8 +3,9 @@
 ``SparsePrompt`` turns a feature map into a degradation prompt made from the ``top_k`` experts of a
 learned prompt bank (CPL's Sparse Prompt Module); with ``top_k == num_prompts`` it is PromptIR's
 dense prompt generator. ``PromptFusion`` merges a prompt into the features (PromptIR's interaction
-block). The routing maths lives in the pure functions [topk_route][contrastive_prompts.topk_route]
-and [negative_route][contrastive_prompts.negative_route].
+block). The routing maths lives in the pure functions
+[topk_route][contrastive_prompts.core.topk_route] and
+[negative_route][contrastive_prompts.core.negative_route].
 
 Two modes reach every ``SparsePrompt`` inside a model, at any depth, without a change to the
 model's code: [negative_prompts][contrastive_prompts.negative_prompts] (each layer renders a
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import (
+from .._checks import (
     InputError,
     InputTypeError,
     check_bool,
@@ -84,11 +85,11 @@ def topk_route(logits: Tensor, top_k: int, *, renormalize: bool = False) -> Rout
         renormalize: rescale the kept weights to sum to 1 (a bool).
 
     Shape:
-        - logits: ``(B, N)``. Returns a [Routing][contrastive_prompts.Routing] with ``(B, N)``
+        - logits: ``(B, N)``. Returns a [Routing][contrastive_prompts.core.Routing] with ``(B, N)``
           probs and weights and ``(B, top_k)`` indices.
 
     Returns:
-        The [Routing][contrastive_prompts.Routing]: softmax probabilities, the kept weights and
+        The [Routing][contrastive_prompts.core.Routing]: softmax probabilities, the kept weights and
         the chosen experts.
 
     Examples:
@@ -126,7 +127,7 @@ def negative_route(
     places are filled uniformly as before. The draw uses only ``generator``'s random stream.
 
     Args:
-        routing: the positive routing (from [topk_route][contrastive_prompts.topk_route]).
+        routing: the positive routing (from [topk_route][contrastive_prompts.core.topk_route]).
         generator: source of randomness, for reproducible negatives.
         labels: optional ``(B,)`` integer degradation labels.
 
@@ -135,7 +136,8 @@ def negative_route(
         - output: ``(B, N)`` probs and weights, ``(B, min(k, N - k))`` indices.
 
     Returns:
-        A [Routing][contrastive_prompts.Routing] whose ``indices`` never meet ``routing.indices``.
+        A [Routing][contrastive_prompts.core.Routing] whose ``indices`` never meet
+        ``routing.indices``.
 
     Examples:
         >>> pos = topk_route(torch.randn(4, 5), top_k=1)
@@ -177,7 +179,7 @@ def routing_statistics(
     A row concentrated on one expert for every label means the router has collapsed.
 
     Args:
-        routing: a [Routing][contrastive_prompts.Routing] or its ``(B, k)`` ``indices``.
+        routing: a [Routing][contrastive_prompts.core.Routing] or its ``(B, k)`` ``indices``.
         num_prompts: ``N``; taken from ``routing.probs`` when a Routing is given.
         labels: optional ``(B,)`` integer labels.
         num_labels: rows of the result; defaults to ``labels.max() + 1``.
@@ -216,7 +218,7 @@ def load_balance_loss(routing: Routing) -> Tensor:
     MoCE-IR, a sparse peer, adds it with weight 0.01.
 
     Args:
-        routing: the routing of a batch (from [topk_route][contrastive_prompts.topk_route]).
+        routing: the routing of a batch (from [topk_route][contrastive_prompts.core.topk_route]).
 
     Shape:
         - routing: ``(B, N)`` probs, ``(B, k)`` indices; output: a scalar.
@@ -350,7 +352,7 @@ class SparsePrompt(nn.Module):
 
         Args:
             x: ``(B, dim, H, W)`` features, ``H, W >= 1``.
-            return_routing: also return the [Routing][contrastive_prompts.Routing] that made
+            return_routing: also return the [Routing][contrastive_prompts.core.Routing] that made
                 the prompt.
 
         Returns:
@@ -379,13 +381,13 @@ class SparsePrompt(nn.Module):
     ) -> Tensor | tuple[Tensor, Routing]:
         """A negative prompt for ``x``, built without gradient.
 
-        The experts are drawn by [negative_route][contrastive_prompts.negative_route].
+        The experts are drawn by [negative_route][contrastive_prompts.core.negative_route].
 
         Args:
             x: ``(B, dim, H, W)`` features.
             generator: source of randomness, for reproducible negatives.
             labels: optional ``(B,)`` degradation labels: draw other degradations' experts first.
-            return_routing: also return the negative [Routing][contrastive_prompts.Routing].
+            return_routing: also return the negative [Routing][contrastive_prompts.core.Routing].
 
         Returns:
             ``(B, prompt_dim, H, W)`` prompt (and its routing).
@@ -403,8 +405,8 @@ class _NegativeMode(NamedTuple):
 class RoutingLog(list[Routing]):
     """The routings that [record_routing][contrastive_prompts.record_routing] collected.
 
-    A list of [Routing][contrastive_prompts.Routing] in the order the layers ran; ``names[i]`` is
-    the qualified name (as in ``model.named_modules()``) of the layer that made ``self[i]``.
+    A list of [Routing][contrastive_prompts.core.Routing] in the order the layers ran; ``names[i]``
+    is the qualified name (as in ``model.named_modules()``) of the layer that made ``self[i]``.
     """
 
     def __init__(self) -> None:
@@ -430,7 +432,7 @@ def prompt_layers(model: nn.Module) -> dict[str, SparsePrompt]:
 
 
 def require_prompt_layers(where: str, model: nn.Module) -> dict[str, SparsePrompt]:
-    """The [prompt_layers][contrastive_prompts.prompt_layers] of ``model``; none is an error.
+    """The [prompt_layers][contrastive_prompts.core.prompt_layers] of ``model``; none is an error.
 
     Args:
         where: the caller's name, for the message.
@@ -463,7 +465,7 @@ def negative_prompts(
     Inside the block each [SparsePrompt][contrastive_prompts.SparsePrompt] of ``model``, at any
     depth, returns a negative prompt instead of its own
     prompt: experts it did not select, drawn from ``generator`` (see
-    [negative_route][contrastive_prompts.negative_route]). The block runs under
+    [negative_route][contrastive_prompts.core.negative_route]). The block runs under
     ``torch.no_grad()``: negatives are targets to push away from, not paths for the gradient.
     The mode is a flag per layer instance, set on entry and restored on exit, an exception
     included; blocks nest (the innermost one's generator and labels apply). A model wrapped in
@@ -520,9 +522,9 @@ def record_routing(model: nn.Module) -> Iterator[RoutingLog]:
 
     No ``return_routing`` needs threading through the network's code: each
     [SparsePrompt][contrastive_prompts.SparsePrompt] of ``model`` appends its positive
-    [Routing][contrastive_prompts.Routing] (with gradient, for a balance loss) to the yielded
-    [RoutingLog][contrastive_prompts.RoutingLog], whose ``names`` say which layer made each one.
-    Negative prompts are not logged. Blocks nest: every open block collects.
+    [Routing][contrastive_prompts.core.Routing] (with gradient, for a balance loss) to the yielded
+    [RoutingLog][contrastive_prompts.core.RoutingLog], whose ``names`` say which layer made each
+    one. Negative prompts are not logged. Blocks nest: every open block collects.
 
     Raises:
         InputError: ``model`` holds no SparsePrompt (the log would stay empty).
@@ -557,7 +559,7 @@ class PromptFusion(nn.Module):
         num_heads: attention heads of the default block (must divide ``dim + prompt_dim``).
         ffn_expansion_factor: feed-forward width of the default block.
         block: any module mapping ``(B, dim + prompt_dim, H, W)`` to the same shape; one
-            Restormer [TransformerBlock][contrastive_prompts.TransformerBlock] by default.
+            Restormer [TransformerBlock][contrastive_prompts.core.TransformerBlock] by default.
         device: where to allocate the parameters (of the default block too).
         dtype: dtype of the parameters (of the default block too).
 

@@ -1,7 +1,7 @@
 """Writing files whole or not at all, under temporary names that cannot be a user's file.
 
 Every file the library writes (checkpoints, exports, restored images, JSON tables) goes through
-[writing][contrastive_prompts._files.writing]: the content is written to a new file that the
+[writing][contrastive_prompts.app._files.writing]: the content is written to a new file that the
 operating system creates for this write alone (``mkstemp``: an exclusive create, so an existing
 file of any name is never opened, let alone replaced), then renamed over the target. Any
 exception, ``KeyboardInterrupt`` included, removes the temporary file.

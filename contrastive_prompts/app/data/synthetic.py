@@ -1,10 +1,10 @@
 """Clean images degraded in code: on the fly for training, once with a fixed seed for testing.
 
-[SyntheticDataset][contrastive_prompts.data.SyntheticDataset] draws a new crop, augmentation and
+[SyntheticDataset][contrastive_prompts.app.data.SyntheticDataset] draws a new crop, augmentation and
 degradation for every item of every epoch;
-[DegradedCopies][contrastive_prompts.data.DegradedCopies] puts every image under every degradation
-of a mix once; [NoisyDataset][contrastive_prompts.data.NoisyDataset] adds Gaussian noise at one
-level with a fixed seed (CBSD68-style testing).
+[DegradedCopies][contrastive_prompts.app.data.DegradedCopies] puts every image under every
+degradation of a mix once; [NoisyDataset][contrastive_prompts.app.data.NoisyDataset] adds Gaussian
+noise at one level with a fixed seed (CBSD68-style testing).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from contrastive_prompts._checks import check_int_range
-from contrastive_prompts.degradations import (
+from contrastive_prompts.app.degradations import (
     DegradationMix,
     check_noise_sigma,
     gaussian_noise,
@@ -26,14 +26,14 @@ from contrastive_prompts.degradations import (
 )
 
 from ._common import (
-    _center_crop_to,
-    _check_flag,
-    _flip_rotate,
-    _item_generator,
-    _random_crop,
     _SkippingReader,
+    center_crop_to,
+    check_flag,
+    flip_rotate,
+    item_generator,
+    random_crop,
 )
-from .images import MAX_IMAGE_PIXELS, ImageSource, _ImageSource, _to_chw
+from .images import MAX_IMAGE_PIXELS, ImageSource, ImageStore, to_chw
 
 __all__ = ["DegradedCopies", "NoisyDataset", "SyntheticDataset", "degraded_copies"]
 
@@ -48,8 +48,9 @@ class SyntheticDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
     Args:
         images: a folder, a list of folders or image files, or a list of in-memory images
             (``(C, H, W)`` tensors or ``(H, W, C)`` / ``(H, W)`` arrays; uint8 is scaled by 1/255).
-        degradation: a [DegradationMix][contrastive_prompts.degradations.DegradationMix] or a
-            preset name / list of names for [make_mix][contrastive_prompts.degradations.make_mix].
+        degradation: a [DegradationMix][contrastive_prompts.app.degradations.DegradationMix] or a
+            preset name / list of names for
+            [make_mix][contrastive_prompts.app.degradations.make_mix].
         crop_size: side of the square random crop (smaller images are padded by reflection);
             ``None`` keeps whole images.
         augment: random horizontal flips and 90-degree rotations.
@@ -57,7 +58,7 @@ class SyntheticDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         repeat: the dataset length is ``repeat`` times the number of images.
         cache: keep decoded images in memory.
         max_pixels: the most pixels a file may declare, checked from its header before it is
-            decoded (see [read_image][contrastive_prompts.data.read_image]); ``None``: no limit.
+            decoded (see [read_image][contrastive_prompts.app.data.read_image]); ``None``: no limit.
             A file above it is unreadable.
         skip_unreadable: on an unreadable file, warn, record it in ``skipped`` and serve the
             next readable item in its place (so an epoch never stops half way); ``False``
@@ -104,7 +105,7 @@ class SyntheticDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
             check_int_range(where, "crop_size", crop_size, 1)
         check_int_range(where, "repeat", repeat, 1)
         check_int_range(where, "seed", seed, 0)
-        _check_flag(where, "skip_unreadable", skip_unreadable)
+        check_flag(where, "skip_unreadable", skip_unreadable)
         self.mix = degradation if isinstance(degradation, DegradationMix) else make_mix(degradation)
         self.names: dict[int, str] = dict(enumerate(self.mix.names))
         self.crop_size = crop_size
@@ -116,7 +117,7 @@ class SyntheticDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         self.skipped = {}
         self.skip_unreadable = skip_unreadable
         self._small: set[int] = set()
-        self._source = _ImageSource(where, images, cache=cache, max_pixels=max_pixels)
+        self._source = ImageStore(where, images, cache=cache, max_pixels=max_pixels)
 
     @property
     def paths(self) -> list[Path]:
@@ -139,13 +140,13 @@ class SyntheticDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
         if not 0 <= index < len(self):
             raise IndexError(f"SyntheticDataset: index {index} out of range [0, {len(self)})")
-        gen = _item_generator(self.seed, self.epoch, index)
+        gen = item_generator(self.seed, self.epoch, index)
         clean = self._read_item(index % self.num_images, self._source.load, self.num_images)
         if self.crop_size is not None:
             self._warn_if_small(index % self.num_images, clean)
-            (clean,) = _random_crop([clean], self.crop_size, gen)
+            (clean,) = random_crop([clean], self.crop_size, gen)
         if self.augment:
-            (clean,) = _flip_rotate([clean], gen)
+            (clean,) = flip_rotate([clean], gen)
         degraded, labels = self.mix(clean[None], generator=gen)
         return degraded[0], clean, labels[0]
 
@@ -179,8 +180,8 @@ class DegradedCopies(Dataset[tuple[Tensor, Tensor, Tensor]]):
 
     Args:
         images: ``(C, H, W)`` tensors in [0, 1].
-        mix: the degradations (a [DegradationMix][contrastive_prompts.degradations.DegradationMix]
-            or a preset name).
+        mix: the degradations (a
+            [DegradationMix][contrastive_prompts.app.degradations.DegradationMix] or a preset name).
         crop: centre crop side (``None`` keeps whole images).
         seed: the degradation seed.
 
@@ -210,10 +211,10 @@ class DegradedCopies(Dataset[tuple[Tensor, Tensor, Tensor]]):
         self.names: dict[int, str] = dict(enumerate(mix.names))
         self.items: list[tuple[Tensor, Tensor, Tensor]] = []
         for i, image in enumerate(images):
-            clean = _to_chw("DegradedCopies", i, image)
+            clean = to_chw("DegradedCopies", i, image)
             if crop is not None:
                 h, w = clean.shape[-2:]
-                clean = _center_crop_to(clean, min(crop, h), min(crop, w))
+                clean = center_crop_to(clean, min(crop, h), min(crop, w))
             for label in range(len(mix.names)):
                 gen = torch.Generator().manual_seed((seed * 1_000_003 + i) * 1_009 + label)
                 degraded = mix.degrade(clean[None], torch.tensor([label]), generator=gen)[0]
@@ -237,8 +238,8 @@ def degraded_copies(
 
     Args:
         images: ``(C, H, W)`` tensors in [0, 1].
-        mix: the degradations (a [DegradationMix][contrastive_prompts.degradations.DegradationMix]
-            or a preset name).
+        mix: the degradations (a
+            [DegradationMix][contrastive_prompts.app.degradations.DegradationMix] or a preset name).
         crop: centre crop side (``None`` keeps whole images).
         seed: the degradation seed.
 
@@ -247,7 +248,7 @@ def degraded_copies(
           (cropped to ``crop``) and a scalar label.
 
     Returns:
-        The [DegradedCopies][contrastive_prompts.data.DegradedCopies]: image ``i`` under task
+        The [DegradedCopies][contrastive_prompts.app.data.DegradedCopies]: image ``i`` under task
         ``l`` is item ``i * len(names) + l``.
 
     Examples:
@@ -267,17 +268,17 @@ class NoisyDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
 
     Args:
         images: a folder, a list of folders / files, or in-memory images (as for
-            [SyntheticDataset][contrastive_prompts.data.SyntheticDataset]).
+            [SyntheticDataset][contrastive_prompts.app.data.SyntheticDataset]).
         sigma: noise std on the 0-255 scale, in [0, 255].
         label: the label of every item.
         name: the name the label stands for; ``"noise_<sigma>"`` by default.
         seed: the noise seed.
         quantize: 8-bit quantisation of the noisy image.
         max_pixels: the most pixels a file may declare (see
-            [read_image][contrastive_prompts.data.read_image]); ``None``: no limit.
+            [read_image][contrastive_prompts.app.data.read_image]); ``None``: no limit.
         skip_unreadable: serve the next readable image, with a warning, in place of an
             unreadable file (``False``: raise naming it).
-            [evaluate][contrastive_prompts.metrics.evaluate] always raises.
+            [evaluate][contrastive_prompts.app.metrics.evaluate] always raises.
 
     Attributes:
         names: ``{label: name}``.
@@ -316,7 +317,7 @@ class NoisyDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         check_int_range(where, "label", label, 0)
         check_int_range(where, "seed", seed, 0)
         check_noise_sigma(where, sigma)
-        _check_flag(where, "skip_unreadable", skip_unreadable)
+        check_flag(where, "skip_unreadable", skip_unreadable)
         self.sigma = float(sigma)
         self.label = label
         self.name = name if name is not None else f"noise_{sigma:g}"
@@ -325,7 +326,7 @@ class NoisyDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         self.quantize = quantize
         self.skipped = {}
         self.skip_unreadable = skip_unreadable
-        self._source = _ImageSource(where, images, max_pixels=max_pixels)
+        self._source = ImageStore(where, images, max_pixels=max_pixels)
 
     @property
     def paths(self) -> list[Path]:
@@ -339,7 +340,7 @@ class NoisyDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         if not 0 <= index < len(self):
             raise IndexError(f"NoisyDataset: index {index} out of range [0, {len(self)})")
         clean = self._read_item(index, self._source.load, len(self))
-        gen = _item_generator(self.seed, 0, index)
+        gen = item_generator(self.seed, 0, index)
         noisy = gaussian_noise(clean[None], self.sigma, quantize=self.quantize, generator=gen)[0]
         return noisy, clean, torch.tensor(self.label)
 

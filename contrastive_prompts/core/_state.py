@@ -46,8 +46,8 @@ def quiet_run(model: nn.Module, run: Callable[[], T]) -> T:
 def compiled_region(module: nn.Module) -> bool:
     """Whether ``module`` runs compiled code that Python hooks cannot see into.
 
-    True after [compile_regions][contrastive_prompts.compile_regions] compiled it, and after
-    ``module.compile()``. Hooks registered on the submodules of such a module do not run (or
+    True after [compile_regions][contrastive_prompts.app.compiling.compile_regions] compiled it, and
+    after ``module.compile()``. Hooks registered on the submodules of such a module do not run (or
     would make it recompile), so tools that watch submodule calls treat it as one opaque call.
     """
     forward = module.__dict__.get("forward")

@@ -1,11 +1,12 @@
 """Per-image PSNR and SSIM as restoration papers report them, and an evaluator.
 
-[psnr][contrastive_prompts.metrics.psnr] and [ssim][contrastive_prompts.metrics.ssim] reproduce
-``skimage.metrics.peak_signal_noise_ratio`` and ``skimage.metrics.structural_similarity`` (7x7
-uniform window, sample covariance, ``K1 = 0.01``, ``K2 = 0.03``, mean over channels) image by image,
-batched in torch on any device. PSNR accumulates its mean squared error in float64 (float32 on
-devices without it, such as MPS); SSIM works in float64 for float64 inputs and in float32 otherwise,
-within 1e-6 of the float64 value. Both return the input's dtype. Unlike `kornia.metrics.psnr` (MSE
+[psnr][contrastive_prompts.app.metrics.psnr] and [ssim][contrastive_prompts.app.metrics.ssim]
+reproduce ``skimage.metrics.peak_signal_noise_ratio`` and
+``skimage.metrics.structural_similarity`` (7x7 uniform window, sample covariance, ``K1 = 0.01``,
+``K2 = 0.03``, mean over channels) image by image, batched in torch on any device. PSNR
+accumulates its mean squared error in float64 (float32 on devices without it, such as MPS);
+SSIM works in float64 for float64 inputs and in float32 otherwise, within 1e-6 of the float64
+value. Both return the input's dtype. Unlike `kornia.metrics.psnr` (MSE
 pooled over the whole batch) and `kornia.metrics.ssim` (Gaussian window), the values match the
 published tables, which average per-image scores.
 """
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ._checks import (
+from .._checks import (
     REDUCTIONS,
     InputError,
     InputTypeError,
@@ -32,7 +33,7 @@ from ._checks import (
     check_shape,
     reduce_batch,
 )
-from .padding import crop_to_multiple, pad_to_multiple
+from ..reference.padding import crop_to_multiple, pad_to_multiple
 
 __all__ = [
     "EvaluationResult",
@@ -193,10 +194,10 @@ def psnr(
         reduction: ``"none"`` (per image), ``"mean"`` or ``"sum"`` over the batch. An empty
             batch gives an empty result for ``"none"``, 0 for ``"sum"`` and an
             [InputError][contrastive_prompts.InputError] for ``"mean"``.
-        y_channel: compare the BT.601 luma ([rgb_to_y][contrastive_prompts.metrics.rgb_to_y]) of
+        y_channel: compare the BT.601 luma ([rgb_to_y][contrastive_prompts.app.metrics.rgb_to_y]) of
             RGB images.
         border: pixels to crop from each side first
-            ([crop_border][contrastive_prompts.metrics.crop_border]).
+            ([crop_border][contrastive_prompts.app.metrics.crop_border]).
 
     Shape:
         - x: $(B, C, H, W)$.
@@ -286,10 +287,10 @@ def ssim(
         reduction: ``"none"`` (per image), ``"mean"`` or ``"sum"`` over the batch. An empty
             batch gives an empty result for ``"none"``, 0 for ``"sum"`` and an
             [InputError][contrastive_prompts.InputError] for ``"mean"``.
-        y_channel: compare the BT.601 luma ([rgb_to_y][contrastive_prompts.metrics.rgb_to_y]) of
+        y_channel: compare the BT.601 luma ([rgb_to_y][contrastive_prompts.app.metrics.rgb_to_y]) of
             RGB images.
         border: pixels to crop from each side first
-            ([crop_border][contrastive_prompts.metrics.crop_border]).
+            ([crop_border][contrastive_prompts.app.metrics.crop_border]).
 
     Shape:
         - x: $(B, C, H, W)$.
@@ -348,7 +349,7 @@ def ssim(
 
 @dataclass
 class EvaluationResult:
-    """Per-degradation mean PSNR / SSIM from [evaluate][contrastive_prompts.metrics.evaluate].
+    """Per-degradation mean PSNR / SSIM from [evaluate][contrastive_prompts.app.metrics.evaluate].
 
     Attributes:
         names: the name of each label, in label order (labels never seen are left out).
@@ -412,7 +413,7 @@ class EvaluationResult:
         return self.to_markdown()
 
 
-def _batches(data: object) -> Iterable[tuple[Tensor, Tensor, Tensor]]:
+def batches_of(data: object) -> Iterable[tuple[Tensor, Tensor, Tensor]]:
     """Yield ``(degraded, clean, labels)`` batches from a map-style dataset or an iterable."""
     if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
         for i in range(len(data)):
@@ -426,10 +427,10 @@ def _batches(data: object) -> Iterable[tuple[Tensor, Tensor, Tensor]]:
         yield degraded, clean, torch.as_tensor(label).reshape(-1)
 
 
-def _names_of(data: object) -> dict[int, str] | None:
+def names_of(data: object) -> dict[int, str] | None:
     """``{label: name}`` from ``data.names``, a loader's dataset or the parts of a ConcatDataset.
 
-    The datasets of [contrastive_prompts.data][contrastive_prompts.data] all hold a
+    The datasets of [contrastive_prompts.app.data][contrastive_prompts.app.data] all hold a
     ``{label: name}`` dict; a sequence indexed by label (a dataset of your own) is read as one.
     """
     names = getattr(data, "names", None)
@@ -438,10 +439,10 @@ def _names_of(data: object) -> dict[int, str] | None:
     if isinstance(data, torch.utils.data.ConcatDataset):
         merged: dict[int, str] = {}
         for part in data.datasets:
-            merged.update(_names_of(part) or {})
+            merged.update(names_of(part) or {})
         return merged or None
     inner = getattr(data, "dataset", None)
-    return _names_of(inner) if inner is not None else None
+    return names_of(inner) if inner is not None else None
 
 
 def _skipping_readers(data: object) -> list[object]:
@@ -473,16 +474,16 @@ def evaluate(
     """Run ``model`` over ``(degraded, clean, label)`` items and tabulate PSNR / SSIM per label.
 
     Each input is restored under `torch.no_grad` and clamped to [0, 1]; PSNR and SSIM
-    are computed per image ([psnr][contrastive_prompts.metrics.psnr],
-    [ssim][contrastive_prompts.metrics.ssim]) and averaged per label. A `torch.nn.Module` is put
+    are computed per image ([psnr][contrastive_prompts.app.metrics.psnr],
+    [ssim][contrastive_prompts.app.metrics.ssim]) and averaged per label. A `torch.nn.Module` is put
     in eval mode for the run and restored afterwards.
 
     Every image is scored or none: a dataset that skips unreadable files while training (the
-    ``skip_unreadable`` of the datasets of [contrastive_prompts.data][contrastive_prompts.data])
-    raises instead for the run, naming the file, and is restored afterwards; another image is
-    never scored in its place. This holds for the dataset itself, a DataLoader's or a Subset's,
-    and the parts of a ConcatDataset; a DataLoader's ``persistent_workers`` started before the
-    call keep the setting they started with.
+    ``skip_unreadable`` of the datasets of
+    [contrastive_prompts.app.data][contrastive_prompts.app.data]) raises instead for the run, naming
+    the file, and is restored afterwards; another image is never scored in its place. This holds for
+    the dataset itself, a DataLoader's or a Subset's, and the parts of a ConcatDataset; a
+    DataLoader's ``persistent_workers`` started before the call keep the setting they started with.
 
     Args:
         model: any callable ``model(x) -> y`` on ``(B, C, H, W)`` batches.
@@ -520,7 +521,7 @@ def evaluate(
         raise InputTypeError(f"{where}: expected model to be callable, got {type(model).__name__}")
     check_int_range(where, "pad_multiple", pad_multiple, 1)
     if names is None:
-        names = _names_of(data)
+        names = names_of(data)
     params = list(model.parameters()) if isinstance(model, torch.nn.Module) else []
     if device is None:
         device = params[0].device if params else torch.device("cpu")
@@ -539,7 +540,7 @@ def evaluate(
     per_image: list[tuple[int, float, float]] = []
     try:
         with torch.no_grad():
-            for degraded, clean, labels in _batches(data):
+            for degraded, clean, labels in batches_of(data):
                 degraded = degraded.to(device=device, dtype=dtype or degraded.dtype)
                 clean = clean.to(device=device, dtype=degraded.dtype)
                 h, w = degraded.shape[-2:]

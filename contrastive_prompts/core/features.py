@@ -3,10 +3,11 @@
 A feature space is any module that maps ``(B, C, H, W)`` images to a list of feature maps; its
 optional attribute ``layer_weights`` gives one weight per map. Three are provided:
 
-- [PixelFeatures][contrastive_prompts.PixelFeatures]: the images themselves (any ``C``).
-- [FilterFeatures][contrastive_prompts.FilterFeatures] (the default): fixed multi-scale intensity
-  and Sobel-gradient maps built with kornia (any ``C``); needs no weights, so it works offline.
-- [VGG16Features][contrastive_prompts.VGG16Features]: ImageNet VGG16 activations, loaded from a
+- [PixelFeatures][contrastive_prompts.core.PixelFeatures]: the images themselves (any ``C``).
+- [FilterFeatures][contrastive_prompts.core.FilterFeatures] (the default): fixed multi-scale
+  intensity and Sobel-gradient maps built with kornia (any ``C``); needs no weights, so it works
+  offline.
+- [VGG16Features][contrastive_prompts.core.VGG16Features]: ImageNet VGG16 activations, loaded from a
   local copy of torchvision's weights file (torchvision itself is not needed). It takes RGB
   (``C = 3``) and grey-scale images (``C = 1``, repeated to three channels), nothing else.
 """
@@ -20,13 +21,13 @@ import kornia
 import torch
 from torch import Tensor, nn
 
-from ._checks import InputError, check_int_range, check_shape_any
+from .._checks import InputError, check_int_range, check_shape_any
 
 __all__ = ["VGG16_WEIGHTS_URL", "FilterFeatures", "PixelFeatures", "VGG16Features"]
 
 VGG16_WEIGHTS_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 """Where torchvision publishes the ImageNet VGG16 weights that
-[VGG16Features][contrastive_prompts.VGG16Features] reads (download it yourself: nothing here
+[VGG16Features][contrastive_prompts.core.VGG16Features] reads (download it yourself: nothing here
 goes online)."""
 
 
@@ -126,7 +127,7 @@ class VGG16Features(nn.Module):
     The defaults follow MCLIR (the CPL authors' earlier work): ``relu1_2``, ``relu2_2``,
     ``relu3_3`` with weights 0.2 / 0.3 / 0.5. The network is rebuilt here, so torchvision is not
     required; only its weights file (``vgg16-397923af.pth``, see
-    [VGG16_WEIGHTS_URL][contrastive_prompts.features.VGG16_WEIGHTS_URL]) or any state dict with
+    [VGG16_WEIGHTS_URL][contrastive_prompts.core.features.VGG16_WEIGHTS_URL]) or any state dict with
     the same ``features.*`` tensors. Parameters are frozen.
 
     Args:

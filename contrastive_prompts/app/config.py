@@ -1,9 +1,9 @@
 """The options of a training run: `TrainConfig`, its checks, and the named recipes.
 
-A run is described by one [TrainConfig][contrastive_prompts.config.TrainConfig];
-[RECIPES][contrastive_prompts.config.RECIPES] names the instances the command line offers
-(``--recipe demo``, ``--recipe paper``). [RUN_FIELDS][contrastive_prompts.config.RUN_FIELDS] lists
-the options a resumed run must keep to carry on exactly.
+A run is described by one [TrainConfig][contrastive_prompts.app.config.TrainConfig];
+[RECIPES][contrastive_prompts.app.config.RECIPES] names the instances the command line offers
+(``--recipe demo``, ``--recipe paper``). [RUN_FIELDS][contrastive_prompts.app.config.RUN_FIELDS]
+lists the options a resumed run must keep to carry on exactly.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._checks import InputError, InputTypeError, check_choice, check_int_range, check_positive
+from .._checks import InputError, InputTypeError, check_choice, check_int_range, check_positive
+from ..core.loss import MODES
+from ..reference.model import MODEL_PRESETS
 from .data.images import MAX_IMAGE_PIXELS
 from .degradations import MIXES
-from .loss import MODES
-from .model import MODEL_PRESETS
 
 __all__ = ["MAX_SEED", "PRECISIONS", "RECIPES", "RUN_FIELDS", "TrainConfig"]
 
@@ -45,7 +45,7 @@ class TrainConfig:
     """Every option of a training run; a recipe is a named instance.
 
     Attributes:
-        preset: model size, a name in [MODEL_PRESETS][contrastive_prompts.MODEL_PRESETS].
+        preset: model size, a name in [MODEL_PRESETS][contrastive_prompts.reference.MODEL_PRESETS].
         top_k: experts per prompt (1 for CPL, 5 for PromptIR's dense prompts).
         use_prompts: ``False`` trains the same network without prompts.
         init_promptir: an official PromptIR checkpoint to start from (``base`` preset only):
@@ -55,7 +55,7 @@ class TrainConfig:
         val_data: folders or files of clean held-out images, scored under every degradation of
             the mix; by default the held-out scikit-image photos when ``data`` is empty, and no
             validation otherwise.
-        mix: degradation mix, a name in [MIXES][contrastive_prompts.degradations.MIXES].
+        mix: degradation mix, a name in [MIXES][contrastive_prompts.app.degradations.MIXES].
         crop: side of the random training crops.
         batch_size: images per step and process.
         max_pixels: the most pixels (width x height) a training or validation image file may
@@ -84,8 +84,8 @@ class TrainConfig:
             Under ``"bf16"`` and ``"fp16"`` the router's softmax, the CPR loss's normalisation
             and distances, and the metrics run in float32.
         compile: compile the network and the CPR loss with ``torch.compile`` (Inductor), region
-            by region ([compile_regions][contrastive_prompts.compile_regions]), so that the
-            negatives path runs compiled too. Off by default: it pays on a GPU; on a CPU it
+            by region ([compile_regions][contrastive_prompts.app.compiling.compile_regions]), so
+            that the negatives path runs compiled too. Off by default: it pays on a GPU; on a CPU it
             was slower (see the benchmarks). Validation runs the EMA copy, uncompiled.
         seed: seeds the model, the data stream and the negatives.
         val_every: validate every this many steps (and at the end); 0 only at the end.
@@ -198,7 +198,7 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 check_int_range(where, name, getattr(self, name), 1)
         if self.precision == "fp16" and self.device == "cpu":
-            raise InputError(f"{where}: {_FP16_ON_CPU}")
+            raise InputError(f"{where}: {FP16_ON_CPU}")
 
     @classmethod
     def from_dict(cls, values: object) -> TrainConfig:
@@ -225,7 +225,7 @@ class TrainConfig:
         return config
 
 
-_FP16_ON_CPU = (
+FP16_ON_CPU = (
     "expected precision 'fp32' or 'bf16' on a CPU, got 'fp16': float16 autocast on a CPU is "
     "many times slower than float32 (a depthwise convolution took 60 times as long), and its "
     "loss scaling is meant for GPUs"

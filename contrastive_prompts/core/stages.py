@@ -3,9 +3,9 @@
 [add_prompts][contrastive_prompts.add_prompts] gives named submodules of any network a
 [PromptStage][contrastive_prompts.PromptStage]: the submodule's output ``h`` becomes
 ``h + fusion(h, prompt(h))``, with a [SparsePrompt][contrastive_prompts.SparsePrompt] and a
-[PromptFusion][contrastive_prompts.PromptFusion]. The stage is added *inside* the named submodule,
-as its child ``prompt_stage``, so every parameter and buffer the network had keeps its name: a
-checkpoint of the plain network loads into the prompted one, and
+[PromptFusion][contrastive_prompts.core.PromptFusion]. The stage is added *inside* the named
+submodule, as its child ``prompt_stage``, so every parameter and buffer the network had keeps its
+name: a checkpoint of the plain network loads into the prompted one, and
 [remove_prompts][contrastive_prompts.remove_prompts] gives the plain network back.
 """
 
@@ -18,7 +18,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from ._checks import (
+from .._checks import (
     InputError,
     InputTypeError,
     check_bool,
@@ -254,7 +254,7 @@ def add_prompts(
     [CPLObjective][contrastive_prompts.CPLObjective],
     [negative_prompts][contrastive_prompts.negative_prompts],
     [record_routing][contrastive_prompts.record_routing] and
-    [Trainer][contrastive_prompts.train.Trainer] (``Trainer(config, model=model)``). Put the
+    [Trainer][contrastive_prompts.app.train.Trainer] (``Trainer(config, model=model)``). Put the
     stages late in the network (decoder side): the negatives reuse everything computed before
     the first prompt layer. Load pretrained weights before or after this call, and build the
     optimiser after it: it adds parameters.

@@ -9,15 +9,16 @@ File problems are reported, never silently dropped: a benchmark file without its
 [InputError][contrastive_prompts.InputError] naming it (or, with ``strict=False``, warns and
 lists it in ``unmatched``). While training, an unreadable image is skipped with a warning,
 recorded in ``skipped`` and replaced by the next readable item, so an epoch never stops half way;
-with ``skip_unreadable=False``, and always under [evaluate][contrastive_prompts.metrics.evaluate],
-it is an error naming the file, so a benchmark figure never scores one image in another's place.
-A file whose header declares more pixels than the readers' ``max_pixels`` (``MAX_IMAGE_PIXELS``,
-64 Mpx, by default) is unreadable, refused before it is decoded.
+with ``skip_unreadable=False``, and always under
+[evaluate][contrastive_prompts.app.metrics.evaluate], it is an error naming the file, so a benchmark
+figure never scores one image in another's place. A file whose header declares more pixels than the
+readers' ``max_pixels`` (``MAX_IMAGE_PIXELS``, 64 Mpx, by default) is unreadable, refused before it
+is decoded.
 
-The modules: `contrastive_prompts.data.images` (reading, writing and listing images, the
-sample photos), `contrastive_prompts.data.synthetic` (clean images degraded in code) and
-`contrastive_prompts.data.benchmarks` (the table of benchmark layouts and their reader);
-every public name is importable from ``contrastive_prompts.data`` itself.
+The modules: `contrastive_prompts.app.data.images` (reading, writing and listing images, the
+sample photos), `contrastive_prompts.app.data.synthetic` (clean images degraded in code) and
+`contrastive_prompts.app.data.benchmarks` (the table of benchmark layouts and their reader);
+every public name is importable from ``contrastive_prompts.app.data`` itself.
 """
 
 from .benchmarks import (

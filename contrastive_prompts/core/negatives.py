@@ -24,7 +24,8 @@ float tolerance. What the reuse relies on is checked, not assumed:
 
 For the reference model this skips the whole encoder and latent; for a network whose first
 operation is a prompt layer nothing is kept, and the negatives cost full forward passes.
-[negatives_reuse][contrastive_prompts.negatives_reuse] lists what is served and what runs again.
+[negatives_reuse][contrastive_prompts.core.negatives_reuse] lists what is served and what runs
+again.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from ._checks import InputError, InputTypeError, check_int_range, check_shape
+from .._checks import InputError, InputTypeError, check_int_range, check_shape
 from ._state import buffers_kept, compiled_region, quiet_run
 from .prompt import RoutingLog, negative_prompts, record_routing, require_prompt_layers
 
@@ -54,8 +55,8 @@ class ModelOutput(NamedTuple):
         output: ``(B, ...)`` the network's output under its own prompts (with gradient).
         negatives: ``(B, M, ...)`` outputs with negative prompts at every prompt layer (no
             gradient).
-        routing: the positive [Routing][contrastive_prompts.Routing] of each prompt layer, in
-            call order, as a [RoutingLog][contrastive_prompts.RoutingLog] (``routing.names``
+        routing: the positive [Routing][contrastive_prompts.core.Routing] of each prompt layer, in
+            call order, as a [RoutingLog][contrastive_prompts.core.RoutingLog] (``routing.names``
             says which layer made each).
 
     Examples:
@@ -152,9 +153,9 @@ def _record(model: nn.Module, layers: set[nn.Module], log: RoutingLog) -> tuple[
 def _watched(model: nn.Module) -> list[nn.Module]:
     """The submodules whose calls hooks can see: all but the insides of compiled regions.
 
-    A region compiled by [compile_regions][contrastive_prompts.compile_regions] is watched as one
-    call (its own hooks run in eager mode); one compiled by ``module.compile()`` runs its hooks
-    inside the compiled call, so neither it nor anything inside it is watched.
+    A region compiled by [compile_regions][contrastive_prompts.app.compiling.compile_regions] is
+    watched as one call (its own hooks run in eager mode); one compiled by ``module.compile()`` runs
+    its hooks inside the compiled call, so neither it nor anything inside it is watched.
     """
     seen: set[nn.Module] = {model}
     found: list[nn.Module] = []
@@ -418,7 +419,7 @@ def forward_with_negatives(
     The result equals the full computation (a forward under ``negative_prompts`` per chunk,
     same generator) to float tolerance, for any network that takes the same path through its
     submodules on every call; what the reuse relies on is checked as it runs (see
-    [negatives_reuse][contrastive_prompts.negatives_reuse] for what is served). The served
+    [negatives_reuse][contrastive_prompts.core.negatives_reuse] for what is served). The served
     submodules see each chunk as whole copies of the batch, so batch statistics (batch norm in
     training mode) are those of the positive pass. The negative passes leave the model's
     buffers as they were: batch norm's running statistics follow the positive pass only.
@@ -438,7 +439,7 @@ def forward_with_negatives(
             chunk by chunk, so another ``chunk_size`` draws other (equally valid) negatives.
 
     Returns:
-        [ModelOutput][contrastive_prompts.ModelOutput]: ``output (B, ...)``, ``negatives
+        [ModelOutput][contrastive_prompts.core.ModelOutput]: ``output (B, ...)``, ``negatives
         (B, M, ...)`` and the positive routing of each prompt layer in call order.
 
     Raises:
@@ -511,7 +512,7 @@ def negatives_reuse(
         chunk_size: as given to ``forward_with_negatives``.
 
     Returns:
-        [NegativesReuse][contrastive_prompts.NegativesReuse]: the served submodules, those run
+        [NegativesReuse][contrastive_prompts.core.NegativesReuse]: the served submodules, those run
         again with the reason, and why nothing is served, if so.
 
     Examples:

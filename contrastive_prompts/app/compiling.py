@@ -4,12 +4,13 @@ CPL's negatives watch the positive pass (which submodules finished before the fi
 started) and serve what they kept to the negative pass; every prompt layer switches to negative
 prompts for it. Those are Python-level mode switches around the network's submodules, and a
 ``torch.compile`` of the whole network would see them change every step.
-[compile_regions][contrastive_prompts.compile_regions] compiles the network's heavy parts
-instead: every largest submodule that holds no [SparsePrompt][contrastive_prompts.SparsePrompt]
-(for the reference model: the encoder levels, the latent, the fusion blocks, the decoder levels,
-the resampling steps and the refinement). The positive pass, the negative passes and the backward
-pass run those compiled; the routing, the top-k, the negative draw and the served encoder
-outputs sit between them, in eager mode, where the mode switches live.
+[compile_regions][contrastive_prompts.app.compiling.compile_regions] compiles the network's heavy
+parts instead: every largest submodule that holds no
+[SparsePrompt][contrastive_prompts.SparsePrompt] (for the reference model: the encoder levels, the
+latent, the fusion blocks, the decoder levels, the resampling steps and the refinement). The
+positive pass, the negative passes and the backward pass run those compiled; the routing, the top-k,
+the negative draw and the served encoder outputs sit between them, in eager mode, where the mode
+switches live.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import InputTypeError
-from ._state import compiled_region
-from .prompt import SparsePrompt
+from .._checks import InputTypeError
+from ..core._state import compiled_region
+from ..core.prompt import SparsePrompt
 
 __all__ = ["compile_regions", "compiled_region"]
 

@@ -2,15 +2,16 @@
 
 Three kinds of file:
 
-- **training checkpoints** (``last.pt``), written by [Trainer][contrastive_prompts.train.Trainer]:
-  weights, EMA weights, optimiser, schedule and random states, for an exact resume;
+- **training checkpoints** (``last.pt``), written by
+  [Trainer][contrastive_prompts.app.train.Trainer]: weights, EMA weights, optimiser, schedule and
+  random states, for an exact resume;
 - **shared weights** (``.safetensors``), written by
-  [export_weights][contrastive_prompts.checkpoints.export_weights] (``contrastive-prompts
+  [export_weights][contrastive_prompts.app.checkpoints.export_weights] (``contrastive-prompts
   export``): the EMA weights with the model configuration in the file's metadata, read back by
-  [load_checkpoint_model][contrastive_prompts.checkpoints.load_checkpoint_model];
+  [load_checkpoint_model][contrastive_prompts.app.checkpoints.load_checkpoint_model];
 - **official PromptIR checkpoints** (Lightning ``.ckpt``, bare state dicts, BasicSR's
   ``params_ema`` / ``params``), read by
-  [load_promptir_state_dict][contrastive_prompts.checkpoints.load_promptir_state_dict].
+  [load_promptir_state_dict][contrastive_prompts.app.checkpoints.load_promptir_state_dict].
 
 PyTorch files are read with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists,
 tuples and dicts, never an arbitrary Python object, so a malicious file cannot run code when it
@@ -36,12 +37,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from ._checks import InputError
+from .._checks import InputError
+from ..core.files import CheckpointError, safe_load, unreadable
 from ._files import writing
-from .files import CheckpointError, safe_load, unreadable
 
 if TYPE_CHECKING:
-    from .model import SparsePromptIR
+    from ..reference.model import SparsePromptIR
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -77,7 +78,7 @@ def _is_safetensors(path: PathLike) -> bool:
 # -- state dicts ------------------------------------------------------------------------------
 
 
-def _state_problems(
+def state_problems(
     expected: Mapping[str, Tensor], given: Mapping[str, Tensor], origin: Mapping[str, str]
 ) -> list[str]:
     """Missing keys, unexpected keys and shape mismatches of ``given`` against ``expected``.
@@ -133,13 +134,13 @@ def _kind(tensor: Tensor) -> str:
     return "a floating-point tensor" if tensor.is_floating_point() else "an integer tensor"
 
 
-def _tuple(value: Any) -> Any:
+def as_tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
 def _build_model(where: str, model_config: Any, weights: Any) -> SparsePromptIR:
     """A `SparsePromptIR` of ``model_config`` holding ``weights``, or a CheckpointError."""
-    from .model import SparsePromptIR
+    from ..reference.model import SparsePromptIR
 
     if model_config is None:
         raise CheckpointError(
@@ -152,7 +153,7 @@ def _build_model(where: str, model_config: Any, weights: Any) -> SparsePromptIR:
         )
     if not isinstance(weights, Mapping):
         raise CheckpointError(f"{where}: expected weights by name, got {type(weights).__name__}")
-    options = {str(k): _tuple(v) for k, v in model_config.items()}
+    options = {str(k): as_tuple(v) for k, v in model_config.items()}
     # Bounds before allocation. Building costs memory and time in the number of blocks, and
     # every block holds tensors, so a config asking for more blocks than the file holds
     # tensors cannot fit; then the model is built on the meta device (no memory for any
@@ -175,7 +176,7 @@ def _build_model(where: str, model_config: Any, weights: Any) -> SparsePromptIR:
         raise CheckpointError(
             f"{where}: its model_config is not a valid model ({error})"
         ) from error
-    problems = _state_problems(shape.state_dict(), weights, {})
+    problems = state_problems(shape.state_dict(), weights, {})
     if problems:
         raise CheckpointError(
             f"{where}: its weights do not fit its model_config: " + "; ".join(problems)
@@ -201,7 +202,7 @@ _CHECKPOINT_KEYS = (
 
 
 def read_checkpoint(path: PathLike) -> dict[str, Any]:
-    """Read a training checkpoint written by [Trainer][contrastive_prompts.train.Trainer], safely.
+    """Read a training checkpoint, as [Trainer][contrastive_prompts.app.train.Trainer] wrote it.
 
     Args:
         path: the checkpoint (``last.pt`` in a run's ``out_dir``).
@@ -218,7 +219,7 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
         >>> read_checkpoint("no-such-run/last.pt")
         Traceback (most recent call last):
             ...
-        contrastive_prompts.files.CheckpointError: checkpoint 'no-such-run/last.pt' not found
+        contrastive_prompts.core.files.CheckpointError: checkpoint 'no-such-run/last.pt' not found
     """
     name = os.fspath(path)
     if os.path.isfile(name) and _is_safetensors(name):
@@ -255,20 +256,20 @@ def load_checkpoint_model(
     - a training checkpoint gives its EMA weights by default (what validation scored), the raw
       weights with ``ema=False``;
     - a ``.safetensors`` file from
-      [export_weights][contrastive_prompts.checkpoints.export_weights] gives the weights it holds,
-      built with the model configuration stored in its metadata;
+      [export_weights][contrastive_prompts.app.checkpoints.export_weights] gives the weights it
+      holds, built with the model configuration stored in its metadata;
     - any other file is read as an official PromptIR checkpoint (Lightning ``.ckpt``, BasicSR,
       bare state dict or ``.safetensors``), as
-      [load_promptir][contrastive_prompts.checkpoints.load_promptir] reads it,
+      [load_promptir][contrastive_prompts.app.checkpoints.load_promptir] reads it,
       with ``promptir_top_k`` experts per prompt.
 
     The model is in eval mode. Nothing in any of these files can run code.
-    [load_checkpoint_model][contrastive_prompts.checkpoints.load_checkpoint_model] is the
+    [load_checkpoint_model][contrastive_prompts.app.checkpoints.load_checkpoint_model] is the
     same function.
 
     Args:
-        path: a checkpoint written by [Trainer][contrastive_prompts.train.Trainer] or weights
-            written by [export_weights][contrastive_prompts.checkpoints.export_weights].
+        path: a checkpoint written by [Trainer][contrastive_prompts.app.train.Trainer] or weights
+            written by [export_weights][contrastive_prompts.app.checkpoints.export_weights].
         ema: from a training checkpoint, load the EMA weights (``False``: the raw weights).
         device: where to put the model.
         promptir_top_k: experts per prompt for a PromptIR checkpoint: 5 computes what PromptIR
@@ -286,12 +287,13 @@ def load_checkpoint_model(
         >>> model.restore(torch.rand(1, 3, 64, 64)).shape  # doctest: +SKIP
         torch.Size([1, 3, 64, 64])
 
-        A missing file raises [CheckpointError][contrastive_prompts.checkpoints.CheckpointError]:
+        A missing file raises
+        [CheckpointError][contrastive_prompts.app.checkpoints.CheckpointError]:
 
         >>> load_checkpoint_model("no-such-run/last.pt")
         Traceback (most recent call last):
             ...
-        contrastive_prompts.files.CheckpointError: checkpoint 'no-such-run/last.pt' not found
+        contrastive_prompts.core.files.CheckpointError: checkpoint 'no-such-run/last.pt' not found
     """
     name = os.fspath(path)
     if not os.path.isfile(name):
@@ -356,7 +358,7 @@ def export_weights(
 
     The file holds the EMA weights (``ema=False``: the raw ones) and, in its metadata, the model
     configuration, the label names and the step, so
-    [load_checkpoint_model][contrastive_prompts.checkpoints.load_checkpoint_model] rebuilds
+    [load_checkpoint_model][contrastive_prompts.app.checkpoints.load_checkpoint_model] rebuilds
     the model from it alone. safetensors files hold tensors and strings only: loading one can never
     run code. The file is written under a temporary name and renamed, so a failed export leaves
     nothing half-written.
@@ -537,7 +539,7 @@ def load_promptir(
             dict.
         InputError: missing or unexpected keys, or shape mismatches, all listed.
     """
-    from .model import SparsePromptIR
+    from ..reference.model import SparsePromptIR
 
     model = SparsePromptIR("base", top_k=top_k)
     load_promptir_state_dict(model, checkpoint, map_location=map_location)
@@ -552,7 +554,7 @@ def load_promptir_state_dict(
 ) -> None:
     """Load a PromptIR checkpoint into ``model``.
 
-    [load_promptir][contrastive_prompts.checkpoints.load_promptir] builds the
+    [load_promptir][contrastive_prompts.app.checkpoints.load_promptir] builds the
     model and calls this. Accepted: a Lightning ``.ckpt`` (PromptIR's own), a BasicSR file
     (``params_ema``, else ``params``: how CPL's released code saves), a bare state dict, a
     ``.safetensors`` file, with or without a ``net.`` or ``module.`` prefix.
@@ -590,7 +592,7 @@ def load_promptir_state_dict(
     original = _read_promptir(checkpoint, map_location)
     origin = {_rename(k): k for k in original}
     state = convert_promptir_state_dict(original)
-    problems = _state_problems(model.state_dict(), state, origin)
+    problems = state_problems(model.state_dict(), state, origin)
     if problems:
         raise InputError(
             "from_promptir: expected an official PromptIR (decoder=True) checkpoint; got "

@@ -1,9 +1,9 @@
 """Does the prompt matter? Own against negative prompts, per degradation, on held-out images.
 
-[prompt_effect][contrastive_prompts.prompt_effect] scores a prompted network three ways on the
-same images: the degraded input, the output under the network's own prompts and the output under
-negative prompts ([negative_prompts][contrastive_prompts.negative_prompts]: experts its routers
-did not select). The gap between the last two, the cost of a negative prompt, is what
+[prompt_effect][contrastive_prompts.app.effect.prompt_effect] scores a prompted network three ways
+on the same images: the degraded input, the output under the network's own prompts and the output
+under negative prompts ([negative_prompts][contrastive_prompts.negative_prompts]: experts its
+routers did not select). The gap between the last two, the cost of a negative prompt, is what
 Contrastive Prompt Learning trains for: near 0 dB, the prompt does nothing the network needs.
 It also reports, per prompt layer, the expert each degradation uses most and how often.
 """
@@ -19,9 +19,14 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ._checks import InputError, InputTypeError, check_int_range, check_same_shape, check_shape
+from .._checks import InputError, InputTypeError, check_int_range, check_same_shape, check_shape
+from ..core.prompt import (
+    negative_prompts,
+    record_routing,
+    require_prompt_layers,
+    routing_statistics,
+)
 from .metrics import psnr
-from .prompt import negative_prompts, record_routing, require_prompt_layers, routing_statistics
 
 __all__ = ["ExpertUse", "PromptEffect", "prompt_effect"]
 
@@ -44,7 +49,7 @@ class ExpertUse(NamedTuple):
 
 @dataclass(frozen=True)
 class PromptEffect:
-    """What [prompt_effect][contrastive_prompts.prompt_effect] measured, per degradation.
+    """What [prompt_effect][contrastive_prompts.app.effect.prompt_effect] measured, per degradation.
 
     PSNR values are per-image PSNR (dB) averaged over a degradation's images; the ``average``
     properties weigh every degradation once.
@@ -57,7 +62,7 @@ class PromptEffect:
         negative: PSNR of the output under negative prompts, averaged over ``num_negatives``
             draws per image.
         experts: per prompt layer (qualified name, in call order), per degradation, the
-            [ExpertUse][contrastive_prompts.ExpertUse] of its most used expert.
+            [ExpertUse][contrastive_prompts.app.effect.ExpertUse] of its most used expert.
         expert_counts: per prompt layer, per degradation, how many routed samples selected each
             expert (with ``top_k`` experts per sample a row sums to ``top_k`` times the samples).
         num_negatives: negative draws per image.
@@ -243,7 +248,7 @@ class _Tally:
         )
 
 
-def _measure(
+def measure_effect(
     model: nn.Module,
     batches: Iterable[tuple[Tensor, Tensor, Tensor]],
     *,
@@ -372,13 +377,14 @@ def prompt_effect(
     needs. For each prompt layer (qualified name, in the call order that
     [record_routing][contrastive_prompts.record_routing] logs), the expert each degradation
     selects most and the share of its samples that selected it
-    ([routing_statistics][contrastive_prompts.routing_statistics]).
+    ([routing_statistics][contrastive_prompts.core.routing_statistics]).
 
     Outputs are clamped to [0, 1] and scored image by image with
-    [psnr][contrastive_prompts.metrics.psnr], as [evaluate][contrastive_prompts.metrics.evaluate]
-    scores them. The model runs in eval mode under `torch.no_grad`; every submodule's training
-    flag is restored afterwards, an exception included. Inputs go to the device and dtype of the
-    model's parameters in batches of ``batch_size`` images.
+    [psnr][contrastive_prompts.app.metrics.psnr], as
+    [evaluate][contrastive_prompts.app.metrics.evaluate] scores them. The model runs in eval mode
+    under `torch.no_grad`; every submodule's training flag is restored afterwards, an exception
+    included. Inputs go to the device and dtype of the model's parameters in batches of
+    ``batch_size`` images.
 
     Args:
         model: any network holding [SparsePrompt][contrastive_prompts.SparsePrompt] layers with
@@ -405,8 +411,8 @@ def prompt_effect(
         - degraded, clean: ``(N, C, H, W)``, or ``N`` tensors ``(C, H, W)``; labels: ``(N,)``.
 
     Returns:
-        A [PromptEffect][contrastive_prompts.PromptEffect]: ``str()`` of it is a Markdown table,
-        ``to_dict()`` plain values for JSON.
+        A [PromptEffect][contrastive_prompts.app.effect.PromptEffect]: ``str()`` of it is a Markdown
+        table, ``to_dict()`` plain values for JSON.
 
     Raises:
         InputError: the model holds no prompt layer, or one that leaves no expert for
@@ -463,7 +469,7 @@ def prompt_effect(
         expected = "labels >= 0" if names is None else f"labels in [0, {len(names)})"
         what = f" (one per name in names: {list(names)})" if names is not None else ""
         raise InputError(f"{where}: expected {expected}{what}, got labels from {low} to {high}")
-    return _measure(
+    return measure_effect(
         model,
         _grouped(degraded, clean, labels, batch_size),
         names=names,

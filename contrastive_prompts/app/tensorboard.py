@@ -1,6 +1,6 @@
 """Training runs in TensorBoard: what the trainer logs when ``TrainConfig.tensorboard`` is on.
 
-[TensorBoardLog][contrastive_prompts.tensorboard.TensorBoardLog] writes, under
+[TensorBoardLog][contrastive_prompts.app.tensorboard.TensorBoardLog] writes, under
 ``<out_dir>/tensorboard``: every step's losses (``train/loss``, ``train/l1``, ``train/cpr``,
 ``train/balance``), learning rate and gradient norm; at each validation, PSNR and SSIM per
 degradation and on average, the expert use per degradation since the last validation (one image
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import InputError
+from .._checks import InputError
 
 __all__ = ["TensorBoardLog", "expert_use_image", "image_grid"]
 

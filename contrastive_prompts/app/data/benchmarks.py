@@ -1,12 +1,12 @@
 """The test and training benchmarks: one table of layouts, one matcher, one reader.
 
-Each row of [BENCHMARKS][contrastive_prompts.data.BENCHMARKS] is a
-[Benchmark][contrastive_prompts.data.Benchmark]: the folder of the degraded images, the folder of
-the clean ones and the naming rule that finds a degraded file's clean partner.
-[read_benchmark][contrastive_prompts.data.read_benchmark] reads any of them into a
-[PairedDataset][contrastive_prompts.data.PairedDataset] (or, for ``cbsd68``, clean images with
-noise added, a [NoisyDataset][contrastive_prompts.data.NoisyDataset]);
-[match_pairs][contrastive_prompts.data.match_pairs] is the matcher alone, for a layout of your
+Each row of [BENCHMARKS][contrastive_prompts.app.data.BENCHMARKS] is a
+[Benchmark][contrastive_prompts.app.data.Benchmark]: the folder of the degraded images, the folder
+of the clean ones and the naming rule that finds a degraded file's clean partner.
+[read_benchmark][contrastive_prompts.app.data.read_benchmark] reads any of them into a
+[PairedDataset][contrastive_prompts.app.data.PairedDataset] (or, for ``cbsd68``, clean images with
+noise added, a [NoisyDataset][contrastive_prompts.app.data.NoisyDataset]);
+[match_pairs][contrastive_prompts.app.data.match_pairs] is the matcher alone, for a layout of your
 own.
 """
 
@@ -23,16 +23,16 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from contrastive_prompts._checks import InputError, check_choice, check_int_range
-from contrastive_prompts.degradations import check_noise_sigma
+from contrastive_prompts.app.degradations import check_noise_sigma
 
 from ._common import (
-    _center_crop_to,
-    _check_flag,
-    _flip_rotate,
-    _item_generator,
-    _random_crop,
     _SkippingReader,
-    _tagged,
+    center_crop_to,
+    check_flag,
+    flip_rotate,
+    item_generator,
+    random_crop,
+    tagged,
 )
 from .images import MAX_IMAGE_PIXELS, PathLike, list_images, read_image
 from .synthetic import NoisyDataset
@@ -67,11 +67,11 @@ class PairedDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         seed: base seed of the crops and augmentations.
         unmatched: files left without a pair (kept as an attribute for inspection).
         max_pixels: the most pixels a file may declare, checked from its header before it is
-            decoded (see [read_image][contrastive_prompts.data.read_image]); ``None``: no limit.
+            decoded (see [read_image][contrastive_prompts.app.data.read_image]); ``None``: no limit.
         skip_unreadable: serve the next readable pair, with a warning, in place of a pair with
             an unreadable file (training); ``False`` raises an
             [InputError][contrastive_prompts.InputError] naming the file.
-            [evaluate][contrastive_prompts.metrics.evaluate] always raises: a benchmark figure
+            [evaluate][contrastive_prompts.app.metrics.evaluate] always raises: a benchmark figure
             never counts one image twice.
 
     Attributes:
@@ -91,7 +91,7 @@ class PairedDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
     Examples:
         >>> import tempfile
         >>> from pathlib import Path
-        >>> from contrastive_prompts.data import write_image
+        >>> from contrastive_prompts.app.data import write_image
         >>> tmp = tempfile.TemporaryDirectory()
         >>> degraded, clean = Path(tmp.name) / "rain.png", Path(tmp.name) / "clean.png"
         >>> write_image(degraded, torch.rand(3, 10, 10))
@@ -124,7 +124,7 @@ class PairedDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
             check_int_range(where, "crop_size", crop_size, 1)
         if max_pixels is not None:
             check_int_range(where, "max_pixels", max_pixels, 1)
-        _check_flag(where, "skip_unreadable", skip_unreadable)
+        check_flag(where, "skip_unreadable", skip_unreadable)
         self.pairs = [(Path(a), Path(b)) for a, b in pairs]
         self.label = label
         self.name = name
@@ -149,13 +149,13 @@ class PairedDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
     def _load_pair(self, j: int) -> tuple[Tensor, Tensor]:
         images: list[Tensor] = []
         for path in self.pairs[j]:
-            with _tagged(path):
+            with tagged(path):
                 images.append(read_image(path, max_pixels=self.max_pixels))
         degraded, clean = images
         if degraded.shape != clean.shape:
             h = min(degraded.shape[-2], clean.shape[-2])
             w = min(degraded.shape[-1], clean.shape[-1])
-            degraded, clean = _center_crop_to(degraded, h, w), _center_crop_to(clean, h, w)
+            degraded, clean = center_crop_to(degraded, h, w), center_crop_to(clean, h, w)
         return degraded, clean
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -163,11 +163,11 @@ class PairedDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
             raise IndexError(f"PairedDataset: index {index} out of range [0, {len(self)})")
         degraded, clean = self._read_item(index, self._load_pair, len(self))
         if self.crop_size is not None or self.augment:
-            gen = _item_generator(self.seed, self.epoch, index)
+            gen = item_generator(self.seed, self.epoch, index)
             if self.crop_size is not None:
-                degraded, clean = _random_crop([degraded, clean], self.crop_size, gen)
+                degraded, clean = random_crop([degraded, clean], self.crop_size, gen)
             if self.augment:
-                degraded, clean = _flip_rotate([degraded, clean], gen)
+                degraded, clean = flip_rotate([degraded, clean], gen)
         return degraded, clean, torch.tensor(self.label)
 
     def __repr__(self) -> str:
@@ -199,11 +199,11 @@ class Benchmark:
     """The layout of a benchmark on disk: its folders and how its files pair up.
 
     Make a variant with `dataclasses.replace`, for example other folder names, and hand it
-    to [read_benchmark][contrastive_prompts.data.read_benchmark] or
-    [match_pairs][contrastive_prompts.data.match_pairs].
+    to [read_benchmark][contrastive_prompts.app.data.read_benchmark] or
+    [match_pairs][contrastive_prompts.app.data.match_pairs].
 
     Attributes:
-        name: the name in [BENCHMARKS][contrastive_prompts.data.BENCHMARKS] (and on the command
+        name: the name in [BENCHMARKS][contrastive_prompts.app.data.BENCHMARKS] (and on the command
             line).
         degradation: the degradation's name, the default name of the label; ``cbsd68`` appends
             the noise level (``noise_25``).
@@ -242,8 +242,8 @@ class Benchmark:
             root: the benchmark's folder.
 
         Returns:
-            ``(pairs, unmatched)`` as [match_pairs][contrastive_prompts.data.match_pairs] returns
-            them.
+            ``(pairs, unmatched)`` as [match_pairs][contrastive_prompts.app.data.match_pairs]
+            returns them.
 
         Raises:
             InputError: a folder is missing, or the layout has no degraded files to pair.
@@ -251,7 +251,7 @@ class Benchmark:
         Examples:
             >>> import tempfile
             >>> from pathlib import Path
-            >>> from contrastive_prompts.data import write_image
+            >>> from contrastive_prompts.app.data import write_image
             >>> tmp = tempfile.TemporaryDirectory()
             >>> for path in ("rainy/rain-1.png", "gt/norain-1.png", "rainy/rain-2.png"):
             ...     (Path(tmp.name) / path).parent.mkdir(exist_ok=True)
@@ -396,7 +396,7 @@ def match_pairs(
     Examples:
         >>> import tempfile
         >>> from pathlib import Path
-        >>> from contrastive_prompts.data import write_image
+        >>> from contrastive_prompts.app.data import write_image
         >>> tmp = tempfile.TemporaryDirectory()
         >>> for path in ("hazy/0001_0.8_0.2.jpg", "hazy/0001_1_0.04.jpg", "clear/0001.png"):
         ...     (Path(tmp.name) / path).parent.mkdir(exist_ok=True)
@@ -451,8 +451,8 @@ def read_benchmark(
 
     Args:
         name: ``rain100l``, ``sots``, ``cbsd68``, ``gopro``, ``lol`` (the keys of
-            [BENCHMARKS][contrastive_prompts.data.BENCHMARKS]), or a
-            [Benchmark][contrastive_prompts.data.Benchmark].
+            [BENCHMARKS][contrastive_prompts.app.data.BENCHMARKS]), or a
+            [Benchmark][contrastive_prompts.app.data.Benchmark].
         root: the benchmark's folder, holding the folders its layout names.
         label: the label of every item.
         degradation: the name the label stands for; the benchmark's degradation by default
@@ -464,19 +464,19 @@ def read_benchmark(
         crop_size: side of a random square crop (training); ``None`` keeps whole images.
         augment: random flips and 90-degree rotations (training).
         max_pixels: the most pixels a file may declare, checked from its header before it is
-            decoded (see [read_image][contrastive_prompts.data.read_image]); ``None``: no limit.
+            decoded (see [read_image][contrastive_prompts.app.data.read_image]); ``None``: no limit.
             A file above it is unreadable.
         skip_unreadable: serve the next readable item, with a warning, in place of one whose
             file is unreadable (training); ``False`` raises naming the file. Either way
-            [evaluate][contrastive_prompts.metrics.evaluate] raises: a benchmark figure never
+            [evaluate][contrastive_prompts.app.metrics.evaluate] raises: a benchmark figure never
             scores one image in another's place.
 
     Shape:
         - items: ``(degraded, clean, label)`` with $(3, H, W)$ images and a scalar int64 label.
 
     Returns:
-        A [PairedDataset][contrastive_prompts.data.PairedDataset], or for ``cbsd68`` a
-        [NoisyDataset][contrastive_prompts.data.NoisyDataset].
+        A [PairedDataset][contrastive_prompts.app.data.PairedDataset], or for ``cbsd68`` a
+        [NoisyDataset][contrastive_prompts.app.data.NoisyDataset].
 
     Raises:
         InputError: an unknown name, a missing folder, a file without a partner (with
@@ -486,7 +486,7 @@ def read_benchmark(
     Examples:
         >>> import tempfile
         >>> from pathlib import Path
-        >>> from contrastive_prompts.data import write_image
+        >>> from contrastive_prompts.app.data import write_image
         >>> tmp = tempfile.TemporaryDirectory()
         >>> for path in ("rainy/rain-1.png", "gt/norain-1.png"):
         ...     (Path(tmp.name) / path).parent.mkdir(exist_ok=True)
@@ -506,7 +506,7 @@ def read_benchmark(
     check_noise_sigma(where, sigma)
     if max_pixels is not None:
         check_int_range(where, "max_pixels", max_pixels, 1)
-    _check_flag(where, "skip_unreadable", skip_unreadable)
+    check_flag(where, "skip_unreadable", skip_unreadable)
     if not Path(root).is_dir():
         raise InputError(f"{where}: expected root to be an existing folder, got {str(root)!r}")
     if not benchmark.paired:

@@ -3,7 +3,7 @@
 The output under the network's own prompt (the *anchor*) is pulled towards the clean image (the
 *positive*) and pushed away from what the same network makes of the same input under mismatched
 prompts (the *negatives*), in a fixed feature space. The maths lives in
-[contrastive_prompt_loss][contrastive_prompts.contrastive_prompt_loss];
+[contrastive_prompt_loss][contrastive_prompts.core.contrastive_prompt_loss];
 [ContrastivePromptLoss][contrastive_prompts.ContrastivePromptLoss] stores the options.
 """
 
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import (
+from .._checks import (
     REDUCTIONS,
     InputError,
     InputTypeError,
@@ -104,7 +104,7 @@ def contrastive_prompt_loss(
         negatives: the outputs under negative prompts, usually without gradient.
         mode: ``"subtractive"``, ``"infonce"`` or ``"ratio"``.
         features: feature space, a module returning a list of maps;
-            [FilterFeatures][contrastive_prompts.FilterFeatures] by default.
+            [FilterFeatures][contrastive_prompts.core.FilterFeatures] by default.
         layer_weights: one weight per map, finite numbers >= 0 with a positive sum; the feature
             space's ``layer_weights`` attribute, else equal weights.
         temperature: $\tau$ of ``"infonce"``, a finite number > 0.
@@ -117,7 +117,7 @@ def contrastive_prompt_loss(
         - anchor, positive: ``(B, C, H, W)`` with ``B >= 1`` and any ``C >= 1`` that
           ``features`` takes;
           negatives: ``(B, M, C, H, W)`` with ``M >= 1``. PixelFeatures and FilterFeatures take
-          any ``C``; [VGG16Features][contrastive_prompts.VGG16Features] takes RGB and repeats a
+          any ``C``; [VGG16Features][contrastive_prompts.core.VGG16Features] takes RGB and repeats a
           grey ``C = 1`` to 3 channels, so a grey image scores as its grey RGB copy. With
           ``C = 1``, PixelFeatures under ``normalize`` keeps only each pixel's sign (one value
           normalised over one channel): use FilterFeatures (the default) for grey images.
@@ -202,13 +202,14 @@ def contrastive_prompt_loss(
 
 
 class ContrastivePromptLoss(nn.Module):
-    """Module form of [contrastive_prompt_loss][contrastive_prompts.contrastive_prompt_loss].
+    """Module form of [contrastive_prompt_loss][contrastive_prompts.core.contrastive_prompt_loss].
 
     It stores the options and the feature space.
 
     Args:
         mode: ``"subtractive"`` (default), ``"infonce"`` or ``"ratio"``.
-        features: feature space; [FilterFeatures][contrastive_prompts.FilterFeatures] by default.
+        features: feature space; [FilterFeatures][contrastive_prompts.core.FilterFeatures] by
+            default.
         layer_weights: one weight per feature map, finite numbers >= 0 with a positive sum.
         temperature: temperature of ``"infonce"``, a finite number > 0.
         normalize: L2-normalise maps over channels (a bool).
@@ -217,7 +218,7 @@ class ContrastivePromptLoss(nn.Module):
 
     Shape:
         - anchor, positive: ``(B, C, H, W)``, any ``C >= 1`` that the feature space takes (as
-          for [contrastive_prompt_loss][contrastive_prompts.contrastive_prompt_loss]);
+          for [contrastive_prompt_loss][contrastive_prompts.core.contrastive_prompt_loss]);
           negatives: ``(B, M, C, H, W)``, ``B >= 1``.
 
     Raises:
@@ -225,7 +226,7 @@ class ContrastivePromptLoss(nn.Module):
             not callable, or ``layer_weights`` that are not numbers.
         InputError: at construction, an unknown ``mode`` or ``reduction``, or a number out of
             its range; at the call, as
-            [contrastive_prompt_loss][contrastive_prompts.contrastive_prompt_loss] (an empty
+            [contrastive_prompt_loss][contrastive_prompts.core.contrastive_prompt_loss] (an empty
             batch, say).
 
     Examples:

@@ -1,6 +1,6 @@
 """The ``contrastive-prompts`` command line (also ``python -m contrastive_prompts``).
 
-Subcommands: ``train`` (every [TrainConfig][contrastive_prompts.config.TrainConfig] field is a
+Subcommands: ``train`` (every [TrainConfig][contrastive_prompts.app.config.TrainConfig] field is a
 flag; works under ``torchrun``), ``evaluate`` (per-degradation PSNR / SSIM, and for a model
 with sparse prompts the PSNR under its own against negative prompts), ``restore`` (images or
 folders in, restored images out, tiled; never over an existing file unless ``--overwrite``,
@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ._checks import InputError
+from .._checks import InputError
 from ._files import json_text, writing
 from .data import BENCHMARKS, image_paths
 
@@ -95,10 +95,10 @@ def _field_help(cls: type) -> dict[str, str]:
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    from ..core.loss import MODES
+    from ..reference.model import MODEL_PRESETS
     from .config import PRECISIONS, TrainConfig
     from .degradations import MIXES
-    from .loss import MODES
-    from .model import MODEL_PRESETS
 
     # the names a field takes, listed by --help and checked by argparse, from their one home
     choices = {"preset": list(MODEL_PRESETS), "mix": list(MIXES), "cpr_mode": list(MODES),
@@ -237,7 +237,7 @@ def _check_images(command: str, paths: Sequence[Path], max_pixels: int | None) -
 
 
 def _model(args: argparse.Namespace) -> Any:
-    from ._checks import resolve_device
+    from .._checks import resolve_device
     from .checkpoints import load_checkpoint_model
 
     device = resolve_device(args.command, args.device)
@@ -248,10 +248,10 @@ def _model(args: argparse.Namespace) -> Any:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .effect import _measure
-    from .metrics import _batches, _names_of, evaluate
-    from .padding import pad_to_multiple
-    from .prompt import prompt_layers
+    from ..core.prompt import prompt_layers
+    from ..reference.padding import pad_to_multiple
+    from .effect import measure_effect
+    from .metrics import batches_of, evaluate, names_of
 
     if args.json:
         _check_json_target(args)
@@ -270,10 +270,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     layers = prompt_layers(model).values()
     if args.prompt_effect and layers and all(p.top_k < p.num_prompts for p in layers):
         # the same images again, under the model's own prompts and under negative prompts
-        effect = _measure(
+        effect = measure_effect(
             model,
-            _batches(dataset),
-            names=_names_of(dataset),
+            batches_of(dataset),
+            names=names_of(dataset),
             num_negatives=1,
             generator=None,
             label_negatives=False,

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from contrastive_prompts._checks import InputError, InputTypeError, check_int_range, check_shape
 
-from ._common import _tagged
+from ._common import tagged
 
 if TYPE_CHECKING:
     from PIL.ImageFile import ImageFile
@@ -147,7 +147,7 @@ def read_image(path: PathLike, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> 
 def check_image_file(path: PathLike, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> None:
     """Check ``path`` from its first bytes and header alone, as ``read_image`` does first.
 
-    What [read_image][contrastive_prompts.data.read_image] checks before it decodes, on its
+    What [read_image][contrastive_prompts.app.data.read_image] checks before it decodes, on its
     own: a command checks every input this way before it does any work, so a bad file among
     many stops it before the first output rather than halfway.
 
@@ -412,7 +412,7 @@ def list_images(folder: PathLike) -> list[Path]:
 
     Returns:
         The paths whose extension is in
-        [IMAGE_EXTENSIONS][contrastive_prompts.data.IMAGE_EXTENSIONS].
+        [IMAGE_EXTENSIONS][contrastive_prompts.app.data.IMAGE_EXTENSIONS].
 
     Raises:
         InputError: the folder does not exist or is not a directory.
@@ -434,7 +434,7 @@ def list_images(folder: PathLike) -> list[Path]:
     return sorted(files, key=_natural_key)
 
 
-def _to_chw(where: str, i: int, image: object) -> Tensor:
+def to_chw(where: str, i: int, image: object) -> Tensor:
     """Turn one in-memory image into a ``(3, H, W)`` float32 tensor in [0, 1]."""
     if isinstance(image, np.ndarray):
         arr = image
@@ -466,7 +466,7 @@ def _to_chw(where: str, i: int, image: object) -> Tensor:
 # one image source for the datasets
 
 
-class _ImageSource:
+class ImageStore:
     """The images a dataset reads: files (read on access, or once with ``cache``) or memory.
 
     Args:
@@ -503,7 +503,7 @@ class _ImageSource:
             raise InputError(f"{where}: expected at least one image, got an empty list")
         paths = [p for p in items if isinstance(p, (str, Path))]
         if len(paths) < len(items):
-            self._images = [_to_chw(where, i, im) for i, im in enumerate(items)]
+            self._images = [to_chw(where, i, im) for i, im in enumerate(items)]
             return
         for p in map(Path, paths):
             if p.is_dir():
@@ -528,7 +528,7 @@ class _ImageSource:
             return self._images[j]
         if j in self._cached:
             return self._cached[j]
-        with _tagged(self.paths[j]):
+        with tagged(self.paths[j]):
             image = read_image(self.paths[j], max_pixels=self.max_pixels)
         if self.cache:
             self._cached[j] = image
@@ -587,19 +587,20 @@ def sample_images(names: Sequence[str] | None = None) -> dict[str, Tensor]:
         arr = getattr(skimage.data, name)()
         if name == "stereo_motorcycle":
             arr = arr[0]  # (left, right, disparity)
-        out[name] = _to_chw("sample_images", 0, arr)
+        out[name] = to_chw("sample_images", 0, arr)
     return out
 
 
 def sample_split() -> tuple[list[Tensor], list[Tensor]]:
-    """The train / held-out split of [sample_images][contrastive_prompts.data.sample_images].
+    """The train / held-out split of [sample_images][contrastive_prompts.app.data.sample_images].
 
     Shape:
         - each image: $(3, H, W)$.
 
     Returns:
-        ``(train, held_out)``: the images of [SAMPLE_TRAIN][contrastive_prompts.data.SAMPLE_TRAIN]
-        and [SAMPLE_HELD_OUT][contrastive_prompts.data.SAMPLE_HELD_OUT].
+        ``(train, held_out)``: the images of
+        [SAMPLE_TRAIN][contrastive_prompts.app.data.SAMPLE_TRAIN] and
+        [SAMPLE_HELD_OUT][contrastive_prompts.app.data.SAMPLE_HELD_OUT].
 
     Examples:
         >>> train, held_out = sample_split()

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import (
+from .._checks import (
     InputError,
     InputTypeError,
     check_batch,
@@ -80,7 +80,7 @@ class CPLObjective(nn.Module):
         num_negatives: $M$.
         loss: the contrastive loss;
             [ContrastivePromptLoss][contrastive_prompts.ContrastivePromptLoss] by default.
-        balance_weight: $\beta$ of [load_balance_loss][contrastive_prompts.load_balance_loss].
+        balance_weight: $\beta$ of [load_balance_loss][contrastive_prompts.core.load_balance_loss].
         num_labels: rows of the expert-use counts (defaults to the largest label + 1); labels
             must then lie in ``[0, num_labels)``.
         label_negatives: also give the labels to the negatives, which then favour experts that
@@ -93,7 +93,7 @@ class CPLObjective(nn.Module):
     Shape:
         - ``forward(model, degraded, clean, labels=None, *, generator=None)``: ``degraded`` and
           ``clean`` $(B, C, H, W)$ with any $C \ge 1$ (3 for RGB, 1 for grey-scale), ``labels``
-          $(B,)$; returns an [ObjectiveOutput][contrastive_prompts.ObjectiveOutput] of scalars,
+          $(B,)$; returns an [ObjectiveOutput][contrastive_prompts.core.ObjectiveOutput] of scalars,
           the $(B, C, H, W)$ output and $(L, N)$ expert counts per prompt stage.
 
     Raises:
@@ -107,7 +107,7 @@ class CPLObjective(nn.Module):
             holds no SparsePrompt that leaves experts for negatives, the model's output does not
             have the shape of ``clean`` (checked before the loss sees it), or the loss's feature
             space does not take ``C`` channels (such as
-            [VGG16Features][contrastive_prompts.VGG16Features], which takes 1 or 3).
+            [VGG16Features][contrastive_prompts.core.VGG16Features], which takes 1 or 3).
 
     Examples:
         >>> from contrastive_prompts import SparsePromptIR

@@ -1,8 +1,8 @@
 """Sizes a network needs: pad images up to a multiple of a size, or crop them down to one.
 
 The reference model pads its input itself (to a multiple of 8) and crops its output back;
-[crop_to_multiple][contrastive_prompts.padding.crop_to_multiple] is the crop some benchmark
-protocols apply to the images they score.
+[crop_to_multiple][contrastive_prompts.reference.padding.crop_to_multiple] is the crop some
+benchmark protocols apply to the images they score.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import InputError, check_choice, check_int_range, check_shape
+from .._checks import InputError, check_choice, check_int_range, check_shape
 
 __all__ = ["crop_to_multiple", "pad_to_multiple"]
 

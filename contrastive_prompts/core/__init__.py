@@ -1,0 +1,62 @@
+"""The core: the drop-in modules of Contrastive Prompt Learning, for any network.
+
+The prompt layer and its routing, the contrastive loss and its feature spaces, the negatives,
+prompt stages added to an existing network, and the objective that combines them; the
+transformer block the prompt fusion is built of; safe reading of PyTorch weight files. It needs
+torch, einops, kornia and numpy, and nothing else of the package.
+"""
+
+from .features import VGG16_WEIGHTS_URL, FilterFeatures, PixelFeatures, VGG16Features
+from .files import CheckpointError, safe_load
+from .loss import MODES, ContrastivePromptLoss, contrastive_prompt_loss
+from .negatives import ModelOutput, NegativesReuse, forward_with_negatives, negatives_reuse
+from .objective import CPLObjective, ObjectiveOutput
+from .prompt import (
+    PromptFusion,
+    Routing,
+    RoutingLog,
+    SparsePrompt,
+    load_balance_loss,
+    negative_prompts,
+    negative_route,
+    prompt_layers,
+    record_routing,
+    routing_statistics,
+    topk_route,
+)
+from .restormer import TransformerBlock
+from .stages import STAGE_NAME, PromptStage, add_prompts, remove_prompts
+
+__all__ = [
+    "MODES",
+    "STAGE_NAME",
+    "VGG16_WEIGHTS_URL",
+    "CPLObjective",
+    "CheckpointError",
+    "ContrastivePromptLoss",
+    "FilterFeatures",
+    "ModelOutput",
+    "NegativesReuse",
+    "ObjectiveOutput",
+    "PixelFeatures",
+    "PromptFusion",
+    "PromptStage",
+    "Routing",
+    "RoutingLog",
+    "SparsePrompt",
+    "TransformerBlock",
+    "VGG16Features",
+    "add_prompts",
+    "contrastive_prompt_loss",
+    "forward_with_negatives",
+    "load_balance_loss",
+    "negative_prompts",
+    "negative_route",
+    "negatives_reuse",
+    "prompt_layers",
+    "record_routing",
+    "remove_prompts",
+    "routing_statistics",
+    "safe_load",
+    "topk_route",
+]

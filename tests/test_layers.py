@@ -1,0 +1,129 @@
+"""The package's three layers: each module imports only from its own layer and those below.
+
+core (the drop-in modules) < reference (the reference network) < app (the application). The
+modules at the top are the face (``__init__``: core and reference), ``__main__`` (the command
+line) and ``_checks``, which every layer uses and which imports nothing of the package.
+"""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import contrastive_prompts
+
+PACKAGE = Path(contrastive_prompts.__file__).parent
+NAME = "contrastive_prompts"
+RANK = {"_checks": 0, "core": 1, "reference": 2, "__init__": 2, "app": 3, "__main__": 3}
+THIRD_PARTY_OF_THE_CORE = {"torch", "einops", "kornia", "numpy"}
+
+
+def module_name(path: Path) -> str:
+    parts = [NAME, *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def rank(module: str) -> int:
+    parts = module.split(".")
+    if parts == [NAME]:
+        return RANK["__init__"]
+    return RANK[parts[1]]
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imported(module: str, path: Path) -> list[tuple[int, str]]:
+    """``(line, module)`` of every import of the package in ``path``, functions included."""
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                target = node.module or ""
+            if target == NAME and node.level:  # from . import x: x is a module
+                found += [(node.lineno, f"{NAME}.{a.name}") for a in node.names]
+            elif target.startswith(NAME):
+                found.append((node.lineno, target))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.startswith(NAME)]
+    return found
+
+
+def test_every_module_has_a_layer():
+    assert {m.split(".")[1] for m in MODULES if m != NAME} <= set(RANK)
+    for layer in ("core", "reference", "app"):
+        assert (PACKAGE / layer / "__init__.py").is_file(), layer
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    upward = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}"
+        for module, path in MODULES.items()
+        for line, target in imported(module, path)
+        if target in MODULES and rank(target) > rank(module)
+    ]
+    assert upward == []
+
+
+def test_the_core_needs_torch_einops_kornia_and_numpy_alone():
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    outside = set()
+    for module, path in MODULES.items():
+        if module.split(".")[1:2] != ["core"]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                outside |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                outside.add((node.module or "").split(".")[0])
+    assert outside - stdlib - {NAME} <= THIRD_PARTY_OF_THE_CORE
+
+
+def loaded_after_import(module: str) -> list[str]:
+    code = (
+        f"import importlib, json, sys; importlib.import_module({module!r}); "
+        f"print(json.dumps(sorted(m for m in sys.modules if m.startswith({NAME!r}))))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(run.stdout)
+
+
+LOWER = sorted(m for m in MODULES if m != NAME and rank(m) <= RANK["reference"])
+
+
+@pytest.mark.parametrize("module", LOWER)
+def test_importing_a_module_brings_nothing_from_a_layer_above(module):
+    """In a fresh interpreter, as a user importing one module would.
+
+    Python runs the package's ``__init__`` (the face) first, and the face loads the core: so
+    any import brings the core along, and nothing else above the module's own layer.
+    """
+    allowed = max(rank(module), RANK["core"])
+    loaded = loaded_after_import(module)
+    above = [m for m in loaded if m in MODULES and m != NAME and rank(m) > allowed]
+    assert above == []
+    assert module in loaded
+
+
+FACE = {
+    "CPLObjective", "ContrastivePromptLoss", "InputError", "InputTypeError", "PromptStage",
+    "SparsePrompt", "SparsePromptIR", "__version__", "add_prompts", "forward_with_negatives",
+    "negative_prompts", "record_routing", "remove_prompts",
+}  # fmt: skip
+
+
+def test_the_face_holds_what_a_user_of_the_modules_needs_and_loads_the_core_alone():
+    assert set(contrastive_prompts.__all__) == FACE
+    for name in FACE:
+        assert getattr(contrastive_prompts, name) is not None, name
+    loaded = loaded_after_import(NAME)
+    assert [m for m in loaded if m in MODULES and rank(m) > RANK["core"] and m != NAME] == []
+    with pytest.raises(AttributeError, match="has no attribute 'tiled'"):
+        _ = contrastive_prompts.tiled  # imported from contrastive_prompts.reference
