@@ -83,7 +83,7 @@ def test_vgg16_works_where_torchvision_cannot_be_imported(tmp_path):
         "sys.modules['torchvision'] = None  # any import of torchvision raises ImportError\n"
         "import torch\n"
         "import contrastive_prompts\n"
-        "from contrastive_prompts import VGG16Features\n"
+        "from contrastive_prompts.core import VGG16Features\n"
         f"maps = VGG16Features({str(path)!r})(torch.rand(1, 3, 16, 16))\n"
         "print([tuple(m.shape) for m in maps])\n"
         "print(sorted(m for m in sys.modules if m.startswith('torchvision')))\n"

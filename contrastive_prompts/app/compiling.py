@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .._checks import InputTypeError
-from ..core._state import compiled_region
+from ..core import compiled_region
 from ..core.prompt import SparsePrompt
 
 __all__ = ["compile_regions", "compiled_region"]

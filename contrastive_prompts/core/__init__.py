@@ -6,6 +6,7 @@ transformer block the prompt fusion is built of; safe reading of PyTorch weight 
 torch, einops, kornia and numpy, and nothing else of the package.
 """
 
+from ._state import compiled_region
 from .features import VGG16_WEIGHTS_URL, FilterFeatures, PixelFeatures, VGG16Features
 from .files import CheckpointError, safe_load
 from .loss import MODES, ContrastivePromptLoss, contrastive_prompt_loss
@@ -47,6 +48,7 @@ __all__ = [
     "TransformerBlock",
     "VGG16Features",
     "add_prompts",
+    "compiled_region",
     "contrastive_prompt_loss",
     "forward_with_negatives",
     "load_balance_loss",
