@@ -261,3 +261,16 @@ def test_evaluate_shows_no_prompt_effect_for_dense_prompts(tmp_path, capsys, pro
     assert "| rain |" in out and "Prompt effect" not in out
     assert main([*argv, "--promptir-top-k", "1"]) == 0
     assert "rain" in _rows(capsys.readouterr().out, "| degradation | images | degraded |")
+
+
+def test_init_promptir_chooses_the_base_preset_unless_told_otherwise(tmp_path, capsys):
+    """PromptIR's weights fit the base preset alone: the command chooses it, and says so; a
+    preset given on the command line is kept (and refused, in one line, if it is not base)."""
+    missing = tmp_path / "promptir.ckpt"  # read after the preset is chosen: its error comes next
+    out = ["--steps", "1", "--out-dir", str(tmp_path / "run")]
+    assert main(["train", "--init-promptir", str(missing), *out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "--init-promptir: training the base preset (PromptIR's size)"
+    assert "not found" in err[-1] and "preset" not in err[-1]
+    assert main(["train", "--init-promptir", str(missing), "--preset", "tiny", *out]) == 2
+    assert "expected preset='base' with prompts" in capsys.readouterr().err

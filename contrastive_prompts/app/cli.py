@@ -170,6 +170,10 @@ def _train(args: argparse.Namespace) -> int:
                 )
             config = TrainConfig.from_dict({**dataclasses.asdict(config), **values})
     config = dataclasses.replace(config, **overrides)
+    if config.init_promptir and config.preset != "base" and "preset" not in overrides:
+        # PromptIR's weights fit the base preset alone: choose it rather than refuse
+        config = dataclasses.replace(config, preset="base")
+        print("--init-promptir: training the base preset (PromptIR's size)", file=sys.stderr)
     trainer = Trainer(config)
     if checkpoint is not None:
         trainer.load(checkpoint)

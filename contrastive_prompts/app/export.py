@@ -8,7 +8,8 @@ writes the same graph as an ONNX file, to run in ONNX Runtime or any other ONNX 
 
 Only inference exports: the graph is the network in eval mode under its own prompts. The negative
 prompts (a random draw from a generator), the CPR loss and training stay in PyTorch. ONNX needs
-the ``export`` extra: ``pip install "contrastive-prompts[export]"``.
+``onnx`` and ``onnxscript`` (``pip install onnx onnxscript onnxruntime``, or ``pip install
+".[export]"`` in a clone of the repository).
 """
 
 from __future__ import annotations
@@ -309,7 +310,8 @@ def export_onnx(
     if missing:
         raise ModuleNotFoundError(
             f"{where}: ONNX export needs {' and '.join(missing)}: "
-            'pip install "contrastive-prompts[export]"'
+            "pip install onnx onnxscript onnxruntime (in a clone of the repository: "
+            "pip install '.[export]')"
         )
     if isinstance(model, ExportedProgram):
         given = {
