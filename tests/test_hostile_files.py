@@ -394,6 +394,9 @@ def test_the_trainer_refuses_a_model_it_would_feed_another_dtype(tmp_path, dtype
 def test_training_images_have_the_same_budget(images, tmp_path, capsys):
     argv = ["train", "--data", str(images), "--steps", "1", "--out-dir", str(tmp_path / "run")]
     assert main([*argv, "--max-pixels", "100"]) == 2
-    one_line_error(capsys, "at most 100 pixels", "18 x 20 pixels (width x height)")
+    # the images are read once training starts: its first line, then the error in one line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("training SparsePromptIR") and len(err) == 2
+    assert "at most 100 pixels" in err[1] and "18 x 20 pixels (width x height)" in err[1]
     with pytest.raises(InputError, match="max_pixels"):
         TrainConfig(max_pixels=0).validate()

@@ -499,3 +499,12 @@ def test_build_data_defaults_and_what_is_given(tmp_path):
         build_data(small, train_data=given)
     with pytest.raises(InputError, match="Trainer: cannot read validation image"):
         build_data(small, train_data=given, where="Trainer")
+
+
+def test_fit_says_what_it_does_before_the_first_step_and_how_long_one_takes(tmp_path, capsys):
+    from .test_safety import small_trainer
+
+    small_trainer(tmp_path / "run", steps=3, log_every=100).fit()
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("training SparsePromptIR (") and "from step 0 to 3 on cpu" in err[0]
+    assert err[1].startswith("step 1 took ") and "the 2 left take about" in err[1]

@@ -620,7 +620,8 @@ def build_data(
 
 
 class Trainer:
-    """Trains a [SparsePromptIR][contrastive_prompts.SparsePromptIR] with CPL.
+    """Trains a network with CPL: the reference [SparsePromptIR][contrastive_prompts.SparsePromptIR]
+    by default, or a network of your own (``model=``).
 
     Args:
         config: the run's options.
@@ -827,6 +828,7 @@ class Trainer:
                 self._announce_resume = False
             with writing(self.out_dir / "config.json") as temporary:
                 temporary.write_text(json.dumps(asdict(config), indent=2))
+            print(self._plan(), file=sys.stderr)  # a sign of life before the first step
         records: list[dict[str, Any]] = []
         if self.is_main and config.tensorboard:
             self._board = TensorBoardLog(
@@ -848,6 +850,14 @@ class Trainer:
                     self._interrupts.clear()
                     raise KeyboardInterrupt
                 window_steps += 1
+                if window_steps == 1 and len(records) == 1 and self.is_main:
+                    took = time.perf_counter() - window_start
+                    left = (config.steps - self.step) * took / 60
+                    print(
+                        f"step {self.step} took {took:.2f} s (the first is the slowest); the "
+                        f"{config.steps - self.step} left take about {left:.1f} min at that pace",
+                        file=sys.stderr,
+                    )
                 for key in ("loss", "l1", "cpr"):
                     totals[key] = totals.get(key, 0.0) + record[key]
                 if self.step % config.log_every == 0 or self.step == config.steps:
@@ -882,6 +892,18 @@ class Trainer:
                 self._board.close()
                 self._board = None
         return records
+
+    def _plan(self) -> str:
+        """One line saying what ``fit`` is about to do."""
+        name = type(self.model).__name__
+        parameters = sum(p.numel() for p in self.model.parameters())
+        config = self.config
+        return (
+            f"training {name} ({parameters:,} parameters) from step {self.step} to "
+            f"{config.steps} on {self.device}, batch {config.batch_size} of {config.crop}x"
+            f"{config.crop} crops, CPR weight {config.cpr_weight:g} with {config.num_negatives} "
+            f"negatives; writing to {str(self.out_dir)!r}"
+        )
 
     def _claim_folder(self, overwrite: bool) -> None:
         """Make ``out_dir`` this run's folder, or refuse before anything is written."""
