@@ -2,8 +2,8 @@
 
 Every file the library writes (checkpoints, exports, restored images, JSON tables) goes through
 [writing][contrastive_prompts.app._files.writing]: the content is written to a new file that the
-operating system creates for this write alone (``mkstemp``: an exclusive create, so an existing
-file of any name is never opened, let alone replaced), then renamed over the target. Any
+operating system creates for this write alone (an exclusive create under a random name, so an
+existing file of any name is never opened, let alone replaced), then renamed over the target. Any
 exception, ``KeyboardInterrupt`` included, removes the temporary file.
 """
 
@@ -13,7 +13,7 @@ import contextlib
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,24 +49,16 @@ def writing(target: str | os.PathLike[str]) -> Iterator[Path]:
         ('{}', ['table.json'])
     """
     target = Path(target)
-    handle, name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=TEMPORARY_SUFFIX + target.suffix, dir=target.parent
+    temporary = target.with_name(
+        f".{target.name}.{secrets.token_hex(8)}{TEMPORARY_SUFFIX}{target.suffix}"
     )
-    os.close(handle)
-    temporary = Path(name)
+    # an exclusive create: never a file that was there; the umask gives it a new file's mode
+    os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         yield temporary
-        # mkstemp's file is private (0600); the result gets the mode a new file would get
-        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # the only way to read it is to set it; set back at once
-    os.umask(mask)
-    return mask
 
 
 def _finite(value: Any) -> Any:

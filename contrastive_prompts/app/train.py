@@ -850,7 +850,7 @@ class Trainer:
                     self._interrupts.clear()
                     raise KeyboardInterrupt
                 window_steps += 1
-                if window_steps == 1 and len(records) == 1 and self.is_main:
+                if len(records) == 1 and self.is_main:  # the first step of this call
                     took = time.perf_counter() - window_start
                     left = (config.steps - self.step) * took / 60
                     print(

@@ -427,11 +427,14 @@ class SparsePromptIR(nn.Module):
         return f"config={self.config}"
 
     def __getattr__(self, name: str) -> Tensor | nn.Module:
-        # the removed methods say what replaces them; every other name is nn.Module's business
-        replacement = _REMOVED_METHODS.get(name)
-        if replacement is not None:
-            raise AttributeError(f"SparsePromptIR.{name} was removed: {replacement}")
-        return super().__getattr__(name)
+        # nn.Module's lookup first (submodules and parameters, on every forward); only a miss
+        # on a removed method says what replaces it
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name not in _REMOVED_METHODS:
+                raise
+        raise AttributeError(f"SparsePromptIR.{name} was removed: {_REMOVED_METHODS[name]}")
 
 
 RESTORE_TILES = {"cpu": 256}
