@@ -1,10 +1,10 @@
 # `make demo` and `make test` create .venv when it is missing and install what they need.
-# torch is installed first, pinned, through TORCH_SPEC (override it for another build, e.g.
-# `make test TORCH_SPEC="torch==2.13.0+cu128 --index-url https://download.pytorch.org/whl/cu128"`);
+# torch is installed first, pinned, through TORCH_SPEC: the CPU build by default, a small download
+# (for the CUDA build on Linux: `make test TORCH_SPEC=torch==2.13.0`);
 # later installs never upgrade it. `make demo DEMO_ARGS=--overwrite` replaces an earlier demo run.
 PYTHON ?= python3
 VENV ?= .venv
-TORCH_SPEC ?= torch==2.13.0
+TORCH_SPEC ?= torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 

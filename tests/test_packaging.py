@@ -101,29 +101,50 @@ def test_sdist_installs_into_a_clean_venv(dist, tmp_path):
     install_and_import(dist["sdist"], tmp_path / "venv", "--no-build-isolation")
 
 
-def readme_install_commands() -> list[str]:
-    """The command lines of the README's install block (comments dropped)."""
+def readme_install_blocks() -> list[list[str]]:
+    """The command lines of each bash block of the README's install section (comments dropped,
+    ``a && b`` as two commands)."""
     text = (ROOT / "README.md").read_text()
-    section = text.split("## Install", 1)[1]
-    block = re.search(r"```bash\n(.*?)```", section, flags=re.S)
-    assert block, "README: expected a bash block under '## Install'"
-    return [line.split("#", 1)[0].strip() for line in block.group(1).splitlines() if line.strip()]
+    section = text.split("## Install", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    assert blocks, "README: expected bash blocks under '## Install'"
+    return [
+        [command.strip() for line in block.splitlines()
+         for command in line.split("#", 1)[0].split("&&") if command.strip()]
+        for block in blocks
+    ]  # fmt: skip
+
+
+def source_url() -> str:
+    found = re.search(r'^Source = "(.+)"$', (ROOT / "pyproject.toml").read_text(), flags=re.M)
+    assert found, "pyproject.toml: expected a Source URL under [project.urls]"
+    return found.group(1)
 
 
 def test_readme_install_commands_work_in_a_fresh_clone_and_venv(tmp_path):
     """The README's install lines, as written, in a copy of the repository's tracked files.
 
-    Offline: ``pip install`` gets ``--no-index --no-build-isolation`` (everything it needs is in
-    the venv through this environment's packages, so nothing is downloaded and torch is not
-    replaced) and ``python -m build`` gets ``--no-isolation``. Each install is checked by
-    importing the package from outside the clone.
+    The section has three blocks: the clone and install with the CPU build of torch, the CUDA
+    line that replaces the CPU line, and a wheel built in the clone. Offline: ``git clone`` of
+    the address pyproject.toml gives is a copy of the tracked files; ``pip install`` gets
+    ``--no-index --no-build-isolation`` and loses ``--index-url`` (everything it needs is in the
+    venv through this environment's packages, so nothing is downloaded and torch is not
+    replaced); ``python -m build`` gets ``--no-isolation``. Each install is checked by importing
+    the package from outside the clone.
     """
-    commands = readme_install_commands()
-    assert [c.split()[:2] for c in commands] == [
-        ["pip", "install"], ["pip", "install"], ["python", "-m"], ["pip", "install"],
-    ], commands  # fmt: skip
-    assert commands[0].startswith("pip install torch==")  # torch first, pinned
-    clone = tmp_path / "clone"
+    clone_block, cuda_block, wheel_block = readme_install_blocks()
+    assert [c.split()[:2] for c in clone_block] == [
+        ["git", "clone"], ["cd", "contrastive_prompts"], ["python", "-m"],
+        [".", ".venv/bin/activate"], ["pip", "install"], ["pip", "install"],
+    ], clone_block  # fmt: skip
+    torch_cpu, torch_cuda = clone_block[4].split(), cuda_block[0].split()
+    assert torch_cpu[:3] == torch_cuda == ["pip", "install", torch_cuda[2]], (torch_cpu, cuda_block)
+    assert torch_cuda[2].startswith("torch==")  # torch first, pinned, the same release
+    assert torch_cpu[3:] == ["--index-url", "https://download.pytorch.org/whl/cpu"]
+    assert len(cuda_block) == 1
+    url = clone_block[0].split()[2]
+    assert url == source_url() and url.rsplit("/", 1)[1] == clone_block[1].split()[1]
+    clone = tmp_path / "contrastive_prompts"
     for name in run("git", "ls-files", cwd=ROOT).splitlines():
         target = clone / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -131,16 +152,24 @@ def test_readme_install_commands_work_in_a_fresh_clone_and_venv(tmp_path):
             shutil.copy2(ROOT / name, target)
     outside = tmp_path / "outside"
     outside.mkdir()
-    # from the clone (torch, then the package with its extra), and from a wheel built there
-    for step, installs in enumerate((commands[:2], commands[2:])):
-        python = make_venv(tmp_path / f"venv{step}")
-        for command in installs:
+    venvs = {"clone": clone / ".venv", "elsewhere": tmp_path / "elsewhere"}
+    steps = {"clone": clone_block[2:] + cuda_block, "elsewhere": wheel_block}
+    for where, commands in steps.items():
+        python = make_venv(venvs[where])
+        for command in commands:
             words = shlex.split(command)
+            if words[:3] == ["python", "-m", "venv"] or words[0] == ".":
+                continue  # the venv: made above, with this environment's packages in sight
             if words[0] == "pip":
-                run(sys.executable, "-m", "pip", "--python", python, *words[1:2], "--no-index",
-                    "--no-build-isolation", "--quiet", *words[2:], cwd=clone)  # fmt: skip
+                if "--index-url" in words:
+                    at = words.index("--index-url")
+                    del words[at : at + 2]
+                found = [str(p) for w in words[2:] for p in sorted(clone.glob(w))] or words[2:]
+                run(sys.executable, "-m", "pip", "--python", python, "install", "--no-index",
+                    "--no-build-isolation", "--quiet", *found, cwd=clone)  # fmt: skip
             else:
+                assert words[:3] == ["python", "-m", "build"], command
                 run(python, *words[1:], "--no-isolation", cwd=clone)
         version, location = run(python, "-c", SMOKE, cwd=outside).split()
         assert version == contrastive_prompts.__version__
-        assert Path(location).resolve().is_relative_to((tmp_path / f"venv{step}").resolve())
+        assert Path(location).resolve().is_relative_to(venvs[where].resolve()), location

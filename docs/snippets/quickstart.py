@@ -4,6 +4,8 @@ from torch import nn
 from contrastive_prompts import CPLObjective, SparsePrompt, add_prompts, negative_prompts
 from contrastive_prompts.core import PromptFusion
 
+torch.manual_seed(0)
+
 # 1. The modules, on decoder features (B, C, H, W)
 features = torch.rand(2, 96, 32, 32)
 prompt_layer = SparsePrompt(dim=96, prompt_dim=64, prompt_size=32, top_k=1)
@@ -25,3 +27,7 @@ degraded, clean = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
 parts = CPLObjective(num_negatives=4)(net, degraded, clean)  # L1 + 0.01 * CPR, 4 negatives each
 parts.loss.backward()
 optimiser.step()
+print(f"prompt {tuple(prompt.shape)}, experts {routing.indices.flatten().tolist()}")
+# CPR is 0 at this first step: a new prompt stage starts as the identity, so every prompt,
+# own or negative, gives the same output; training makes them differ
+print(f"loss {parts.loss.item():.4f} = L1 {parts.l1.item():.4f} + 0.01 * CPR {parts.cpr.item():.4f}")
