@@ -127,6 +127,43 @@ def test_upright_names_are_upright(hook):
 
 
 @pytest.mark.parametrize(
+    ("tex", "size", "glyph"),
+    [
+        (r"\big| x \big|", "1.2em", "|"),
+        (r"\bigl( x \bigr)", "1.2em", "("),
+        (r"\Big[ x \Big]", "1.623em", "["),
+        (r"\bigg\{ x \bigg\}", "2.047em", "{"),
+        (r"\Bigg\langle x \Bigg\rangle", "2.47em", "&#x27E8;"),
+    ],
+)
+def test_sized_delimiters_need_no_math_font(hook, tex, size, glyph):
+    """Browsers stretch an operator only with an OpenType math font; a scaled glyph has its size
+    in any font. So a sized delimiter is never left to stretching, and it is lowered to stay
+    centred on the maths axis."""
+    mathml = hook.tex_to_mathml(tex)
+    assert "minsize" not in mathml and "maxsize" not in mathml
+    assert 'stretchy="true"' not in mathml
+    sized = re.findall(r'<mpadded voffset="-([0-9.]+)em"><mo([^>]*)>([^<]*)</mo></mpadded>', mathml)
+    assert len(sized) == 2, mathml
+    lower, attrs, text = sized[0]
+    assert f'mathsize="{size}"' in attrs and 'stretchy="false"' in attrs
+    assert text == glyph
+    assert float(lower) == pytest.approx((float(size[:-2]) - 1) * 0.25, abs=1e-3)
+
+
+def test_the_site_stretches_no_delimiter_and_names_math_fonts(site):
+    out, _ = site
+    for path in sorted(out.rglob("*.html")):
+        assert "minsize=" not in path.read_text("utf-8"), path.relative_to(out)
+    # the $\big|$ of the distance in the concept page
+    page = (out / "concepts" / "contrastive-prompt-regularisation" / "index.html").read_text()
+    assert '<mo stretchy="false" mathsize="1.2em">|</mo>' in page
+    css = (out / "stylesheets" / "extra.css").read_text("utf-8")
+    rule = re.search(r"(?m)^math\s*\{[^}]*font-family:([^;]*);", css)
+    assert rule and "Cambria Math" in rule[1] and rule[1].strip().endswith("math")
+
+
+@pytest.mark.parametrize(
     "tex", [r"\unknowncommand x", r"\begin{aligned} a &= b \end{aligned}", r"\frac{1}{"]
 )
 def test_unsupported_tex_is_kept_and_reported(hook, caplog, tex):

@@ -97,6 +97,24 @@ def test_infonce_non_negative_and_ratio_zero_at_positive(seed, m):
     assert torch.equal(zero, torch.zeros(2))
 
 
+@given(
+    batch=st.integers(1, 3),
+    m=st.integers(1, 4),
+    size=st.integers(8, 20),
+    seed=st.integers(0, 2**16),
+)
+def test_default_is_negative_zero_without_effect_and_summed_over_negatives(batch, m, size, seed):
+    """What the docs and the loss plot say of the default's sign: CPR <= 0, 0 when the negatives
+    equal the output, and a sum over the negatives (twice the negatives, twice the value)."""
+    a, y, n = triple(seed, batch=batch, m=m, size=size)
+    loss = ContrastivePromptLoss(reduction="none")
+    assert loss.mode == "subtractive"
+    value = loss(a, y, n)
+    assert (value < 0).all()
+    assert torch.equal(loss(a, None, a.unsqueeze(1).expand(-1, m, -1, -1, -1)), torch.zeros(batch))
+    torch.testing.assert_close(loss(a, y, torch.cat([n, n], dim=1)), 2 * value)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_pulls_and_pushes(mode):
     """Moving the anchor towards the positive and away from the negatives lowers the loss."""

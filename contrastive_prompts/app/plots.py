@@ -1,7 +1,7 @@
 """PNG plots of a training run: loss curves, validation PSNR, expert use per degradation.
 
-Needs matplotlib (``pip install contrastive-prompts[examples]``); without it the plots are skipped
-with a warning and training goes on.
+Needs matplotlib (``pip install matplotlib``, or ``pip install ".[examples]"`` in a clone of the
+repository); without it the plots are skipped with a warning and training goes on.
 """
 
 from __future__ import annotations
@@ -39,6 +39,12 @@ def _smooth(values: Sequence[float], window: int) -> np.ndarray:
     kernel = np.ones(window) / window
     head = np.array([array[: i + 1].mean() for i in range(window - 1)])
     return np.concatenate([head, np.convolve(array, kernel, mode="valid")])
+
+
+def _legend(ax: Any, **options: Any) -> None:
+    """A legend, where there is a labelled line (validation records may hold no score)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**options)
 
 
 def plot_training(
@@ -79,16 +85,32 @@ def plot_training(
 
     steps = [r["step"] for r in history]
     window = max(1, len(history) // 50)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for key in ("loss", "l1"):
-        axes[0].plot(steps, _smooth([r[key] for r in history], window), label=key)
+    l1 = _smooth([r["l1"] for r in history], window)
+    total = _smooth([r["loss"] for r in history], window)
+    cpr = _smooth([r["cpr"] for r in history], window)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    # the total is L1 + lambda * CPR (+ balance): a hair from L1, so L1 is a wide pale band and the
+    # total a thin line drawn over it
+    axes[0].plot(steps, l1, color="tab:orange", linewidth=5, alpha=0.4, label="L1")
+    gap = float(np.mean([r["loss"] - r["l1"] for r in history]))
+    label = f"total, L1 + weighted terms ({gap:+.1e} from L1 on average)"
+    axes[0].plot(steps, total, color="black", linewidth=1, zorder=3, label=label)
     axes[0].set_yscale("log")
     axes[0].set_xlabel("step")
     axes[0].set_title("training loss (smoothed)")
-    axes[0].legend()
-    axes[1].plot(steps, _smooth([r["cpr"] for r in history], window), color="tab:green")
+    axes[0].legend(fontsize=8)
+    axes[1].plot(steps, cpr, color="tab:green")
     axes[1].set_xlabel("step")
-    axes[1].set_title("contrastive prompt term")
+    # the subtractive mode (the default) is minus a distance; infonce and ratio are >= 0
+    if max(r["cpr"] for r in history) <= 0:
+        axes[1].axhline(0, color="grey", linewidth=0.8, linestyle=":")
+        axes[1].set_title("contrastive prompt term (CPR): below 0 by design")
+        axes[1].set_ylabel(
+            "minus the feature distance to the\nnegatives (lower: prompts matter more)"
+        )
+    else:  # infonce or ratio: >= 0
+        axes[1].set_title("contrastive prompt term (CPR)")
+        axes[1].set_ylabel("CPR (lower: closer to the clean\nimage than to the negatives)")
     fig.tight_layout()
     written.append(out_dir / "loss.png")
     fig.savefig(written[-1], dpi=110)
@@ -102,7 +124,7 @@ def plot_training(
         ax.set_xlabel("step")
         ax.set_ylabel("PSNR (dB)")
         ax.set_title("validation PSNR per degradation (EMA weights)")
-        ax.legend(fontsize=8)
+        _legend(ax, fontsize=8)
         fig.tight_layout()
         written.append(out_dir / "validation.png")
         fig.savefig(written[-1], dpi=110)

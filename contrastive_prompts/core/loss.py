@@ -202,9 +202,31 @@ def contrastive_prompt_loss(
 
 
 class ContrastivePromptLoss(nn.Module):
-    """Module form of [contrastive_prompt_loss][contrastive_prompts.core.contrastive_prompt_loss].
+    r"""Contrastive prompt regularisation (CPR): how far wrong prompts move a network's output.
 
-    It stores the options and the feature space.
+    The output under the network's own prompt (the *anchor* $a$) is compared with its outputs
+    for the same input under $M$ negative (mismatched) prompts, $n_1, \dots, n_M$, and, in two
+    of the modes, with the clean image $y$. Distances $d_l$ are mean absolute differences of
+    channel-normalised feature maps $\phi_l$ with weights $w_l$, taken per feature space
+    ([FilterFeatures][contrastive_prompts.core.FilterFeatures] by default). The mode decides how
+    they combine, per sample:
+
+    - ``"subtractive"`` (default, the released CPL code):
+      $\mathrm{CPR} = -\sum_{j=1}^{M} \sum_l w_l\, d_l(a, n_j)$. Only the negatives count
+      (the L1 term beside it pulls $a$ towards $y$; ``positive`` may be ``None``). The value is
+      $\le 0$: 0 when the wrong prompts change nothing, and more negative the further the
+      outputs under wrong prompts are from the output under the own prompt, so minimising it
+      makes the prompt matter. It is summed over the negatives, so it scales with $M$.
+    - ``"infonce"``: the cross-entropy of picking $y$ among $y, n_1, \dots, n_M$ by the
+      distance to $a$; $\ge 0$, below $\log(M + 1)$ when $a$ is closer to $y$ than to every
+      negative, above it when it is farther.
+    - ``"ratio"``: per map, $d_l(a, y)$ over the mean $d_l(a, n_j)$; $\ge 0$, 0 when $a = y$,
+      below $\sum_l w_l$ when $a$ is closer to $y$ than to the negatives in every map.
+
+    The formulas and the choice of default are in the docs (Concepts: Contrastive prompt
+    regularisation); the maths lives in
+    [contrastive_prompt_loss][contrastive_prompts.core.contrastive_prompt_loss], and this module
+    stores its options and the feature space.
 
     Args:
         mode: ``"subtractive"`` (default), ``"infonce"`` or ``"ratio"``.
@@ -217,9 +239,13 @@ class ContrastivePromptLoss(nn.Module):
         eps: keeps the ratio finite, a finite number > 0.
 
     Shape:
-        - anchor, positive: ``(B, C, H, W)``, any ``C >= 1`` that the feature space takes (as
-          for [contrastive_prompt_loss][contrastive_prompts.core.contrastive_prompt_loss]);
-          negatives: ``(B, M, C, H, W)``, ``B >= 1``.
+        - anchor (the output under the own prompt) and positive (the clean image):
+          ``(B, C, H, W)``, any ``C >= 1`` that the feature space takes (as for
+          [contrastive_prompt_loss][contrastive_prompts.core.contrastive_prompt_loss]);
+          ``positive`` may be ``None`` in ``"subtractive"`` mode.
+        - negatives (the outputs under ``M`` negative prompts): ``(B, M, C, H, W)``,
+          ``B >= 1``, ``M >= 1``.
+        - Output: a scalar, or ``(B,)`` with ``reduction="none"``.
 
     Raises:
         InputTypeError: at construction, ``normalize`` that is not a bool, ``features`` that is
@@ -230,10 +256,36 @@ class ContrastivePromptLoss(nn.Module):
             batch, say).
 
     Examples:
-        >>> loss = ContrastivePromptLoss(mode="ratio")
-        >>> a = torch.rand(2, 3, 16, 16)
-        >>> loss(a, a, torch.rand(2, 2, 3, 16, 16)).item()
-        0.0
+        >>> import math
+        >>> loss = ContrastivePromptLoss()  # subtractive
+        >>> g = torch.Generator().manual_seed(0)
+        >>> clean = torch.rand(2, 3, 32, 32, generator=g)
+        >>> output = (clean + 0.01 * torch.randn(2, 3, 32, 32, generator=g)).clamp(0, 1)
+
+        Outputs under wrong prompts far from the output: below zero.
+
+        >>> far = torch.stack([1 - clean, torch.rand(2, 3, 32, 32, generator=g)], dim=1)
+        >>> far.shape
+        torch.Size([2, 2, 3, 32, 32])
+        >>> round(loss(output, clean, far).item(), 1)
+        -0.7
+
+        Wrong prompts that change nothing: zero, the largest value.
+
+        >>> same = torch.stack([output, output], dim=1)
+        >>> loss(output, clean, same).item() == 0
+        True
+
+        InfoNCE also compares with the clean image: below $\log(M + 1)$ when the output is
+        closer to it than to the negatives, above it for an output far from the clean image
+        that its negatives equal.
+
+        >>> infonce = ContrastivePromptLoss(mode="infonce")
+        >>> wrong = far[:, 0]
+        >>> infonce(output, clean, far).item() < math.log(3)
+        True
+        >>> infonce(wrong, clean, torch.stack([wrong, wrong], dim=1)).item() > math.log(3)
+        True
     """
 
     def __init__(

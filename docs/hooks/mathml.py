@@ -5,6 +5,12 @@ pages and docstrings as escaped TeX in ``<span class="arithmatex">\\(...\\)</spa
 ``<div class="arithmatex">\\[...\\]</div>``; this hook puts ``latex2mathml``'s MathML in the
 wrapper (mkdocs-material styles ``div.arithmatex``). TeX it cannot convert stays and is a warning,
 an error under ``mkdocs build --strict``.
+
+Sized delimiters (``\\big(``, ``\\Big|``...) come out of ``latex2mathml`` as stretchy operators
+with ``minsize``/``maxsize``; browsers stretch a glyph only with an OpenType math font, and without
+one such a delimiter stays at text size. The hook writes them as non-stretchy operators scaled
+with ``mathsize`` (and lowered so that they stay centred on the maths axis), which any font draws
+at the intended size; docs/stylesheets/extra.css names common math fonts for the rest.
 """
 
 from __future__ import annotations
@@ -30,6 +36,32 @@ _BARE_AMPERSAND = re.compile(r"&(?!#?\w+;)")
 _UPRIGHT_LETTER = r'<mi mathvariant="normal">[A-Za-z]</mi>'
 _UPRIGHT_WORD = re.compile(rf"<mrow>((?:{_UPRIGHT_LETTER}){{2,}})</mrow>")
 _UPRIGHT_SINGLE = re.compile(r"<mi>&#x000(4[1-9A-F]|5[0-9A]|6[1-9A-F]|7[0-9A]);</mi>")
+# \big( and kin: <mo [stretchy="true" fence="true"] minsize="1.2em" maxsize="1.2em">(</mo>
+_SIZED = re.compile(
+    r'<mo(?P<attrs>[^>]*?) minsize="(?P<size>[0-9.]+)em" maxsize="(?P=size)em">(?P<text>[^<]*)</mo>'
+)
+# latex2mathml leaves these delimiter commands as text after \big; \big. is no delimiter
+_DELIMITER_TEXT = {
+    "\\{": "{", "\\}": "}", "\\lbrace": "{", "\\rbrace": "}", "\\langle": "&#x27E8;",
+    "\\rangle": "&#x27E9;", "\\vert": "|", "\\lvert": "|", "\\rvert": "|", "\\|": "&#x2016;",
+    "\\Vert": "&#x2016;", "\\lVert": "&#x2016;", "\\rVert": "&#x2016;", ".": "",
+}  # fmt: skip
+# where a text-size delimiter's middle sits above the baseline, in em: about the maths axis
+_AXIS = 0.25
+
+
+def _scaled_delimiter(match: re.Match[str]) -> str:
+    """A sized delimiter as a glyph scaled to its size, which needs no stretching (no math font).
+
+    A glyph scaled by ``s`` about the baseline has its middle ``(s - 1) * axis`` above the axis;
+    ``mpadded`` lowers it by that much.
+    """
+    size = float(match["size"])
+    attrs = match["attrs"].replace(' stretchy="true"', "")
+    text = _DELIMITER_TEXT.get(match["text"], match["text"])
+    mo = f'<mo{attrs} stretchy="false" mathsize="{size:g}em">{text}</mo>'
+    lower = (size - 1) * _AXIS
+    return f'<mpadded voffset="-{lower:.3g}em">{mo}</mpadded>' if lower > 0 else mo
 
 
 def tex_to_mathml(tex: str, *, display: bool = False) -> str:
@@ -39,6 +71,7 @@ def tex_to_mathml(tex: str, *, display: bool = False) -> str:
     copies the ``&`` of an environment it does not know (``aligned``); both count as failures.
     """
     mathml: str = convert(tex.strip(), display="block" if display else "inline")
+    mathml = _SIZED.sub(_scaled_delimiter, mathml)
     for text in _TEXT.findall(mathml):
         if "\\" in text or _BARE_AMPERSAND.search(text):
             raise ValueError(f"unsupported TeX left in the output: {text!r}")
