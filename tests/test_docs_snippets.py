@@ -1,6 +1,7 @@
 """The code on the docs page 'CPL in your own network' runs as written and does what it says."""
 
 import math
+import re
 import runpy
 from pathlib import Path
 
@@ -79,3 +80,29 @@ def test_trainer_snippet_trains_ones_own_network(tmp_path, monkeypatch):
     assert len(found["history"]) == 4
     assert (tmp_path / "last.pt").is_file()
     assert torch.isfinite(torch.tensor([r["loss"] for r in found["history"]])).all()
+
+
+def test_the_option_table_maps_each_trainer_field_to_the_objective():
+    """Each row of the own-network page's table: the field set to a value that is not its
+    default reaches the objective under the name the table gives."""
+    from contrastive_prompts.app.config import TrainConfig
+    from contrastive_prompts.app.train import build_objective
+    from contrastive_prompts.core import FilterFeatures, PixelFeatures
+
+    text = (SNIPPETS.parents[0] / "own-network.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \(`(--[\w-]+)`\) \| `(\w+)\((\w+)=", text, flags=re.M)
+    values = {"cpr_weight": 0.5, "num_negatives": 3, "use_labels": True, "balance_weight": 0.2,
+              "chunk_size": 5, "cpr_mode": "ratio", "cpr_features": "pixels",
+              "temperature": 0.3}  # fmt: skip
+    assert [field for field, *_ in rows] == list(values), rows
+    for field, flag, owner, argument in rows:
+        assert flag == "--" + field.replace("_", "-")
+        assert values[field] != getattr(TrainConfig(), field), field  # the test can tell
+        objective = build_objective(TrainConfig(**{field: values[field]}), 5, "cpu")
+        target = objective if owner == "CPLObjective" else objective.loss
+        assert owner == type(target).__name__, (field, owner)
+        got = getattr(target, argument)
+        if field == "cpr_features":
+            assert isinstance(got, PixelFeatures) and not isinstance(got, FilterFeatures)
+        else:
+            assert got == values[field], (field, argument, got)
