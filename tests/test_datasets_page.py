@@ -38,6 +38,11 @@ def blocks(language: str) -> list[str]:
     return re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.M | re.S)
 
 
+def bash_blocks() -> list[str]:
+    """The ``bash`` blocks with continued lines (``\\`` at the end) joined."""
+    return [block.replace("\\\n", " ") for block in blocks("bash")]
+
+
 def trees() -> list[str]:
     return [b for b in blocks("text") if b.splitlines()[0].endswith("/")]
 
@@ -114,7 +119,7 @@ def find(namespaces: list[dict], name: str, *, beside: str = ""):
 def test_the_page_has_trees_snippets_and_commands():
     assert len(trees()) >= 7
     assert len(blocks("python")) >= 9
-    commands = [c for b in blocks("bash") for c in b.splitlines() if c.startswith("contrastive")]
+    commands = [c for b in bash_blocks() for c in b.splitlines() if c.startswith("contrastive")]
     benchmarks = {shlex.split(c)[shlex.split(c).index("--benchmark") + 1] for c in commands
                   if "--benchmark" in c}  # fmt: skip
     assert benchmarks == set(BENCHMARKS)  # an evaluate command for every benchmark
@@ -150,7 +155,7 @@ def test_what_the_snippets_say_they_read(page):
 def test_every_command_on_the_page_works(page, capsys):
     root, _, error = page
     assert error is None  # the WED conversion snippet has run
-    commands = [c for b in blocks("bash") for c in b.splitlines() if c.startswith("contrastive")]
+    commands = [c for b in bash_blocks() for c in b.splitlines() if c.startswith("contrastive")]
     assert commands
     with inside(root):
         for command in commands:
@@ -182,7 +187,7 @@ def test_the_table_is_the_readers_table():
 
 
 def test_the_error_shown_is_the_error_raised(tmp_path, capsys, exported_weights):
-    shown = [b.strip() for b in blocks("text") if b.startswith("read_benchmark(")]
+    shown = [" ".join(b.split()) for b in blocks("text") if b.startswith("read_benchmark(")]
     assert len(shown) == 1
     message = shown[0]
     found = re.fullmatch(

@@ -202,3 +202,11 @@ def test_command_line_parses(page, line):
         build_parser().parse_args(arguments)
     except SystemExit as e:  # argparse's way of refusing
         pytest.fail(f"{page}: {line!r} does not parse (status {e.code})")
+
+
+def test_code_lines_fit_the_page():
+    """No line of a code block is wider than 100 characters: wider ones scroll off the column."""
+    for page in PAGES:
+        for block in re.findall(r"^```\w*\n(.*?)^```", page.read_text(), flags=re.M | re.S):
+            for line in block.splitlines():
+                assert len(line) <= 100, f"{page_name(page)}: {len(line)} characters: {line}"

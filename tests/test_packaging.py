@@ -173,3 +173,50 @@ def test_readme_install_commands_work_in_a_fresh_clone_and_venv(tmp_path):
         version, location = run(python, "-c", SMOKE, cwd=outside).split()
         assert version == contrastive_prompts.__version__
         assert Path(location).resolve().is_relative_to(venvs[where].resolve()), location
+
+
+# what ``pip install`` may name: packages on the index, the clone (``.`` with extras), a wheel
+ON_THE_INDEX = {"torch", "build", "onnx", "onnxscript", "onnxruntime", "tensorboard", "matplotlib",
+                "scikit-image"}  # fmt: skip
+
+
+def install_mentions() -> list[tuple[str, str, str]]:
+    """``(file, what follows "pip install", its line)`` everywhere a user reads: the package's
+    messages and docstrings, the README, the docs, the examples, the benchmarks, the Makefile."""
+    files = [ROOT / "README.md", ROOT / "Makefile", *sorted((ROOT / "docs").rglob("*.md"))]
+    for folder in ("contrastive_prompts", "examples", "benchmarks"):
+        files += sorted((ROOT / folder).rglob("*.py"))
+    found = []
+    for path in files:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            for match in re.finditer(r"pip install ([^`)#;]*)", line):
+                found.append((path.relative_to(ROOT).as_posix(), match.group(1), line))
+    return found
+
+
+def test_every_install_named_anywhere_works():
+    """No message or page names an install that fails: the package itself is not on the index
+    yet (one sentence says so), and every extra named exists."""
+    extras = set(re.findall(r"^(\w+) = \[", (ROOT / "pyproject.toml").read_text().split(
+        "[project.optional-dependencies]", 1)[1].split("\n[", 1)[0], flags=re.M))  # fmt: skip
+    mentions = install_mentions()
+    assert len(mentions) > 10, mentions  # the search finds them
+    for where, text, line in mentions:
+        words = iter(text.split())
+        for word in words:
+            word = word.rstrip(",").strip("\"'")
+            if word in ("--index-url", "--extra-index-url"):
+                next(words)
+            elif word in ("&&", "or") or word.startswith(("(", "$(")):
+                break  # the next command, prose, or make's TORCH_SPEC (tested with make)
+            elif word.startswith("-") or word.startswith("dist/"):
+                continue
+            elif word.startswith("."):
+                named = re.fullmatch(r"\.(?:\[([\w,]+)\])?", word)
+                assert named, (where, text)
+                assert set(filter(None, (named.group(1) or "").split(","))) <= extras, (where, text)
+            elif word == "contrastive-prompts":
+                assert where == "README.md" and "will install it" in line, (where, line)
+            else:
+                name = re.split(r"[=<>\[]", word)[0]
+                assert name in ON_THE_INDEX, f"{where}: pip install {text}"

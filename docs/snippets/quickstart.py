@@ -30,4 +30,4 @@ optimiser.step()
 print(f"prompt {tuple(prompt.shape)}, experts {routing.indices.flatten().tolist()}")
 # CPR is 0 at this first step: a new prompt stage starts as the identity, so every prompt,
 # own or negative, gives the same output; training makes them differ
-print(f"loss {parts.loss.item():.4f} = L1 {parts.l1.item():.4f} + 0.01 * CPR {parts.cpr.item():.4f}")
+print(f"loss {parts.loss:.4f} = L1 {parts.l1:.4f} + 0.01 * CPR {parts.cpr:.4f}")
