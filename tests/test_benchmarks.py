@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from contrastive_prompts import SparsePromptIR
 from contrastive_prompts.app.data import sample_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,3 +242,31 @@ def test_prompt_settings_summary_and_choice_follow_from_the_runs(tmp_path):
     assert all(f["chosen"] == "base" for f in refigured["choice"]["per_factor"].values())
     assert refigured["choice"]["best_setting"] == "base"
     assert "### report images: cost of a negative prompt" in done.stdout
+
+
+def test_flops_benchmark_parts_add_up_and_a_convolution_counts_its_closed_form():
+    batch, size, padded = 2, 20, 24  # forward pads 20 to the next multiple of 8
+    command = [
+        sys.executable,
+        "benchmarks/flops.py",
+        "--preset", "tiny",
+        "--size", str(size),
+        "--batch", str(batch),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    forward, encode, decode = (figures[f"{p}_flops"] for p in ("forward", "encode", "decode"))
+    # the two halves counted alone make the whole pass, and so do the top-level modules
+    assert encode > 0 and decode > 0
+    assert encode + decode == forward
+    assert sum(figures["modules"].values()) == forward
+    assert figures["encode_share"] == pytest.approx(encode / forward)
+    assert figures["decode_share"] == pytest.approx(decode / forward)
+    # a full-resolution convolution: 2 * B * H * W * C_out * (C_in / groups) * kh * kw
+    model = SparsePromptIR("tiny", device="meta")
+    for name in ("patch_embed", "output"):
+        conv = getattr(model, name)
+        assert isinstance(conv, torch.nn.Conv2d) and conv.stride == (1, 1)
+        expected = 2 * batch * padded * padded * conv.weight.shape.numel()
+        assert figures["modules"][name] == expected
