@@ -510,3 +510,19 @@ def test_checkpoints_keep_no_pickled_python_objects(run):
     state = torch.load(run / "last.pt", weights_only=True)
     assert isinstance(state["rng"]["numpy"][1], list)
     assert torch.serialization.get_unsafe_globals_in_checkpoint(run / "last.pt") == []
+
+
+def test_numpy_arrays_load_as_the_safety_page_says(tmp_path):
+    """uint32 arrays (numpy's random state in 0.1 checkpoints) load; an array of another dtype
+    saved by torch.save is refused and named, not called corrupt."""
+    import numpy as np
+
+    from contrastive_prompts.core.files import CheckpointError, safe_load
+
+    state = {"numpy": np.random.RandomState(0).get_state(), "weights": torch.zeros(2)}
+    torch.save(state, tmp_path / "ok.pt")
+    loaded = safe_load(tmp_path / "ok.pt")
+    assert np.array_equal(loaded["numpy"][1], state["numpy"][1])
+    torch.save({"a": np.zeros(3)}, tmp_path / "float64.pt")
+    with pytest.raises(CheckpointError, match=r"was refused: .*Float64DType"):
+        safe_load(tmp_path / "float64.pt")

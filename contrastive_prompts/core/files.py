@@ -1,8 +1,8 @@
 """Reading PyTorch files without running code: what every reader of a ``.pt`` file uses.
 
-PyTorch files are read with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists,
-tuples and dicts, never an arbitrary Python object, so a malicious file cannot run code when it
-is loaded. A file that needs more is refused with the names of the types it asked for; there is
+PyTorch files are read with ``torch.load(weights_only=True)``: tensors, numbers, strings, bytes,
+containers (lists, tuples, dicts, sets) and numpy arrays, never an arbitrary Python object, so a
+malicious file cannot run code when it is loaded. A file that needs more is refused with the names of the types it asked for; there is
 no switch that reads it anyway.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ def _numpy_array_globals() -> list[Any]:
     """What a pickled numpy array needs: the 0.1 checkpoints kept numpy's RNG state as one.
 
     Rebuilding an array from its bytes runs no code of the file's choosing; an array of Python
-    objects would need further globals, which stay refused.
+    objects can only hold what the same unpickler rebuilds.
     """
     reconstruct = np.zeros(1).__reduce__()[0]
     return [reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
@@ -72,7 +73,7 @@ def safe_load(path: PathLike, *, what: str = "checkpoint") -> Any:
         with open(path, "rb") as f, torch.serialization.safe_globals(_numpy_array_globals()):
             return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        unsafe = _unsafe_globals(path)
+        unsafe = _unsafe_globals(path) or _refused_names(error)
         if unsafe:
             raise CheckpointError(
                 f"{what} {path!r} was refused: it asks for Python objects beyond tensors, numbers, "
@@ -92,6 +93,14 @@ def _unsafe_globals(path: str) -> list[str]:
     except Exception:  # not a zip archive: the unpickler's own message says what it met
         return []
     return sorted(set(found) - allowed)
+
+
+def _refused_names(error: Exception) -> list[str]:
+    """The types the unpickler refused, from its message (a class it met while building an
+    object, such as a numpy dtype other than the allowed arrays', is not a global of the file)."""
+    text = str(error)
+    found = re.findall(r"GLOBAL ([\w.]+)", text) + re.findall(r"got <class '([\w.]+)'>", text)
+    return sorted(set(found))
 
 
 def unreadable(what: str, path: str, error: Exception) -> str:
