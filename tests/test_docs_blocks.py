@@ -74,10 +74,9 @@ CHECKS = {
         "assert int(trainer.train_data[len(trainer.train_data) - 1][2]) == 4\n"
         "assert trainer.label_names == names\n"
     ),
-    (
-        "training.md",
-        2,
-    ): "assert trainer.step == 8 and [r['step'] for r in trainer.history] == [*range(1, 9)]\n",
+    ("training.md", 1): (
+        "assert trainer.step == 8 and [r['step'] for r in trainer.history] == [*range(1, 9)]\n"
+    ),
     ("training.md", 2): "assert model.training and next(model.parameters()).grad is not None\n",
     ("metrics.md", 0): "assert p.shape == s.shape == (2,)\n",
     ("faq.md", 0): "assert features.shape[1] == C\n",

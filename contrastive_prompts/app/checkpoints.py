@@ -13,9 +13,10 @@ Three kinds of file:
   ``params_ema`` / ``params``), read by
   [load_promptir_state_dict][contrastive_prompts.app.checkpoints.load_promptir_state_dict].
 
-    Rebuilding an array from its bytes runs no code of the file's choosing; an array of Python
-    objects can only hold what the same unpickler rebuilds. A file that needs more is refused with the names of the types it asked for; there is
-no switch that reads it anyway.
+PyTorch files are read with ``torch.load(weights_only=True)``: tensors, numbers, strings, bytes,
+containers (lists, tuples, dicts, sets) and numpy arrays, never an arbitrary Python object, so a
+malicious file cannot run code when it is loaded. A file that needs more is refused with the
+names of the types it asked for; there is no switch that reads it anyway.
 
 The Restormer parts of a PromptIR checkpoint keep PromptIR's names; the prompt parts are renamed
 (PromptIR's ``prompt3.prompt_param`` is our ``prompt3.prompts`` without the leading singleton axis,

@@ -2,8 +2,8 @@
 
 PyTorch files are read with ``torch.load(weights_only=True)``: tensors, numbers, strings, bytes,
 containers (lists, tuples, dicts, sets) and numpy arrays, never an arbitrary Python object, so a
-malicious file cannot run code when it is loaded. A file that needs more is refused with the names of the types it asked for; there is
-no switch that reads it anyway.
+malicious file cannot run code when it is loaded. A file that needs more is refused with the
+names of the types it asked for; there is no switch that reads it anyway.
 """
 
 from __future__ import annotations
