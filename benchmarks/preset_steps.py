@@ -32,8 +32,9 @@ from contrastive_prompts.reference import MODEL_PRESETS
 
 def step_seconds(
     preset: str, *, warmup: int, steps: int, device: str, batch: int, crop: int
-) -> list[float]:
-    """Seconds of each step after the warm-up, read from the trainer's log records."""
+) -> tuple[list[float], int]:
+    """Seconds of each step after the warm-up, read from the trainer's log records, and the
+    trained network's parameter count."""
     with tempfile.TemporaryDirectory() as out_dir:
         config = TrainConfig(
             preset=preset,
@@ -46,10 +47,12 @@ def step_seconds(
             device=device,
             out_dir=out_dir,
         )
-        Trainer(config, val_data=[]).fit()
+        trainer = Trainer(config, val_data=[])
+        trainer.fit()
         log = Path(out_dir, "log.jsonl").read_text().splitlines()
         records = [json.loads(line) for line in log if '"steps_per_s"' in line]
-    return [1 / r["steps_per_s"] for r in records[warmup:]]
+    parameters = sum(p.numel() for p in trainer.model.parameters())
+    return [1 / r["steps_per_s"] for r in records[warmup:]], parameters
 
 
 def main() -> None:
@@ -73,7 +76,7 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     figures = {}
     for preset in args.presets:
-        times = step_seconds(
+        times, parameters = step_seconds(
             preset,
             warmup=args.warmup,
             steps=args.steps,
@@ -82,18 +85,11 @@ def main() -> None:
             crop=args.crop,
         )
         seconds = statistics.median(times)
-        parameters = _parameters(preset)
         hours = seconds * args.steps_for / 3600
         print(f"| {preset} | {parameters / 1e6:.1f} M | {seconds:.2f} | {hours:.1f} h |")
         figures[preset] = {"seconds_per_step": seconds, "times": times, "parameters": parameters}
     print(json.dumps({"device": name, "batch": args.batch, "crop": args.crop,
                       "figures": figures}))  # fmt: skip
-
-
-def _parameters(preset: str) -> int:
-    from contrastive_prompts import SparsePromptIR
-
-    return sum(p.numel() for p in SparsePromptIR(preset).parameters())
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,24 @@ def promptir_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lightning = {f"net.{k}": v for k, v in random_promptir_state_dict().items()}
     torch.save({"state_dict": lightning}, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The documentation site, built once with ``mkdocs build --strict``: its folder and the log."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "mkdocs.yml").is_file():  # an sdist ships no docs sources
+        pytest.skip("the docs sources are not in this tree")
+    for module in ("mkdocs", "material", "mkdocstrings", "latex2mathml"):
+        pytest.importorskip(module)
+    out = tmp_path_factory.mktemp("site")
+    build = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", "mkdocs.yml", "-d", str(out)],
+        cwd=root,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr
+    return out, build.stdout + build.stderr

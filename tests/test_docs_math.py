@@ -1,6 +1,6 @@
 """The docs typeset their equations as MathML at build time (docs/hooks/mathml.py), with no network.
 
-Builds the site once into a temporary folder (a few seconds) and reads every page: no script is
+Reads every page of the site (built once per session by conftest's ``built_site``): no script is
 loaded from another host, no TeX or math delimiter is left in the text a reader sees, and the
 equations are ``<math>`` elements. The hook's own failure path (TeX it cannot convert is kept
 and reported, so a strict build fails) is checked directly.
@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import re
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from types import ModuleType
@@ -40,21 +37,9 @@ def hook() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory, hook: ModuleType) -> tuple[Path, str]:
-    pytest.importorskip("mkdocs")
-    pytest.importorskip("material")
-    pytest.importorskip("mkdocstrings")
-    out = tmp_path_factory.mktemp("site")
-    build = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "-f", "mkdocs.yml", "--site-dir", str(out)],
-        cwd=ROOT,
-        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert build.returncode == 0, build.stderr
-    return out, build.stdout + build.stderr
+def site(built_site: tuple[Path, str], hook: ModuleType) -> tuple[Path, str]:
+    """The site (built once per session, strict) and its build log."""
+    return built_site
 
 
 class _Text(HTMLParser):

@@ -1,19 +1,17 @@
 """The site's front page and changelog say what the package is, which version, and where it lives.
 
-Builds the site once (``mkdocs build --strict``) into a temporary folder and reads the front page
-and the changelog page: the front page shows ``contrastive_prompts.__version__`` (put there by
+Reads the front page and the changelog page of the site (built once per session, strict, by
+conftest's ``built_site``): the front page shows ``contrastive_prompts.__version__`` (put there by
 docs/hooks/site_facts.py, never typed into the page), the repository that pyproject.toml names,
 the method diagram, and links to the two journeys; the changelog page holds CHANGELOG.md. The
-front page's example runs alone in a fresh interpreter and prints what it computed.
+front page's example runs alone, with what it prints checked, in tests/test_docs_blocks.py.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -48,20 +46,8 @@ def mkdocs_config() -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    for module in ("mkdocs", "material", "mkdocstrings", "latex2mathml"):
-        pytest.importorskip(module)
-    out = tmp_path_factory.mktemp("site")
-    build = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", "mkdocs.yml", "-d", str(out)],
-        cwd=ROOT,
-        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert build.returncode == 0, build.stderr
-    return out
+def site(built_site: tuple[Path, str]) -> Path:
+    return built_site[0]
 
 
 def article(site: Path, page: str) -> str:
@@ -125,24 +111,6 @@ def test_the_changelog_page_holds_the_changelog(site: Path) -> None:
     assert [h for level, h in headings if level == "1"] == ["Changelog"]  # one title
     assert ("2", top[1]) in headings  # the newest section, under the title
     assert 'href="changelog/"' in article(site, "index.html")
-
-
-def test_the_front_pages_example_runs_alone_and_prints_the_loss(tmp_path: Path) -> None:
-    blocks = re.findall(r"^```python\n(.*?)^```", INDEX.read_text(encoding="utf-8"), re.M | re.S)
-    assert len(blocks) == 1
-    run = subprocess.run(
-        [sys.executable, "-c", blocks[0]],
-        cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr
-    steps = re.findall(r"^step \d: loss (\S+) = L1 (\S+) \+ 0\.01 \* CPR (\S+)$", run.stdout, re.M)
-    assert len(steps) == 3, run.stdout
-    assert float(steps[0][2]) == 0.0  # the new stage starts as the identity
-    assert "prompt layers: ('0.prompt_stage.prompt',)" in run.stdout
 
 
 def test_the_hook_reads_the_packages_version(hook: ModuleType) -> None:
