@@ -1,71 +1,50 @@
-"""Which CPL settings make the prompt matter in networks that ``add_prompts`` prompts.
+"""Which CPL settings make experts specialise and prompts matter, at budgets users run.
 
-Three small restoration networks of different styles, none of them ours, each given prompt
-stages on its decoder blocks by ``add_prompts``:
+Four networks, each trained from scratch for ``--steps`` steps (1,000 by default) on
+procedural images (smooth colour fields with flat rectangles, drawn from a seeded
+``torch.Generator``: no files), once per setting and seed:
 
-- ``nafnet``: a gated U-Net in NAFNet's style: LayerNorm over channels, SimpleGate, simplified
-  channel attention, pixel-unshuffle down- and pixel-shuffle up-sampling;
-- ``attention``: a U-Net whose bottleneck and first decoder block attend over tokens with
-  ``nn.MultiheadAttention`` (pre-norm transformer blocks);
-- ``resnet_bn``: a U-Net with a ResNet encoder (basic blocks, batch norm, strided convs) and
-  conv-BN-ReLU decoder blocks.
+- three networks that know nothing about prompts, given a prompt stage on each of their two
+  decoder blocks by ``add_prompts`` (5 experts, top-1), on the ``4way`` mix (noise, rain, haze,
+  low light):
+  ``nafnet``, a gated U-Net in NAFNet's style (LayerNorm over channels, SimpleGate, simplified
+  channel attention, pixel-(un)shuffle); ``attention``, a U-Net whose bottleneck and first
+  decoder block attend over tokens with ``nn.MultiheadAttention``; ``resnet_bn``, a U-Net with a
+  ResNet encoder (basic blocks, batch norm) and conv-BN-ReLU decoder blocks;
+- ``promptir_tiny``, the reference model's ``tiny`` preset, on the papers' ``3task`` and
+  ``5task`` mixes.
 
-Each trains from scratch on procedural images (smooth colour fields with flat rectangles, drawn
-from a seeded ``torch.Generator``: no files) under one of two degradation pairs, haze + low
-light and noise + rain, for every seed of ``--seeds``, once per setting. Settings vary one factor
-at a time from ``base``: the library's defaults (CPR weight 0.01, negatives drawn without
-labels, no balance term, 5 experts per stage with top-1 routing, a stage on every decoder
-block) except one negative per image instead of 4, which makes a step a third cheaper; the
-library's 4 is the variant ``negatives=4``. The factors: the CPR weight (0 is L1 alone), the
-number of negatives, label-aware negatives, the balance weight, the experts per stage, where
-the stages go (last decoder block only) and, on ``resnet_bn`` only, whether the negatives
-update batch norm's running statistics. ``weight=1`` and ``top_k=2`` run only when named in
-``--settings``.
+Settings (``SETTINGS``): the controls ``l1`` (L1 alone, top-1 prompts) and ``dense`` (L1 alone,
+PromptIR's dense prompts); ``cpl``, CPL as the paper trains it (CPR weight 0.01, negatives drawn
+without labels); and candidates that add label-aware negatives and a balance term
+(``balance``), or the label-routing term (``routing``, ``routing_cpr0.1``; ``routing_l1`` has
+the routing term without CPR). Every CPR setting draws 2 negatives per image.
 
-Batch norm and the negatives. The library leaves the running statistics as the positive pass
-left them (the negative rows do not move them). The other behaviour, ``bn_negatives=update``,
-is emulated: after each step, one more pass without gradient, in train mode, over the step's
-``B * M`` negative rows (the degraded batch repeated ``M`` times) under ``negative_prompts``,
-in which the batch norms that run before the first prompt layer have momentum 0 (the library
-serves their outputs to the negatives rather than running them) and the others update their
-statistics from the negative rows. Whatever the installed library does, each batch norm that
-runs in train mode without gradient outside that extra pass has momentum 0, so ``keep`` means
-keep under any version; the JSON records what the library did on its own
-(``library_keeps_bn_statistics``).
+Each run is scored with ``prompt_effect`` on two streams of held-out images that training never
+draws from: settings are chosen on ``selection`` and reported on ``report``. Per run: own-prompt
+PSNR, the cost of a negative prompt (CPL's random other expert) and of a *swap* (the experts
+another degradation uses most), and per prompt layer the specialisation of its experts
+(normalised mutual information between degradation and expert, dead experts, collapse). The
+targets, per setting and network: every degradation's favourite expert differs from every
+other's (at two of three layers of the reference model, at the layer nearest the output
+otherwise), mean NMI >= 0.5, a swap costs >= 1 dB, and own PSNR not below L1 alone's by more
+than the spread of their difference over seeds. The chosen setting meets most targets on the
+selection images (then: the largest swap cost).
 
-Every run is scored with ``prompt_effect`` (own prompts against one negative prompt per image)
-on two streams of held-out images, drawn from random streams that training never draws from:
-the settings are chosen on ``selection`` and reported on ``report``. Per setting, network and
-pair: the mean and the spread (sample standard deviation) over seeds of the own-prompt PSNR and
-of the cost of a negative prompt (own minus negative PSNR), and the paired difference of the
-own-prompt PSNR against CPR weight 0 (same network, pair and seed). A cell passes when the cost
-exceeds its spread (and ``--min-cost``, 0 dB by default) and the own-prompt PSNR is not below
-weight 0's by more than the spread of that difference. For each factor, a level replaces
-``base`` only when it passes in more cells on the selection stream (among such levels, the
-larger mean cost wins); ``best_setting`` applies the same rule to all settings.
-``--from-json`` summarises the runs of an earlier result again (another ``--min-cost``, say)
-without training. Read a cost beside weight 0's: with top-1 routing an expert that no image
-selects gets no gradient and keeps its random initial prompt, so a negative prompt can cost
-several dB under L1 alone.
+Runs are resumable: each keeps its checkpoint under ``--work-dir`` (every ``--save-every``
+steps) and carries on from it; the JSON (``--json``) is written after every scored run, and a
+run already scored there is not run again. So a sweep can be stopped and carried on in a later
+sitting, and split over processes by ``--networks``/``--mixes``/``--settings``, each with its own
+JSON; ``--from-json A B ...`` merges them and summarises without training.
 
-``benchmarks/results/prompt_settings.json`` is the run below: 100 runs of 80 steps (batch 8,
-32x32 crops) took 48 minutes on one core of a 2-core CPU shared with other work: 12-35 s of
-training per run (28-56 s with 4 negatives) once the other work eased, up to 80 s before.
-
-    python benchmarks/prompt_settings.py --steps 80 --seeds 0 1 \\
-        --json benchmarks/results/prompt_settings.json
-    python benchmarks/prompt_settings.py --from-json benchmarks/results/prompt_settings.json \\
-        --min-cost 0.1
-
-``benchmarks/results/prompt_settings_200_steps.json`` follows up on haze + low light with 200
-steps, for the CPR weight and the number of negatives (24 runs, 21 minutes):
-
-    python benchmarks/prompt_settings.py --steps 200 --pairs haze+low_light \\
-        --settings base weight=0.1 negatives=4 \\
-        --json benchmarks/results/prompt_settings_200_steps.json
+    OMP_NUM_THREADS=1 python benchmarks/prompt_settings.py --networks nafnet attention resnet_bn \\
+        --json benchmarks/results/prompt_settings_networks.json
+    OMP_NUM_THREADS=1 python benchmarks/prompt_settings.py --networks promptir_tiny \\
+        --mixes 3task 5task --json benchmarks/results/prompt_settings_promptir.json
+    python benchmarks/prompt_settings.py --from-json benchmarks/results/prompt_settings_*.json
     python benchmarks/prompt_settings.py --quick --json quick.json   # a tiny run
 
-The last line printed is the JSON object (also written to ``--json``).
+The last line printed is the JSON object.
 """
 
 from __future__ import annotations
@@ -89,15 +68,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastive_prompts import CPLObjective, SparsePrompt, add_prompts, negative_prompts
+from contrastive_prompts import CPLObjective, SparsePromptIR, add_prompts
 from contrastive_prompts.app.degradations import (
     DegradationMix,
     GaussianNoise,
     Haze,
     LowLight,
     RainStreaks,
+    make_mix,
 )
 from contrastive_prompts.app.effect import prompt_effect
+from contrastive_prompts.app.metrics import psnr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import example_module
@@ -299,20 +280,28 @@ NETWORKS: dict[str, Callable[[], nn.Module]] = {
 }
 
 # ----------------------------------------------------------------------------------------------
-# Images that need no files
+# Images that need no files, and the reference model
 
-DEGRADATIONS: dict[str, Callable[[], nn.Module]] = {
-    "haze": Haze,
-    "low_light": LowLight,
-    "noise": lambda: GaussianNoise(25.0),
-    "rain": RainStreaks,
+MIXES: dict[str, tuple[str, ...]] = {
+    "4way": ("noise", "rain", "haze", "low_light"),
+    "3task": ("3task",),
+    "5task": ("5task",),
 }
-PAIRS: dict[str, tuple[str, str]] = {
-    "haze+low_light": ("haze", "low_light"),
-    "noise+rain": ("noise", "rain"),
-}
+"""``4way``: four degradations for the ``add_prompts`` networks; the others are the library's
+mixes of the papers (``make_mix``), for the reference model."""
+
+
+def build_mix(name: str) -> DegradationMix:
+    if name == "4way":
+        return DegradationMix(
+            {"noise": GaussianNoise(25.0), "rain": RainStreaks(), "haze": Haze(),
+             "low_light": LowLight()}
+        )  # fmt: skip
+    return make_mix(name)
+
+
 SELECTION_SEED = 9001  # the images the settings are chosen on
-REPORT_SEED = 9002  # the images the chosen settings are reported on
+REPORT_SEED = 9002  # the images the chosen setting is reported on
 
 
 # ----------------------------------------------------------------------------------------------
@@ -321,172 +310,149 @@ REPORT_SEED = 9002  # the images the chosen settings are reported on
 
 @dataclass(frozen=True)
 class Setting:
-    weight: float = 0.01
-    num_negatives: int = 4
+    weight: float = 0.01  # CPR's lambda
+    num_negatives: int = 2
     label_negatives: bool = False
     balance_weight: float = 0.0
+    routing_weight: float = 0.0
     num_prompts: int = 5
     top_k: int = 1
-    stages: str = "all"  # "all" decoder blocks or the "last" one
-    bn_negatives: str = "keep"  # "keep" the running statistics, or "update" them (emulated)
 
 
-LIBRARY = Setting()  # the library's defaults
-BASE = dataclasses.replace(LIBRARY, num_negatives=1)  # one negative: a step costs 2/3 as much
-# name -> (factor, changes from BASE); each factor's levels include "base"
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "base": ("", {}),
-    "weight=0": ("weight", {"weight": 0.0}),
-    "weight=0.1": ("weight", {"weight": 0.1}),
-    "weight=1": ("weight", {"weight": 1.0}),
-    "negatives=4": ("num_negatives", {"num_negatives": 4}),
-    "label_negatives": ("label_negatives", {"label_negatives": True}),
-    "balance=0.05": ("balance_weight", {"balance_weight": 0.05}),
-    "experts=2": ("num_prompts", {"num_prompts": 2}),
-    "top_k=2": ("top_k", {"top_k": 2}),
-    "stages=last": ("stages", {"stages": "last"}),
-    "bn_negatives=update": ("bn_negatives", {"bn_negatives": "update"}),
+SETTINGS: dict[str, Setting] = {
+    # controls
+    "l1": Setting(weight=0.0),
+    "dense": Setting(weight=0.0, top_k=5),
+    # CPL as the paper trains it (and the library's defaults before the routing term)
+    "cpl": Setting(),
+    # candidates
+    "balance": Setting(balance_weight=0.01, label_negatives=True),
+    "routing": Setting(routing_weight=0.1, label_negatives=True),
+    "routing_cpr0.1": Setting(weight=0.1, routing_weight=0.1, label_negatives=True),
+    "routing_l1": Setting(weight=0.0, routing_weight=0.1),
 }
-BN_ONLY = {"bn_negatives=update"}  # settings that only mean something with batch norm
-# what a plain run sweeps: the others (a CPR weight of 1, top-2 routing) only when asked
-DEFAULT_SETTINGS = [name for name in VARIANTS if name not in ("weight=1", "top_k=2")]
+CONTROLS = ("l1", "dense")
 EFFECT_NEGATIVES = 2  # negative draws per held-out image
 
 
 def build(network: str, setting: Setting) -> nn.Module:
+    if network == "promptir_tiny":
+        return SparsePromptIR("tiny", num_prompts=setting.num_prompts, top_k=setting.top_k)
     model = NETWORKS[network]()
     dims: dict[str, int] = model.decoder_dims  # type: ignore[assignment]
-    names = list(dims) if setting.stages == "all" else list(dims)[-1:]
     stage = {"num_prompts": setting.num_prompts, "top_k": setting.top_k, "prompt_size": 8}
-    return add_prompts(model, {name: {"dim": dims[name], **stage} for name in names})
+    return add_prompts(model, {name: {"dim": dims[name], **stage} for name in dims})
 
 
-class BatchNormNegatives:
-    """Decides what the batch norms of a model do in passes without gradient in train mode.
-
-    Outside ``update_pass()``: momentum 0 (negative rows leave the running statistics alone,
-    whatever the library does). Inside it: momentum 0 until the first prompt layer starts (the
-    library serves those outputs to the negatives instead of running them), the usual momentum
-    after it.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        self.updating = False
-        self.prompt_started = False
-        self.saved: dict[nn.Module, float | None] = {}
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.register_forward_pre_hook(self.before)
-                module.register_forward_hook(self.after)
-            if isinstance(module, SparsePrompt):
-                module.register_forward_pre_hook(self.started)
-
-    def started(self, module: nn.Module, args: Any) -> None:
-        self.prompt_started = True
-
-    def before(self, module: nn.Module, args: Any) -> None:
-        if module.training and not torch.is_grad_enabled():
-            if not (self.updating and self.prompt_started):
-                self.saved[module] = module.momentum
-                module.momentum = 0.0
-
-    def after(self, module: nn.Module, args: Any, output: Any) -> None:
-        if module in self.saved:
-            module.momentum = self.saved.pop(module)
-
-    def update_pass(self, model: nn.Module, degraded: Tensor, m: int, **negative: Any) -> None:
-        """The emulated update: one pass over the ``B * M`` negative rows, in train mode."""
-        self.updating, self.prompt_started = True, False
-        try:
-            with negative_prompts(model, **negative):
-                model(degraded.repeat(m, 1, 1, 1))
-        finally:
-            self.updating = False
-
-
-def library_keeps_bn_statistics() -> bool:
-    """Whether the installed library's negatives leave batch norm's statistics alone."""
-    torch.manual_seed(0)
-    model = build("resnet_bn", BASE)
-    with torch.no_grad():  # move the prompt stages off the identity, so negatives differ
-        for p in model.parameters():
-            if p.ndim > 1 and not p.abs().sum():
-                p.normal_(0, 0.1)
-    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    reference = build("resnet_bn", BASE)
-    reference.load_state_dict(model.state_dict())
-    CPLObjective(num_negatives=2)(model, x, x, generator=torch.Generator().manual_seed(0))
-    reference(x)  # the positive pass alone
-    return all(
-        torch.allclose(a, b) for a, b in zip(model.buffers(), reference.buffers(), strict=True)
-    )
+NETWORK_NAMES = [*NETWORKS, "promptir_tiny"]
 
 
 # ----------------------------------------------------------------------------------------------
-# One run
+# One run, resumable
 
 
-def run_one(
-    network: str,
-    pair: str,
-    setting: Setting,
-    seed: int,
-    *,
-    steps: int,
-    crop: int,
-    batch: int,
-    lr: float,
-    held_out: int,
-    streams: dict[str, int],
-) -> dict[str, Any]:
+def run_folder(work_dir: Path, key: tuple[str, str, str, int]) -> Path:
+    name, network, mix, seed = key
+    return work_dir / name / network / mix / f"seed{seed}"
+
+
+def train_run(
+    key: tuple[str, str, str, int], folder: Path, *, steps: int, crop: int, batch: int,
+    lr: float, save_every: int,
+) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
+    """Train one run, carrying on from its checkpoint; returns the model and its record."""
+    name, network, mix_name, seed = key
+    setting = SETTINGS[name]
     torch.manual_seed(seed)
     model = build(network, setting)
-    bn = BatchNormNegatives(model)
-    mix = DegradationMix({name: DEGRADATIONS[name]() for name in PAIRS[pair]})
+    mix = build_mix(mix_name)
     objective = CPLObjective(
         weight=setting.weight,
         num_negatives=setting.num_negatives,
         label_negatives=setting.label_negatives,
         balance_weight=setting.balance_weight,
+        routing_weight=setting.routing_weight,
         num_labels=mix.num_degradations,
     )
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(steps, 1))
     generator = torch.Generator().manual_seed(seed)
+    record: dict[str, Any] = {"step": 0, "train_s": 0.0, "losses": []}
+    state_path = folder / "state.pt"
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generator"])
+        record = json.loads(state["record"])
+    if record["step"] >= steps:
+        return model, record
     model.train()
-    losses = []
-    start = time.perf_counter()
-    for _ in range(steps):
+    start = time.perf_counter() - record["train_s"]
+    while record["step"] < steps:
         degraded, clean, labels = make_batch(mix, batch, crop, generator)
         parts = objective(model, degraded, clean, labels, generator=generator)
         optimiser.zero_grad()
         parts.loss.backward()
         optimiser.step()
         schedule.step()
-        losses.append(parts.loss.item())
-        if setting.bn_negatives == "update" and setting.weight > 0:
-            labels_m = labels.repeat(setting.num_negatives) if setting.label_negatives else None
-            bn.update_pass(
-                model, degraded, setting.num_negatives, generator=generator, labels=labels_m
+        record["step"] += 1
+        if record["step"] % 50 == 0:
+            record["losses"].append(parts.loss.item())
+        if record["step"] % save_every == 0 or record["step"] == steps:
+            record["train_s"] = time.perf_counter() - start
+            folder.mkdir(parents=True, exist_ok=True)
+            temporary = folder / "state.pt.partial"
+            torch.save(
+                {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                 "schedule": schedule.state_dict(), "generator": generator.get_state(),
+                 "record": json.dumps(record)},
+                temporary,
+            )  # fmt: skip
+            temporary.replace(state_path)
+            print(
+                f"    {' '.join(map(str, key))}: step {record['step']}/{steps}, loss "
+                f"{parts.loss.item():.4f}, {record['train_s']:.0f} s",
+                file=sys.stderr,
+                flush=True,
             )
-    seconds = time.perf_counter() - start
-    result: dict[str, Any] = {"train_s": seconds, "last_loss": losses[-1] if losses else None}
-    result["finite"] = all(math.isfinite(v) for v in losses)
-    for stream, stream_seed in streams.items():
+    return model, record
+
+
+@torch.no_grad()
+def dense_psnr(model: nn.Module, degraded: Tensor, clean: Tensor, labels: Tensor,
+               names: tuple[str, ...]) -> dict[str, Any]:  # fmt: skip
+    """Own-prompt PSNR per degradation of a network whose prompts are dense (no negatives)."""
+    model.eval()
+    values = psnr(model(degraded).clamp(0, 1), clean)
+    own = {n: float(values[labels == k].mean()) for k, n in enumerate(names) if (labels == k).any()}
+    return {"names": list(own), "own": own, "average": {"own": statistics.fmean(own.values())}}
+
+
+def evaluate_run(
+    key: tuple[str, str, str, int], model: nn.Module, *, crop: int, held_out: int
+) -> dict[str, Any]:
+    """Own, negative and swap PSNR and the experts' specialisation on both held-out streams."""
+    name, _, mix_name, _ = key
+    mix = build_mix(mix_name)
+    out: dict[str, Any] = {}
+    for stream, stream_seed in STREAMS.items():
         images = torch.Generator().manual_seed(stream_seed)
         degraded, clean, labels = make_batch(mix, held_out, crop, images)
+        if SETTINGS[name].top_k >= SETTINGS[name].num_prompts:
+            out[stream] = dense_psnr(model, degraded, clean, labels, mix.names)
+            continue
         effect = prompt_effect(
-            model,
-            degraded,
-            clean,
-            labels,
-            names=list(PAIRS[pair]),
-            num_negatives=EFFECT_NEGATIVES,
-            generator=torch.Generator().manual_seed(stream_seed),
-            batch_size=held_out,
-        )
-        result[stream] = effect.to_dict()
-    return result
+            model, degraded, clean, labels, names=list(mix.names),
+            num_negatives=EFFECT_NEGATIVES, generator=torch.Generator().manual_seed(stream_seed),
+            batch_size=16,
+        )  # fmt: skip
+        out[stream] = effect.to_dict()
+    return out
+
+
+STREAMS = {"selection": SELECTION_SEED, "report": REPORT_SEED}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -498,90 +464,113 @@ def spread(values: list[float]) -> float:
 
 
 def cell(values: list[float]) -> dict[str, Any]:
-    return {"mean": statistics.fmean(values), "std": spread(values), "per_seed": values}
+    finite = [v for v in values if math.isfinite(v)]
+    return {
+        "mean": statistics.fmean(finite) if finite else math.nan,
+        "std": spread(finite),
+        "per_seed": values,
+    }
 
 
-def summarise(
-    runs: dict[str, Any], stream: str, seeds: list[str], min_cost: float = 0.0
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per setting, network and pair: own PSNR, cost, own against weight 0, pass marks.
+def targets(effect: dict[str, Any], network: str) -> dict[str, Any]:
+    """The issue's targets for one run on one stream."""
+    layers = effect["specialisation"]
+    order = list(layers)  # call order: the last one is nearest the output
+    separated = [layers[k]["separated"] for k in order]
+    if network == "promptir_tiny":
+        separated_ok = sum(separated) >= 2
+    else:
+        separated_ok = separated[-1]
+    nmi = statistics.fmean(layers[k]["nmi"] for k in order)
+    return {
+        "separated": separated_ok,
+        "nmi": nmi,
+        "swap_cost": effect["average"]["swap_cost"],
+        "negative_cost": effect["average"]["cost"],
+        "collapsed_layers": sum(layers[k]["collapsed"] for k in order),
+        "dead_experts": sum(layers[k]["dead"] for k in order),
+    }
 
-    The cost counts when its mean exceeds its spread over seeds and ``min_cost`` (dB).
-    """
-    reference = runs["weight=0"]
-    out: dict[str, dict[str, dict[str, Any]]] = {}
+
+def summarise(runs: dict[str, Any], stream: str) -> dict[str, dict[str, Any]]:
+    """Per setting and network/mix: own PSNR, own against L1 alone, specialisation, swap cost."""
+    out: dict[str, dict[str, Any]] = {}
     for name, by_network in runs.items():
         out[name] = {}
-        for network, by_pair in by_network.items():
-            for pair, by_seed in by_pair.items():
+        for network, by_mix in by_network.items():
+            for mix, by_seed in by_mix.items():
+                seeds = sorted(s for s in by_seed if stream in by_seed[s])
+                if not seeds:
+                    continue
                 own = [by_seed[s][stream]["average"]["own"] for s in seeds]
-                cost = [by_seed[s][stream]["average"]["cost"] for s in seeds]
-                base_own = [reference[network][pair][s][stream]["average"]["own"] for s in seeds]
-                diff = [a - b for a, b in zip(own, base_own, strict=True)]
-                entry = {"own": cell(own), "cost": cell(cost), "own_vs_weight0": cell(diff)}
-                floor = max(entry["cost"]["std"], min_cost)
-                entry["cost_beyond_spread"] = entry["cost"]["mean"] > floor
-                loss = entry["own_vs_weight0"]["mean"] < -entry["own_vs_weight0"]["std"]
-                entry["keeps_own"] = not loss
-                entry["passes"] = entry["cost_beyond_spread"] and entry["keeps_own"]
-                out[name][f"{network} {pair}"] = entry
+                entry: dict[str, Any] = {"seeds": seeds, "own": cell(own)}
+                reference = runs.get("l1", {}).get(network, {}).get(mix, {})
+                paired = [s for s in seeds if stream in reference.get(s, {})]
+                if paired:
+                    diff = [
+                        by_seed[s][stream]["average"]["own"]
+                        - reference[s][stream]["average"]["own"]
+                        for s in paired
+                    ]
+                    entry["own_vs_l1"] = cell(diff)
+                if "specialisation" in by_seed[seeds[0]][stream]:
+                    found = [targets(by_seed[s][stream], network) for s in seeds]
+                    for k in ("nmi", "swap_cost", "negative_cost"):
+                        entry[k] = cell([f[k] for f in found])
+                    entry["separated"] = [f["separated"] for f in found]
+                    entry["collapsed_layers"] = [f["collapsed_layers"] for f in found]
+                    entry["dead_experts"] = [f["dead_experts"] for f in found]
+                    keeps = "own_vs_l1" not in entry or (
+                        entry["own_vs_l1"]["mean"] >= -max(entry["own_vs_l1"]["std"], 0.0)
+                    )
+                    met = {
+                        "separated": all(entry["separated"]),
+                        "nmi>=0.5": entry["nmi"]["mean"] >= 0.5,
+                        "swap>=1dB": entry["swap_cost"]["mean"] >= 1.0,
+                        "own_kept": keeps,
+                    }
+                    entry["targets"] = met
+                    entry["targets_met"] = sum(met.values())
+                out[name][f"{network} {mix}"] = entry
     return out
 
 
-def score(summary: dict[str, dict[str, Any]]) -> tuple[int, float]:
-    """(cells passing, mean cost over cells): larger is better."""
-    cells = list(summary.values())
-    return sum(c["passes"] for c in cells), statistics.fmean(c["cost"]["mean"] for c in cells)
+def choose(selection: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Among the non-control settings: most targets met, then the largest mean swap cost."""
+    scores = {}
+    for name, cells in selection.items():
+        if name in CONTROLS or not cells or any("targets" not in c for c in cells.values()):
+            continue
+        met = sum(c["targets_met"] for c in cells.values())
+        swap = statistics.fmean(c["swap_cost"]["mean"] for c in cells.values())
+        scores[name] = {"targets_met": met, "of": 4 * len(cells), "mean_swap_cost": swap}
+    ranked = sorted(scores, key=lambda n: (scores[n]["targets_met"], scores[n]["mean_swap_cost"]),
+                    reverse=True)  # fmt: skip
+    return {"scores": scores, "ranked": ranked, "chosen": ranked[0] if ranked else None}
 
 
-def pick(scores: dict[str, tuple[int, float]]) -> str:
-    """The level with the most passing cells; ``base`` unless another has more; then the cost."""
-    most = max(passing for passing, _ in scores.values())
-    if "base" in scores and scores["base"][0] == most:
-        return "base"
-    return max((k for k, v in scores.items() if v[0] == most), key=lambda k: scores[k][1])
+def table(summary: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        "| setting | network, mix | own PSNR | own - L1 | NMI | swap cost | negative cost "
+        "| separated | collapsed layers | dead experts |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|---|",
+    ]
 
+    def show(entry: dict[str, Any], key: str, sign: str = "") -> str:
+        if key not in entry:
+            return ""
+        c = entry[key]
+        return f"{c['mean']:{sign}.2f} ± {c['std']:.2f}"
 
-def choose(selection: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    """Per factor, the level that scores best on the selection stream; and the best setting."""
-    factors: dict[str, list[str]] = {}
-    for name, (factor, _) in VARIANTS.items():
-        if name in selection and factor:
-            factors.setdefault(factor, ["base"] if "base" in selection else []).append(name)
-
-    def cells(name: str, only_bn: bool) -> dict[str, Any]:
-        found = selection[name]
-        return {k: v for k, v in found.items() if k.startswith("resnet_bn")} if only_bn else found
-
-    per_factor = {}
-    for factor, levels in factors.items():
-        only_bn = any(level in BN_ONLY for level in levels)
-        scores = {level: score(cells(level, only_bn)) for level in levels}
-        per_factor[factor] = {
-            "chosen": pick(scores),
-            "scores": {k: {"passing": v[0], "mean_cost": v[1]} for k, v in scores.items()},
-        }
-    general = [name for name in selection if name not in BN_ONLY]
-    scores = {name: score(selection[name]) for name in general}
-    ranked = sorted(general, key=lambda name: scores[name], reverse=True)
-    return {"per_factor": per_factor, "ranked": ranked, "best_setting": pick(scores)}
-
-
-def table(summary: dict[str, dict[str, dict[str, Any]]], key: str, title: str) -> str:
-    columns = sorted({c for cells in summary.values() for c in cells})
-    lines = [f"| {title} | " + " | ".join(columns) + " | passing |"]
-    lines.append("|---" + "|---:" * (len(columns) + 1) + "|")
     for name, cells in summary.items():
-        values = []
-        for column in columns:
-            c = cells.get(column)
-            if c is None:
-                values.append("")
-                continue
-            mark = "" if c["passes"] else " ✗" if key == "cost" else ""
-            values.append(f"{c[key]['mean']:+.2f} ± {c[key]['std']:.2f}{mark}")
-        passing = sum(c["passes"] for c in cells.values())
-        lines.append(f"| {name} | " + " | ".join(values) + f" | {passing}/{len(cells)} |")
+        for where, entry in cells.items():
+            lines.append(
+                f"| {name} | {where} | {show(entry, 'own')} | {show(entry, 'own_vs_l1', '+')} | "
+                f"{show(entry, 'nmi')} | {show(entry, 'swap_cost', '+')} | "
+                f"{show(entry, 'negative_cost', '+')} | "
+                f"{entry.get('separated', '')} | {entry.get('collapsed_layers', '')} | "
+                f"{entry.get('dead_experts', '')} |"
+            )
     return "\n".join(lines)
 
 
@@ -602,118 +591,124 @@ def library_state() -> dict[str, Any]:
 
 
 def plan(args: argparse.Namespace) -> Iterator[tuple[str, str, str, int]]:
-    for name in args.settings:
+    for seed in args.seeds:
         for network in args.networks:
-            if name in BN_ONLY and network != "resnet_bn":
-                continue
-            for pair in args.pairs:
-                for seed in args.seeds:
-                    yield name, network, pair, seed
+            for mix in args.mixes:
+                for name in args.settings:
+                    yield name, network, mix, seed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--crop", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--held-out", type=int, default=32, help="images per stream")
-    parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
-    parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
-    parser.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS, choices=list(VARIANTS))
+    parser.add_argument("--held-out", type=int, default=40, help="images per stream")
+    parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=NETWORK_NAMES)
+    parser.add_argument("--mixes", nargs="+", default=["4way"], choices=list(MIXES))
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--work-dir", default="runs/prompt_settings",
+                        help="checkpoints of the runs, to carry on from")  # fmt: skip
+    parser.add_argument("--save-every", type=int, default=100)
+    parser.add_argument("--train-only", action="store_true",
+                        help="train (or carry on training) the runs, score none")  # fmt: skip
     parser.add_argument("--quick", action="store_true",
-                        help="a tiny run (2 steps, 16x16 crops, 4 images per stream)")  # fmt: skip
-    parser.add_argument("--min-cost", type=float, default=0.0,
-                        help="a cost must also exceed this many dB to count")  # fmt: skip
-    parser.add_argument("--from-json", help="summarise the runs of this file again; no training")
-    parser.add_argument("--json", help="write the figures here too")
+                        help="a tiny run (3 steps, 16x16 crops, 8 images per stream)")  # fmt: skip
+    parser.add_argument("--from-json", nargs="+",
+                        help="summarise the runs of these files together; no training")  # fmt: skip
+    parser.add_argument("--json", help="write the figures here, after every run")
     args = parser.parse_args()
     if args.from_json:
-        figures = json.loads(Path(args.from_json).read_text())
-        figures.pop("partial", None)
-        figures["config"]["min_cost"] = args.min_cost
+        figures: dict[str, Any] = {"config": {}, "runs": {}}
+        for path in args.from_json:
+            found = json.loads(Path(path).read_text())
+            figures["config"][path] = found["config"]
+            merge(figures["runs"], found["runs"])
         finish(figures, args.json)
         return
     if args.quick:
-        args.steps, args.crop, args.batch, args.held_out = 2, 16, 4, 4
-    if "weight=0" not in args.settings:  # the reference of every own-PSNR comparison
-        args.settings = ["weight=0", *args.settings]
-    torch.set_num_threads(1)
-
-    settings = {name: dataclasses.replace(BASE, **VARIANTS[name][1]) for name in args.settings}
-    streams = {"selection": SELECTION_SEED, "report": REPORT_SEED}
-    figures: dict[str, Any] = {
-        "config": {
-            "steps": args.steps, "seeds": args.seeds, "crop": args.crop, "batch": args.batch,
-            "lr": args.lr, "held_out": args.held_out, "networks": args.networks,
-            "pairs": {p: list(PAIRS[p]) for p in args.pairs}, "streams": streams,
-            "effect_negatives": EFFECT_NEGATIVES,
-            "base": dataclasses.asdict(BASE), "library_defaults": dataclasses.asdict(LIBRARY),
-            "settings": {n: dataclasses.asdict(s) for n, s in settings.items()},
-            "parameters": {
-                n: sum(p.numel() for p in build(n, BASE).parameters()) for n in args.networks
-            },
-            "plain_parameters": {
-                n: sum(p.numel() for p in NETWORKS[n]().parameters()) for n in args.networks
-            },
-            "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "library": library_state(),
-            "library_keeps_bn_statistics": library_keeps_bn_statistics(),
-            "min_cost": args.min_cost,
-        },
-        "runs": {},
+        args.steps, args.crop, args.batch, args.held_out, args.save_every = 3, 16, 4, 8, 2
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    work_dir = Path(args.work_dir)
+    config = {
+        "steps": args.steps, "seeds": args.seeds, "crop": args.crop, "batch": args.batch,
+        "lr": args.lr, "held_out": args.held_out, "networks": args.networks,
+        "mixes": {m: list(build_mix(m).names) for m in args.mixes}, "streams": STREAMS,
+        "effect_negatives": EFFECT_NEGATIVES,
+        "settings": {n: dataclasses.asdict(SETTINGS[n]) for n in args.settings},
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "python": platform.python_version(), "library": library_state(),
     }  # fmt: skip
+    figures = {"config": config, "runs": {}}
+    if args.json and Path(args.json).exists():  # runs scored in an earlier sitting
+        figures["runs"] = json.loads(Path(args.json).read_text()).get("runs", {})
     todo = list(plan(args))
     start = time.perf_counter()
-    for index, (name, network, pair, seed) in enumerate(todo, start=1):
-        result = run_one(
-            network, pair, settings[name], seed, steps=args.steps, crop=args.crop,
-            batch=args.batch, lr=args.lr, held_out=args.held_out, streams=streams,
+    for index, key in enumerate(todo, start=1):
+        name, network, mix, seed = key
+        done = figures["runs"].get(name, {}).get(network, {}).get(mix, {}).get(str(seed))
+        if done is not None and done.get("steps") == args.steps:
+            print(f"[{index}/{len(todo)}] {' '.join(map(str, key))}: scored", file=sys.stderr)
+            continue
+        folder = run_folder(work_dir, key)
+        model, record = train_run(
+            key, folder, steps=args.steps, crop=args.crop, batch=args.batch, lr=args.lr,
+            save_every=args.save_every,
         )  # fmt: skip
+        if args.train_only:
+            continue
+        result = {"steps": record["step"], "train_s": record["train_s"], "losses": record["losses"]}
+        result.update(evaluate_run(key, model, crop=args.crop, held_out=args.held_out))
         runs = figures["runs"].setdefault(name, {}).setdefault(network, {})
-        runs.setdefault(pair, {})[str(seed)] = result
-        if args.json:  # the runs so far, in case the sweep is stopped
+        runs.setdefault(mix, {})[str(seed)] = result
+        if args.json:  # the runs so far, so that a stopped sweep loses nothing scored
             Path(args.json).write_text(json.dumps({**figures, "partial": True}))
+        selection = result["selection"]["average"]
+        extra = (
+            f", swap cost {selection['swap_cost']:+.2f} dB, negative cost "
+            f"{selection['cost']:+.2f} dB"
+            if "swap_cost" in selection
+            else ""
+        )
         print(
-            f"[{index}/{len(todo)}] {name:20s} {network:10s} {pair:15s} seed {seed}: "
-            f"own {result['selection']['average']['own']:.2f} dB, cost "
-            f"{result['selection']['average']['cost']:+.2f} dB, {result['train_s']:.1f} s "
-            f"(elapsed {time.perf_counter() - start:.0f} s)",
+            f"[{index}/{len(todo)}] {' '.join(map(str, key))}: own {selection['own']:.2f} dB"
+            f"{extra}, {record['train_s']:.0f} s (elapsed {time.perf_counter() - start:.0f} s)",
             file=sys.stderr,
             flush=True,
         )
-    figures["seconds"] = time.perf_counter() - start
-    finish(figures, args.json)
+    if not args.train_only:
+        finish(figures, args.json)
+
+
+def merge(into: dict[str, Any], more: dict[str, Any]) -> None:
+    for key, value in more.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def finish(figures: dict[str, Any], path: str | None) -> None:
     """Summarise the runs, choose, print the tables and the JSON (also written to ``path``)."""
-    seeds, min_cost = [str(s) for s in figures["config"]["seeds"]], figures["config"]["min_cost"]
-    streams = figures["config"]["streams"]
-    for stream in streams:
-        figures[stream] = summarise(figures["runs"], stream, seeds, min_cost)
+    figures.pop("partial", None)
+    for stream in STREAMS:
+        figures[stream] = summarise(figures["runs"], stream)
     choice = choose(figures["selection"])
-    choice["report"] = {
-        name: {"passing": score(figures["report"][name])[0],
-               "mean_cost": score(figures["report"][name])[1]}
-        for name in figures["report"]
-    }  # fmt: skip
     figures["choice"] = choice
-
-    for stream in streams:
-        print(f"\n### {stream} images: cost of a negative prompt (dB), mean ± spread over seeds\n")
-        print(table(figures[stream], "cost", "setting"))
-        print(f"\n### {stream} images: own-prompt PSNR minus weight 0 (dB, paired by seed)\n")
-        print(table(figures[stream], "own_vs_weight0", "setting"))
+    for stream in STREAMS:
+        print(f"\n### {stream} images (mean ± spread over seeds)\n")
+        print(table(figures[stream]))
     print("\n### chosen on the selection images\n")
-    for factor, found in choice["per_factor"].items():
-        print(f"- {factor}: {found['chosen']}")
-    print(f"- best single setting: {choice['best_setting']}")
-    count = sum(
-        len(by_seed) for n in figures["runs"].values() for p in n.values() for by_seed in p.values()
-    )
-    print(f"\n{count} runs in {figures['seconds']:.0f} s\n")
+    for name, found in choice["scores"].items():
+        print(f"- {name}: {found['targets_met']} of {found['of']} targets, mean swap cost "
+              f"{found['mean_swap_cost']:+.2f} dB")  # fmt: skip
+    print(f"- chosen: {choice['chosen']}")
+    if choice["chosen"]:
+        report = figures["report"][choice["chosen"]]
+        met = sum(c.get("targets_met", 0) for c in report.values())
+        print(f"- on the report images: {met} of {4 * len(report)} targets")
     text = json.dumps(figures)
     if path:
         Path(path).write_text(text)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from contrastive_prompts.app.config import RECIPES
 from contrastive_prompts.app.data import read_image, sample_split
-from contrastive_prompts.app.demo import write_report
+from contrastive_prompts.app.demo import print_effect, write_report
 from contrastive_prompts.app.train import Trainer
 
 
@@ -54,12 +54,14 @@ def main() -> None:
 
     # 3. Score the EMA weights on held-out photos and write the before/after grid and table.
     held_out = [read_image(p) for p in args.held_out] if args.held_out else sample_split()[1]
-    restored, degraded = write_report(trainer.ema.module.eval(), held_out, args.out, mix=config.mix)
-    print(f"\n{restored.to_markdown()}\n")
-    print(f"average PSNR: {degraded.average_psnr:.2f} dB degraded -> "
-          f"{restored.average_psnr:.2f} dB restored")  # fmt: skip
+    report = write_report(trainer.ema.module.eval(), held_out, args.out, mix=config.mix)
+    print(f"\n{report.restored.to_markdown()}\n")
+    print(f"average PSNR: {report.degraded.average_psnr:.2f} dB degraded -> "
+          f"{report.restored.average_psnr:.2f} dB restored")  # fmt: skip
+    print_effect(report.effect)
     print(
-        f"results in {args.out}/: grid.png, metrics.md; plots and checkpoint in {config.out_dir}/"
+        f"results in {args.out}/: grid.png, metrics.md, prompt_effect.json; plots and checkpoint "
+        f"in {config.out_dir}/"
     )
 
 

@@ -205,10 +205,13 @@ def test_table_and_json():
     effect = prompt_effect(AddedPrompt([0.1]), clean + 0.05, clean, [0, 1, 1, 0],
                            names=["haze", "low light"])  # fmt: skip
     lines = str(effect).splitlines()
-    assert lines[0].startswith("| degradation | images | degraded | own prompts |")
-    assert lines[2] == "| haze | 2 | 26.02 | 26.02 | 16.48 | 9.54 |"
+    assert lines[0].startswith("| degradation | images | degraded | own | negative | swap |")
+    # both degradations use expert 0: a swap gives each the expert it has, and costs nothing
+    assert lines[2] == "| haze | 2 | 26.02 | 26.02 | 16.48 | 26.02 | 9.54 | 0.00 |"
     assert lines[4].startswith("| average | 4 | 26.02 |")
-    assert lines[-1] == "| prompt | 0 (100%) | 0 (100%) |"
+    assert "| prompt | 0 (100%) | 0 (100%) |" in lines
+    assert "| prompt | 0.00 | 1 | yes | no |" in lines
+    assert lines[-1].startswith("Warning: the experts do not specialise at prompt (collapsed")
     plain = json.loads(json.dumps(effect.to_dict()))
     assert plain["cost"]["haze"] == pytest.approx(effect.cost["haze"])
     assert plain["average"]["own"] == pytest.approx(effect.average("own"))

@@ -415,8 +415,8 @@ def test_add_prompts_bad_requests():
         add_prompts(model, {"decoder.1": {"dim": 8}, "decoder.1.0": {"dim": 16}})
     with pytest.raises(InputError, match=r"expected num_heads to divide dim \+ prompt_dim = 12"):
         add_prompts(model, {"decoder.1": {"dim": 8, "num_heads": 5}})
-    with pytest.raises(InputError, match=r"expected 1 <= top_k < num_prompts = 3 .* got top_k=3"):
-        add_prompts(model, {"decoder.1": {"dim": 8, "num_prompts": 3, "top_k": 3}})
+    with pytest.raises(InputError, match=r"expected 1 <= top_k <= num_prompts = 3 .* got top_k=4"):
+        add_prompts(model, {"decoder.1": {"dim": 8, "num_prompts": 3, "top_k": 4}})
     with pytest.raises(InputError, match=r"expected dim=8 for 'decoder.1' \(its output on "):
         add_prompts(model, {"decoder.1": {"dim": 9}}, example_input=torch.rand(1, 3, 8, 8))
     with pytest.raises(InputError, match=r"got 'decoder', a ModuleList: name one of its entries"):

@@ -27,8 +27,14 @@ def test_a_run_logs_losses_validation_experts_and_images(tmp_path):
     trainer.fit()
     events = read(tmp_path / "run" / "tensorboard")
     tags = events.Tags()
-    for key in ("loss", "l1", "cpr", "balance", "lr", "grad_norm"):
+    for key in ("loss", "l1", "cpr", "balance", "routing", "lr", "grad_norm"):
         assert steps(events, f"train/{key}") == [1, 2, 3, 4]
+    assert steps(events, "val/swap_cost") == [2, 4]
+    assert [e.value for e in events.Scalars("val/swap_cost")] == pytest.approx(
+        [v["swap_cost"] for v in trainer.validations]
+    )
+    for stage in ("prompt3", "prompt2", "prompt1"):
+        assert steps(events, f"specialisation/{stage}") == [2, 4]
     logged = [e.value for e in events.Scalars("train/loss")]
     assert logged == pytest.approx([r["loss"] for r in trainer.history])
     names = trainer.label_names

@@ -1,6 +1,7 @@
 import copy
 import itertools
 import json
+import math
 import os
 import socket
 
@@ -61,6 +62,14 @@ def test_fit_logs_plots_and_checkpoints(tmp_path):
     assert len(steps) == 6 and {"l1", "cpr", "lr", "steps_per_s", "expert_counts"} <= set(steps[0])
     assert [v["step"] for v in validations] == [3, 6]
     assert set(validations[0]["psnr"]) == {"noise_15", "noise_25", "noise_50", "rain", "haze"}
+    # whether the prompt matters and the experts specialise, at every validation
+    for v in validations:
+        assert math.isfinite(v["swap_cost"]) and math.isfinite(v["negative_cost"])
+        assert list(v["specialisation"]) == ["prompt3", "prompt2", "prompt1"]
+        for found in v["specialisation"].values():
+            assert set(found) == {"nmi", "dead", "collapsed", "separated", "experts"}
+            assert len(found["experts"]) == 5  # one favourite per degradation
+    assert {"routing", "balance"} <= set(steps[0])
     for name in ("loss.png", "validation.png", "experts.png", "last.pt", "config.json"):
         assert (out / name).is_file(), name
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary file

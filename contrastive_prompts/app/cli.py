@@ -276,7 +276,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         # the same images again, under the model's own prompts and under negative prompts
         effect = measure_effect(
             model,
-            batches_of(dataset),
+            lambda: batches_of(dataset),
             names=names_of(dataset),
             num_negatives=1,
             generator=None,
@@ -286,8 +286,10 @@ def _evaluate(args: argparse.Namespace) -> int:
             where="evaluate",
         )
         print(
-            "\nPrompt effect: PSNR under the model's own prompts and under negative prompts "
-            "(experts its routers did not select); the cost is own minus negative\n"
+            "\nPrompt effect: PSNR under the model's own prompts, under negative prompts "
+            "(experts its routers did not select) and under swapped prompts (the experts another "
+            "degradation uses most); each cost is own minus that; then whether each prompt "
+            "layer's experts specialise\n"
         )
         print(effect.table())
         figures["prompt_effect"] = effect.to_dict()

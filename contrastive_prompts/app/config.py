@@ -17,6 +17,7 @@ from typing import Any
 
 from .._checks import InputError, InputTypeError, check_choice, check_int_range, check_positive
 from ..core.loss import MODES
+from ..core.objective import ROUTING_WEIGHT
 from ..reference.model import MODEL_PRESETS
 from .data.images import MAX_IMAGE_PIXELS
 from .degradations import MIXES
@@ -32,7 +33,8 @@ MAX_SEED = 2**63 - 1
 
 RUN_FIELDS = (
     "preset", "top_k", "use_prompts", "data", "mix", "crop", "batch_size", "cpr_weight",
-    "num_negatives", "cpr_mode", "cpr_features", "temperature", "balance_weight", "use_labels",
+    "num_negatives", "cpr_mode", "cpr_features", "temperature", "balance_weight",
+    "routing_weight", "use_labels",
     "chunk_size", "lr", "betas", "weight_decay", "warmup_steps", "min_lr", "grad_clip",
     "ema_decay", "precision", "seed",
 )  # fmt: skip
@@ -68,6 +70,9 @@ class TrainConfig:
         cpr_features: ``"filters"``, ``"pixels"`` or ``"vgg16:<weights file>"``.
         temperature: InfoNCE temperature.
         balance_weight: weight of the expert-balance loss.
+        routing_weight: weight of the label-routing term
+            ([label_routing_loss][contrastive_prompts.core.label_routing_loss]): the router
+            learns to send each degradation to an expert of its own (0 leaves it to itself).
         use_labels: give degradation labels to the negatives (other degradations' experts first).
         chunk_size: rows per decoder pass for the negatives. ``None`` picks what measured faster:
             all ``batch_size * num_negatives`` rows at once on a GPU, ``batch_size`` rows (one
@@ -128,6 +133,7 @@ class TrainConfig:
     cpr_features: str = "filters"
     temperature: float = 0.1
     balance_weight: float = 0.0
+    routing_weight: float = ROUTING_WEIGHT
     use_labels: bool = False
     chunk_size: int | None = None
     steps: int = 1000
@@ -179,7 +185,7 @@ class TrainConfig:
         check_int_range(where, "top_k", self.top_k, 1)
         check_positive(where, "lr", self.lr)
         check_positive(where, "temperature", self.temperature)
-        for name in ("cpr_weight", "balance_weight", "weight_decay"):
+        for name in ("cpr_weight", "balance_weight", "routing_weight", "weight_decay"):
             check_positive(where, name, getattr(self, name), allow_zero=True)
         if self.init_promptir is not None and (self.preset != "base" or not self.use_prompts):
             raise InputError(

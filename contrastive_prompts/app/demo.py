@@ -3,7 +3,8 @@
 [run_demo][contrastive_prompts.app.demo.run_demo] trains the ``tiny`` preset with Contrastive Prompt
 Learning on four bundled photos degraded on the fly by the 3-task mix (noise at sigma 15 / 25 / 50,
 rain, haze), then scores it on two held-out photos and writes to ``out_dir`` a before/after grid,
-the metrics table and the training plots. [write_report][contrastive_prompts.app.demo.write_report]
+the metrics table, whether the prompt matters and the experts specialise, and the training
+plots. [write_report][contrastive_prompts.app.demo.write_report]
 does the scoring and writing for any model.
 """
 
@@ -12,16 +13,33 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor
 
+from ..core.prompt import prompt_layers
 from ..reference.model import SparsePromptIR
 from .data import DegradedCopies, sample_split
-from .metrics import EvaluationResult, evaluate, psnr
+from .effect import PromptEffect, collapse_warning, measure_effect
+from .metrics import EvaluationResult, batches_of, evaluate, names_of, psnr
 
-__all__ = ["run_demo", "write_report"]
+__all__ = ["Report", "print_effect", "run_demo", "write_report"]
+
+
+class Report(NamedTuple):
+    """What [write_report][contrastive_prompts.app.demo.write_report] measured.
+
+    Attributes:
+        restored: the per-degradation table of the model.
+        degraded: the per-degradation table of the degraded inputs themselves.
+        effect: the [PromptEffect][contrastive_prompts.app.effect.PromptEffect] (negative and
+            swap costs, the experts' specialisation), ``None`` for dense prompts.
+    """
+
+    restored: EvaluationResult
+    degraded: EvaluationResult
+    effect: PromptEffect | None
 
 
 def _grid(
@@ -69,12 +87,15 @@ def write_report(
     mix: str = "3task",
     seed: int = 1,
     tile: int | None = None,
-) -> tuple[EvaluationResult, EvaluationResult]:
+) -> Report:
     """Score ``model`` on ``held_out`` photos under every degradation of ``mix``, write a report.
 
     Writes ``grid.png`` (degraded, restored, clean, PSNR per tile for the first photo),
-    ``metrics.md`` and ``metrics.json`` (the model against the degraded inputs themselves).
-    Needs matplotlib for the grid.
+    ``metrics.md`` and ``metrics.json`` (the model against the degraded inputs themselves) and,
+    for sparse prompts, ``prompt_effect.json``: the cost of a negative and of a swapped prompt
+    and whether each prompt layer's experts specialise
+    ([prompt_effect][contrastive_prompts.app.effect.prompt_effect]), also a section of
+    ``metrics.md``. Needs matplotlib for the grid.
 
     Args:
         model: the restorer; its [restore][contrastive_prompts.SparsePromptIR.restore] is scored.
@@ -89,18 +110,19 @@ def write_report(
         - held_out: $(3, H, W)$ each, sizes may differ.
 
     Returns:
-        ``(restored, degraded)``: the per-degradation tables of the model and of the inputs.
+        The [Report][contrastive_prompts.app.demo.Report]: the tables of the model and of the
+        inputs, and the prompt effect.
 
     Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> tmp = tempfile.TemporaryDirectory()
         >>> model = SparsePromptIR("tiny").eval()
-        >>> restored, degraded = write_report(model, [torch.rand(3, 16, 16)], tmp.name)
-        >>> restored.names
+        >>> report = write_report(model, [torch.rand(3, 16, 16)], tmp.name)
+        >>> report.restored.names
         ['noise_15', 'noise_25', 'noise_50', 'rain', 'haze']
         >>> sorted(p.name for p in Path(tmp.name).iterdir())
-        ['grid.png', 'metrics.json', 'metrics.md']
+        ['grid.png', 'metrics.json', 'metrics.md', 'prompt_effect.json']
         >>> tmp.cleanup()
     """
     out_dir = Path(out_dir)
@@ -108,6 +130,20 @@ def write_report(
     copies = DegradedCopies(held_out, mix, seed=seed)
     restored = evaluate(lambda x: model.restore(x, tile=tile), copies, pad_multiple=1)
     baseline = evaluate(lambda x: x, copies, pad_multiple=1)
+    effect = None
+    layers = prompt_layers(model).values()
+    if layers and all(layer.top_k < layer.num_prompts for layer in layers):
+        effect = measure_effect(
+            model,
+            lambda: batches_of(copies),
+            names=names_of(copies),
+            num_negatives=1,
+            generator=torch.Generator().manual_seed(seed),
+            label_negatives=False,
+            forward=lambda x: model.restore(x, tile=tile),
+            y_channel=False,
+            where="write_report",
+        )
     lines = [
         "# Held-out photos: restored by the model",
         "",
@@ -118,6 +154,17 @@ def write_report(
         baseline.to_markdown(),
         "",
     ]
+    if effect is not None:
+        lines += [
+            "# Does the prompt matter, and do the experts specialise?",
+            "",
+            "PSNR under the model's own prompts, under negative prompts (experts its routers did "
+            "not select) and under swapped prompts (the experts another degradation uses most).",
+            "",
+            effect.table(),
+            "",
+        ]
+        (out_dir / "prompt_effect.json").write_text(json.dumps(effect.to_dict(), indent=2))
     (out_dir / "metrics.md").write_text("\n".join(lines))
     summary = {
         name: {
@@ -130,7 +177,7 @@ def write_report(
     }
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     _grid(model, copies, 0, out_dir / "grid.png", tile)
-    return restored, baseline
+    return Report(restored, baseline, effect)
 
 
 def run_demo(
@@ -158,7 +205,8 @@ def run_demo(
 
         >>> written = run_demo("results/demo", steps=20)  # doctest: +SKIP
         >>> sorted(written)  # doctest: +SKIP
-        ['checkpoint', 'expert use plot', 'grid', 'loss plot', 'metrics', 'validation plot']
+        ['checkpoint', 'expert use plot', 'grid', 'loss plot', 'metrics', 'prompt effect',
+         'validation plot']
     """
     from .config import RECIPES
     from .train import Trainer
@@ -174,16 +222,18 @@ def run_demo(
     )
     trainer.fit(overwrite=overwrite)
     model = cast(SparsePromptIR, trainer.ema.module).eval()  # the Trainer builds a SparsePromptIR
-    restored, degraded = write_report(model, sample_split()[1], out_dir, mix=config.mix)
+    report = write_report(model, sample_split()[1], out_dir, mix=config.mix)
     print()
-    print(restored.to_markdown())
+    print(report.restored.to_markdown())
     print(
-        f"\naverage PSNR on held-out photos: {degraded.average_psnr:.2f} dB degraded -> "
-        f"{restored.average_psnr:.2f} dB restored"
+        f"\naverage PSNR on held-out photos: {report.degraded.average_psnr:.2f} dB degraded -> "
+        f"{report.restored.average_psnr:.2f} dB restored"
     )
+    print_effect(report.effect)
     written = {
         "grid": out_dir / "grid.png",
         "metrics": out_dir / "metrics.md",
+        "prompt effect": out_dir / "prompt_effect.json",
         "loss plot": Path(config.out_dir) / "loss.png",
         "validation plot": Path(config.out_dir) / "validation.png",
         "expert use plot": Path(config.out_dir) / "experts.png",
@@ -193,3 +243,19 @@ def run_demo(
     for what, path in written.items():
         print(f"  {what:16} {path}")
     return written
+
+
+def print_effect(effect: PromptEffect | None) -> None:
+    """One paragraph: the swap and negative costs, each layer's specialisation, any warning."""
+    if effect is None:
+        return
+    layers = ", ".join(f"{layer} {found.nmi:.2f}" for layer, found in effect.specialisation.items())
+    print(
+        f"\nthe prompt matters: a swapped prompt (another degradation's experts) costs "
+        f"{effect.average('swap_cost'):.2f} dB, a negative prompt (random other experts) "
+        f"{effect.average('cost'):.2f} dB; specialisation of the experts (NMI, 1 = one "
+        f"expert per degradation): {layers}"
+    )
+    warning = collapse_warning(effect.specialisation)
+    if warning:
+        print(warning)

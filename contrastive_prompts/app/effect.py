@@ -1,11 +1,21 @@
-"""Does the prompt matter? Own against negative prompts, per degradation, on held-out images.
+"""Does the prompt matter, and do the experts specialise? Measured on held-out images.
 
-[prompt_effect][contrastive_prompts.app.effect.prompt_effect] scores a prompted network three ways
-on the same images: the degraded input, the output under the network's own prompts and the output
-under negative prompts ([negative_prompts][contrastive_prompts.negative_prompts]: experts its
-routers did not select). The gap between the last two, the cost of a negative prompt, is what
-Contrastive Prompt Learning trains for: near 0 dB, the prompt does nothing the network needs.
-It also reports, per prompt layer, the expert each degradation uses most and how often.
+[prompt_effect][contrastive_prompts.app.effect.prompt_effect] scores a prompted network four ways
+on the same images: the degraded input, the output under the network's own prompts, under
+negative prompts ([negative_prompts][contrastive_prompts.negative_prompts]: experts its routers
+did not select, drawn at random as CPL draws them) and under *swapped* prompts (the experts that
+another degradation uses most, [fixed_experts][contrastive_prompts.core.fixed_experts]). The gap
+between own and swapped, the swap cost, is what the paper means by a mismatched prompt: near
+0 dB, the prompt does nothing the network needs, or every degradation uses the same experts.
+Per prompt layer it reports the expert each degradation uses most and how often, and whether
+the experts specialise ([specialisation][contrastive_prompts.core.specialisation]: normalised
+mutual information between degradation and expert, dead experts, collapse);
+[collapse_warning][contrastive_prompts.app.effect.collapse_warning] says in plain words when
+they do not.
+
+Read the negative cost beside the swap cost: an expert that no image selects gets no gradient
+under top-1 routing and keeps its random start, so a negative prompt drawn from it can cost dB
+because it is noise, not because it is another degradation's prompt.
 """
 
 from __future__ import annotations
@@ -21,14 +31,20 @@ from torch import Tensor, nn
 
 from .._checks import InputError, InputTypeError, check_int_range, check_same_shape, check_shape
 from ..core.prompt import (
+    Specialisation,
+    fixed_experts,
     negative_prompts,
     record_routing,
     require_prompt_layers,
     routing_statistics,
+    specialisation,
 )
 from .metrics import psnr
 
-__all__ = ["ExpertUse", "PromptEffect", "prompt_effect"]
+__all__ = ["ExpertUse", "PromptEffect", "collapse_warning", "prompt_effect"]
+
+ROWS = ("degraded", "own", "negative", "swap", "cost", "swap_cost")
+"""The rows [PromptEffect.average][contrastive_prompts.app.effect.PromptEffect.average] takes."""
 
 
 class ExpertUse(NamedTuple):
@@ -66,6 +82,12 @@ class PromptEffect:
         expert_counts: per prompt layer, per degradation, how many routed samples selected each
             expert (with ``top_k`` experts per sample a row sums to ``top_k`` times the samples).
         num_negatives: negative draws per image.
+        swap: PSNR of the output under swapped prompts: at every prompt layer, the expert that
+            another degradation uses most (the mean over the other degradations); NaN with a
+            single degradation.
+        specialisation: per prompt layer, the
+            [Specialisation][contrastive_prompts.core.Specialisation] of its experts over the
+            degradations seen.
 
     Examples:
         >>> effect = PromptEffect(("haze",), {"haze": 2}, {"haze": 15.0}, {"haze": 25.0},
@@ -82,49 +104,75 @@ class PromptEffect:
     experts: dict[str, dict[str, ExpertUse]]
     expert_counts: dict[str, dict[str, list[int]]] = field(repr=False)
     num_negatives: int = 1
+    swap: dict[str, float] = field(default_factory=dict)
+    specialisation: dict[str, Specialisation] = field(default_factory=dict)
 
     @property
     def cost(self) -> dict[str, float]:
         """The cost of a negative prompt per degradation: own minus negative PSNR (dB)."""
         return {n: self.own[n] - self.negative[n] for n in self.names}
 
+    @property
+    def swap_cost(self) -> dict[str, float]:
+        """The cost of a swapped prompt per degradation: own minus swap PSNR (dB)."""
+        return {n: self.own[n] - self.swap.get(n, math.nan) for n in self.names}
+
     def average(self, row: str) -> float:
-        """Mean over degradations of ``row``: ``"degraded"``, ``"own"``, ``"negative"`` or
-        ``"cost"``."""
-        if row not in ("degraded", "own", "negative", "cost"):
+        """Mean over degradations of ``row``, one of ``ROWS``: ``"degraded"``, ``"own"``,
+        ``"negative"``, ``"swap"``, ``"cost"`` or ``"swap_cost"``."""
+        if row not in ROWS:
             raise InputError(
-                "PromptEffect.average: expected row to be one of 'degraded', 'own', "
-                f"'negative', 'cost', got {row!r}"
+                f"PromptEffect.average: expected row to be one of {', '.join(map(repr, ROWS))}, "
+                f"got {row!r}"
             )
-        values: dict[str, float] = self.cost if row == "cost" else getattr(self, row)
-        return sum(values[n] for n in self.names) / len(self.names) if self.names else math.nan
+        if row in ("cost", "swap_cost"):
+            values: dict[str, float] = getattr(self, row)
+        else:
+            values = getattr(self, row)
+        found = [values.get(n, math.nan) for n in self.names]
+        return sum(found) / len(found) if found else math.nan
 
     def table(self, *, digits: int = 2) -> str:
-        """Two Markdown tables: PSNR per degradation, then the most used expert per layer.
+        """Markdown tables: PSNR per degradation (dB) under the own, negative and swapped prompts
+        and the costs, the most used expert per layer, and whether each layer's experts
+        specialise; then the collapse warning, if any.
 
         Examples:
-            >>> effect = PromptEffect(("haze",), {"haze": 2}, {"haze": 15.0}, {"haze": 25.0},
-            ...                       {"haze": 22.5}, {"p": {"haze": ExpertUse(1, 1.0)}},
-            ...                       {"p": {"haze": [0, 2]}}, 1)
+            >>> effect = PromptEffect(("haze", "rain"), {"haze": 2, "rain": 2},
+            ...     {"haze": 15.0, "rain": 20.0}, {"haze": 25.0, "rain": 30.0},
+            ...     {"haze": 22.5, "rain": 29.0}, {"p": {"haze": ExpertUse(1, 1.0),
+            ...     "rain": ExpertUse(0, 1.0)}}, {"p": {"haze": [0, 2], "rain": [2, 0]}}, 1,
+            ...     swap={"haze": 20.0, "rain": 27.0},
+            ...     specialisation={"p": specialisation(torch.tensor([[0, 2], [2, 0]]))})
             >>> print(effect.table())
-            | degradation | images | degraded | own prompts | negative prompts | cost (dB) |
-            |---|---:|---:|---:|---:|---:|
-            | haze | 2 | 15.00 | 25.00 | 22.50 | 2.50 |
-            | average | 2 | 15.00 | 25.00 | 22.50 | 2.50 |
+            | degradation | images | degraded | own | negative | swap | negative cost | swap cost |
+            |---|---:|---:|---:|---:|---:|---:|---:|
+            | haze | 2 | 15.00 | 25.00 | 22.50 | 20.00 | 2.50 | 5.00 |
+            | rain | 2 | 20.00 | 30.00 | 29.00 | 27.00 | 1.00 | 3.00 |
+            | average | 4 | 17.50 | 27.50 | 25.75 | 23.50 | 1.75 | 4.00 |
             <BLANKLINE>
-            | most used expert (share) | haze |
-            |---|---|
-            | p | 1 (100%) |
+            | most used expert (share) | haze | rain |
+            |---|---|---|
+            | p | 1 (100%) | 0 (100%) |
+            <BLANKLINE>
+            | prompt layer | specialisation (NMI) | dead experts | collapsed | separated |
+            |---|---:|---:|---|---|
+            | p | 1.00 | 0 | no | yes |
         """
         lines = [
-            "| degradation | images | degraded | own prompts | negative prompts | cost (dB) |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| degradation | images | degraded | own | negative | swap "
+            "| negative cost | swap cost |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        cost = self.cost
+        cost, swap_cost = self.cost, self.swap_cost
         for n in self.names:
-            values = (self.degraded[n], self.own[n], self.negative[n], cost[n])
+            values = (
+                self.degraded[n], self.own[n], self.negative[n], self.swap.get(n, math.nan),
+                cost[n], swap_cost[n],
+            )  # fmt: skip
             lines.append(f"| {n} | {self.count[n]} | " + _cells(values, digits) + " |")
-        averages = [self.average(row) for row in ("degraded", "own", "negative", "cost")]
+        rows = ("degraded", "own", "negative", "swap", "cost", "swap_cost")
+        averages = [self.average(row) for row in rows]
         lines.append(f"| average | {sum(self.count.values())} | {_cells(averages, digits)} |")
         if self.experts:
             lines += [
@@ -138,13 +186,28 @@ class PromptEffect:
                     for n in self.names
                 ]
                 lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+        if self.specialisation:
+            lines += [
+                "",
+                "| prompt layer | specialisation (NMI) | dead experts | collapsed | separated |",
+                "|---|---:|---:|---|---|",
+            ]
+            for layer, found in self.specialisation.items():
+                yes = {True: "yes", False: "no"}
+                lines.append(
+                    f"| {layer} | {found.nmi:.{digits}f} | {found.dead} | {yes[found.collapsed]} "
+                    f"| {yes[found.separated]} |"
+                )
+        warning = collapse_warning(self.specialisation)
+        if warning:
+            lines += ["", warning]
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.table()
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values for ``json.dumps``: every field, the cost, and the averages.
+        """Plain values for ``json.dumps``: every field, the costs, and the averages.
 
         Examples:
             >>> effect = PromptEffect(("haze",), {"haze": 2}, {"haze": 15.0}, {"haze": 25.0},
@@ -158,8 +221,10 @@ class PromptEffect:
             "degraded": dict(self.degraded),
             "own": dict(self.own),
             "negative": dict(self.negative),
+            "swap": dict(self.swap),
             "cost": self.cost,
-            "average": {row: self.average(row) for row in ("degraded", "own", "negative", "cost")},
+            "swap_cost": self.swap_cost,
+            "average": {row: self.average(row) for row in ROWS},
             "experts": {
                 layer: {n: use._asdict() for n, use in uses.items()}
                 for layer, uses in self.experts.items()
@@ -168,8 +233,45 @@ class PromptEffect:
                 layer: {n: list(row) for n, row in rows.items()}
                 for layer, rows in self.expert_counts.items()
             },
+            "specialisation": {
+                layer: found._asdict() for layer, found in self.specialisation.items()
+            },
             "num_negatives": self.num_negatives,
         }
+
+
+def collapse_warning(layers: Mapping[str, Specialisation]) -> str | None:
+    """A plain-words warning when a prompt layer's experts do not specialise, else ``None``.
+
+    A layer is named when it collapsed (one expert took 90 % of the picks or more) or its
+    degradations share their favourite expert; the warning says what that does to CPL.
+
+    Args:
+        layers: per prompt layer, its [Specialisation][contrastive_prompts.core.Specialisation]
+            (from [PromptEffect][contrastive_prompts.app.effect.PromptEffect] or
+            [specialisation][contrastive_prompts.core.specialisation]).
+
+    Examples:
+        >>> text = collapse_warning({"p": specialisation(torch.tensor([[9, 0], [8, 1]]))})
+        >>> text.split(". ")[0].removeprefix("Warning: the experts do not specialise at ")
+        'p (collapsed: one expert takes nearly every image)'
+        >>> collapse_warning({"p": specialisation(torch.tensor([[9, 0], [0, 9]]))}) is None
+        True
+    """
+    named = []
+    for layer, found in layers.items():
+        if found.collapsed:
+            named.append(f"{layer} (collapsed: one expert takes nearly every image)")
+        elif not found.separated:
+            named.append(f"{layer} (degradations share their most used expert)")
+    if not named:
+        return None
+    return (
+        f"Warning: the experts do not specialise at {', '.join(named)}. A negative or swapped "
+        "prompt there is hardly another degradation's prompt, so CPR has little to push "
+        "against; train with degradation labels and the routing term (routing_weight), and "
+        "check the swap cost."
+    )
 
 
 def _cells(values: Iterable[float], digits: int) -> str:
@@ -190,11 +292,14 @@ def _evaluation(model: nn.Module) -> Iterator[None]:
 
 
 class _Tally:
-    """Sums per label of the three PSNRs and of the expert picks per prompt layer."""
+    """Sums per label of the PSNRs and of the expert picks per prompt layer."""
 
     def __init__(self) -> None:
         self.count: dict[int, int] = {}
-        self.sums: dict[str, dict[int, float]] = {"degraded": {}, "own": {}, "negative": {}}
+        self.sums: dict[str, dict[int, float]] = {
+            "degraded": {}, "own": {}, "negative": {}, "swap": {}
+        }  # fmt: skip
+        self.swaps: dict[int, int] = {}  # label -> swapped outputs scored
         self.picks: dict[str, dict[int, Tensor]] = {}  # layer -> label -> (N,) counts
         self.rows: dict[str, dict[int, int]] = {}  # layer -> label -> routed samples
 
@@ -202,6 +307,16 @@ class _Tally:
         sums = self.sums[row]
         for label, value in zip(labels, values, strict=True):
             sums[label] = sums.get(label, 0.0) + value
+            if row == "swap":
+                self.swaps[label] = self.swaps.get(label, 0) + 1
+
+    def favourites(self) -> dict[int, dict[str, int]]:
+        """Per label, the expert it picks most at each prompt layer."""
+        found: dict[int, dict[str, int]] = {}
+        for layer, picks in self.picks.items():
+            for label, counts in picks.items():
+                found.setdefault(label, {})[layer] = int(counts.argmax())
+        return found
 
     def add_routing(self, layer: str, indices: Tensor, num_prompts: int, labels: Tensor) -> None:
         if indices.shape[0] != labels.shape[0]:
@@ -226,6 +341,11 @@ class _Tally:
                 for k in labels
             }
             for row, sums in self.sums.items()
+            if row != "swap"
+        }
+        swap = {
+            name_of(k): self.sums["swap"][k] / self.swaps[k] if self.swaps.get(k) else math.nan
+            for k in labels
         }
         experts: dict[str, dict[str, ExpertUse]] = {}
         counts: dict[str, dict[str, list[int]]] = {}
@@ -245,12 +365,17 @@ class _Tally:
             experts=experts,
             expert_counts=counts,
             num_negatives=num_negatives,
+            swap=swap,
+            specialisation={
+                layer: specialisation(torch.stack([picks[k] for k in sorted(picks)]))
+                for layer, picks in self.picks.items()
+            },
         )
 
 
 def measure_effect(
     model: nn.Module,
-    batches: Iterable[tuple[Tensor, Tensor, Tensor]],
+    batches: Callable[[], Iterable[tuple[Tensor, Tensor, Tensor]]],
     *,
     names: Sequence[str] | Mapping[int, str] | None,
     num_negatives: int,
@@ -260,7 +385,11 @@ def measure_effect(
     y_channel: bool,
     where: str,
 ) -> PromptEffect:
-    """The measurement itself, over ``(degraded, clean, labels)`` batches of one image size."""
+    """The measurement itself, over ``(degraded, clean, labels)`` batches of one image size.
+
+    ``batches()`` gives the batches; it is called twice, as the swapped prompts need every
+    degradation's favourite experts, known only after a first pass over all images.
+    """
     layers = require_prompt_layers(where, model)
     dense = [name for name, layer in layers.items() if layer.top_k >= layer.num_prompts]
     if dense:
@@ -286,12 +415,14 @@ def measure_effect(
         values = psnr(images.clamp(0, 1).to(dt), clean.to(dt), y_channel=y_channel)
         tally.add_psnr(row, labels, values.double().cpu().tolist())
 
+    def placed(degraded: Tensor, clean: Tensor) -> tuple[Tensor, Tensor]:
+        dtype = reference.dtype if reference is not None else degraded.dtype
+        return degraded.to(device=device, dtype=dtype), clean.to(device=device, dtype=dtype)
+
     with _evaluation(model):
-        for degraded, clean, labels in batches:
+        for degraded, clean, labels in batches():
             listed = labels.tolist()
-            dtype = reference.dtype if reference is not None else degraded.dtype
-            degraded = degraded.to(device=device, dtype=dtype)
-            clean = clean.to(device=device, dtype=dtype)
+            degraded, clean = placed(degraded, clean)
             score("degraded", degraded, clean, listed)
             with record_routing(model) as log:
                 own = run(degraded)
@@ -305,6 +436,24 @@ def measure_effect(
                 score("negative", negative, clean, listed)
             for label in listed:
                 tally.count[label] = tally.count.get(label, 0) + 1
+        favourites = tally.favourites()
+        if len(favourites) > 1:  # each image under every other degradation's experts
+            for degraded, clean, labels in batches():
+                listed = labels.tolist()
+                degraded, clean = placed(degraded, clean)
+                for other, experts in favourites.items():
+                    keep = [i for i, label in enumerate(listed) if label != other]
+                    if not keep:
+                        continue
+                    with fixed_experts(model, experts):
+                        swapped = run(degraded)
+                    rows = torch.tensor(keep, device=swapped.device)
+                    score(
+                        "swap",
+                        swapped.index_select(0, rows),
+                        clean.index_select(0, rows),
+                        [listed[i] for i in keep],
+                    )
 
     def name_of(label: int) -> str:
         if names is None:
@@ -471,7 +620,7 @@ def prompt_effect(
         raise InputError(f"{where}: expected {expected}{what}, got labels from {low} to {high}")
     return measure_effect(
         model,
-        _grouped(degraded, clean, labels, batch_size),
+        lambda: _grouped(degraded, clean, labels, batch_size),
         names=names,
         num_negatives=num_negatives,
         generator=generator,

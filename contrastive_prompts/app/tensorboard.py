@@ -2,8 +2,11 @@
 
 [TensorBoardLog][contrastive_prompts.app.tensorboard.TensorBoardLog] writes, under
 ``<out_dir>/tensorboard``: every step's losses (``train/loss``, ``train/l1``, ``train/cpr``,
-``train/balance``), learning rate and gradient norm; at each validation, PSNR and SSIM per
-degradation and on average, the expert use per degradation since the last validation (one image
+``train/balance``, ``train/routing``), learning rate and gradient norm; at each validation, PSNR
+and SSIM per degradation and on average, the cost of a negative and of a swapped prompt
+(``val/negative_cost``, ``val/swap_cost``) and each prompt layer's specialisation
+(``specialisation/<layer>``, the normalised mutual information of degradation and expert), the
+expert use per degradation since the last validation (one image
 per prompt layer: a row per degradation, a column per expert, brighter for more use) and a grid
 of validation images (degraded, restored, clean). A resumed run writes into the same directory
 and tells TensorBoard to drop what a crashed run had logged after its checkpoint, so no step is
@@ -23,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .._checks import InputError
+from .effect import PromptEffect
 
 __all__ = ["TensorBoardLog", "expert_use_image", "image_grid"]
 
@@ -105,8 +109,9 @@ class TensorBoardLog:
     def step(self, record: dict[str, Any]) -> None:
         """One optimisation step's record from the trainer."""
         step = record["step"]
-        for key in ("loss", "l1", "cpr", "balance", "lr", "grad_norm"):
-            self.writer.add_scalar(f"train/{key}", record[key], step)
+        for key in ("loss", "l1", "cpr", "balance", "routing", "lr", "grad_norm"):
+            if key in record:
+                self.writer.add_scalar(f"train/{key}", record[key], step)
         self._counts.append((record["stages"], record["expert_counts"]))
 
     def validation(
@@ -115,8 +120,11 @@ class TensorBoardLog:
         psnr: dict[str, float],
         ssim: dict[str, float],
         examples: Sequence[tuple[Tensor, Tensor, Tensor]],
+        *,
+        effect: PromptEffect | None = None,
     ) -> None:
-        """Scores per degradation, expert use since the last validation, and an image grid."""
+        """Scores per degradation, expert use since the last validation, and an image grid;
+        with ``effect``, the negative and swap costs and each layer's specialisation."""
         for name, value in psnr.items():
             self.writer.add_scalar(f"val_psnr/{name}", value, step)
         for name, value in ssim.items():
@@ -124,6 +132,11 @@ class TensorBoardLog:
         if psnr:
             self.writer.add_scalar("val/average_psnr", sum(psnr.values()) / len(psnr), step)
             self.writer.add_scalar("val/average_ssim", sum(ssim.values()) / len(ssim), step)
+        if effect is not None:
+            self.writer.add_scalar("val/negative_cost", effect.average("cost"), step)
+            self.writer.add_scalar("val/swap_cost", effect.average("swap_cost"), step)
+            for layer, found in effect.specialisation.items():
+                self.writer.add_scalar(f"specialisation/{layer}", found.nmi, step)
         if self._counts:
             stages = self._counts[-1][0]
             for i, stage in enumerate(stages):

@@ -66,7 +66,8 @@ from .data import (
     sample_split,
 )
 from .degradations import DegradationMix, make_mix
-from .metrics import EvaluationResult, evaluate
+from .effect import PromptEffect, collapse_warning, measure_effect
+from .metrics import EvaluationResult, batches_of, evaluate
 from .tensorboard import TensorBoardLog
 
 __all__ = [
@@ -408,7 +409,8 @@ def build_objective(
     *,
     where: str = "build_objective",
 ) -> CPLObjective:
-    """The training objective, ``L1 + cpr_weight * CPR + balance_weight * balance``.
+    """The training objective, ``L1 + cpr_weight * CPR + balance_weight * balance
+    + routing_weight * routing``.
 
     The CPR term is a [ContrastivePromptLoss][contrastive_prompts.ContrastivePromptLoss] of
     ``config.cpr_mode`` and ``temperature`` on the features ``config.cpr_features`` names:
@@ -453,6 +455,7 @@ def build_objective(
             temperature=config.temperature,
         ),
         balance_weight=config.balance_weight,
+        routing_weight=config.routing_weight,
         num_labels=num_labels,
         chunk_size=config.chunk_size or (config.batch_size if device.type == "cpu" else None),
         label_negatives=config.use_labels,
@@ -724,11 +727,11 @@ class Trainer:
         with autocast:
             parts = self.step_module(degraded, clean, labels, generator=generator)
         # one synchronisation reads every term; a non-finite one stops the run before the update
-        loss, l1, cpr, balance = torch.stack(
-            [parts.loss, parts.l1, parts.cpr, parts.balance]
+        loss, l1, cpr, balance, routing = torch.stack(
+            [parts.loss, parts.l1, parts.cpr, parts.balance, parts.routing.to(parts.loss.dtype)]
         ).tolist()
-        if not all(map(math.isfinite, (loss, l1, cpr, balance))):
-            self._diverged("loss", {"l1": l1, "cpr": cpr, "balance": balance})
+        if not all(map(math.isfinite, (loss, l1, cpr, balance, routing))):
+            self._diverged("loss", {"l1": l1, "cpr": cpr, "balance": balance, "routing": routing})
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(parts.loss).backward()
         self.scaler.unscale_(self.optimizer)  # a no-op without fp16 loss scaling
@@ -753,6 +756,7 @@ class Trainer:
             "l1": l1,
             "cpr": cpr,
             "balance": balance,
+            "routing": routing,
             "lr": lr,
             "grad_norm": grad_norm,
             "expert_counts": [c.tolist() for c in parts.expert_counts],
@@ -762,7 +766,10 @@ class Trainer:
     def _diverged(self, what: str, values: dict[str, float]) -> NoReturn:
         """Log and raise [TrainingDiverged][contrastive_prompts.app.train.TrainingDiverged]."""
         step = self.step + 1
-        names = {"l1": "L1", "cpr": "CPR", "balance": "balance", "grad_norm": "gradient norm"}
+        names = {
+            "l1": "L1", "cpr": "CPR", "balance": "balance", "routing": "routing",
+            "grad_norm": "gradient norm",
+        }  # fmt: skip
         detail = ", ".join(f"{names[k]} {v:.4g}" for k, v in values.items())
         if self._saved is not None:
             kept = (
@@ -943,25 +950,67 @@ class Trainer:
             temporary.write_text(json.dumps({"run": self.run_id}))
 
     def validate(self) -> EvaluationResult | None:
-        """Protocol PSNR / SSIM of the EMA weights on the validation data (rank 0)."""
+        """Protocol PSNR / SSIM of the EMA weights on the validation data (rank 0).
+
+        A network whose prompt layers leave experts for negatives is also scored by
+        [measure_effect][contrastive_prompts.app.effect.prompt_effect] on the same images: the
+        cost of a negative and of a swapped prompt, and per prompt layer whether the experts
+        specialise; a layer whose experts do not is named in a warning on standard error.
+        """
         if self.val_data is None or not self.is_main:
             return None
         pad = self.config.val_pad_multiple
         if pad is None:  # the reference model pads itself; another network may need it done
             pad = 1 if isinstance(self.ema.module, SparsePromptIR) else 16
         result = evaluate(self.ema.module, self.val_data, names=self.label_names, pad_multiple=pad)
-        record = {
+        record: dict[str, Any] = {
             "step": self.step,
             "psnr": result.psnr,
             "ssim": result.ssim,
             "average_psnr": result.average_psnr,
             "average_ssim": result.average_ssim,
         }
+        effect = self._prompt_effect(pad)
+        if effect is not None:
+            record["negative_cost"] = effect.average("cost")
+            record["swap_cost"] = effect.average("swap_cost")
+            record["specialisation"] = {
+                layer: found._asdict() for layer, found in effect.specialisation.items()
+            }
+            warning = collapse_warning(effect.specialisation)
+            if warning:
+                print(f"step {self.step}: {warning}", file=sys.stderr)
         self.validations.append(record)
         self._log({"validation": record})
         if self._board is not None:
-            self._board.validation(self.step, result.psnr, result.ssim, self._examples(pad))
+            self._board.validation(
+                self.step, result.psnr, result.ssim, self._examples(pad), effect=effect
+            )
         return result
+
+    def _prompt_effect(self, pad: int) -> PromptEffect | None:
+        """Negative and swap costs and the experts' specialisation on the validation images."""
+        model = self.ema.module
+        layers = prompt_layers(model)
+        if not layers or any(p.top_k >= p.num_prompts for p in layers.values()):
+            return None
+
+        def run(x: Tensor) -> Tensor:
+            h, w = x.shape[-2:]
+            out: Tensor = model(pad_to_multiple(x, pad))
+            return out[..., :h, :w]
+
+        return measure_effect(
+            model,
+            lambda: batches_of(self.val_data),
+            names=dict(enumerate(self.label_names)),
+            num_negatives=1,
+            generator=torch.Generator().manual_seed(self.config.seed),
+            label_negatives=False,
+            forward=run,
+            y_channel=False,
+            where="Trainer",
+        )
 
     @torch.no_grad()
     def _examples(self, pad: int, limit: int = 6) -> list[tuple[Tensor, Tensor, Tensor]]:

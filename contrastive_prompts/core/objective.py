@@ -1,4 +1,4 @@
-"""The CPL training objective: ``L1 + lambda * CPR`` (+ an optional balance term)."""
+"""The CPL training objective: ``L1 + lambda * CPR`` (+ optional routing terms)."""
 
 from __future__ import annotations
 
@@ -25,13 +25,18 @@ from .negatives import forward_with_negatives
 from .prompt import (
     Routing,
     RoutingLog,
+    label_routing_loss,
     load_balance_loss,
     prompt_layers,
     record_routing,
     routing_statistics,
 )
 
-__all__ = ["CPLObjective", "ObjectiveOutput"]
+__all__ = ["ROUTING_WEIGHT", "CPLObjective", "ObjectiveOutput"]
+
+ROUTING_WEIGHT = 0.0
+"""The default weight of the label-routing term of
+[CPLObjective][contrastive_prompts.CPLObjective]."""
 
 
 class ObjectiveOutput(NamedTuple):
@@ -42,6 +47,8 @@ class ObjectiveOutput(NamedTuple):
         l1: the L1 reconstruction term.
         cpr: the contrastive prompt term (0 when its weight is 0).
         balance: the expert-balance term, averaged over prompt stages (0 when its weight is 0).
+        routing: the label-routing term, averaged over prompt stages (0 when its weight is 0
+            or no labels are given).
         output: ``(B, C, H, W)`` restored batch.
         expert_counts: per prompt layer in call order, ``(L, N)`` counts of expert picks per
             label (``L = 1`` without labels).
@@ -49,13 +56,14 @@ class ObjectiveOutput(NamedTuple):
 
     Examples:
         >>> ObjectiveOutput._fields
-        ('loss', 'l1', 'cpr', 'balance', 'output', 'expert_counts', 'stages')
+        ('loss', 'l1', 'cpr', 'balance', 'routing', 'output', 'expert_counts', 'stages')
     """
 
     loss: Tensor
     l1: Tensor
     cpr: Tensor
     balance: Tensor
+    routing: Tensor
     output: Tensor
     expert_counts: tuple[Tensor, ...]
     stages: tuple[str, ...] = ()
@@ -65,13 +73,22 @@ class CPLObjective(nn.Module):
     r"""Contrastive Prompt Learning's loss for any network holding SparsePrompt layers.
 
     $\mathcal{L} = \mathcal{L}_1(a, y) + \lambda\,\mathrm{CPR}(a, y, n_{1..M})
-    + \beta\,\mathrm{balance}$, where $a$ is the model's output, $y$ the clean batch and $n_j$
+    + \beta\,\mathrm{balance} + \rho\,\mathrm{routing}$, where $a$ is the model's output, $y$ the
+    clean batch and $n_j$
     the outputs under negative prompts from
     [forward_with_negatives][contrastive_prompts.forward_with_negatives], which reuses whatever
     the network computes before its first prompt layer. The routing of every prompt layer is
     recorded as the network runs ([record_routing][contrastive_prompts.record_routing]), so the
     network needs no extra method and no change to its ``forward``: ``model(degraded)`` must
-    return the restored batch. With ``weight=0`` any network trains with L1 alone. Images may
+    return the restored batch. With ``weight=0`` any network trains with L1 alone.
+
+    CPR's negatives are "another degradation's prompt" only if the experts specialise per
+    degradation. With labels (training data knows which degradation it applied) the routing
+    term ([label_routing_loss][contrastive_prompts.core.label_routing_loss], weight $\rho$)
+    teaches every router to send label $\ell$ to expert $\ell \bmod N$; without it, top-1
+    routing tends to collapse onto one expert per layer and a negative prompt then changes
+    little. The term needs labels only in training: the router still routes from the features.
+    Without labels it is 0. Images may
     have any number of channels (grey-scale denoisers take one); the loss's feature space must
     take them (see [ContrastivePromptLoss][contrastive_prompts.ContrastivePromptLoss]).
 
@@ -81,6 +98,9 @@ class CPLObjective(nn.Module):
         loss: the contrastive loss;
             [ContrastivePromptLoss][contrastive_prompts.ContrastivePromptLoss] by default.
         balance_weight: $\beta$ of [load_balance_loss][contrastive_prompts.core.load_balance_loss].
+        routing_weight: $\rho$ of
+            [label_routing_loss][contrastive_prompts.core.label_routing_loss], applied when
+            labels are given.
         num_labels: rows of the expert-use counts (defaults to the largest label + 1); labels
             must then lie in ``[0, num_labels)``.
         label_negatives: also give the labels to the negatives, which then favour experts that
@@ -102,6 +122,7 @@ class CPLObjective(nn.Module):
             ``ContrastivePromptLoss(mode=...)`` picks the contrastive one), ``label_negatives``
             that is not a bool, ``num_labels`` that is not an integer.
         InputError: at construction, a number out of its range (``weight < 0``,
+            ``balance_weight < 0``, ``routing_weight < 0``,
             ``num_negatives < 1``, ``num_labels < 1``); at the call, an empty batch, labels that
             are not integers or lie outside ``[0, num_labels)``, ``weight > 0`` and the model
             holds no SparsePrompt that leaves experts for negatives, the model's output does not
@@ -124,6 +145,7 @@ class CPLObjective(nn.Module):
         num_negatives: int = 4,
         loss: nn.Module | None = None,
         balance_weight: float = 0.0,
+        routing_weight: float = ROUTING_WEIGHT,
         num_labels: int | None = None,
         chunk_size: int | None = None,
         label_negatives: bool = False,
@@ -132,6 +154,7 @@ class CPLObjective(nn.Module):
         where = "CPLObjective"
         check_positive(where, "weight", weight, allow_zero=True)
         check_positive(where, "balance_weight", balance_weight, allow_zero=True)
+        check_positive(where, "routing_weight", routing_weight, allow_zero=True)
         check_int_range(where, "num_negatives", num_negatives, 1)
         if num_labels is not None:
             check_int_range(where, "num_labels", num_labels, 1)
@@ -147,6 +170,7 @@ class CPLObjective(nn.Module):
             )
         self.weight, self.num_negatives = weight, num_negatives
         self.balance_weight, self.num_labels = balance_weight, num_labels
+        self.routing_weight = routing_weight
         self.chunk_size = chunk_size
         self.label_negatives = label_negatives
         self.loss = loss if loss is not None else ContrastivePromptLoss()
@@ -154,7 +178,7 @@ class CPLObjective(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"weight={self.weight}, num_negatives={self.num_negatives}, "
-            f"balance_weight={self.balance_weight}"
+            f"balance_weight={self.balance_weight}, routing_weight={self.routing_weight}"
         )
 
     def forward(
@@ -172,8 +196,8 @@ class CPLObjective(nn.Module):
             model: the network; ``model(degraded)`` returns the restored batch.
             degraded: ``(B, C, H, W)`` inputs, any ``C >= 1``.
             clean: ``(B, C, H, W)`` targets.
-            labels: ``(B,)`` degradation labels, for the expert-use counts (and the negatives
-                with ``label_negatives=True``).
+            labels: ``(B,)`` degradation labels, for the routing term, the expert-use counts
+                (and the negatives with ``label_negatives=True``).
             generator: draws the negative prompts; the global generator by default.
 
         Returns:
@@ -211,13 +235,16 @@ class CPLObjective(nn.Module):
         balance = zero
         if self.balance_weight > 0 and routing:
             balance = torch.stack([load_balance_loss(r) for r in routing]).mean()
-        loss = l1 + self.weight * cpr + self.balance_weight * balance
+        guide = zero
+        if self.routing_weight > 0 and labels is not None and routing:
+            guide = torch.stack([label_routing_loss(r, labels) for r in routing]).mean()
+        loss = l1 + self.weight * cpr + self.balance_weight * balance + self.routing_weight * guide
         if labels is not None:
             # here rather than on entry: reading the labels waits for the device, and here the
             # caller is about to read the loss anyway
             self._check_label_range(labels)
         counts = self._counts(routing, labels)
-        return ObjectiveOutput(loss, l1, cpr, balance, output, counts, tuple(routing.names))
+        return ObjectiveOutput(loss, l1, cpr, balance, guide, output, counts, tuple(routing.names))
 
     @staticmethod
     def _check_output(output: object, clean: Tensor) -> None:

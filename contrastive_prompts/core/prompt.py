@@ -17,7 +17,8 @@ manager that restores it on exit.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -41,12 +42,16 @@ __all__ = [
     "Routing",
     "RoutingLog",
     "SparsePrompt",
+    "Specialisation",
+    "fixed_experts",
+    "label_routing_loss",
     "load_balance_loss",
     "negative_prompts",
     "negative_route",
     "prompt_layers",
     "record_routing",
     "routing_statistics",
+    "specialisation",
     "topk_route",
 ]
 
@@ -163,6 +168,11 @@ def negative_route(
         scores = scores + used_by_others.to(scores.dtype)  # uniform in [1, 2) beats [0, 1)
     scores = scores.masked_fill(chosen, -1.0)
     indices = scores.topk(min(top_k, num_prompts - top_k), dim=-1).indices
+    return _route_to(probs, indices)
+
+
+def _route_to(probs: Tensor, indices: Tensor) -> Routing:
+    """The routing that uses the experts ``indices``, each at its own softmax weight."""
     weights = torch.zeros_like(probs).scatter(-1, indices, probs.gather(-1, indices))
     return Routing(probs, weights, indices)
 
@@ -237,6 +247,134 @@ def load_balance_loss(routing: Routing) -> Tensor:
     return num_prompts * (fraction * probs.mean(dim=0)).sum()
 
 
+def label_routing_loss(routing: Routing, labels: Tensor) -> Tensor:
+    r"""Cross-entropy of the router against the expert each label is given: ``label % N``.
+
+    $-\frac1B \sum_b \log p_b(\ell_b \bmod N)$ for routing probabilities $p$ and integer
+    degradation labels $\ell$. Training data knows which degradation it applied; this term
+    teaches the router to tell them apart, so each degradation trains an expert of its own
+    instead of every sample landing on whichever expert won first (top-1 routing collapses that
+    way: an expert no sample selects gets no gradient). With more labels than experts, labels
+    ``l`` and ``l + N`` share an expert. The router still routes from the features alone: labels
+    are needed only while training.
+
+    Args:
+        routing: the routing of a batch (from [topk_route][contrastive_prompts.core.topk_route]).
+        labels: ``(B,)`` integer labels, ``>= 0``.
+
+    Shape:
+        - routing: ``(B, N)`` probs; labels: ``(B,)``; output: a scalar.
+
+    Returns:
+        The scalar loss in float32 at least, differentiable through ``routing.probs``; 0 when
+        every sample puts all its weight on its label's expert, ``log N`` for a uniform router.
+
+    Raises:
+        InputError: labels that are not one integer per sample, or negative.
+
+    Examples:
+        >>> r = topk_route(torch.zeros(2, 4), top_k=1)
+        >>> round(label_routing_loss(r, torch.tensor([0, 5])).item(), 4)  # log 4
+        1.3863
+    """
+    probs = routing.probs
+    check_shape("label_routing_loss", "labels", labels, (probs.shape[0],))
+    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        raise InputError(f"label_routing_loss: expected integer labels, got {labels.dtype}")
+    experts = (labels.long() % probs.shape[-1])[:, None]
+    chosen = probs.to(torch.promote_types(probs.dtype, torch.float32)).gather(-1, experts)
+    return -chosen.clamp_min(torch.finfo(chosen.dtype).tiny).log().mean()
+
+
+class Specialisation(NamedTuple):
+    """Whether the experts of one prompt layer specialise per degradation.
+
+    Computed by [specialisation][contrastive_prompts.core.specialisation] from a table of expert
+    picks per label.
+
+    Attributes:
+        nmi: normalised mutual information between a pick's label and its expert,
+            $2 I(L; E) / (H(L) + H(E))$, in ``[0, 1]``: 1 when the expert tells the label and
+            the label the expert, 0 when the expert says nothing of the label (one expert for
+            all, or every label spread alike); NaN with fewer than two labels.
+        dead: experts that no sample picked; they get no gradient under top-1 routing.
+        collapsed: one expert took at least 90 % of the picks of two or more labels.
+        separated: each label's most used expert differs from every other label's.
+        experts: each label's most used expert (-1 for a label without picks).
+
+    Examples:
+        >>> specialisation(torch.tensor([[4, 0, 0], [0, 4, 0]]))
+        Specialisation(nmi=1.0, dead=1, collapsed=False, separated=True, experts=(0, 1))
+    """
+
+    nmi: float
+    dead: int
+    collapsed: bool
+    separated: bool
+    experts: tuple[int, ...]
+
+
+COLLAPSE_SHARE = 0.9
+"""The share of all picks one expert must take for
+[specialisation][contrastive_prompts.core.specialisation] to call a layer collapsed."""
+
+
+def specialisation(counts: Tensor) -> Specialisation:
+    r"""How far a layer's experts specialise per label, from its ``(L, N)`` pick counts.
+
+    ``counts[l, e]`` is how often samples of label ``l`` picked expert ``e``, as
+    [routing_statistics][contrastive_prompts.core.routing_statistics] gives it. Labels without
+    picks are left out. See [Specialisation][contrastive_prompts.core.Specialisation] for the
+    figures: the normalised mutual information (1 for a one-to-one match of labels and
+    experts, 0 for collapse), the experts never picked, whether one expert took
+    nearly everything (``COLLAPSE_SHARE``, 90 %) and whether every label's favourite expert is
+    its own.
+
+    Args:
+        counts: ``(L, N)`` non-negative integer (or float) counts.
+
+    Returns:
+        The [Specialisation][contrastive_prompts.core.Specialisation].
+
+    Raises:
+        InputError: ``counts`` not two-dimensional, or holding a negative or non-finite entry.
+
+    Examples:
+        >>> specialisation(torch.tensor([[5, 0], [5, 0]])).collapsed
+        True
+    """
+    check_shape("specialisation", "counts", counts, ("L", "N"))
+    table = counts.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(table).all()) or bool((table < 0).any()):
+        raise InputError(
+            "specialisation: expected finite non-negative counts, got "
+            f"{counts.tolist() if counts.numel() <= 64 else 'a table with such entries'}"
+        )
+    used = table.sum(dim=1) > 0
+    experts = tuple(int(row.argmax()) if u else -1 for row, u in zip(table, used, strict=True))
+    dead = int((table.sum(dim=0) == 0).sum())
+    table = table[used]
+    total = float(table.sum())
+    if table.shape[0] < 2:
+        return Specialisation(math.nan, dead, False, True, experts)
+    joint = table / total
+    p_label, p_expert = joint.sum(dim=1), joint.sum(dim=0)
+
+    def entropy(p: Tensor) -> float:
+        p = p[p > 0]
+        return float(-(p * p.log()).sum())
+
+    outer = p_label[:, None] * p_expert[None, :]
+    nonzero = joint > 0
+    mutual = float((joint[nonzero] * (joint[nonzero] / outer[nonzero]).log()).sum())
+    spread = entropy(p_label) + entropy(p_expert)
+    nmi = min(max(2 * mutual / spread, 0.0), 1.0) if spread > 0 else 0.0
+    collapsed = float(p_expert.max()) >= COLLAPSE_SHARE
+    favourites = [e for e in experts if e >= 0]
+    separated = len(set(favourites)) == len(favourites)
+    return Specialisation(nmi, dead, collapsed, separated, experts)
+
+
 class SparsePrompt(nn.Module):
     r"""Sparse Prompt Module: a prompt from the ``top_k`` experts of a learned prompt bank.
 
@@ -303,6 +441,7 @@ class SparsePrompt(nn.Module):
         self.conv = nn.Conv2d(prompt_dim, prompt_dim, 3, padding=1, bias=False, **factory)
         # modes, set by negative_prompts() and record_routing(), never by hand
         self._negative_mode: _NegativeMode | None = None
+        self._fixed_experts: Tensor | None = None
         self._routing_logs: tuple[tuple[RoutingLog, str], ...] = ()
         self.reset_parameters()
 
@@ -364,11 +503,24 @@ class SparsePrompt(nn.Module):
                 x, generator=mode.generator, labels=mode.labels, return_routing=return_routing
             )
         routing = self.route(x)
+        if self._fixed_experts is not None:
+            routing = _route_to(routing.probs, self._fixed(x.shape[0], routing.probs.device))
         for log, name in self._routing_logs:
             log.append(routing)
             log.names.append(name)
         prompt = self.render(routing.weights, x.shape[-2:])
         return (prompt, routing) if return_routing else prompt
+
+    def _fixed(self, batch: int, device: torch.device) -> Tensor:
+        """The ``(B, k)`` experts [fixed_experts][contrastive_prompts.core.fixed_experts] set."""
+        fixed = self._fixed_experts
+        assert fixed is not None
+        if fixed.shape[0] not in (1, batch):
+            raise InputError(
+                f"fixed_experts: expected experts for 1 or {batch} samples (the batch this layer "
+                f"routes), got {fixed.shape[0]}"
+            )
+        return fixed.to(device).expand(batch, -1)
 
     @torch.no_grad()
     def _negative(
@@ -514,6 +666,83 @@ def negative_prompts(
     finally:
         for name, layer in layers.items():
             layer._negative_mode = previous[name]
+
+
+@contextlib.contextmanager
+def fixed_experts(model: nn.Module, experts: Mapping[str, Tensor | int]) -> Iterator[None]:
+    """Run ``model`` with chosen experts: each named SparsePrompt uses the experts given.
+
+    Inside the block the layer named ``name`` (as in
+    [prompt_layers][contrastive_prompts.core.prompt_layers]) renders its prompt from
+    ``experts[name]`` instead of its own top-k choice, each expert at the weight its router
+    gives it, as a negative prompt is weighted: what the paper's negatives mean when experts
+    specialise, "another degradation's prompt". Layers not named route as usual.
+    [prompt_effect][contrastive_prompts.app.effect.prompt_effect] uses it to give each image the
+    experts another degradation uses (the *swap* cost). The flag is restored on exit, an
+    exception included. Gradients flow as usual.
+
+    Args:
+        model: a network holding SparsePrompt layers.
+        experts: ``{layer name: experts}``; experts are an int (one expert for every sample),
+            a ``(B,)`` integer tensor (one per sample) or ``(B, k)`` (``k`` per sample); a
+            first dimension of 1 serves every sample.
+
+    Raises:
+        InputError: a name that is not a prompt layer of ``model``, or experts that are not
+            integers in ``[0, num_prompts)``.
+
+    Examples:
+        >>> from contrastive_prompts import SparsePromptIR
+        >>> model = SparsePromptIR("tiny")
+        >>> with fixed_experts(model, {"prompt1": 3}), record_routing(model) as log:
+        ...     out = model(torch.rand(2, 3, 16, 16))
+        >>> log[-1].indices.tolist()
+        [[3], [3]]
+    """
+    layers = require_prompt_layers("fixed_experts", model)
+    if not isinstance(experts, Mapping):
+        raise InputTypeError(
+            "fixed_experts: expected a mapping of prompt layer names to experts, got "
+            f"{type(experts).__name__}"
+        )
+    chosen: dict[str, Tensor] = {}
+    for name, value in experts.items():
+        if name not in layers:
+            raise InputError(
+                f"fixed_experts: expected names of prompt layers of {type(model).__name__}, "
+                f"among {sorted(layers)}, got {name!r}"
+            )
+        layer = layers[name]
+        if isinstance(value, bool) or not isinstance(value, (int, Tensor)):
+            raise InputTypeError(
+                f"fixed_experts: expected an int or an integer tensor for {name!r}, got "
+                f"{type(value).__name__}"
+            )
+        tensor = torch.as_tensor(value, device=layer.prompts.device)
+        if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
+            raise InputError(
+                f"fixed_experts: expected integer experts for {name!r}, got {tensor.dtype}"
+            )
+        tensor = tensor.long().reshape(-1, 1) if tensor.ndim < 2 else tensor.long()
+        if tensor.ndim != 2 or tensor.numel() == 0:
+            raise InputError(
+                f"fixed_experts: expected an int, (B,) or (B, k) experts for {name!r}, got "
+                f"shape {tuple(torch.as_tensor(value).shape)}"
+            )
+        if bool(((tensor < 0) | (tensor >= layer.num_prompts)).any()):
+            raise InputError(
+                f"fixed_experts: expected experts in [0, {layer.num_prompts - 1}] for {name!r}, "
+                f"got {sorted(set(tensor.flatten().tolist()))}"
+            )
+        chosen[name] = tensor
+    previous = {name: layers[name]._fixed_experts for name in chosen}
+    try:
+        for name, tensor in chosen.items():
+            layers[name]._fixed_experts = tensor
+        yield
+    finally:
+        for name, before in previous.items():
+            layers[name]._fixed_experts = before
 
 
 @contextlib.contextmanager

@@ -51,8 +51,8 @@ class PromptStage(nn.Module):
         prompt_dim: channels of the prompt (``dim // 2`` by default, at least 1).
         prompt_size: spatial size of each expert prompt.
         num_prompts: experts in the bank.
-        top_k: experts per sample (1 for CPL); below ``num_prompts``, so that negatives have
-            experts to draw from.
+        top_k: experts per sample (1 for CPL); ``num_prompts`` gives PromptIR's dense prompt,
+            which leaves no expert for CPL's negatives (train it with L1 alone).
         renormalize: rescale the kept routing weights to sum to 1 (a bool).
         num_heads: attention heads of the fusion block (must divide ``dim + prompt_dim``).
         ffn_expansion_factor: feed-forward width of the fusion block, a finite number > 0.
@@ -66,7 +66,7 @@ class PromptStage(nn.Module):
         InputTypeError: ``dim``, ``prompt_dim``, ``prompt_size``, ``num_prompts``, ``top_k`` or
             ``num_heads`` not an int, ``ffn_expansion_factor`` not a number, or
             ``renormalize`` not a bool (a string such as ``"no"`` would read as true).
-        InputError: a size below 1, ``top_k`` outside ``[1, num_prompts)``, ``num_heads`` that
+        InputError: a size below 1, ``top_k`` outside ``[1, num_prompts]``, ``num_heads`` that
             does not divide ``dim + prompt_dim``, or ``ffn_expansion_factor <= 0``.
 
     Examples:
@@ -96,10 +96,11 @@ class PromptStage(nn.Module):
                 raise InputTypeError(
                     f"PromptStage: expected {name} to be an int, got {type(value).__name__}"
                 )
-        if not 1 <= top_k < num_prompts:
+        if not 1 <= top_k <= num_prompts:
             raise InputError(
-                f"PromptStage: expected 1 <= top_k < num_prompts = {num_prompts} (CPL's negatives "
-                f"draw from the experts a sample did not select), got top_k={top_k}"
+                f"PromptStage: expected 1 <= top_k <= num_prompts = {num_prompts} (below it for "
+                f"CPL's negatives, which draw from the experts a sample did not select; equal "
+                f"for PromptIR's dense prompt), got top_k={top_k}"
             )
         if prompt_dim is not None:
             check_int_range("PromptStage", "prompt_dim", prompt_dim, 1)
