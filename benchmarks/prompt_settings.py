@@ -68,7 +68,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastive_prompts import CPLObjective, SparsePromptIR, add_prompts
+from contrastive_prompts import (
+    ContrastivePromptLoss,
+    CPLObjective,
+    SparsePromptIR,
+    add_prompts,
+)
 from contrastive_prompts.app.degradations import (
     DegradationMix,
     GaussianNoise,
@@ -317,6 +322,7 @@ class Setting:
     routing_weight: float = 0.0
     num_prompts: int = 5
     top_k: int = 1
+    cpr_mode: str = "subtractive"
 
 
 SETTINGS: dict[str, Setting] = {
@@ -325,11 +331,20 @@ SETTINGS: dict[str, Setting] = {
     "dense": Setting(weight=0.0, top_k=5),
     # CPL as the paper trains it (and the library's defaults before the routing term)
     "cpl": Setting(),
-    # candidates
-    "balance": Setting(balance_weight=0.01, label_negatives=True),
-    "routing": Setting(routing_weight=0.1, label_negatives=True),
-    "routing_cpr0.1": Setting(weight=0.1, routing_weight=0.1, label_negatives=True),
-    "routing_l1": Setting(weight=0.0, routing_weight=0.1),
+    # candidates: the label-routing term with CPL's CPR (label-aware negatives), or alone
+    "routing": Setting(routing_weight=0.01, label_negatives=True),
+    "routing_l1": Setting(weight=0.0, routing_weight=0.01),
+    # the pilot's other candidates (on nafnet, seed 0, to choose the routing weight)
+    "routing_infonce": Setting(
+        weight=0.1, routing_weight=0.01, label_negatives=True, cpr_mode="infonce"
+    ),
+    "routing0.1": Setting(routing_weight=0.1, label_negatives=True),
+    "routing0.1_l1": Setting(weight=0.0, routing_weight=0.1),
+    "routing0.1_cpr0.1": Setting(weight=0.1, routing_weight=0.1, label_negatives=True),
+    "routing0.1_cpr1": Setting(weight=1.0, routing_weight=0.1, label_negatives=True),
+    "routing0.1_infonce": Setting(
+        weight=0.1, routing_weight=0.1, label_negatives=True, cpr_mode="infonce"
+    ),
 }
 CONTROLS = ("l1", "dense")
 EFFECT_NEGATIVES = 2  # negative draws per held-out image
@@ -373,6 +388,7 @@ def train_run(
         balance_weight=setting.balance_weight,
         routing_weight=setting.routing_weight,
         num_labels=mix.num_degradations,
+        loss=ContrastivePromptLoss(mode=setting.cpr_mode),
     )
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(steps, 1))

@@ -93,8 +93,9 @@ def photo_split(
 
 
 def parse_cpl(spec: str) -> dict[str, object]:
-    """``default`` or ``mode/features/weight[/negatives[/temperature]]``, then ``+labels`` or
-    ``+balance=W`` as often as wanted -> the TrainConfig fields that differ from the defaults."""
+    """``default`` or ``mode/features/weight[/negatives[/temperature]]``, then ``+labels``,
+    ``+nolabels``, ``+balance=W`` or ``+routing=W`` as often as wanted -> the TrainConfig fields
+    that differ from the defaults."""
     head, *flags = spec.split("+")
     fields: dict[str, object] = {}
     if head != "default":
@@ -102,7 +103,7 @@ def parse_cpl(spec: str) -> dict[str, object]:
         if not 3 <= len(parts) <= 5:
             raise SystemExit(
                 "--cpl: expected 'default' or mode/features/weight[/negatives[/temperature]] "
-                f"with +labels or +balance=W after it, got {spec!r}"
+                f"with +labels, +nolabels, +balance=W or +routing=W after it, got {spec!r}"
             )
         fields.update(cpr_mode=parts[0], cpr_features=parts[1], cpr_weight=float(parts[2]))
         if len(parts) > 3:
@@ -110,12 +111,17 @@ def parse_cpl(spec: str) -> dict[str, object]:
         if len(parts) > 4:
             fields["temperature"] = float(parts[4])
     for flag in flags:
-        if flag == "labels":
-            fields["use_labels"] = True
+        if flag in ("labels", "nolabels"):
+            fields["use_labels"] = flag == "labels"
         elif flag.startswith("balance="):
             fields["balance_weight"] = float(flag.removeprefix("balance="))
+        elif flag.startswith("routing="):
+            fields["routing_weight"] = float(flag.removeprefix("routing="))
         else:
-            raise SystemExit(f"--cpl: expected +labels or +balance=W in {spec!r}, got +{flag}")
+            raise SystemExit(
+                f"--cpl: expected +labels, +nolabels, +balance=W or +routing=W in {spec!r}, "
+                f"got +{flag}"
+            )
     return fields
 
 
@@ -294,7 +300,8 @@ def main() -> None:
     parser.add_argument("--cpl", nargs="+", default=["default"],
                         help="CPR settings: 'default' (the library's) or "
                              "mode/features/weight[/negatives[/temperature]], then +labels "
-                             "(label-aware negatives) or +balance=W")  # fmt: skip
+                             "or +nolabels (label-aware negatives or not), +balance=W or "
+                             "+routing=W (the label-routing term)")  # fmt: skip
     parser.add_argument("--fallback", default=None,
                         help="the --cpl spec kept when no setting beats it by more than the "
                              "spread (default: the first)")  # fmt: skip

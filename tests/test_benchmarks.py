@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -168,80 +169,130 @@ def test_export_latency_benchmark_agrees_and_its_ratios_are_quotients():
         assert row["onnx_over_eager"] == pytest.approx(row["onnx_s"] / row["eager_s"])
 
 
+def test_the_gpu_quality_script_runs_its_plan_on_a_cpu_budget(tmp_path):
+    env = {
+        **os.environ, "DEVICE": "cpu", "PRECISION": "fp32", "PRESET": "tiny", "STEPS": "2",
+        "CROP": "16", "BATCH": "2", "OUT": str(tmp_path),
+    }  # fmt: skip
+    command = ["bash", "benchmarks/gpu_quality.sh", "--strip", "16", "--report-crop", "16",
+               "--threads", "1"]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads((tmp_path / "quality.json").read_text())
+    assert set(figures["runs"]) == {"dense", "cpl"}
+    assert all(set(runs) == {"0", "1"} for runs in figures["runs"].values())
+    assert figures["machine"]["device"] == "cpu"  # the card's name on a GPU
+    assert figures["args"]["variants"] == ["dense", "cpl"] and figures["args"]["steps"] == 2
+
+
 def test_prompt_settings_summary_and_choice_follow_from_the_runs(tmp_path):
     out = tmp_path / "settings.json"
     command = [
         sys.executable, "benchmarks/prompt_settings.py", "--quick",
-        "--settings", "base", "weight=0.1", "stages=last", "bn_negatives=update",
-        "--pairs", "noise+rain", "--seeds", "0", "1", "--json", str(out),
+        "--networks", "nafnet", "resnet_bn", "--settings", "l1", "dense", "cpl", "routing",
+        "--seeds", "0", "1", "--work-dir", str(tmp_path / "runs"), "--json", str(out),
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures == json.loads(out.read_text()) and "partial" not in figures
     runs, seeds = figures["runs"], ["0", "1"]
-    # weight 0 is always run: it is what the own-prompt PSNR is compared with
-    assert set(runs) == {"weight=0", "base", "weight=0.1", "stages=last", "bn_negatives=update"}
-    assert set(runs["bn_negatives=update"]) == {"resnet_bn"}  # batch norm only where it is
-    assert set(runs["base"]) == {"nafnet", "attention", "resnet_bn"}
+    assert set(runs) == {"l1", "dense", "cpl", "routing"}
+    names = ["noise", "rain", "haze", "low_light"]
     for setting, by_network in runs.items():
-        for network, by_pair in by_network.items():
-            for by_seed in by_pair.values():
-                assert set(by_seed) == set(seeds)
-                for run in by_seed.values():
-                    for stream in ("selection", "report"):
-                        effect = run[stream]
-                        assert effect["names"] == ["noise", "rain"]
-                        for name in effect["names"]:
-                            own, negative = effect["own"][name], effect["negative"][name]
-                            assert effect["cost"][name] == pytest.approx(own - negative)
+        assert set(by_network) == {"nafnet", "resnet_bn"}
+        for network, by_mix in by_network.items():
+            by_seed = by_mix["4way"]
+            assert set(by_seed) == set(seeds)
+            for run in by_seed.values():
+                assert run["steps"] == 3
+                for stream in ("selection", "report"):
+                    effect = run[stream]
+                    assert effect["names"] == names
+                    if setting == "dense":  # no negatives: own PSNR alone
+                        assert set(effect) == {"names", "own", "average"}
+                        continue
+                    for name in names:
+                        own = effect["own"][name]
+                        assert effect["cost"][name] == pytest.approx(own - effect["negative"][name])
+                        assert effect["swap_cost"][name] == pytest.approx(own - effect["swap"][name])
+                    assert list(effect["specialisation"]) == [
+                        f"{block}.prompt_stage.prompt" for block in
+                        (("decoders.0", "decoders.1") if network == "nafnet"
+                         else ("decoder.0", "decoder.1"))
+                    ]  # fmt: skip
             for stream in ("selection", "report"):
-                entry = figures[stream][setting][f"{network} noise+rain"]
-                own = [by_pair["noise+rain"][s][stream]["average"]["own"] for s in seeds]
-                zero = [runs["weight=0"][network]["noise+rain"][s][stream]["average"]["own"]
-                        for s in seeds]  # fmt: skip
+                entry = figures[stream][setting][f"{network} 4way"]
+                own = [by_seed[s][stream]["average"]["own"] for s in seeds]
+                l1 = [runs["l1"][network]["4way"][s][stream]["average"]["own"] for s in seeds]
                 assert entry["own"]["mean"] == pytest.approx(statistics.fmean(own))
                 assert entry["own"]["std"] == pytest.approx(statistics.stdev(own))
-                diff = [a - b for a, b in zip(own, zero, strict=True)]
-                assert entry["own_vs_weight0"]["mean"] == pytest.approx(statistics.fmean(diff))
-                cost = entry["cost"]
-                assert entry["cost_beyond_spread"] == (cost["mean"] > cost["std"])
-                keeps = entry["own_vs_weight0"]["mean"] >= -entry["own_vs_weight0"]["std"]
-                assert entry["keeps_own"] == keeps
-                assert entry["passes"] == (entry["cost_beyond_spread"] and keeps)
-    assert all(
-        entry["own_vs_weight0"]["mean"] == 0 for entry in figures["selection"]["weight=0"].values()
-    )
-    # each factor's chosen level scores best among its levels on the selection images
+                diff = [a - b for a, b in zip(own, l1, strict=True)]
+                assert entry["own_vs_l1"]["mean"] == pytest.approx(statistics.fmean(diff))
+                if setting == "dense":
+                    assert "targets" not in entry
+                    continue
+                swap = [by_seed[s][stream]["average"]["swap_cost"] for s in seeds]
+                assert entry["swap_cost"]["mean"] == pytest.approx(statistics.fmean(swap))
+                layers = [by_seed[s][stream]["specialisation"] for s in seeds]
+                nmi = [statistics.fmean(v["nmi"] for v in found.values()) for found in layers]
+                assert entry["nmi"]["mean"] == pytest.approx(statistics.fmean(nmi), nan_ok=True)
+                last = [list(found.values())[-1]["separated"] for found in layers]
+                assert entry["separated"] == last  # the stage nearest the output
+                met = entry["targets"]
+                assert met["separated"] == all(last)
+                assert met["swap>=1dB"] == (entry["swap_cost"]["mean"] >= 1.0)
+                keeps = entry["own_vs_l1"]["mean"] >= -entry["own_vs_l1"]["std"]
+                assert met["own_kept"] == keeps
+                assert entry["targets_met"] == sum(met.values())
+    # the controls are never chosen; the chosen setting meets the most targets on selection
     choice = figures["choice"]
-    assert set(choice["per_factor"]) == {"weight", "stages", "bn_negatives"}
-    for factor in choice["per_factor"].values():
-        scores = factor["scores"]
-        most = max(level["passing"] for level in scores.values())
-        chosen = scores[factor["chosen"]]
-        assert chosen["passing"] == most
-        if factor["chosen"] != "base":  # another level replaces the base only if it passes more
-            assert scores["base"]["passing"] < most
-            assert chosen["mean_cost"] == max(
-                level["mean_cost"] for level in scores.values() if level["passing"] == most
-            )
-    assert choice["per_factor"]["bn_negatives"]["scores"]["base"]["passing"] <= 1  # 1 cell
-    assert "bn_negatives=update" not in choice["ranked"]
-    assert choice["best_setting"] in choice["ranked"]
-    # the same runs summarised again with a cost floor no cell reaches: nothing passes
-    again = subprocess.run(
-        [sys.executable, "benchmarks/prompt_settings.py", "--from-json", str(out),
-         "--min-cost", "1000"],
+    assert set(choice["scores"]) == {"cpl", "routing"}
+    best = max(v["targets_met"] for v in choice["scores"].values())
+    assert choice["scores"][choice["chosen"]]["targets_met"] == best
+    assert "### report images" in done.stdout and "- chosen: " in done.stdout
+    # a second sitting finds every run scored and trains nothing
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count(": scored") == 16 and "step 1/3" not in again.stderr
+    assert json.loads(again.stdout.strip().splitlines()[-1])["runs"] == runs
+    # results of two files summarised together, without training
+    merged = subprocess.run(
+        [sys.executable, "benchmarks/prompt_settings.py", "--from-json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
-    assert again.returncode == 0, again.stderr
-    refigured = json.loads(again.stdout.strip().splitlines()[-1])
-    assert refigured["runs"] == figures["runs"] and refigured["config"]["min_cost"] == 1000
-    for stream in ("selection", "report"):
-        assert not any(e["passes"] for cells in refigured[stream].values() for e in cells.values())
-    assert all(f["chosen"] == "base" for f in refigured["choice"]["per_factor"].values())
-    assert refigured["choice"]["best_setting"] == "base"
-    assert "### report images: cost of a negative prompt" in done.stdout
+    assert merged.returncode == 0, merged.stderr
+    assert json.loads(merged.stdout.strip().splitlines()[-1])["runs"] == runs
+
+
+def test_prompt_settings_runs_carry_on_exactly_from_their_checkpoints(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import prompt_settings as sweep
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    torch.set_num_threads(1)
+    key = ("routing", "nafnet", "4way", 0)
+    options = dict(steps=4, crop=16, batch=4, lr=1e-3, save_every=2)
+    whole, record = sweep.train_run(key, tmp_path / "whole", **options)
+    assert record["step"] == 4
+    calls = []
+    make_batch = sweep.make_batch
+
+    def stop_at_the_fourth(*args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return make_batch(*args)
+
+    monkeypatch.setattr(sweep, "make_batch", stop_at_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.train_run(key, tmp_path / "split", **options)
+    monkeypatch.setattr(sweep, "make_batch", make_batch)
+    carried, again = sweep.train_run(key, tmp_path / "split", **options)  # from step 2
+    assert again["step"] == 4
+    for (name, a), b in zip(whole.state_dict().items(), carried.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
 
 
 def test_flops_benchmark_parts_add_up_and_a_convolution_counts_its_closed_form():

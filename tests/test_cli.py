@@ -231,19 +231,31 @@ def test_evaluate_prints_the_prompt_effect_of_a_cpl_model(trained, tmp_path, cap
     out = capsys.readouterr().out
     assert "Prompt effect" in out
     scores = _rows(out, "| degradation | images | PSNR (dB) |")
-    effect = _rows(out, "| degradation | images | degraded | own prompts | negative prompts |")
+    effect = _rows(out, "| degradation | images | degraded | own | negative | swap |")
     assert set(effect) == set(scores)  # every degradation and the average
     for name, (images, psnr, _) in scores.items():
-        count, _degraded, own, negative, cost = effect[name]
+        count, _degraded, own, negative, swap, cost, swap_cost = effect[name]
         assert count == images == ("2" if name != "average" else str(2 * (len(scores) - 1)))
         assert own == psnr  # the own prompts are what the first table scored
         assert float(cost) == pytest.approx(float(own) - float(negative), abs=0.011)
+        assert float(swap_cost) == pytest.approx(float(own) - float(swap), abs=0.011)
     figures = json.loads((tmp_path / "t.json").read_text())["prompt_effect"]
     for name in figures["names"]:
         cost = figures["own"][name] - figures["negative"][name]
         assert figures["cost"][name] == pytest.approx(cost, abs=1e-12)
+        swap_cost = figures["own"][name] - figures["swap"][name]
+        assert figures["swap_cost"][name] == pytest.approx(swap_cost, abs=1e-12)
     layers = _rows(out, "| most used expert (share) |")
     assert list(layers) == list(figures["experts"]) == ["prompt3", "prompt2", "prompt1"]
+    found = _rows(out, "| prompt layer | specialisation (NMI) |")
+    assert list(found) == list(figures["specialisation"]) == ["prompt3", "prompt2", "prompt1"]
+    for layer, (nmi, dead, collapsed, separated) in found.items():
+        figure = figures["specialisation"][layer]
+        assert float(nmi) == pytest.approx(figure["nmi"], abs=0.006)
+        assert int(dead) == figure["dead"]
+        assert (collapsed, separated) == tuple(
+            "yes" if figure[k] else "no" for k in ("collapsed", "separated")
+        )
     assert main([*argv, "--no-prompt-effect"]) == 0
     assert "Prompt effect" not in capsys.readouterr().out
 

@@ -91,9 +91,9 @@ def test_the_option_table_maps_each_trainer_field_to_the_objective():
 
     text = (SNIPPETS.parents[0] / "own-network.md").read_text()
     rows = re.findall(r"^\| `(\w+)` \(`(--[\w-]+)`\) \| `(\w+)\((\w+)=", text, flags=re.M)
-    values = {"cpr_weight": 0.5, "num_negatives": 3, "use_labels": True, "balance_weight": 0.2,
-              "chunk_size": 5, "cpr_mode": "ratio", "cpr_features": "pixels",
-              "temperature": 0.3}  # fmt: skip
+    values = {"cpr_weight": 0.5, "num_negatives": 3, "use_labels": False, "balance_weight": 0.2,
+              "routing_weight": 0.3, "chunk_size": 5, "cpr_mode": "ratio",
+              "cpr_features": "pixels", "temperature": 0.3}  # fmt: skip
     assert [field for field, *_ in rows] == list(values), rows
     for field, flag, owner, argument in rows:
         assert flag == "--" + field.replace("_", "-")

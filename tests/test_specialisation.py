@@ -293,3 +293,25 @@ def test_one_degradation_has_no_swap():
     x = torch.rand(2, 3, 8, 8)
     effect = prompt_effect(BrightnessExperts(), x, x, [0, 0])
     assert math.isnan(effect.swap["0"]) and math.isnan(effect.average("swap_cost"))
+
+
+# -- one default, one value ------------------------------------------------------------------
+
+
+def test_the_objective_the_trainer_and_the_docs_share_their_defaults():
+    from pathlib import Path
+
+    from contrastive_prompts.app.config import RECIPES, TrainConfig
+    from contrastive_prompts.app.train import build_objective
+    from contrastive_prompts.core.objective import ROUTING_WEIGHT
+
+    config, objective = TrainConfig(), CPLObjective()
+    assert config.routing_weight == objective.routing_weight == ROUTING_WEIGHT > 0
+    assert config.cpr_weight == objective.weight
+    assert config.num_negatives == objective.num_negatives
+    assert config.balance_weight == objective.balance_weight
+    assert config.use_labels == objective.label_negatives
+    assert RECIPES["demo"].routing_weight == ROUTING_WEIGHT
+    assert build_objective(config, num_labels=5, device="cpu").routing_weight == ROUTING_WEIGHT
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    assert f"| `routing_weight` | {ROUTING_WEIGHT:g} |" in guide

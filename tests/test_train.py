@@ -238,7 +238,7 @@ def test_ddp_gloo_averages_gradients_like_one_process_on_the_combined_batch(tmp_
     mp.spawn(_ddp_gradients, args=(2, _free_port(), batch, str(tmp_path)), nprocs=2, join=True)
     torch.manual_seed(0)
     single = SparsePromptIR("tiny")
-    CPLObjective(weight=0.0)(single, batch[0], batch[1]).loss.backward()
+    CPLObjective(weight=0.0)(single, *batch).loss.backward()  # the routing term too
     for rank in range(2):
         grads = torch.load(tmp_path / f"grads{rank}.pt")
         for name, p in single.named_parameters():

@@ -73,7 +73,8 @@ class TrainConfig:
         routing_weight: weight of the label-routing term
             ([label_routing_loss][contrastive_prompts.core.label_routing_loss]): the router
             learns to send each degradation to an expert of its own (0 leaves it to itself).
-        use_labels: give degradation labels to the negatives (other degradations' experts first).
+        use_labels: give degradation labels to the negatives (other degradations' experts
+            first); ``False`` draws them as CPL does, among all unselected experts.
         chunk_size: rows per decoder pass for the negatives. ``None`` picks what measured faster:
             all ``batch_size * num_negatives`` rows at once on a GPU, ``batch_size`` rows (one
             pass per negative) on a CPU.
@@ -134,7 +135,7 @@ class TrainConfig:
     temperature: float = 0.1
     balance_weight: float = 0.0
     routing_weight: float = ROUTING_WEIGHT
-    use_labels: bool = False
+    use_labels: bool = True
     chunk_size: int | None = None
     steps: int = 1000
     lr: float = 2e-4

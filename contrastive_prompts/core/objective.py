@@ -34,7 +34,7 @@ from .prompt import (
 
 __all__ = ["ROUTING_WEIGHT", "CPLObjective", "ObjectiveOutput"]
 
-ROUTING_WEIGHT = 0.0
+ROUTING_WEIGHT = 0.01
 """The default weight of the label-routing term of
 [CPLObjective][contrastive_prompts.CPLObjective]."""
 
@@ -99,13 +99,13 @@ class CPLObjective(nn.Module):
             [ContrastivePromptLoss][contrastive_prompts.ContrastivePromptLoss] by default.
         balance_weight: $\beta$ of [load_balance_loss][contrastive_prompts.core.load_balance_loss].
         routing_weight: $\rho$ of
-            [label_routing_loss][contrastive_prompts.core.label_routing_loss], applied when
-            labels are given.
+            [label_routing_loss][contrastive_prompts.core.label_routing_loss] (``ROUTING_WEIGHT``,
+            0.01, by default), applied when labels are given.
         num_labels: rows of the expert-use counts (defaults to the largest label + 1); labels
             must then lie in ``[0, num_labels)``.
-        label_negatives: also give the labels to the negatives, which then favour experts that
-            other degradations use (CPL itself draws them without labels). Labels always feed
-            the expert-use counts.
+        label_negatives: give the labels, when the call has them, to the negatives too, which
+            then favour experts that other degradations use (CPL itself draws them without
+            labels: ``False``). Labels always feed the routing term and the expert-use counts.
         chunk_size: rows per negative pass (see
             [forward_with_negatives][contrastive_prompts.forward_with_negatives]); all at once
             by default.
@@ -148,7 +148,7 @@ class CPLObjective(nn.Module):
         routing_weight: float = ROUTING_WEIGHT,
         num_labels: int | None = None,
         chunk_size: int | None = None,
-        label_negatives: bool = False,
+        label_negatives: bool = True,
     ) -> None:
         super().__init__()
         where = "CPLObjective"
