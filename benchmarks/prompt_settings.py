@@ -436,6 +436,15 @@ def train_run(
     return model, record
 
 
+def trained_steps(folder: Path) -> int:
+    """The steps a run's checkpoint holds (0 without one)."""
+    path = folder / "state.pt"
+    if not path.exists():
+        return 0
+    record: dict[str, Any] = json.loads(torch.load(path, weights_only=True)["record"])
+    return int(record["step"])
+
+
 @torch.no_grad()
 def dense_psnr(model: nn.Module, degraded: Tensor, clean: Tensor, labels: Tensor,
                names: tuple[str, ...]) -> dict[str, Any]:  # fmt: skip
@@ -552,17 +561,32 @@ def summarise(runs: dict[str, Any], stream: str) -> dict[str, dict[str, Any]]:
 
 
 def choose(selection: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Among the non-control settings: most targets met, then the largest mean swap cost."""
+    """Among the non-control settings, on the cells (network, mix) that all of them ran: the
+    most targets met, then the largest mean swap cost."""
+    candidates = {
+        name: cells
+        for name, cells in selection.items()
+        if name not in CONTROLS and cells and all("targets" in c for c in cells.values())
+    }
+    common = set.intersection(*(set(c) for c in candidates.values())) if candidates else set()
     scores = {}
-    for name, cells in selection.items():
-        if name in CONTROLS or not cells or any("targets" not in c for c in cells.values()):
+    for name, cells in candidates.items():
+        shared = [cells[k] for k in sorted(common)]
+        if not shared:
             continue
-        met = sum(c["targets_met"] for c in cells.values())
-        swap = statistics.fmean(c["swap_cost"]["mean"] for c in cells.values())
-        scores[name] = {"targets_met": met, "of": 4 * len(cells), "mean_swap_cost": swap}
+        scores[name] = {
+            "targets_met": sum(c["targets_met"] for c in shared),
+            "of": 4 * len(shared),
+            "mean_swap_cost": statistics.fmean(c["swap_cost"]["mean"] for c in shared),
+        }
     ranked = sorted(scores, key=lambda n: (scores[n]["targets_met"], scores[n]["mean_swap_cost"]),
                     reverse=True)  # fmt: skip
-    return {"scores": scores, "ranked": ranked, "chosen": ranked[0] if ranked else None}
+    return {
+        "cells": sorted(common),
+        "scores": scores,
+        "ranked": ranked,
+        "chosen": ranked[0] if ranked else None,
+    }
 
 
 def table(summary: dict[str, dict[str, Any]]) -> str:
@@ -630,6 +654,8 @@ def main() -> None:
     parser.add_argument("--save-every", type=int, default=100)
     parser.add_argument("--train-only", action="store_true",
                         help="train (or carry on training) the runs, score none")  # fmt: skip
+    parser.add_argument("--score-only", action="store_true",
+                        help="score the runs trained to --steps, train none")  # fmt: skip
     parser.add_argument("--quick", action="store_true",
                         help="a tiny run (3 steps, 16x16 crops, 8 images per stream)")  # fmt: skip
     parser.add_argument("--from-json", nargs="+",
@@ -669,6 +695,9 @@ def main() -> None:
             print(f"[{index}/{len(todo)}] {' '.join(map(str, key))}: scored", file=sys.stderr)
             continue
         folder = run_folder(work_dir, key)
+        if args.score_only and trained_steps(folder) < args.steps:
+            print(f"[{index}/{len(todo)}] {' '.join(map(str, key))}: not trained", file=sys.stderr)
+            continue
         model, record = train_run(
             key, folder, steps=args.steps, crop=args.crop, batch=args.batch, lr=args.lr,
             save_every=args.save_every,

@@ -213,9 +213,9 @@ def test_prompt_settings_summary_and_choice_follow_from_the_runs(tmp_path):
                         assert set(effect) == {"names", "own", "average"}
                         continue
                     for name in names:
-                        own = effect["own"][name]
+                        own, swap = effect["own"][name], effect["swap"][name]
                         assert effect["cost"][name] == pytest.approx(own - effect["negative"][name])
-                        assert effect["swap_cost"][name] == pytest.approx(own - effect["swap"][name])
+                        assert effect["swap_cost"][name] == pytest.approx(own - swap)
                     assert list(effect["specialisation"]) == [
                         f"{block}.prompt_stage.prompt" for block in
                         (("decoders.0", "decoders.1") if network == "nafnet"
