@@ -172,7 +172,7 @@ def test_export_latency_benchmark_agrees_and_its_ratios_are_quotients():
 def test_the_gpu_quality_script_runs_its_plan_on_a_cpu_budget(tmp_path):
     env = {
         **os.environ, "DEVICE": "cpu", "PRECISION": "fp32", "PRESET": "tiny", "STEPS": "2",
-        "CROP": "16", "BATCH": "2", "OUT": str(tmp_path),
+        "CROP": "16", "BATCH": "2", "OUT": str(tmp_path), "PYTHON": sys.executable,
     }  # fmt: skip
     command = ["bash", "benchmarks/gpu_quality.sh", "--strip", "16", "--report-crop", "16",
                "--threads", "1"]  # fmt: skip
