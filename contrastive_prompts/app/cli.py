@@ -252,9 +252,8 @@ def _model(args: argparse.Namespace) -> Any:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ..core.prompt import prompt_layers
     from ..reference.padding import pad_to_multiple
-    from .effect import measure_effect
+    from .effect import has_negatives, measure_effect
     from .metrics import batches_of, evaluate, names_of
 
     if args.json:
@@ -271,8 +270,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate(restored, dataset, y_channel=args.y_channel)
     print(result.to_markdown())
     figures: dict[str, Any] = dataclasses.asdict(result)
-    layers = prompt_layers(model).values()
-    if args.prompt_effect and layers and all(p.top_k < p.num_prompts for p in layers):
+    if args.prompt_effect and has_negatives(model):
         # the same images again, under the model's own prompts and under negative prompts
         effect = measure_effect(
             model,

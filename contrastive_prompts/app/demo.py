@@ -18,10 +18,9 @@ from typing import Any, NamedTuple, cast
 import torch
 from torch import Tensor
 
-from ..core.prompt import prompt_layers
 from ..reference.model import SparsePromptIR
 from .data import DegradedCopies, sample_split
-from .effect import PromptEffect, collapse_warning, measure_effect
+from .effect import PromptEffect, collapse_warning, has_negatives, measure_effect
 from .metrics import EvaluationResult, batches_of, evaluate, names_of, psnr
 
 __all__ = ["Report", "print_effect", "run_demo", "write_report"]
@@ -131,8 +130,7 @@ def write_report(
     restored = evaluate(lambda x: model.restore(x, tile=tile), copies, pad_multiple=1)
     baseline = evaluate(lambda x: x, copies, pad_multiple=1)
     effect = None
-    layers = prompt_layers(model).values()
-    if layers and all(layer.top_k < layer.num_prompts for layer in layers):
+    if has_negatives(model):
         effect = measure_effect(
             model,
             lambda: batches_of(copies),

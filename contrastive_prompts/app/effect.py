@@ -34,6 +34,7 @@ from ..core.prompt import (
     Specialisation,
     fixed_experts,
     negative_prompts,
+    prompt_layers,
     record_routing,
     require_prompt_layers,
     routing_statistics,
@@ -41,7 +42,7 @@ from ..core.prompt import (
 )
 from .metrics import psnr
 
-__all__ = ["ExpertUse", "PromptEffect", "collapse_warning", "prompt_effect"]
+__all__ = ["ExpertUse", "PromptEffect", "collapse_warning", "has_negatives", "prompt_effect"]
 
 ROWS = ("degraded", "own", "negative", "swap", "cost", "swap_cost")
 """The rows [PromptEffect.average][contrastive_prompts.app.effect.PromptEffect.average] takes."""
@@ -125,10 +126,7 @@ class PromptEffect:
                 f"PromptEffect.average: expected row to be one of {', '.join(map(repr, ROWS))}, "
                 f"got {row!r}"
             )
-        if row in ("cost", "swap_cost"):
-            values: dict[str, float] = getattr(self, row)
-        else:
-            values = getattr(self, row)
+        values: dict[str, float] = getattr(self, row)
         found = [values.get(n, math.nan) for n in self.names]
         return sum(found) / len(found) if found else math.nan
 
@@ -171,8 +169,7 @@ class PromptEffect:
                 cost[n], swap_cost[n],
             )  # fmt: skip
             lines.append(f"| {n} | {self.count[n]} | " + _cells(values, digits) + " |")
-        rows = ("degraded", "own", "negative", "swap", "cost", "swap_cost")
-        averages = [self.average(row) for row in rows]
+        averages = [self.average(row) for row in ROWS]
         lines.append(f"| average | {sum(self.count.values())} | {_cells(averages, digits)} |")
         if self.experts:
             lines += [
@@ -238,6 +235,20 @@ class PromptEffect:
             },
             "num_negatives": self.num_negatives,
         }
+
+
+def has_negatives(model: nn.Module) -> bool:
+    """Whether ``model`` holds prompt layers and each leaves experts for negative prompts
+    (``top_k < num_prompts``): what [prompt_effect][contrastive_prompts.app.effect.prompt_effect]
+    needs. PromptIR's dense prompts do not.
+
+    Examples:
+        >>> from contrastive_prompts import SparsePromptIR
+        >>> has_negatives(SparsePromptIR("tiny")), has_negatives(SparsePromptIR("tiny", top_k=5))
+        (True, False)
+    """
+    layers = prompt_layers(model).values()
+    return bool(layers) and all(layer.top_k < layer.num_prompts for layer in layers)
 
 
 def collapse_warning(layers: Mapping[str, Specialisation]) -> str | None:

@@ -66,7 +66,7 @@ from .data import (
     sample_split,
 )
 from .degradations import DegradationMix, make_mix
-from .effect import PromptEffect, collapse_warning, measure_effect
+from .effect import PromptEffect, collapse_warning, has_negatives, measure_effect
 from .metrics import EvaluationResult, batches_of, evaluate
 from .tensorboard import TensorBoardLog
 
@@ -991,8 +991,7 @@ class Trainer:
     def _prompt_effect(self, pad: int) -> PromptEffect | None:
         """Negative and swap costs and the experts' specialisation on the validation images."""
         model = self.ema.module
-        layers = prompt_layers(model)
-        if not layers or any(p.top_k >= p.num_prompts for p in layers.values()):
+        if not has_negatives(model):
             return None
 
         def run(x: Tensor) -> Tensor:
