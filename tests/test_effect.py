@@ -255,7 +255,21 @@ def test_bad_inputs_say_what_was_expected():
         (lambda: prompt_effect(net, "images", x, [0, 0]),
          "prompt_effect: expected degraded to be a (N, C, H, W) tensor or a sequence of "
          "(C, H, W) tensors, got str"),
+        (lambda: prompt_effect(net, x, x, [0, 1], names=["x", "x"]),
+         "prompt_effect: expected one name per degradation, each once, got ['x'] more than "
+         "once in names=['x', 'x']"),
     ]  # fmt: skip
     for call, message in cases:
         with pytest.raises(InputError, match=re.escape(message)):
             call()
+
+
+def test_memory_follows_the_images_not_the_largest_label():
+    # a (largest label + 1, experts) table per batch and layer would take 16 GB here
+    net, x = AddedPrompt(offsets=(0.1, 0.2)), torch.rand(4, 3, 8, 8)
+    labels = [4 * 10**8, 3, 4 * 10**8, 3]
+    effect = prompt_effect(net, x, x, labels)
+    assert effect.names == ("3", "400000000") and effect.count == {"3": 2, "400000000": 2}
+    assert effect.expert_counts["prompt"] == {"3": [2, 0, 0], "400000000": [2, 0, 0]}
+    spread = prompt_effect(net, x, x, [0, 1, 0, 1])
+    assert effect.own == {"3": spread.own["1"], "400000000": spread.own["0"]}

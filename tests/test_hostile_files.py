@@ -9,9 +9,11 @@ ends in one line naming what was expected and what came.
 import dataclasses
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
+import filelock
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -26,7 +28,7 @@ from contrastive_prompts.app.checkpoints import (
 from contrastive_prompts.app.cli import main
 from contrastive_prompts.app.config import TrainConfig
 from contrastive_prompts.app.data import SyntheticDataset, write_image
-from contrastive_prompts.app.train import Trainer
+from contrastive_prompts.app.train import LOCK_FILE, Trainer
 from contrastive_prompts.core.features import VGG16Features
 
 from .test_safety import PoisonedAfter, photos, small_config, small_trainer
@@ -143,6 +145,46 @@ def test_trainer_fit_refuses_a_held_folder_and_fits_again_its_own(tmp_path):
         (tmp_path / "file").write_text("mine")
         small_trainer(tmp_path / "file").fit()
     assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_fit_into_a_folder_another_fit_is_writing_to_is_refused_before_writing(tmp_path):
+    folder = tmp_path / "busy"
+    folder.mkdir()
+    other = filelock.FileLock(folder / LOCK_FILE, timeout=0)  # another process's fit, say
+    with other:
+        with pytest.raises(InputError, match=r"another training is writing to .*fit\.lock"):
+            small_trainer(folder).fit()
+        assert sorted(p.name for p in folder.iterdir()) == [LOCK_FILE]
+    small_trainer(folder).fit()  # free again
+    assert logged_steps(folder) == [1, 2]
+
+
+def test_two_fits_started_together_into_one_new_folder_train_once(tmp_path):
+    """One claims the folder, the other is refused: no step logged twice, one run's files."""
+    folder, barrier = tmp_path / "new", threading.Barrier(2)
+    trainers = [small_trainer(folder, steps=4) for _ in range(2)]
+    outcomes: list[object] = [None, None]
+
+    def fit(i: int) -> None:
+        barrier.wait()
+        try:
+            trainers[i].fit()
+            outcomes[i] = "trained"
+        except InputError as error:
+            outcomes[i] = error
+
+    threads = [threading.Thread(target=fit, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("trained") == 1, outcomes
+    winner = trainers[outcomes.index("trained")]
+    refused = next(o for o in outcomes if isinstance(o, InputError))
+    assert "another training is writing to" in str(refused) or "holds run" in str(refused)
+    assert logged_steps(folder) == [1, 2, 3, 4]
+    assert json.loads((folder / "run.json").read_text())["run"] == winner.run_id
+    assert torch.load(folder / "last.pt", weights_only=True)["step"] == 4
 
 
 # -- no output is an input; temporary files are the library's own ------------------------------

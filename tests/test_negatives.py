@@ -1,6 +1,7 @@
 """CPL for any network: negative mode, routing records, negatives at decoder cost, add_prompts."""
 
 import copy
+import logging
 import os
 import pickle
 import socket
@@ -350,6 +351,47 @@ def test_add_prompts_keeps_every_key_and_the_way_back_restores_the_plain_network
     assert remove_prompts(model) is model and not prompt_layers(model)
     assert list(model.state_dict()) == list(pretrained)
     torch.testing.assert_close(model(x), before, rtol=0, atol=0)
+
+
+class OwnStage(nn.Module):
+    """A network that calls a PromptStage of its own, under the name add_prompts uses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.prompt_stage = PromptStage(dim=8, prompt_size=4)
+        self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.GELU())
+        self.head = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(self.prompt_stage(self.stem(x))))
+
+
+def test_remove_prompts_takes_out_only_what_add_prompts_added_and_names_it(caplog):
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 8, 8)
+    plain = OwnStage().eval()
+    with torch.no_grad():  # the user's stage is trained: it changes the output
+        plain.prompt_stage.fusion.proj.weight.normal_()
+    before, keys = plain(x), list(plain.state_dict())
+    model = add_prompts(copy.deepcopy(plain), {"body": {"dim": 8, "prompt_size": 4}})
+    with caplog.at_level(logging.INFO, logger="contrastive_prompts"):
+        shared = remove_prompts(copy.deepcopy(model))  # the documented way to share weights
+    assert "removed the prompt stages of ['body']" in caplog.text
+    assert isinstance(shared.prompt_stage, PromptStage)
+    assert "prompt_stage" not in shared.body._modules
+    assert list(shared.state_dict()) == keys
+    torch.testing.assert_close(shared(x), before, rtol=0, atol=0)
+    kept = r"without any .* own PromptStage modules stay: \['prompt_stage'\]"
+    with pytest.raises(InputError, match=kept):
+        remove_prompts(shared)  # nothing left that add_prompts added: said, nothing changed
+    assert isinstance(shared.prompt_stage, PromptStage)
+    with pytest.raises(InputError, match="without any"):
+        remove_prompts(nn.Conv2d(3, 3, 1))
+    # the mark survives a copy by pickling
+    restored = pickle.loads(pickle.dumps(model))
+    remove_prompts(restored)
+    assert list(restored.state_dict()) == keys
 
 
 def test_a_stage_prompts_every_call_of_its_module_and_copies_run_their_own():

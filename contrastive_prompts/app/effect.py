@@ -334,14 +334,16 @@ class _Tally:
             if labels.shape[0] != 1:
                 return  # rows that are not the batch's samples (tiles of several images)
             labels = labels.expand(indices.shape[0])  # tiles of one image
+        # one row per label present, so memory follows the batch, not the largest label
+        present, rank = labels.unique(return_inverse=True)
         counts = routing_statistics(
-            indices.cpu(), num_prompts, labels=labels, num_labels=int(labels.max()) + 1
+            indices.cpu(), num_prompts, labels=rank, num_labels=present.numel()
         )
         picks, rows = self.picks.setdefault(layer, {}), self.rows.setdefault(layer, {})
-        for label in labels.unique().tolist():
+        for row, label in enumerate(present.tolist()):
             picks[label] = picks.get(label, torch.zeros(num_prompts, dtype=torch.int64))
-            picks[label] += counts[label]
-            rows[label] = rows.get(label, 0) + int((labels == label).sum())
+            picks[label] += counts[row]
+            rows[label] = rows.get(label, 0) + int((rank == row).sum())
 
     def result(self, name_of: Callable[[int], str], num_negatives: int) -> PromptEffect:
         labels = sorted(self.count)
@@ -622,6 +624,12 @@ def prompt_effect(
         if isinstance(names, str) or not isinstance(names, Sequence):
             raise InputTypeError(
                 f"{where}: expected names to be a sequence of strings, got {type(names).__name__}"
+            )
+        repeated = sorted({str(n) for n in names if list(names).count(n) > 1})
+        if repeated:
+            raise InputError(
+                f"{where}: expected one name per degradation, each once, got {repeated} more "
+                f"than once in names={list(names)}"
             )
     labels = labels.long().cpu()
     low, high = int(labels.min()), int(labels.max())

@@ -32,6 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
 
+import filelock
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -805,13 +806,16 @@ class Trainer:
     def fit(self, *, overwrite: bool = False) -> list[dict[str, Any]]:
         """Train until ``config.steps``; returns the per-step log records of this call.
 
-        A run folder belongs to one run. Before anything is written, ``out_dir`` must be new or
-        empty, or hold this run: the one this trainer
-        [loaded][contrastive_prompts.app.train.Trainer.load] (its ``run.json`` names the same run,
-        or the checkpoint loaded is its own ``last.pt``) or trained before. A folder holding
-        another run is refused, unless ``overwrite``: then the other run's files (``run.json``,
-        ``config.json``, ``log.jsonl``, ``last.pt``, plots and TensorBoard events) are removed
-        first, so nothing of it is mixed with this one.
+        A run folder belongs to one run, and to one ``fit`` at a time: ``fit`` holds the lock
+        ``out_dir/fit.lock`` while it runs (released when it returns or raises, and by the system
+        if the process dies), so a second ``fit`` into the same folder, in this process or
+        another (a second ``--resume`` of a run still training, say), is refused before it
+        writes. Before anything is written, ``out_dir`` must be new or empty, or hold this run:
+        the one this trainer [loaded][contrastive_prompts.app.train.Trainer.load] (its
+        ``run.json`` names the same run, or the checkpoint loaded is its own ``last.pt``) or
+        trained before. A folder holding another run is refused, unless ``overwrite``: then the
+        other run's files (``run.json``, ``config.json``, ``log.jsonl``, ``last.pt``, plots and
+        TensorBoard events) are removed first, so nothing of it is mixed with this one.
 
         Ctrl-C (KeyboardInterrupt) writes a checkpoint before leaving, so ``--resume`` carries on.
 
@@ -819,12 +823,35 @@ class Trainer:
             overwrite: replace another run held by ``out_dir``.
 
         Raises:
-            InputError: ``out_dir`` holds another run and ``overwrite`` is false; nothing was
-                written.
+            InputError: ``out_dir`` is not a folder, another ``fit`` holds its lock, or it holds
+                another run and ``overwrite`` is false; nothing was written.
             TrainingDiverged: a loss term or the gradient norm is not finite (under fp16, a
                 non-finite gradient is a step the loss scaler skips, as usual). Nothing is
                 saved from that step on.
         """
+        with self._folder_lock() if self.is_main else contextlib.nullcontext():
+            return self._fit(overwrite)
+
+    def _folder_lock(self) -> filelock.BaseFileLock:
+        """The lock of ``out_dir`` (made a folder first), held; refused if another fit holds it."""
+        folder = self.out_dir
+        if folder.exists() and not folder.is_dir():
+            raise InputError(
+                f"Trainer: expected out_dir to be a folder, got {str(folder)!r}, which is a file"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(folder / LOCK_FILE, timeout=0)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise InputError(
+                f"Trainer: expected out_dir {str(folder)!r} to be free, got a folder another "
+                f"training is writing to (it holds {str(folder / LOCK_FILE)!r}); wait for it to "
+                "end or stop it, or choose another out_dir"
+            ) from None
+        return lock
+
+    def _fit(self, overwrite: bool) -> list[dict[str, Any]]:
         config = self.config
         if self.is_main:
             self._claim_folder(overwrite)
@@ -915,10 +942,6 @@ class Trainer:
     def _claim_folder(self, overwrite: bool) -> None:
         """Make ``out_dir`` this run's folder, or refuse before anything is written."""
         folder = self.out_dir
-        if folder.exists() and not folder.is_dir():
-            raise InputError(
-                f"Trainer: expected out_dir to be a folder, got {str(folder)!r}, which is a file"
-            )
         held = [name for name in RUN_FILES if (folder / name).exists()]
         owner = _folder_run(folder)
         own_checkpoint = (
@@ -945,7 +968,6 @@ class Trainer:
                 (folder / name).unlink(missing_ok=True)
             for event in (folder / "tensorboard").glob("events.out.tfevents.*"):
                 event.unlink()
-        folder.mkdir(parents=True, exist_ok=True)
         with writing(folder / "run.json") as temporary:
             temporary.write_text(json.dumps({"run": self.run_id}))
 
@@ -1159,6 +1181,9 @@ RUN_FILES = ("run.json", "config.json", "log.jsonl", "last.pt")
 """The files that make a folder a run's: a new run refuses a folder holding any of them."""
 
 PLOT_FILES = ("loss.png", "validation.png", "experts.png")
+
+LOCK_FILE = "fit.lock"
+"""Held by a ``fit`` while it writes to its folder; left behind, empty, when it is released."""
 
 
 def _folder_run(folder: Path) -> str | None:

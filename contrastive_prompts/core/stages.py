@@ -12,6 +12,7 @@ name: a checkpoint of the plain network loads into the prompted one, and
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -30,6 +31,8 @@ from ._state import quiet_run
 from .prompt import PromptFusion, SparsePrompt
 
 __all__ = ["STAGE_NAME", "PromptStage", "add_prompts", "remove_prompts"]
+
+_log = logging.getLogger("contrastive_prompts")
 
 STAGE_NAME = "prompt_stage"
 """The child name under which [add_prompts][contrastive_prompts.add_prompts] adds each stage."""
@@ -132,6 +135,9 @@ class PromptStage(nn.Module):
             **factory,
         )
         nn.init.zeros_(self.fusion.proj.weight)
+        # set by add_prompts on the stages it adds, the only ones remove_prompts takes out (a
+        # stage a network holds of its own, under any name, is the network's)
+        self._added = False
         # set while the forward hook of add_prompts calls the stage: any other call of a stage
         # added by a hook means the host module called its children in turn (see _after_host)
         self._hooked = False
@@ -365,6 +371,7 @@ def add_prompts(
     for name, stage in built.items():  # the model changes only once every stage is built
         host = known[name]
         host.add_module(STAGE_NAME, stage)
+        stage._added = True
         if not isinstance(host, nn.Sequential):
             stage._hooked = True
             host.register_forward_hook(_after_host)
@@ -376,10 +383,19 @@ def remove_prompts(model: nn.Module) -> nn.Module:
 
     The network computes what it computed before ``add_prompts`` and its state dict has the keys
     it had: the way back to the plain network, for example to share fine-tuned weights without
-    the prompts (``remove_prompts(copy.deepcopy(model)).state_dict()``).
+    the prompts (``remove_prompts(copy.deepcopy(model)).state_dict()``). Only the stages
+    ``add_prompts`` added are taken out (a copy, an EMA or a pickled model keeps that mark); a
+    [PromptStage][contrastive_prompts.PromptStage] the network holds of its own, whatever its
+    name, is part of the network and stays. The qualified names of the modules whose stages
+    were removed are logged at ``INFO`` by the ``contrastive_prompts`` logger.
 
     Returns:
         ``model`` itself.
+
+    Raises:
+        InputTypeError: ``model`` is not an ``nn.Module``.
+        InputError: ``model`` holds no stage that ``add_prompts`` added (it was never prompted,
+            or its stages were removed already); nothing changed.
 
     Examples:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), torch.nn.Conv2d(8, 3, 1))
@@ -392,9 +408,20 @@ def remove_prompts(model: nn.Module) -> nn.Module:
         raise InputTypeError(
             f"remove_prompts: expected model to be an nn.Module, got {type(model).__name__}"
         )
-    for module in list(model.modules()):
-        stage = module._modules.get(STAGE_NAME)
-        if isinstance(stage, PromptStage):
-            _remove_hook(module)
-            del module._modules[STAGE_NAME]
+    hosts = [
+        (name, module)
+        for name, module in model.named_modules()
+        if getattr(module._modules.get(STAGE_NAME), "_added", False)
+    ]
+    if not hosts:
+        own = [name for name, module in model.named_modules() if isinstance(module, PromptStage)]
+        kept = f"; its own PromptStage modules stay: {own}" if own else ""
+        raise InputError(
+            f"remove_prompts: expected a model with stages added by add_prompts, got a "
+            f"{type(model).__name__} without any (never prompted, or removed already){kept}"
+        )
+    for _, module in hosts:
+        _remove_hook(module)
+        del module._modules[STAGE_NAME]
+    _log.info("remove_prompts: removed the prompt stages of %s", [name for name, _ in hosts])
     return model
