@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from .._checks import InputError
-from ..core.files import CheckpointError, safe_load, unreadable
+from .._checks import InputError, InputTypeError
+from ..core.files import CheckpointError, file_problem, is_safetensors, safe_load, unreadable
 from ._files import writing
 
 if TYPE_CHECKING:
@@ -66,13 +66,6 @@ PathLike = str | os.PathLike[str]
 
 class _ForeignFormat(CheckpointError):
     """A readable file that this library did not write (it may be an official PromptIR one)."""
-
-
-def _is_safetensors(path: PathLike) -> bool:
-    """A safetensors file starts with an 8-byte header length and the header's ``{``."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1
 
 
 # -- state dicts ------------------------------------------------------------------------------
@@ -222,7 +215,7 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
         contrastive_prompts.core.files.CheckpointError: checkpoint 'no-such-run/last.pt' not found
     """
     name = os.fspath(path)
-    if os.path.isfile(name) and _is_safetensors(name):
+    if os.path.isfile(name) and is_safetensors(name):
         raise CheckpointError(
             f"checkpoint {name!r} holds shared weights (safetensors), not a training run: "
             "load it with load_checkpoint_model; a run resumes from its last.pt"
@@ -296,10 +289,11 @@ def load_checkpoint_model(
         contrastive_prompts.core.files.CheckpointError: checkpoint 'no-such-run/last.pt' not found
     """
     name = os.fspath(path)
-    if not os.path.isfile(name):
-        raise CheckpointError(f"checkpoint {name!r} not found")
+    problem = file_problem(name)
+    if problem:
+        raise CheckpointError(f"checkpoint {name!r} {problem}")
     try:
-        if _is_safetensors(name):
+        if is_safetensors(name):
             model_config, weights = _read_weights(name)
             model = _build_model(f"weights {name!r}", model_config, weights)
         else:
@@ -444,20 +438,19 @@ def _read_promptir(
     where = "from_promptir"
     if isinstance(checkpoint, Mapping):
         state: Any = dict(checkpoint)
-    else:
+    elif isinstance(checkpoint, (str, os.PathLike)):
         path = os.fspath(checkpoint)
-        if not os.path.isfile(path):
+        problem = file_problem(path)
+        if problem == "not found":
             raise FileNotFoundError(f"{where}: checkpoint file {path!r} not found")
-        if _is_safetensors(path):
-            from safetensors import SafetensorError
-            from safetensors.torch import load_file
-
-            try:
-                state = load_file(path)
-            except (SafetensorError, OSError, ValueError) as error:
-                raise CheckpointError(unreadable("PromptIR checkpoint", path, error)) from error
-        else:
-            state = safe_load(path, what="PromptIR checkpoint")
+        if problem:
+            raise CheckpointError(f"{where}: checkpoint file {path!r} {problem}")
+        state = safe_load(path, what="PromptIR checkpoint")  # a .safetensors file too
+    else:
+        raise InputTypeError(
+            f"{where}: expected checkpoint to be a path or a state dict, got "
+            f"{type(checkpoint).__name__}"
+        )
     # Lightning keeps the weights under state_dict, BasicSR under params_ema / params
     for wrapper in ("state_dict", "params_ema", "params"):
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
@@ -541,8 +534,9 @@ def load_promptir(
     """
     from ..reference.model import SparsePromptIR
 
+    state = _read_promptir(checkpoint, map_location)  # read and checked before building
     model = SparsePromptIR("base", top_k=top_k)
-    load_promptir_state_dict(model, checkpoint, map_location=map_location)
+    load_promptir_state_dict(model, state, map_location=map_location)
     return model
 
 

@@ -28,7 +28,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 MAX_SEED = 2**63 - 1
-"""The largest seed: seeds are 64-bit, and the run derives a few more by adding small offsets."""
+"""The largest seed: seeds are 64-bit, and the run derives a few more from each."""
 
 
 RUN_FIELDS = (
@@ -181,6 +181,11 @@ class TrainConfig:
         for name in ("workers", "warmup_steps", "val_every"):
             check_int_range(where, name, getattr(self, name), 0)
         check_int_range(where, "seed", self.seed, 0, MAX_SEED)
+        if not isinstance(self.out_dir, str) or not self.out_dir.strip():
+            raise InputError(
+                f"{where}: expected out_dir to name a folder for the run's files, got "
+                f"{self.out_dir!r} (use '.' to mean the current folder)"
+            )
         if self.max_pixels is not None:
             check_int_range(where, "max_pixels", self.max_pixels, 1)
         check_int_range(where, "top_k", self.top_k, 1)

@@ -66,6 +66,7 @@ from .data import (
     read_image,
     sample_split,
 )
+from .data._common import derived_seed
 from .degradations import DegradationMix, make_mix
 from .effect import PromptEffect, collapse_warning, has_negatives, measure_effect
 from .metrics import EvaluationResult, batches_of, evaluate
@@ -124,7 +125,7 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
 
     def _perm(self, epoch: int) -> list[int]:
         if epoch not in self._perms:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            g = torch.Generator().manual_seed(derived_seed(self.seed * 1_000_003 + epoch))
             self._perms = {epoch: torch.randperm(self.length, generator=g).tolist()}
         return self._perms[epoch]
 
@@ -671,7 +672,7 @@ class Trainer:
         label_names: Sequence[str] | None = None,
         model: nn.Module | None = None,
     ) -> None:
-        config.validate()
+        _check_config("Trainer", config)
         self.config = config
         self.rank, self.world_size, self.device = setup_distributed(config, where="Trainer")
         self.is_main = self.rank == 0
@@ -718,7 +719,7 @@ class Trainer:
         clean = clean.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         generator = torch.Generator(device=self.device).manual_seed(
-            (config.seed * 1_000_003 + self.step) * 257 + self.rank
+            derived_seed((config.seed * 1_000_003 + self.step) * 257 + self.rank)
         )
         autocast = torch.autocast(
             self.device.type,

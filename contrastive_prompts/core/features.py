@@ -131,7 +131,8 @@ class VGG16Features(nn.Module):
     the same ``features.*`` tensors. Parameters are frozen.
 
     Args:
-        weights: path to the weights file, or a state dict.
+        weights: path to the weights file (PyTorch's ``.pth`` or a ``.safetensors`` copy), or a
+            state dict.
         layers: activation names, e.g. ``("relu1_2", "relu2_2", "relu3_3")``.
         layer_weights: one weight per layer.
         device: where to put the parameters.
@@ -146,6 +147,7 @@ class VGG16Features(nn.Module):
 
     Raises:
         FileNotFoundError: the weights file does not exist; the message says how to get it.
+        InputError: the weights path is a folder or not a regular file.
         CheckpointError: the weights file cannot be read, or is refused because it asks for
             more than tensors and containers (loading it could run code).
         InputError: unknown layer names, or a state dict that does not fit VGG16 (missing
@@ -208,15 +210,18 @@ class VGG16Features(nn.Module):
     def _load(self, weights: str | os.PathLike[str] | Mapping[str, Tensor]) -> None:
         if not isinstance(weights, Mapping):
             path = os.fspath(weights)
-            if not os.path.isfile(path):
+            from .files import file_problem, safe_load
+
+            problem = file_problem(path)
+            if problem and problem != "not found":
+                raise InputError(f"VGG16Features: weights file {path!r} {problem}")
+            if problem:
                 raise FileNotFoundError(
                     f"VGG16Features: weights file {path!r} not found. Download torchvision's "
                     f"VGG16 weights from {VGG16_WEIGHTS_URL} on a machine with internet access "
                     "and pass the file's path (torchvision itself is not needed), or use "
                     "FilterFeatures, which needs no weights."
                 )
-            from .files import safe_load
-
             # tensors, numbers, strings and containers only: a hostile file is refused unread
             weights = safe_load(path, what="VGG16Features: weights file")
         if not isinstance(weights, Mapping):

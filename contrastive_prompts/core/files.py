@@ -1,5 +1,7 @@
 """Reading PyTorch files without running code: what every reader of a ``.pt`` file uses.
 
+A ``.safetensors`` file (tensors by name, nothing else) is read as its dict of tensors.
+
 PyTorch files are read with ``torch.load(weights_only=True)``: tensors, numbers, strings, bytes,
 containers (lists, tuples, dicts, sets) and numpy arrays, never an arbitrary Python object, so a
 malicious file cannot run code when it is loaded. A file that needs more is refused with the
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CheckpointError", "safe_load", "unreadable"]
+__all__ = ["CheckpointError", "file_problem", "is_safetensors", "safe_load", "unreadable"]
 
 PathLike = str | os.PathLike[str]
 
@@ -43,6 +45,33 @@ def _numpy_array_globals() -> list[Any]:
     return [reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
+def file_problem(path: PathLike) -> str | None:
+    """Why ``path`` cannot be read as a file, in words that follow its name; ``None`` if it can.
+
+    Examples:
+        >>> file_problem("no-such-file.pt")
+        'not found'
+        >>> file_problem(".")
+        'is a folder, not a file'
+    """
+    if not os.path.lexists(path):
+        return "not found"
+    if not os.path.exists(path):
+        return "is a broken link (what it points to is not found)"
+    if os.path.isdir(path):
+        return "is a folder, not a file"
+    if not os.path.isfile(path):
+        return "is not a regular file (a pipe, socket or device)"
+    return None
+
+
+def is_safetensors(path: PathLike) -> bool:
+    """A safetensors file starts with an 8-byte header length and the header's ``{``."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1
+
+
 def safe_load(path: PathLike, *, what: str = "checkpoint") -> Any:
     """Read a PyTorch file with ``torch.load(weights_only=True)``, with clear errors.
 
@@ -51,11 +80,12 @@ def safe_load(path: PathLike, *, what: str = "checkpoint") -> Any:
         what: how the file is named in messages (``"checkpoint"``, ``"PromptIR checkpoint"``).
 
     Returns:
-        The unpickled object, tensors on the CPU.
+        The unpickled object, tensors on the CPU; for a ``.safetensors`` file (recognised by
+        its header, whatever its name), its dict of tensors.
 
     Raises:
-        CheckpointError: the file is missing, unreadable, or needs types that the safe loader
-            refuses (the message names them).
+        CheckpointError: the file is missing, not a regular file, unreadable, or needs types
+            that the safe loader refuses (the message names them).
 
     Examples:
         >>> import tempfile, os
@@ -65,8 +95,17 @@ def safe_load(path: PathLike, *, what: str = "checkpoint") -> Any:
         tensor([1., 1.])
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{what} {path!r} not found")
+    problem = file_problem(path)
+    if problem:
+        raise CheckpointError(f"{what} {path!r} {problem}")
+    if is_safetensors(path):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError, ValueError) as error:
+            raise CheckpointError(unreadable(what, path, error, "safetensors")) from error
     try:
         # a file object, not the name: torch picks a reader by the name's suffix, and a file
         # is read by what it holds
@@ -103,7 +142,7 @@ def _refused_names(error: Exception) -> list[str]:
     return sorted(set(found))
 
 
-def unreadable(what: str, path: str, error: Exception) -> str:
+def unreadable(what: str, path: str, error: Exception, kind: str = "PyTorch") -> str:
     """One line saying that ``what`` at ``path`` cannot be read, from the reader's ``error``.
 
     torch's own text advises turning safe loading off; only the line saying what was wrong is
@@ -119,5 +158,5 @@ def unreadable(what: str, path: str, error: Exception) -> str:
         detail = "not a file of tensors"
     return (
         f"{what} {path!r} cannot be read ({type(error).__name__}: {detail}); "
-        "the file is corrupt or truncated, or not a PyTorch file"
+        f"the file is corrupt or truncated, or not a {kind} file"
     )

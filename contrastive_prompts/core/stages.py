@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
 
 from .._checks import (
     InputError,
@@ -264,7 +265,8 @@ def add_prompts(
     [Trainer][contrastive_prompts.app.train.Trainer] (``Trainer(config, model=model)``). Put the
     stages late in the network (decoder side): the negatives reuse everything computed before
     the first prompt layer. Load pretrained weights before or after this call, and build the
-    optimiser after it: it adds parameters.
+    optimiser, an EMA (``AveragedModel``) or a ``DistributedDataParallel`` wrapper after it: it
+    adds parameters.
 
     Args:
         model: any network.
@@ -287,7 +289,9 @@ def add_prompts(
         InputTypeError: ``model`` is not an ``nn.Module``, a stage's options are not a mapping,
             or an option has the wrong type (a ``dim`` given as a string, say: see
             [PromptStage][contrastive_prompts.PromptStage]).
-        InputError: a name that is not a submodule (with the closest names), the model itself,
+        InputError: a scripted or traced model, or one wrapped (``AveragedModel``,
+            ``DistributedDataParallel``, ``DataParallel``); a name that is not a submodule (with
+            the closest names), a part of a prompt layer, the model itself,
             a submodule named twice, inside another named one or already prompted, a container
             that is not called (``ModuleList``, ``ModuleDict``), a missing ``dim`` without
             ``example_input``, a ``dim`` that the example's output contradicts, or an unknown
@@ -307,6 +311,18 @@ def add_prompts(
     if not isinstance(model, nn.Module):
         raise InputTypeError(
             f"{where}: expected model to be an nn.Module, got {type(model).__name__}"
+        )
+    if isinstance(model, torch.jit.ScriptModule):
+        raise InputError(
+            f"{where}: expected an eager nn.Module, got a {type(model).__name__} (scripted or "
+            "traced), whose modules cannot be changed: prompt the eager network, then script, "
+            "trace or export it"
+        )
+    if isinstance(model, (AveragedModel, nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        raise InputError(
+            f"{where}: expected the network itself, got it wrapped in {type(model).__name__}, "
+            "which keeps copies or views of its parameters as they were: prompt the network "
+            "first, then wrap it (an EMA taken before add_prompts cannot follow it either)"
         )
     if not isinstance(stages, Mapping) or not stages:
         raise InputError(f"{where}: expected a non-empty mapping of submodule names to options")
@@ -328,6 +344,17 @@ def add_prompts(
         nested = [other for other in requested if name.startswith(f"{other}.")]
         if nested:
             raise InputError(f"{where}: expected separate submodules, got {name!r} inside {nested}")
+        parts = name.split(".")
+        inside = [
+            ".".join(parts[:i])
+            for i in range(1, len(parts))
+            if isinstance(known.get(".".join(parts[:i])), (SparsePrompt, PromptStage))
+        ]
+        if inside:
+            raise InputError(
+                f"{where}: expected a submodule of the network, got {name!r}, part of the prompt "
+                f"layer {inside[-1]!r}"
+            )
         if isinstance(host, (SparsePrompt, PromptStage)) or STAGE_NAME in host._modules:
             raise InputError(
                 f"{where}: expected a submodule without a prompt stage, got {name!r}, which is "

@@ -23,6 +23,15 @@ _T = TypeVar("_T")
 PATH_TAG = "_image_path"
 
 
+def derived_seed(value: int) -> int:
+    """A seed computed from a run's seed, wrapped to the 64 bits a generator takes.
+
+    A seed near the largest allowed, times the small factors a run mixes in, would overflow
+    ``torch.Generator.manual_seed``; a value below ``2**64`` is kept as it is.
+    """
+    return value % 2**64
+
+
 def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     # SeedSequence mixes the three numbers well, so neighbouring items get unrelated streams
     state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)

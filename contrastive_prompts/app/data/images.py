@@ -14,9 +14,9 @@ import re
 import struct
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ __all__ = [
     "write_image",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 """File extensions (any letter case) that the folder readers pick up."""
 
 PathLike = str | Path
@@ -65,7 +65,7 @@ image takes 0.8 GB as float32 RGB. Pass ``max_pixels`` to a reader to change it,
 limit.
 """
 
-# the formats whose header read_image checks, by their first bytes
+# the formats whose header read_image checks, by their first bytes (WebP: see _format_of)
 _SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "PNG"),
     (b"\xff\xd8\xff", "JPEG"),
@@ -76,28 +76,64 @@ _SIGNATURES = (
     (b"MM\x00+", "TIFF"),
 )
 
+# the names the decoder expects for each format: it picks its decoder by the name
+_SUFFIXES = {
+    "PNG": (".png",),
+    "JPEG": (".jpg", ".jpeg", ".jpe", ".jfif"),
+    "BMP": (".bmp",),
+    "TIFF": (".tif", ".tiff"),
+    "WebP": (".webp",),
+}
+
+
+class _Header(NamedTuple):
+    """What read_image takes from a file's header before decoding it."""
+
+    width: int
+    height: int
+    orientation: int = 1  # EXIF orientation, 1: the pixels are shown as stored
+    cmyk: bool = False
+
+
+# EXIF orientation 2-8: the change that shows the stored pixels upright, on (C, H, W)
+_UPRIGHT: dict[int, Callable[[Tensor], Tensor]] = {
+    2: lambda x: x.flip(-1),
+    3: lambda x: x.flip(-2, -1),
+    4: lambda x: x.flip(-2),
+    5: lambda x: x.transpose(-2, -1),
+    6: lambda x: torch.rot90(x, -1, (-2, -1)),
+    7: lambda x: x.transpose(-2, -1).flip(-2, -1),
+    8: lambda x: torch.rot90(x, 1, (-2, -1)),
+}
+
 
 def read_image(path: PathLike, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Tensor:
-    """Read a PNG, JPEG, BMP or TIFF file as a ``(3, H, W)`` float32 tensor in [0, 1].
+    """Read a PNG, JPEG, BMP, TIFF or WebP file as a ``(3, H, W)`` float32 tensor in [0, 1].
 
-    PNG, JPEG and TIFF go through `kornia.io.load_image` (the Rust ``kornia_rs`` decoders);
+    PNG, JPEG, TIFF and WebP go through `kornia.io.load_image` (the Rust ``kornia_rs`` decoders);
     BMP, which kornia-rs does not decode (the WED photos of the denoising training set are
     BMP), through Pillow. Grey images are repeated to three channels; an alpha channel is
     dropped (not composited); 16-bit files are scaled by 1/65535. kornia-rs cannot decode
     grey+alpha PNGs; those raise like any other undecodable file.
 
     Before anything is decoded, the size the file's header declares (PNG's IHDR chunk, JPEG's
-    frame header, TIFF's first directory, BMP's header; nothing else is read) is checked
-    against ``max_pixels``, so a small file that declares a huge image is refused instead of
-    allocated. Pillow's own decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) plays no
-    part: ``max_pixels`` is the only budget, and its message the one a user sees.
+    frame header, TIFF's first directory, BMP's header, WebP's first chunk; nothing else is
+    read) is checked against ``max_pixels``, so a small file that declares a huge image is
+    refused instead of allocated. Pillow's own decompression-bomb limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``) plays no part: ``max_pixels`` is the only budget, and its
+    message the one a user sees. The header also gives the EXIF orientation of a JPEG or TIFF
+    photo, applied after decoding so the image is upright as a viewer shows it, and refuses
+    a CMYK JPEG or TIFF, whose colours need a colour profile to become RGB.
 
     Args:
-        path: the image file.
+        path: the image file. Its format is read from its first bytes: a file whose name says
+            another format (a JPEG named ``.png``) is refused with both named, since the
+            decoder goes by the name.
         max_pixels: the most pixels (width times height) the file may declare;
-            ``MAX_IMAGE_PIXELS`` (64 Mpx) by default. ``None`` means no limit and no header
-            check: the file goes to its decoder as it is, which also lets through formats the
-            check does not read, such as WebP.
+            ``MAX_IMAGE_PIXELS`` (64 Mpx) by default. ``None`` lifts the budget but not the
+            machine's: a known format that declares more than the memory of this machine
+            holds as float32 RGB is still refused, and a format the check does not read goes
+            to its decoder as it is.
 
     Shape:
         - output: $(3, H, W)$.
@@ -107,10 +143,11 @@ def read_image(path: PathLike, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> 
 
     Raises:
         OSError: the file cannot be opened (``FileNotFoundError`` when it does not exist).
-        InputError: the file is empty; or, with ``max_pixels``, it is not a PNG, JPEG, BMP or
-            TIFF file, its header cannot be read, or it declares more than ``max_pixels``
-            pixels; or ``max_pixels`` is not an integer >= 1 or ``None``. The message names
-            the file.
+        InputError: the file is empty, named as another format, CMYK, or declares more
+            pixels than this machine's memory holds; or, with ``max_pixels``, it is not a PNG,
+            JPEG, BMP, TIFF or WebP file, its header cannot be read, or it declares more than
+            ``max_pixels`` pixels; or ``max_pixels`` is not an integer >= 1 or ``None``. The
+            message names the file.
         ValueError: the file cannot be decoded.
 
     Examples:
@@ -127,21 +164,24 @@ def read_image(path: PathLike, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> 
     """
     from kornia.io import ImageLoadType, load_image
 
-    kind = _checked("read_image", path, max_pixels)
+    kind, header = _checked("read_image", path, max_pixels)
     if kind == "BMP":
-        return _read_bmp(path)
-    try:
-        # RGBA8 expands grey and palette files and adds an opaque alpha to RGB ones
-        img = load_image(path, ImageLoadType.RGBA8, device="cpu")[:3]
-        return img.float() / 255.0
-    except NotImplementedError:
-        # wider than 8 bits: only UNCHANGED loads it
-        img = load_image(path, ImageLoadType.UNCHANGED, device="cpu")
-    scale = 65535.0 if img.dtype == torch.uint16 else 1.0
-    img = img.float() / scale
-    if img.shape[0] in (2, 4):  # drop alpha
-        img = img[:-1]
-    return img.expand(3, -1, -1).contiguous() if img.shape[0] == 1 else img
+        img = _read_bmp(path)
+    else:
+        try:
+            # RGBA8 expands grey and palette files and adds an opaque alpha to RGB ones
+            img = load_image(path, ImageLoadType.RGBA8, device="cpu")[:3].float() / 255.0
+        except NotImplementedError:
+            # wider than 8 bits: only UNCHANGED loads it
+            img = load_image(path, ImageLoadType.UNCHANGED, device="cpu")
+            scale = 65535.0 if img.dtype == torch.uint16 else 1.0
+            img = img.float() / scale
+            if img.shape[0] in (2, 4):  # drop alpha
+                img = img[:-1]
+            img = img.expand(3, -1, -1) if img.shape[0] == 1 else img
+    if header is not None and header.orientation in _UPRIGHT:
+        img = _UPRIGHT[header.orientation](img)
+    return img.contiguous()
 
 
 def check_image_file(path: PathLike, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> None:
@@ -160,8 +200,9 @@ def check_image_file(path: PathLike, *, max_pixels: int | None = MAX_IMAGE_PIXEL
 
     Raises:
         OSError: the file cannot be opened.
-        InputError: as ``read_image`` before decoding: an empty file, an unknown format, an
-            unreadable header, or more than ``max_pixels`` pixels.
+        InputError: as ``read_image`` before decoding: an empty file, an unknown format, a
+            name of another format, an unreadable header, a CMYK file, more than
+            ``max_pixels`` pixels, or more than this machine's memory holds.
 
     Examples:
         >>> import tempfile, os
@@ -172,14 +213,73 @@ def check_image_file(path: PathLike, *, max_pixels: int | None = MAX_IMAGE_PIXEL
     _checked("check_image_file", path, max_pixels)
 
 
-def _checked(where: str, path: PathLike, max_pixels: int | None) -> str | None:
-    """The file's format, once it passed the checks of ``check_image_file``."""
+def _checked(
+    where: str, path: PathLike, max_pixels: int | None
+) -> tuple[str | None, _Header | None]:
+    """The file's format and header, once it passed the checks of ``check_image_file``."""
     if max_pixels is not None:
         check_int_range(where, "max_pixels", max_pixels, 1)
+    name = os.fspath(path)
     kind = _format_of(where, path)
-    if max_pixels is not None:
-        _check_pixels(where, path, kind, max_pixels)
-    return kind
+    if kind is None:
+        if max_pixels is None:
+            return None, None  # a format the check does not read: the decoder's to judge
+        with open(path, "rb") as f:
+            head = f.read(8)
+        raise InputError(
+            f"{where}: expected a PNG, JPEG, BMP, TIFF or WebP file, got {name!r}, which starts "
+            f"with {head!r}; pass max_pixels=None to hand another format to the decoder unchecked"
+        )
+    suffix = Path(name).suffix.lower()
+    named = next((k for k, suffixes in _SUFFIXES.items() if suffix in suffixes), None)
+    if named is not None and named != kind:
+        raise InputError(
+            f"{where}: expected a file whose name says its format, got {name!r}, a {kind} file "
+            f"(its first bytes say so) named as {named}; the decoder goes by the name: rename it "
+            f"to {_SUFFIXES[kind][0]}"
+        )
+    try:
+        header = _read_header(name, kind)
+    except (ValueError, SyntaxError, OSError, struct.error) as error:
+        if max_pixels is None:
+            return kind, None  # unchecked, as asked: the decoder's to judge
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise InputError(
+            f"{where}: expected an image file with a readable header, got {name!r}: cannot read "
+            f"the size from its {kind} header ({reason})"
+        ) from error
+    if header.cmyk:
+        raise InputError(
+            f"{where}: expected an RGB or grey image, got {name!r}, a CMYK {kind} file: CMYK "
+            "is not supported (its colours need the file's colour profile); convert it to RGB "
+            "first"
+        )
+    width, height = header.width, header.height
+    pixels = width * height
+    gigabytes = pixels * 3 * 4 / 1e9
+    if max_pixels is not None and pixels > max_pixels:
+        raise InputError(
+            f"{where}: expected an image of at most {max_pixels:,} pixels (max_pixels), got "
+            f"{name!r}, whose header declares {width} x {height} pixels (width x height), "
+            f"{pixels:,} in all ({gigabytes:.1f} GB as float32 RGB); to read it, pass "
+            f"max_pixels={pixels} or more, or max_pixels=None for no limit"
+        )
+    memory = _physical_memory()
+    if memory is not None and pixels * 3 * 4 > memory:
+        raise InputError(
+            f"{where}: expected an image that fits in this machine's memory "
+            f"({memory / 1e9:.1f} GB), got {name!r}, whose header declares {width} x {height} "
+            f"pixels: {gigabytes:.1f} GB as float32 RGB"
+        )
+    return kind, header
+
+
+def _physical_memory() -> int | None:
+    """The bytes of memory this machine has, where the system says (``None`` otherwise)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _format_of(where: str, path: PathLike) -> str | None:
@@ -195,46 +295,20 @@ def _format_of(where: str, path: PathLike) -> str | None:
         raise InputError(
             f"{where}: expected an image file, got {os.fspath(path)!r}, which is empty (0 bytes)"
         )
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
     return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
 
 
-def _check_pixels(where: str, path: PathLike, kind: str | None, max_pixels: int) -> None:
-    """Refuse a file whose header declares more than ``max_pixels`` pixels, decoding nothing."""
-    name = os.fspath(path)
-    if kind is None:
-        with open(path, "rb") as f:
-            head = f.read(8)
-        raise InputError(
-            f"{where}: expected a PNG, JPEG, BMP or TIFF file, got {name!r}, which starts with "
-            f"{head!r}; pass max_pixels=None to hand another format to the decoder unchecked"
-        )
-    try:
-        width, height = _declared_size(name, kind)
-    except (ValueError, SyntaxError, OSError, struct.error) as error:
-        reason = " ".join(str(error).split()) or type(error).__name__
-        raise InputError(
-            f"{where}: expected an image file with a readable header, got {name!r}: cannot read "
-            f"the size from its {kind} header ({reason})"
-        ) from error
-    pixels = width * height
-    if pixels > max_pixels:
-        gigabytes = pixels * 3 * 4 / 1e9
-        raise InputError(
-            f"{where}: expected an image of at most {max_pixels:,} pixels (max_pixels), got "
-            f"{name!r}, whose header declares {width} x {height} pixels (width x height), "
-            f"{pixels:,} in all ({gigabytes:.1f} GB as float32 RGB); to read it, pass "
-            f"max_pixels={pixels} or more, or max_pixels=None for no limit"
-        )
+def _read_header(path: str, kind: str) -> _Header:
+    """Size, EXIF orientation and CMYK flag as the header of ``path`` declares them.
 
-
-def _declared_size(path: str, kind: str) -> tuple[int, int]:
-    """``(width, height)`` as the header of ``path`` declares them; nothing else is read.
-
-    PNG's IHDR and JPEG's frame header are read here, at the place their decoders read them;
-    TIFF's first directory by Pillow's directory reader (Pillow's ``TiffImageFile`` refuses
-    pixel types kornia-rs decodes, such as float32 RGB); BMP by Pillow's BMP reader, which
-    decodes it afterwards. None goes through ``PIL.Image.open``, so Pillow's
-    decompression-bomb warning and error never fire: ``max_pixels`` is the one budget.
+    PNG's IHDR and JPEG's frame header (with the EXIF block before it) are read here, at the
+    place their decoders read them; WebP's first chunk here too; TIFF's first directory by
+    Pillow's directory reader (Pillow's ``TiffImageFile`` refuses pixel types kornia-rs
+    decodes, such as float32 RGB); BMP by Pillow's BMP reader, which decodes it afterwards.
+    None goes through ``PIL.Image.open``, so Pillow's decompression-bomb warning and error
+    never fire: ``max_pixels`` is the one budget.
 
     Raises:
         ValueError: the header is cut short or malformed (SyntaxError, struct.error or OSError
@@ -248,9 +322,11 @@ def _declared_size(path: str, kind: str) -> tuple[int, int]:
         if zlib.crc32(head[12:29]) != int.from_bytes(head[29:33], "big"):
             raise ValueError("its IHDR chunk fails its CRC check")
         width, height = struct.unpack(">II", head[16:24])
-        return width, height
+        return _Header(width, height)
     if kind == "JPEG":
-        return _jpeg_size(path)
+        return _jpeg_header(path)
+    if kind == "WebP":
+        return _webp_header(path)
     if kind == "TIFF":
         from PIL.TiffImagePlugin import ImageFileDirectory_v2
 
@@ -261,24 +337,27 @@ def _declared_size(path: str, kind: str) -> tuple[int, int]:
             directory = ImageFileDirectory_v2(header)
             f.seek(directory.next)
             with warnings.catch_warnings():
-                # Pillow warns of tags it cannot read; only the size matters here
+                # Pillow warns of tags it cannot read; only these few matter here
                 warnings.simplefilter("ignore")
                 directory.load(f)
         width, height = directory.get(256), directory.get(257)  # ImageWidth, ImageLength
         if not isinstance(width, int) or not isinstance(height, int):
             raise ValueError("no ImageWidth and ImageLength in its first directory")
-        return width, height
+        orientation = directory.get(274, 1)  # Orientation
+        cmyk = directory.get(262) == 5  # PhotometricInterpretation: separated (CMYK)
+        return _Header(width, height, orientation if isinstance(orientation, int) else 1, cmyk)
     with _bmp_file(path) as image:
         width, height = image.size
-    return width, height
+    return _Header(width, height)
 
 
 # JPEG frame headers: SOF0-SOF15 but DHT (C4), JPG (C8) and DAC (CC)
 _JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
-def _jpeg_size(path: str) -> tuple[int, int]:
-    """The size in JPEG's first frame header, walking the marker segments before it."""
+def _jpeg_header(path: str) -> _Header:
+    """JPEG's first frame header and the EXIF orientation before it, walking the segments."""
+    orientation = 1
     with open(path, "rb") as f:
         f.read(2)  # SOI, checked by the caller
         while True:
@@ -298,13 +377,62 @@ def _jpeg_size(path: str) -> tuple[int, int]:
             length = f.read(2)
             if len(length) < 2 or int.from_bytes(length, "big") < 2:
                 raise ValueError("a marker segment cut short")
+            size = int.from_bytes(length, "big") - 2
             if marker in _JPEG_FRAMES:
-                frame = f.read(5)  # precision, height, width
-                if len(frame) < 5:
+                frame = f.read(6)  # precision, height, width, components
+                if len(frame) < 6:
                     raise ValueError("a frame header cut short")
                 height, width = struct.unpack(">HH", frame[1:5])
-                return width, height
-            f.seek(int.from_bytes(length, "big") - 2, os.SEEK_CUR)
+                return _Header(width, height, orientation, cmyk=frame[5] == 4)
+            if marker == 0xE1:  # APP1: EXIF, perhaps
+                orientation = _exif_orientation(f.read(size)) or orientation
+            else:
+                f.seek(size, os.SEEK_CUR)
+
+
+def _exif_orientation(segment: bytes) -> int | None:
+    """The Orientation tag of an EXIF block's first directory (``None`` if absent or bad)."""
+    if not segment.startswith(b"Exif\x00\x00") or len(segment) < 14:
+        return None
+    tiff = segment[6:]
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None:
+        return None
+    try:
+        (offset,) = struct.unpack(order + "I", tiff[4:8])
+        (count,) = struct.unpack(order + "H", tiff[offset : offset + 2])
+        for i in range(count):
+            entry = tiff[offset + 2 + 12 * i : offset + 14 + 12 * i]
+            tag, kind, _, value = struct.unpack(order + "HHIH", entry[:10])
+            if tag == 0x0112 and kind == 3:  # Orientation, a SHORT
+                return value if 1 <= value <= 8 else None
+    except struct.error:
+        return None
+    return None
+
+
+def _webp_header(path: str) -> _Header:
+    """The canvas size in WebP's first chunk (VP8X, VP8 or VP8L)."""
+    with open(path, "rb") as f:
+        head = f.read(30)
+    if len(head) < 30:
+        raise ValueError("a header cut short")
+    chunk = head[12:16]
+    if chunk == b"VP8X":
+        width = 1 + int.from_bytes(head[24:27], "little")
+        height = 1 + int.from_bytes(head[27:30], "little")
+    elif chunk == b"VP8 ":
+        if head[23:26] != b"\x9d\x01\x2a":
+            raise ValueError("no VP8 start code")
+        width, height = (v & 0x3FFF for v in struct.unpack("<HH", head[26:30]))
+    elif chunk == b"VP8L":
+        if head[20] != 0x2F:
+            raise ValueError("no VP8L signature")
+        bits = int.from_bytes(head[21:25], "little")
+        width, height = 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    else:
+        raise ValueError(f"an unknown first chunk {chunk!r}")
+    return _Header(width, height)
 
 
 def _bmp_file(path: str) -> ImageFile:

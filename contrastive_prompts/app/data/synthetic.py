@@ -29,6 +29,7 @@ from ._common import (
     _SkippingReader,
     center_crop_to,
     check_flag,
+    derived_seed,
     flip_rotate,
     item_generator,
     random_crop,
@@ -216,7 +217,9 @@ class DegradedCopies(Dataset[tuple[Tensor, Tensor, Tensor]]):
                 h, w = clean.shape[-2:]
                 clean = center_crop_to(clean, min(crop, h), min(crop, w))
             for label in range(len(mix.names)):
-                gen = torch.Generator().manual_seed((seed * 1_000_003 + i) * 1_009 + label)
+                gen = torch.Generator().manual_seed(
+                    derived_seed((seed * 1_000_003 + i) * 1_009 + label)
+                )
                 degraded = mix.degrade(clean[None], torch.tensor([label]), generator=gen)[0]
                 self.items.append((degraded, clean, torch.tensor(label)))
 

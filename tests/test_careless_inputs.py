@@ -1,0 +1,202 @@
+"""The third round of careless and hostile inputs: each ends in one line naming the problem.
+
+Images whose name says another format, CMYK files, EXIF orientation, WebP headers and the
+machine's memory as the last bound; seeds at their maximum; devices that hold no data; wrapped,
+scripted and nested modules given to add_prompts; paths that are folders or pipes; weights in
+safetensors given to the PyTorch readers.
+"""
+
+import copy
+import io
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+from safetensors.torch import save_file
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from contrastive_prompts import InputError, InputTypeError, add_prompts
+from contrastive_prompts.app import data as Dt
+from contrastive_prompts.app.checkpoints import load_checkpoint_model, load_promptir
+from contrastive_prompts.app.config import MAX_SEED, TrainConfig
+from contrastive_prompts.app.data import images as image_files
+from contrastive_prompts.app.train import Trainer
+from contrastive_prompts.core.features import VGG16Features
+from contrastive_prompts.core.files import CheckpointError, file_problem, safe_load
+
+
+def one_line(error: pytest.ExceptionInfo[BaseException]) -> str:
+    message = str(error.value)
+    assert "\n" not in message, message
+    return message
+
+
+def pattern(height: int = 6, width: int = 10) -> Image.Image:
+    """An RGB image whose every pixel differs: any flip or turn of it is another image."""
+    y, x = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    rgb = torch.stack([x * 25, y * 40, (x + 3 * y) % 7 * 30]).permute(1, 2, 0)
+    return Image.fromarray(rgb.to(torch.uint8).numpy(), "RGB")
+
+
+# -- image files -------------------------------------------------------------------------------
+
+
+def test_a_file_named_as_another_format_is_refused_with_both_named(tmp_path):
+    path = tmp_path / "photo.png"
+    pattern().save(path, format="JPEG")
+    with pytest.raises(InputError) as error:
+        Dt.read_image(path)
+    message = one_line(error)
+    assert "a JPEG file (its first bytes say so) named as PNG" in message
+    assert "rename it to .jpg" in message and str(path) in message
+    os.replace(path, tmp_path / "photo.jpg")
+    assert Dt.read_image(tmp_path / "photo.jpg").shape == (3, 6, 10)
+
+
+@pytest.mark.parametrize("name", ["cmyk.jpg", "cmyk.tif"])
+def test_cmyk_files_are_refused_as_cmyk_not_as_codec_failures(tmp_path, name):
+    path = tmp_path / name
+    pattern().convert("CMYK").save(path)
+    for read in (Dt.read_image, Dt.check_image_file):
+        with pytest.raises(InputError) as error:
+            read(path)
+        assert "CMYK is not supported" in one_line(error) and str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("fmt", ["JPEG", "TIFF"])
+def test_exif_orientation_makes_the_photo_upright_as_pillow_shows_it(tmp_path, fmt, orientation):
+    path = tmp_path / ("photo.jpg" if fmt == "JPEG" else "photo.tif")
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    options = {"quality": 100, "subsampling": 0} if fmt == "JPEG" else {}
+    pattern().save(path, format=fmt, exif=exif, **options)
+    with Image.open(path) as stored:
+        upright = torch.from_numpy(
+            np.asarray(ImageOps.exif_transpose(stored).convert("RGB")).copy()
+        )
+    expected = upright.permute(2, 0, 1).float() / 255
+    image = Dt.read_image(path)
+    assert image.shape == expected.shape  # 6 and 8 turn the 10 x 6 photo: 6 wide, 10 high
+    assert image.is_contiguous()
+    tolerance = 0 if fmt == "TIFF" else 4 / 255  # two JPEG decoders
+    assert (image - expected).abs().max() <= tolerance
+
+
+@pytest.mark.parametrize("options", [{"lossless": False}, {"lossless": True}, {"exif": b"Exif"}])
+def test_webp_is_read_and_its_header_checked(tmp_path, options):
+    path = tmp_path / "photo.webp"
+    extra = {"exif": Image.Exif().tobytes()} if "exif" in options else options
+    pattern(9, 14).save(path, format="WEBP", **extra)
+    assert Dt.read_image(path).shape == (3, 9, 14)
+    with pytest.raises(InputError, match=r"declares 14 x 9 pixels"):
+        Dt.read_image(path, max_pixels=14 * 9 - 1)
+    assert path in Dt.list_images(tmp_path)
+
+
+def webp_declaring(path, width, height):
+    """A lossy WebP whose VP8X chunk declares ``width`` x ``height`` pixels."""
+    buffer = io.BytesIO()
+    pattern().save(buffer, format="WEBP", exif=Image.Exif().tobytes())
+    data = bytearray(buffer.getvalue())
+    assert data[12:16] == b"VP8X"
+    data[24:27] = (width - 1).to_bytes(3, "little")
+    data[27:30] = (height - 1).to_bytes(3, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_webp_bomb_is_refused_and_no_limit_still_means_what_fits(tmp_path, monkeypatch):
+    path = webp_declaring(tmp_path / "bomb.webp", 16383, 16383)
+    with pytest.raises(InputError, match=r"declares 16383 x 16383 pixels"):
+        Dt.read_image(path)
+    monkeypatch.setattr(image_files, "_physical_memory", lambda: 2 * 10**9)
+    with pytest.raises(InputError) as error:
+        Dt.read_image(path, max_pixels=None)  # 3.2 GB as float32 RGB, on a 2 GB machine
+    assert "fits in this machine's memory (2.0 GB)" in one_line(error)
+    assert "3.2 GB as float32 RGB" in str(error.value)
+
+
+# -- paths that are not files ------------------------------------------------------------------
+
+
+def test_a_folder_or_a_pipe_is_not_called_missing(tmp_path):
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    assert file_problem(tmp_path / "none") == "not found"
+    assert file_problem(tmp_path) == "is a folder, not a file"
+    assert file_problem(pipe) == "is not a regular file (a pipe, socket or device)"
+    for path, words in ((tmp_path, "is a folder"), (pipe, "is not a regular file")):
+        for read in (safe_load, load_checkpoint_model):
+            with pytest.raises(CheckpointError, match=words):
+                read(path)
+        with pytest.raises(InputError, match=words):
+            VGG16Features(path)
+
+
+def test_the_pytorch_readers_read_safetensors_as_what_they_are(tmp_path):
+    state = {"w": torch.arange(4.0)}
+    save_file(state, tmp_path / "w.safetensors")
+    assert torch.equal(safe_load(tmp_path / "w.safetensors")["w"], state["w"])
+    with pytest.raises(InputError, match=r"expected .*features\."):
+        VGG16Features(tmp_path / "w.safetensors")  # read, then found to hold other tensors
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "w.safetensors").read_bytes()[:-3])
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        safe_load(tmp_path / "cut.safetensors")
+
+
+def test_load_promptir_checks_its_argument_before_building_the_model():
+    with pytest.raises(InputTypeError, match="expected checkpoint to be a path or a state dict"):
+        load_promptir([1, 2], top_k=1)
+
+
+# -- configuration and devices -----------------------------------------------------------------
+
+
+def test_the_largest_seed_trains(tmp_path):
+    config = TrainConfig(seed=MAX_SEED, steps=1, batch_size=1, crop=16, val_crop=16,
+                         num_negatives=1, out_dir=str(tmp_path / "run"))  # fmt: skip
+    assert len(Trainer(config).fit()) == 1
+
+
+def test_a_device_without_data_and_a_trainer_without_a_config_are_refused():
+    with pytest.raises(InputError, match=r"expected a device that holds data .* got 'meta'"):
+        Trainer(TrainConfig(device="meta"))
+    with pytest.raises(InputTypeError, match="expected config to be a TrainConfig, got str"):
+        Trainer("config")
+    for out_dir in ("", "  "):
+        with pytest.raises(InputError, match="expected out_dir to name a folder"):
+            TrainConfig(out_dir=out_dir).validate()
+
+
+# -- add_prompts on what it cannot change ------------------------------------------------------
+
+
+def plain() -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 3, 1))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_add_prompts_refuses_scripted_traced_and_wrapped_models():
+    x = torch.rand(1, 3, 8, 8)
+    for model in (torch.jit.script(plain()), torch.jit.trace(plain(), x)):
+        with pytest.raises(InputError, match=r"expected an eager nn\.Module"):
+            add_prompts(model, {"0": {"dim": 8}})
+    for wrapped in (AveragedModel(plain()), nn.DataParallel(plain())):
+        keys = list(wrapped.state_dict())
+        with pytest.raises(InputError, match=f"wrapped in {type(wrapped).__name__}"):
+            add_prompts(wrapped, {"module.0": {"dim": 8}})
+        assert list(wrapped.state_dict()) == keys
+
+
+def test_add_prompts_refuses_a_part_of_a_prompt_layer():
+    model = add_prompts(plain(), {"0": {"dim": 8}})
+    keys = list(model.state_dict())
+    for name in ("0.prompt_stage.fusion.proj", "0.prompt_stage.prompt.conv"):
+        with pytest.raises(InputError, match=r"part of the prompt layer '0\.prompt_stage"):
+            add_prompts(model, {name: {"dim": 12}})
+    assert list(model.state_dict()) == keys
+    copy.deepcopy(model)(torch.rand(1, 3, 8, 8))
