@@ -273,3 +273,33 @@ def test_memory_follows_the_images_not_the_largest_label():
     assert effect.expert_counts["prompt"] == {"3": [2, 0, 0], "400000000": [2, 0, 0]}
     spread = prompt_effect(net, x, x, [0, 1, 0, 1])
     assert effect.own == {"3": spread.own["1"], "400000000": spread.own["0"]}
+
+
+def test_what_prompt_effect_once_took_silently_is_refused_in_one_line():
+    net, x = AddedPrompt(), torch.rand(2, 3, 8, 8)
+    cases = [
+        ((x * 255).to(torch.uint8), [0, 1], {}, "images in [0, 1], got torch.uint8"),
+        (x * 255, [0, 1], {}, "(0-255 images? divide by 255)"),
+        (x > 0.5, [0, 1], {}, "got torch.bool"),
+        (x, [0.5, 1.7], {}, "expected integer labels, got torch.float32"),
+        (x, [True, False], {}, "expected integer labels, got torch.bool"),
+        (x, [0, 1], {"y_channel": "no"}, "expected y_channel to be a bool"),
+        (x, [0, 1], {"label_negatives": "yes"}, "expected label_negatives to be a bool"),
+        (x, [0, 1], {"forward": lambda t: t}, "expected forward to run the prompt layers"),
+        (x.clone().fill_(float("nan")), [0, 1], {}, "values from nan to nan"),
+    ]  # fmt: skip
+    for images, labels, options, message in cases:
+        with pytest.raises(InputError, match=re.escape(message)):
+            prompt_effect(net, images, x, labels, **options)
+    noisy = x + 0.3 * torch.randn_like(x)  # a little outside [0, 1] is a noisy input, not a scale
+    prompt_effect(net, noisy, x, [0, 1])
+
+
+def test_names_that_are_not_plain_words_keep_the_tables_whole():
+    net, x = AddedPrompt(), torch.rand(2, 3, 8, 8)
+    table = str(prompt_effect(net, x, x, [0, 1], names=["haze | rain", "low\nlight"]))
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert "| haze \\| rain | 1 |" in table and "| low light | 1 |" in table
+    first = rows[0].count(" | ")
+    for row in rows[:4]:  # the PSNR table: every row has its columns
+        assert row.replace("\\|", "").count(" | ") == first, row

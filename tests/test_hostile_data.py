@@ -173,7 +173,8 @@ def test_an_empty_file_is_named_in_one_line(tmp_path, suffix, options):
 def test_a_file_that_is_not_an_image_is_named_in_one_line(tmp_path, content):
     path = tmp_path / "notes.png"
     path.write_bytes(content)
-    with pytest.raises(InputError, match=r"read_image: expected a PNG, JPEG, BMP, TIFF or WebP") as e:
+    expected = r"read_image: expected a PNG, JPEG, BMP, TIFF or WebP"
+    with pytest.raises(InputError, match=expected) as e:
         Dt.read_image(path)
     assert str(path) in one_line(e)
 

@@ -29,7 +29,14 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .._checks import InputError, InputTypeError, check_int_range, check_same_shape, check_shape
+from .._checks import (
+    InputError,
+    InputTypeError,
+    check_bool,
+    check_int_range,
+    check_same_shape,
+    check_shape,
+)
 from ..core.prompt import (
     Specialisation,
     fixed_experts,
@@ -168,13 +175,13 @@ class PromptEffect:
                 self.degraded[n], self.own[n], self.negative[n], self.swap.get(n, math.nan),
                 cost[n], swap_cost[n],
             )  # fmt: skip
-            lines.append(f"| {n} | {self.count[n]} | " + _cells(values, digits) + " |")
+            lines.append(f"| {_cell(n)} | {self.count[n]} | " + _cells(values, digits) + " |")
         averages = [self.average(row) for row in ROWS]
         lines.append(f"| average | {sum(self.count.values())} | {_cells(averages, digits)} |")
         if self.experts:
             lines += [
                 "",
-                "| most used expert (share) | " + " | ".join(self.names) + " |",
+                "| most used expert (share) | " + " | ".join(map(_cell, self.names)) + " |",
                 "|---" * (len(self.names) + 1) + "|",
             ]
             for layer, uses in self.experts.items():
@@ -182,7 +189,7 @@ class PromptEffect:
                     f"{uses[n].expert} ({uses[n].share:.0%})" if n in uses else "-"
                     for n in self.names
                 ]
-                lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+                lines.append(f"| {_cell(layer)} | " + " | ".join(cells) + " |")
         if self.specialisation:
             lines += [
                 "",
@@ -192,7 +199,8 @@ class PromptEffect:
             for layer, found in self.specialisation.items():
                 yes = {True: "yes", False: "no"}
                 lines.append(
-                    f"| {layer} | {found.nmi:.{digits}f} | {found.dead} | {yes[found.collapsed]} "
+                    f"| {_cell(layer)} | {found.nmi:.{digits}f} | {found.dead} | "
+                    f"{yes[found.collapsed]} "
                     f"| {yes[found.separated]} |"
                 )
         warning = collapse_warning(self.specialisation)
@@ -283,6 +291,11 @@ def collapse_warning(layers: Mapping[str, Specialisation]) -> str | None:
         "against; train with degradation labels and the routing term (routing_weight), and "
         "check the swap cost."
     )
+
+
+def _cell(text: str) -> str:
+    """``text`` as one Markdown table cell: its pipes escaped, its line breaks spaces."""
+    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 def _cells(values: Iterable[float], digits: int) -> str:
@@ -439,6 +452,11 @@ def measure_effect(
             score("degraded", degraded, clean, listed)
             with record_routing(model) as log:
                 own = run(degraded)
+            if not log:
+                raise InputError(
+                    f"{where}: expected forward to run the prompt layers of the model, got one "
+                    "that ran none of them (no prompt can change its output)"
+                )
             score("own", own, clean, listed)
             for routing, layer in zip(log, log.names, strict=True):
                 tally.add_routing(layer, routing.indices, routing.probs.shape[-1], labels.cpu())
@@ -481,6 +499,7 @@ def measure_effect(
 def _images(where: str, name: str, images: Tensor | Sequence[Tensor]) -> list[Tensor] | Tensor:
     if isinstance(images, Tensor):
         check_shape(where, name, images, ("N", "C", "H", "W"))
+        _check_range(where, name, images)
         return images
     if not isinstance(images, Sequence) or isinstance(images, str):
         raise InputTypeError(
@@ -489,7 +508,25 @@ def _images(where: str, name: str, images: Tensor | Sequence[Tensor]) -> list[Te
         )
     for i, image in enumerate(images):
         check_shape(where, f"{name}[{i}]", image, ("C", "H", "W"))
+        _check_range(where, f"{name}[{i}]", image)
     return list(images)
+
+
+def _check_range(where: str, name: str, images: Tensor) -> None:
+    """Float images on the [0, 1] scale: noise may take them a little outside, 0-255 not."""
+    if not images.is_floating_point():
+        raise InputError(
+            f"{where}: expected {name} as floating-point images in [0, 1], got {images.dtype} "
+            "(for 8-bit images: images.float() / 255)"
+        )
+    if images.numel():
+        low, high = float(images.min()), float(images.max())
+        if not (-1.0 <= low and high <= 2.0):  # also false for NaN
+            raise InputError(
+                f"{where}: expected {name} in [0, 1] (noise may take a little outside), got "
+                f"values from {low:g} to {high:g}"
+                + (" (0-255 images? divide by 255)" if high > 2 else "")
+            )
 
 
 def _grouped(
@@ -578,8 +615,10 @@ def prompt_effect(
 
     Raises:
         InputError: the model holds no prompt layer, or one that leaves no expert for
-            negatives; shapes that differ; labels out of range, not integers or not one per
-            image; a bad option.
+            negatives, or ``forward`` runs none of them; shapes that differ; images that are
+            not floating point or far outside [0, 1] (below -1 or above 2: 0-255 images);
+            labels out of range, not integers or not one per image; names repeated; a bad
+            option (a flag that is not a bool).
 
     Examples:
         >>> from contrastive_prompts import add_prompts
@@ -615,8 +654,10 @@ def prompt_effect(
     else:
         for i, (x, y) in enumerate(zip(degraded, clean, strict=True)):
             check_same_shape(where, f"clean[{i}]", y, f"degraded[{i}]", x)
+    check_bool(where, "label_negatives", label_negatives)
+    check_bool(where, "y_channel", y_channel)
     if not isinstance(labels, Tensor):
-        labels = torch.as_tensor(list(labels), dtype=torch.int64)
+        labels = torch.as_tensor(list(labels))  # its own dtype: 1.7 is no label, nor True
     check_shape(where, "labels", labels, (total,))
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise InputError(f"{where}: expected integer labels, got {labels.dtype}")
