@@ -8,10 +8,11 @@ values are checked, never tensor values, so the checks stay compatible with ``to
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = ["InputError", "InputTypeError"]
 
@@ -293,3 +294,45 @@ def reduce_batch(values: Tensor, reduction: str) -> Tensor:
     if reduction == "sum":
         return values.sum()
     return values
+
+
+def memory_of(device: torch.device) -> int | None:
+    """The bytes of memory ``device`` has in all (the machine's for the CPU); ``None``: unknown."""
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):
+            return None
+    if device.type == "cuda" and torch.cuda.is_available():
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return int(torch.cuda.get_device_properties(index).total_memory)
+    return None
+
+
+def check_parameters_fit(
+    where: str,
+    build: Callable[[], nn.Module],
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+    sizes: str,
+) -> None:
+    """Refuse, before allocating, a module whose parameters alone exceed its device's memory.
+
+    ``build`` makes the module on the meta device (nothing allocated) to count them; ``sizes``
+    names the options that set its size, for the message.
+    """
+    target = torch.device(device) if device is not None else torch.get_default_device()
+    if target.type == "meta":
+        return
+    memory = memory_of(target)
+    if memory is None:
+        return
+    module = build()
+    count = sum(t.numel() for t in (*module.parameters(), *module.buffers()))
+    needed = count * (dtype or torch.get_default_dtype()).itemsize
+    if needed > memory:
+        raise InputError(
+            f"{where}: expected a module that fits in the memory of {target} "
+            f"({memory / 1e9:.1f} GB), got {count:,} parameters ({needed / 1e9:.1f} GB) from "
+            f"{sizes}"
+        )

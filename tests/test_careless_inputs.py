@@ -200,3 +200,94 @@ def test_add_prompts_refuses_a_part_of_a_prompt_layer():
             add_prompts(model, {name: {"dim": 12}})
     assert list(model.state_dict()) == keys
     copy.deepcopy(model)(torch.rand(1, 3, 8, 8))
+
+
+# -- sizes: checked before allocating, or one line when the allocator refuses -----------------
+
+
+def test_sizes_that_cannot_fit_are_refused_before_anything_is_allocated():
+    from contrastive_prompts import PromptStage, SparsePrompt, SparsePromptIR
+
+    cases = [
+        (lambda: SparsePrompt(dim=8, prompt_dim=8, prompt_size=100_000), "prompt_size=100000"),
+        (lambda: PromptStage(dim=100_000), "dim=100000"),
+        (lambda: SparsePromptIR("tiny", dim=100_000), "dim=100000"),
+        (lambda: add_prompts(plain(), {"0": {"dim": 8, "num_prompts": 10**9}}), "num_prompts"),
+    ]
+    for build, sizes in cases:
+        with pytest.raises(InputError) as error:
+            build()
+        assert "expected a module that fits in the memory of cpu" in one_line(error)
+        assert sizes in str(error.value)
+    with pytest.raises(InputError, match=r"num_blocks\[3\] to be an integer in \[0, 64\]"):
+        SparsePromptIR("tiny", num_blocks=(1, 1, 1, 10**6))
+
+
+def test_bounds_of_negatives_and_padding_hold_everywhere_they_are_set(tmp_path, capsys):
+    from contrastive_prompts import CPLObjective
+    from contrastive_prompts.app.cli import main
+    from contrastive_prompts.app.metrics import evaluate
+    from contrastive_prompts.reference.padding import pad_to_multiple
+
+    with pytest.raises(InputError, match=r"num_negatives to be an integer in \[1, 64\]"):
+        CPLObjective(num_negatives=100_000)
+    with pytest.raises(InputError, match=r"num_negatives to be an integer in \[1, 64\]"):
+        TrainConfig(num_negatives=65).validate()
+    with pytest.raises(InputError, match=r"val_pad_multiple to be an integer in \[1, 256\]"):
+        TrainConfig(val_pad_multiple=100_000).validate()  # before training, not after it
+    with pytest.raises(InputError, match=r"multiple to be an integer in \[1, 256\]"):
+        pad_to_multiple(torch.rand(1, 3, 8, 8), 2048)
+    with pytest.raises(InputError, match=r"pad_multiple to be an integer in \[1, 256\]"):
+        evaluate(nn.Identity(), [(torch.rand(3, 8, 8), torch.rand(3, 8, 8), 0)], pad_multiple=2048)
+    with pytest.raises(SystemExit):
+        main(
+            ["evaluate", "--checkpoint", "x.pt", "--data", str(tmp_path), "--pad-multiple", "2048"]
+        )
+    assert "expected a multiple in [1, 256], got 2048" in capsys.readouterr().err
+
+
+def test_a_crop_longer_than_every_image_is_refused_when_the_data_is_made(tmp_path):
+    for name in ("a", "b"):
+        Dt.write_image(tmp_path / f"{name}.png", torch.rand(3, 48, 40))
+    for images in (tmp_path, [torch.rand(3, 48, 40)]):
+        with pytest.raises(
+            InputError, match=r"crop_size at most the longest side .* \(48\), got 4096"
+        ):
+            Dt.SyntheticDataset(images, crop_size=4096)
+        Dt.SyntheticDataset(images, crop_size=48)  # padded on one side: a warning when read
+
+
+def test_a_step_the_allocator_refuses_is_one_line_and_the_checkpoint_stays(tmp_path, monkeypatch):
+    from .test_safety import small_trainer
+
+    trainer = small_trainer(tmp_path / "run", steps=3, save_every=1)
+
+    def refuse(*args, **kwargs):
+        if trainer.step == 2:
+            raise RuntimeError(
+                "DefaultCPUAllocator: can't allocate memory: you tried to allocate 9830400000 bytes"
+            )
+        return real(*args, **kwargs)
+
+    real = trainer.train_step
+    monkeypatch.setattr(trainer, "train_step", refuse)
+    with pytest.raises(InputError) as error:
+        trainer.fit()
+    message = one_line(error)
+    assert "expected a training step that fits in the memory of cpu" in message
+    assert "at step 3" in message and "--batch-size" in message
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 2
+
+
+def test_the_final_checkpoint_is_written_before_the_final_validation(tmp_path, monkeypatch):
+    from .test_safety import small_trainer
+
+    trainer = small_trainer(tmp_path / "run", steps=2, save_every=100, val_every=0)
+
+    def fail() -> None:
+        raise RuntimeError("validation failed")
+
+    monkeypatch.setattr(trainer, "validate", fail)
+    with pytest.raises(RuntimeError, match="validation failed"):
+        trainer.fit()
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 2

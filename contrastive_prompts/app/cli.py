@@ -65,6 +65,17 @@ def _pixels(text: str) -> int | None:
     return pixels
 
 
+def _pad_multiple(text: str) -> int:
+    from ..reference.padding import MAX_PAD_MULTIPLE
+
+    multiple = int(text)
+    if not 1 <= multiple <= MAX_PAD_MULTIPLE:
+        raise argparse.ArgumentTypeError(
+            f"expected a multiple in [1, {MAX_PAD_MULTIPLE}], got {text}"
+        )
+    return multiple
+
+
 def _tile(text: str) -> int | str | None:
     return "auto" if text.lower() == "auto" else _int_or_none(text)
 
@@ -492,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--sigma", type=float, default=25.0, help="noise level for cbsd68")
     evaluate.add_argument(
         "--pad-multiple",
-        type=int,
+        type=_pad_multiple,
         default=1,
         help="pad inputs to this multiple first (the reference model pads to 8 itself)",
     )

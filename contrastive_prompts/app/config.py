@@ -17,8 +17,10 @@ from typing import Any
 
 from .._checks import InputError, InputTypeError, check_choice, check_int_range, check_positive
 from ..core.loss import MODES
+from ..core.negatives import MAX_NEGATIVES
 from ..core.objective import ROUTING_WEIGHT
 from ..reference.model import MODEL_PRESETS
+from ..reference.padding import MAX_PAD_MULTIPLE
 from .data.images import MAX_IMAGE_PIXELS
 from .degradations import MIXES
 
@@ -176,8 +178,9 @@ class TrainConfig:
                 f"{where}: expected cpr_features 'filters', 'pixels' or 'vgg16:<weights file>', "
                 f"got {self.cpr_features!r}"
             )
-        for name in ("crop", "batch_size", "steps", "num_negatives", "log_every", "save_every"):
+        for name in ("crop", "batch_size", "steps", "log_every", "save_every"):
             check_int_range(where, name, getattr(self, name), 1)
+        check_int_range(where, "num_negatives", self.num_negatives, 1, MAX_NEGATIVES)
         for name in ("workers", "warmup_steps", "val_every"):
             check_int_range(where, name, getattr(self, name), 0)
         check_int_range(where, "seed", self.seed, 0, MAX_SEED)
@@ -206,9 +209,11 @@ class TrainConfig:
             raise InputError(f"{where}: expected min_lr in [0, lr={self.lr}], got {self.min_lr}")
         if self.grad_clip is not None:
             check_positive(where, "grad_clip", self.grad_clip, allow_zero=True)
-        for name in ("val_crop", "val_pad_multiple", "chunk_size"):
+        for name in ("val_crop", "chunk_size"):
             if getattr(self, name) is not None:
                 check_int_range(where, name, getattr(self, name), 1)
+        if self.val_pad_multiple is not None:
+            check_int_range(where, "val_pad_multiple", self.val_pad_multiple, 1, MAX_PAD_MULTIPLE)
         if self.precision == "fp16" and self.device == "cpu":
             raise InputError(f"{where}: {FP16_ON_CPU}")
 

@@ -33,7 +33,7 @@ from .._checks import (
     check_shape,
     reduce_batch,
 )
-from ..reference.padding import crop_to_multiple, pad_to_multiple
+from ..reference.padding import MAX_PAD_MULTIPLE, crop_to_multiple, pad_to_multiple
 
 __all__ = [
     "EvaluationResult",
@@ -519,7 +519,7 @@ def evaluate(
     where = "evaluate"
     if not callable(model):
         raise InputTypeError(f"{where}: expected model to be callable, got {type(model).__name__}")
-    check_int_range(where, "pad_multiple", pad_multiple, 1)
+    check_int_range(where, "pad_multiple", pad_multiple, 1, MAX_PAD_MULTIPLE)
     if names is None:
         names = names_of(data)
     params = list(model.parameters()) if isinstance(model, torch.nn.Module) else []

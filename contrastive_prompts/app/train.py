@@ -876,7 +876,18 @@ class Trainer:
             batches = iter(self._loader())
             while self.step < config.steps:
                 degraded, clean, labels = next(batches)
-                record = self.train_step(degraded, clean, labels)
+                try:
+                    record = self.train_step(degraded, clean, labels)
+                except (torch.OutOfMemoryError, RuntimeError) as error:
+                    if not _out_of_memory(error):
+                        raise
+                    raise InputError(
+                        f"Trainer: expected a training step that fits in the memory of "
+                        f"{self.device}, got a step of batch {config.batch_size} of "
+                        f"{config.crop}x{config.crop} crops with {config.num_negatives} "
+                        f"negatives that does not (at step {self.step + 1}): lower --batch-size "
+                        "or --crop, or set --chunk-size; the last checkpoint, if any, is as it was"
+                    ) from error
                 records.append(record)
                 self.history.append(record)
                 if self._board is not None:
@@ -907,11 +918,12 @@ class Trainer:
                 if self.step % config.save_every == 0 and self.step < config.steps:
                     self.save()
             progress.close()
+            self.save()  # before anything after training that could fail
             if self.val_data is not None and (
                 not config.val_every or self.step % config.val_every != 0
             ):
                 self.validate()
-            self.save()
+                self.save()  # again, with the final validation
             self.plot()
         except TrainingDiverged:
             progress.close()
@@ -1176,6 +1188,14 @@ class Trainer:
         from .plots import plot_training
 
         return plot_training(self.history, self.validations, self.label_names, self.out_dir)
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocator's refusal (CUDA's, or the CPU's raised as RuntimeError)."""
+    text = str(error)
+    return isinstance(error, torch.OutOfMemoryError) or (
+        "can't allocate memory" in text or "out of memory" in text.lower()
+    )
 
 
 RUN_FILES = ("run.json", "config.json", "log.jsonl", "last.pt")

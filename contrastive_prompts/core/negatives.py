@@ -45,7 +45,17 @@ from .._checks import InputError, InputTypeError, check_int_range, check_shape
 from ._state import buffers_kept, compiled_region, quiet_run
 from .prompt import RoutingLog, negative_prompts, record_routing, require_prompt_layers
 
-__all__ = ["ModelOutput", "NegativesReuse", "forward_with_negatives", "negatives_reuse"]
+__all__ = [
+    "MAX_NEGATIVES",
+    "ModelOutput",
+    "NegativesReuse",
+    "forward_with_negatives",
+    "negatives_reuse",
+]
+
+MAX_NEGATIVES = 64
+"""The most negative prompts per image: each costs a pass of the network after its first
+prompt layer (the papers draw 4)."""
 
 
 class ModelOutput(NamedTuple):
@@ -386,7 +396,7 @@ def _check_arguments(
     where: str, model: nn.Module, x: Any, num_negatives: int, chunk_size: int | None
 ) -> set[nn.Module]:
     layers = require_prompt_layers(where, model)
-    check_int_range(where, "num_negatives", num_negatives, 1)
+    check_int_range(where, "num_negatives", num_negatives, 1, MAX_NEGATIVES)
     if chunk_size is not None:
         check_int_range(where, "chunk_size", chunk_size, 1)
     if not isinstance(x, Tensor):

@@ -21,7 +21,7 @@ from .._checks import (
     check_shape,
 )
 from .loss import MODES, ContrastivePromptLoss
-from .negatives import forward_with_negatives
+from .negatives import MAX_NEGATIVES, forward_with_negatives
 from .prompt import (
     Routing,
     RoutingLog,
@@ -155,7 +155,7 @@ class CPLObjective(nn.Module):
         check_positive(where, "weight", weight, allow_zero=True)
         check_positive(where, "balance_weight", balance_weight, allow_zero=True)
         check_positive(where, "routing_weight", routing_weight, allow_zero=True)
-        check_int_range(where, "num_negatives", num_negatives, 1)
+        check_int_range(where, "num_negatives", num_negatives, 1, MAX_NEGATIVES)
         if num_labels is not None:
             check_int_range(where, "num_labels", num_labels, 1)
         if chunk_size is not None:

@@ -31,6 +31,7 @@ from .._checks import (
     check_bool,
     check_dtype_like,
     check_int_range,
+    check_parameters_fit,
     check_positive,
     check_shape,
     check_spatial,
@@ -431,6 +432,21 @@ class SparsePrompt(nn.Module):
         check_int_range("SparsePrompt", "num_prompts", num_prompts, 1)
         check_int_range("SparsePrompt", "top_k", top_k, 1, num_prompts)
         check_bool("SparsePrompt", "renormalize", renormalize)
+        check_parameters_fit(
+            "SparsePrompt",
+            lambda: SparsePrompt(
+                dim=dim,
+                prompt_dim=prompt_dim,
+                prompt_size=prompt_size,
+                num_prompts=num_prompts,
+                top_k=top_k,
+                device="meta",
+            ),
+            device,
+            dtype,
+            f"dim={dim}, prompt_dim={prompt_dim}, prompt_size={prompt_size}, "
+            f"num_prompts={num_prompts}",
+        )
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.dim, self.prompt_dim, self.prompt_size = dim, prompt_dim, prompt_size
         self.num_prompts, self.top_k, self.renormalize = num_prompts, top_k, renormalize

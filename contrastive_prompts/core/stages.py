@@ -25,6 +25,7 @@ from .._checks import (
     InputTypeError,
     check_bool,
     check_int_range,
+    check_parameters_fit,
     check_positive,
     check_shape,
 )
@@ -118,6 +119,23 @@ class PromptStage(nn.Module):
                 f"PromptStage: expected num_heads to divide dim + prompt_dim = {width}, "
                 f"got {num_heads}"
             )
+        check_parameters_fit(
+            "PromptStage",
+            lambda: PromptStage(
+                dim=dim,
+                prompt_dim=prompt_dim,
+                prompt_size=prompt_size,
+                num_prompts=num_prompts,
+                top_k=top_k,
+                num_heads=num_heads,
+                ffn_expansion_factor=ffn_expansion_factor,
+                device="meta",
+            ),
+            device,
+            dtype,
+            f"dim={dim}, prompt_dim={prompt_dim}, prompt_size={prompt_size}, "
+            f"num_prompts={num_prompts}, ffn_expansion_factor={ffn_expansion_factor}",
+        )
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.prompt = SparsePrompt(
             dim=dim,

@@ -23,6 +23,7 @@ from .._checks import (
     check_bool,
     check_dtype_like,
     check_int_range,
+    check_parameters_fit,
     check_positive,
     check_shape,
     check_shape_any,
@@ -76,6 +77,9 @@ class ModelConfig:
     top_k: int = 1
     use_prompts: bool = True
 
+
+MAX_BLOCKS = 64
+"""The most transformer blocks of one level: the papers' largest models use 8."""
 
 MODEL_PRESETS: dict[str, ModelConfig] = {
     # The paper's size (PromptIR's architecture).
@@ -202,6 +206,13 @@ class SparsePromptIR(nn.Module):
             )
         config = ModelConfig(**{**asdict(MODEL_PRESETS[preset]), **overrides})
         self._validate(config)
+        check_parameters_fit(
+            "SparsePromptIR",
+            lambda: SparsePromptIR(preset, device="meta", **overrides),
+            device,
+            dtype,
+            ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or f"preset {preset!r}",
+        )
         self.config = config
         c, nb, h, f = config.dim, config.num_blocks, config.heads, config.ffn_expansion_factor
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
@@ -273,18 +284,18 @@ class SparsePromptIR(nn.Module):
         where = "SparsePromptIR"
         check_int_range(where, "dim", config.dim, 1)
         # (field, entries, smallest value): an encoder level may have no block, not no head
-        for name, count, low in (
-            ("num_blocks", 4, 0),
-            ("heads", 4, 1),
-            ("prompt_dims", 3, 1),
-            ("prompt_sizes", 3, 1),
+        for name, count, low, high in (
+            ("num_blocks", 4, 0, MAX_BLOCKS),
+            ("heads", 4, 1, None),
+            ("prompt_dims", 3, 1, None),
+            ("prompt_sizes", 3, 1, None),
         ):
             value = getattr(config, name)
             if not isinstance(value, (tuple, list)) or len(value) != count:
                 raise InputError(f"{where}: expected {name} of {count} integers, got {value!r}")
             for i, entry in enumerate(value):
-                check_int_range(where, f"{name}[{i}]", entry, low)
-        check_int_range(where, "num_refinement_blocks", config.num_refinement_blocks, 0)
+                check_int_range(where, f"{name}[{i}]", entry, low, high)
+        check_int_range(where, "num_refinement_blocks", config.num_refinement_blocks, 0, MAX_BLOCKS)
         check_positive(where, "ffn_expansion_factor", config.ffn_expansion_factor)
         check_int_range(where, "prompt_heads", config.prompt_heads, 1)
         check_int_range(where, "num_prompts", config.num_prompts, 1)

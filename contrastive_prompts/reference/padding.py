@@ -13,7 +13,11 @@ from torch import Tensor
 
 from .._checks import InputError, check_choice, check_int_range, check_shape
 
-__all__ = ["crop_to_multiple", "pad_to_multiple"]
+__all__ = ["MAX_PAD_MULTIPLE", "crop_to_multiple", "pad_to_multiple"]
+
+MAX_PAD_MULTIPLE = 256
+"""The largest multiple to pad to: restoration networks need 8 to 64 (a larger one pads a
+small image to many times its pixels)."""
 
 
 def pad_to_multiple(x: Tensor, multiple: int = 16, *, mode: str = "reflect") -> Tensor:
@@ -24,7 +28,8 @@ def pad_to_multiple(x: Tensor, multiple: int = 16, *, mode: str = "reflect") -> 
 
     Args:
         x: images.
-        multiple: the size multiple (1 leaves the images as they are).
+        multiple: the size multiple, at most ``MAX_PAD_MULTIPLE`` (256); 1 leaves the images
+            as they are.
         mode: ``"reflect"``, ``"replicate"`` or ``"constant"`` (zeros).
 
     Shape:
@@ -40,7 +45,7 @@ def pad_to_multiple(x: Tensor, multiple: int = 16, *, mode: str = "reflect") -> 
     """
     where = "pad_to_multiple"
     check_shape(where, "x", x, ("B", "C", "H", "W"))
-    check_int_range(where, "multiple", multiple, 1)
+    check_int_range(where, "multiple", multiple, 1, MAX_PAD_MULTIPLE)
     check_choice(where, "mode", mode, ("reflect", "replicate", "constant"))
     h, w = x.shape[-2:]
     # ceil(h / m) * m - h rather than (-h) % m: a traced size (torch.export, ONNX) is then seen

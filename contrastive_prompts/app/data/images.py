@@ -662,6 +662,20 @@ class ImageStore:
             self._cached[j] = image
         return image
 
+    def largest_side(self) -> int | None:
+        """The longest side of any image, from the files' headers (``None``: none readable)."""
+        if self._images:
+            return max(max(image.shape[-2:]) for image in self._images)
+        sides = []
+        for path in self.paths:
+            try:
+                _, header = _checked("largest_side", path, None)
+            except (InputError, OSError):
+                continue  # the reader skips or names it when it comes
+            if header is not None:
+                sides.append(max(header.width, header.height))
+        return max(sides, default=None)
+
     def describe(self, j: int) -> str:
         """How messages name image ``j``: its path, or ``image j`` for an in-memory one."""
         return str(self.paths[j]) if self.paths else f"image {j}"

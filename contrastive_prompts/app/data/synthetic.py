@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from contrastive_prompts._checks import check_int_range
+from contrastive_prompts._checks import InputError, check_int_range
 from contrastive_prompts.app.degradations import (
     DegradationMix,
     check_noise_sigma,
@@ -73,6 +73,7 @@ class SyntheticDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
 
     Raises:
         InputError: no image, a missing path, a folder without images, a bad in-memory image,
+            a ``crop_size`` longer than every image's longest side (from the files' headers),
             or a bad ``crop_size``, ``repeat``, ``seed``, ``max_pixels`` or ``skip_unreadable``.
 
     Shape:
@@ -119,6 +120,12 @@ class SyntheticDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         self.skip_unreadable = skip_unreadable
         self._small: set[int] = set()
         self._source = ImageStore(where, images, cache=cache, max_pixels=max_pixels)
+        largest = self._source.largest_side() if crop_size is not None else None
+        if crop_size is not None and largest is not None and crop_size > largest:
+            raise InputError(
+                f"{where}: expected crop_size at most the longest side of the images "
+                f"({largest}), got {crop_size}: every crop would be padding"
+            )
 
     @property
     def paths(self) -> list[Path]:
