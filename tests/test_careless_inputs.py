@@ -291,3 +291,97 @@ def test_the_final_checkpoint_is_written_before_the_final_validation(tmp_path, m
     with pytest.raises(RuntimeError, match="validation failed"):
         trainer.fit()
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 2
+
+
+# -- output paths and temporary files ----------------------------------------------------------
+
+
+def test_an_output_path_that_is_a_folder_or_lies_under_a_file_is_one_line(tmp_path):
+    from contrastive_prompts.app._files import make_folder, writing
+
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(InputError, match=r"expected a file to write, got .*, which is a folder"):
+        with writing(tmp_path):
+            pass
+    with pytest.raises(InputError, match=r"expected the folder of .* to exist, got .*: a file"):
+        with writing(tmp_path / "file" / "x.json"):
+            pass
+    with pytest.raises(InputError, match=r"to be a folder \(made if missing\), got .*file'"):
+        make_folder(tmp_path / "file" / "deeper" / "run", "out_dir")
+    with pytest.raises(InputError, match="which is a file"):
+        Trainer(TrainConfig(out_dir=str(tmp_path / "file" / "run"), steps=1)).fit()
+    assert (tmp_path / "file").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError(28, "No space left on device"),
+        RuntimeError(
+            "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed "
+            "writing file data/3: file write failed"
+        ),
+        Exception(
+            "Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "
+            '"No space left on device" })'
+        ),
+    ],
+)
+def test_a_full_disk_is_said_in_one_line_and_the_old_file_is_kept(tmp_path, failure):
+    from contrastive_prompts.app._files import writing
+
+    target = tmp_path / "last.pt"
+    target.write_bytes(b"the previous checkpoint")
+    with pytest.raises(OSError) as error:
+        with writing(target) as temporary:
+            temporary.write_bytes(b"half")
+            raise failure
+    assert error.value.errno == 28 and "the disk that holds it is full" in one_line(error)
+    assert "the file there is as it was" in str(error.value)
+    assert target.read_bytes() == b"the previous checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_temporaries_of_writers_that_died_are_removed_and_no_other_file(tmp_path):
+    import subprocess
+    import sys
+
+    from contrastive_prompts.app import _files
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    token, host = "0123456789abcdef", _files._HOST
+    dead = tmp_path / f".last.pt.{token}-{host}-{gone.pid}.partial.pt"
+    running = tmp_path / f".last.pt.{token}-{host}-{os.getpid()}.partial.pt"
+    reused = tmp_path / f".a.png.{token}-{host}-{os.getpid()}.partial.png"
+    elsewhere = tmp_path / f".b.png.{token}-ffffff-{gone.pid}.partial.png"
+    mine = [tmp_path / ".a0.partial.png", tmp_path / ".a0.png.partial", tmp_path / "a.png"]
+    for path in (dead, running, reused, elsewhere, *mine):
+        path.write_bytes(b"x")
+    os.utime(reused, (0, 0))  # written before this process started: its id was reused
+    if elsewhere.name.split("-")[1] == host:
+        pytest.skip("this machine's name hashes to ffffff")
+    removed = _files.remove_stale(tmp_path)
+    assert sorted(removed) == sorted([dead, reused])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (running, elsewhere, *mine)
+    )
+
+
+def test_a_restore_and_a_training_clear_what_a_killed_writer_left(tmp_path):
+    import subprocess
+    import sys
+
+    from contrastive_prompts.app import _files
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    run = tmp_path / "run"
+    run.mkdir()
+    left = run / f".last.pt.0123456789abcdef-{_files._HOST}-{gone.pid}.partial.pt"
+    left.write_bytes(b"half a checkpoint")
+    from .test_safety import small_trainer
+
+    small_trainer(run, steps=1).fit()
+    assert not left.exists() and (run / "last.pt").exists()

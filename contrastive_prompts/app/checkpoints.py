@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from .._checks import InputError, InputTypeError
 from ..core.files import CheckpointError, file_problem, is_safetensors, safe_load, unreadable
-from ._files import writing
+from ._files import make_folder, remove_stale, writing
 
 if TYPE_CHECKING:
     from ..reference.model import SparsePromptIR
@@ -399,7 +399,8 @@ def export_weights(
         "weights": weights_key,
     }
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(target.parent, "the folder of the weights")
+    remove_stale(target.parent)
     with writing(target) as temporary:
         save_file(tensors, temporary, metadata=metadata)
     return target

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from .._checks import InputError
-from ._files import json_text, writing
+from ._files import json_text, make_folder, remove_stale, writing
 from .data import BENCHMARKS, image_paths
 
 __all__ = ["main"]
@@ -304,7 +304,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         figures["prompt_effect"] = effect.to_dict()
     if args.json:
         target = Path(args.json)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(target.parent, "the folder of --json")
         with writing(target) as temporary:  # never a half-written table
             temporary.write_text(json_text(figures))
     return 0
@@ -396,7 +396,8 @@ def _restore(args: argparse.Namespace) -> int:
     plan = restore_plan(image_paths(args.inputs), out_dir, overwrite=args.overwrite)
     _check_images("restore", [source for source, _ in plan], args.max_pixels)
     model, device = _model(args)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir, "the output folder")
+    remove_stale(out_dir)
     failed = []
     for source, target in plan:
         try:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..reference.model import SparsePromptIR
+from ._files import make_folder
 from .data import DegradedCopies, sample_split
 from .effect import PromptEffect, collapse_warning, has_negatives, measure_effect
 from .metrics import EvaluationResult, batches_of, evaluate, names_of, psnr
@@ -125,7 +126,7 @@ def write_report(
         >>> tmp.cleanup()
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir, "out_dir")
     copies = DegradedCopies(held_out, mix, seed=seed)
     restored = evaluate(lambda x: model.restore(x, tile=tile), copies, pad_multiple=1)
     baseline = evaluate(lambda x: x, copies, pad_multiple=1)

@@ -28,7 +28,7 @@ from torch.utils import _pytree as pytree
 from .._checks import InputError, InputTypeError, check_int_range, check_shape
 from ..core.prompt import prompt_layers, record_routing, require_prompt_layers
 from ..reference.model import SparsePromptIR
-from ._files import writing
+from ._files import make_folder, remove_stale, writing
 
 __all__ = ["SPARSE_PROMPT_IR_MIN_SIZE", "export_onnx", "export_program"]
 
@@ -345,7 +345,8 @@ def export_onnx(
     )
     if onnx_program is None:  # only the legacy exporter returns nothing
         raise RuntimeError(f"{where}: the ONNX exporter returned no program")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(target.parent, "the folder of the export")
+    remove_stale(target.parent)
     with writing(target) as temporary:
         onnx_program.save(temporary, external_data=False)
     return target

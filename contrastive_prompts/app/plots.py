@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ._files import make_folder
+
 __all__ = ["plot_training"]
 
 
@@ -80,7 +82,7 @@ def plot_training(
     if plt is None or not history:
         return []
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir, "out_dir")
     written = []
 
     steps = [r["step"] for r in history]

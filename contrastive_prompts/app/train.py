@@ -47,7 +47,7 @@ from ..core.objective import CPLObjective, ObjectiveOutput
 from ..core.prompt import prompt_layers
 from ..reference.model import SparsePromptIR
 from ..reference.padding import pad_to_multiple
-from ._files import json_text, writing
+from ._files import json_text, make_folder, remove_stale, writing
 from .checkpoints import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -840,7 +840,7 @@ class Trainer:
             raise InputError(
                 f"Trainer: expected out_dir to be a folder, got {str(folder)!r}, which is a file"
             )
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder, "out_dir")
         lock = filelock.FileLock(folder / LOCK_FILE, timeout=0)
         try:
             lock.acquire()
@@ -850,6 +850,7 @@ class Trainer:
                 f"training is writing to (it holds {str(folder / LOCK_FILE)!r}); wait for it to "
                 "end or stop it, or choose another out_dir"
             ) from None
+        remove_stale(folder)  # the folder is this fit's: what a killed one left goes
         return lock
 
     def _fit(self, overwrite: bool) -> list[dict[str, Any]]:
@@ -1069,7 +1070,7 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         if not self.is_main:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(self.out_dir, "out_dir")
         with open(self.out_dir / "log.jsonl", "a") as f:
             f.write(json_text(record) + "\n")
 
@@ -1117,7 +1118,7 @@ class Trainer:
             message = f"training diverged by step {self.step}: a weight is not finite; not saved"
             raise TrainingDiverged(message)
         if self.is_main:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            make_folder(target.parent, "the checkpoint's folder")
             with writing(target) as temporary, open(temporary, "wb") as f:
                 torch.save(self.state_dict(), f)
                 f.flush()
