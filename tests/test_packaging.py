@@ -134,7 +134,7 @@ def test_readme_install_commands_work_in_a_fresh_clone_and_venv(tmp_path):
     """
     clone_block, cuda_block, wheel_block = readme_install_blocks()
     assert [c.split()[:2] for c in clone_block] == [
-        ["git", "clone"], ["cd", "contrastive_prompts"], ["python", "-m"],
+        ["git", "clone"], ["cd", "contrastive_prompts"], ["python3", "-m"],
         [".", ".venv/bin/activate"], ["pip", "install"], ["pip", "install"],
     ], clone_block  # fmt: skip
     torch_cpu, torch_cuda = clone_block[4].split(), cuda_block[0].split()
@@ -158,7 +158,7 @@ def test_readme_install_commands_work_in_a_fresh_clone_and_venv(tmp_path):
         python = make_venv(venvs[where])
         for command in commands:
             words = shlex.split(command)
-            if words[:3] == ["python", "-m", "venv"] or words[0] == ".":
+            if words[:3] == ["python3", "-m", "venv"] or words[0] == ".":
                 continue  # the venv: made above, with this environment's packages in sight
             if words[0] == "pip":
                 if "--index-url" in words:

@@ -513,8 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-prompt-effect",
         dest="prompt_effect",
         action="store_false",
-        help="skip the prompt-effect table (own against negative prompts), which runs the "
-        "model twice more",
+        help="skip the prompt-effect table (own against negative and swapped prompts), which "
+        "runs the model again on every image: under its own prompts, two negatives and each "
+        "other degradation's experts",
     )
     evaluate.add_argument("--json", help="also write the table as JSON here (a new file)")
     evaluate.add_argument("--overwrite", action="store_true",
