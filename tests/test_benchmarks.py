@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -321,3 +322,19 @@ def test_flops_benchmark_parts_add_up_and_a_convolution_counts_its_closed_form()
         assert isinstance(conv, torch.nn.Conv2d) and conv.stride == (1, 1)
         expected = 2 * batch * padded * padded * conv.weight.shape.numel()
         assert figures["modules"][name] == expected
+
+
+def test_every_result_file_a_page_names_is_committed_and_every_committed_one_is_named():
+    """The pages' figures come from result files in the repository, and none is left unread."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    named = {
+        name
+        for page in pages
+        for name in re.findall(r"benchmarks/results/([\w.-]+\.json)", page.read_text())
+    }
+    committed = {p.name for p in (ROOT / "benchmarks" / "results").glob("*.json")}
+    assert named, "no page names a result file"
+    assert named <= committed, f"named on a page but not committed: {sorted(named - committed)}"
+    assert committed <= named, f"committed but named on no page: {sorted(committed - named)}"
+    for name in committed:
+        json.loads((ROOT / "benchmarks" / "results" / name).read_text())

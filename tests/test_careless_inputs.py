@@ -135,6 +135,10 @@ def test_a_folder_or_a_pipe_is_not_called_missing(tmp_path):
                 read(path)
         with pytest.raises(InputError, match=words):
             VGG16Features(path)
+    with pytest.raises(InputError, match="is not a regular file"):
+        Dt.image_paths([pipe])
+    with pytest.raises(InputError, match=r"expected an existing folder or file, got .*: not found"):
+        Dt.SyntheticDataset([tmp_path / "none.png"])
 
 
 def test_the_pytorch_readers_read_safetensors_as_what_they_are(tmp_path):

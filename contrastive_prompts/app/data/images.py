@@ -24,6 +24,7 @@ from torch import Tensor
 
 from contrastive_prompts._checks import InputError, InputTypeError, check_int_range, check_shape
 
+from ...core.files import file_problem
 from ._common import tagged
 
 if TYPE_CHECKING:
@@ -524,7 +525,8 @@ def image_paths(inputs: Sequence[PathLike]) -> list[Path]:
         elif path.is_file():
             paths.append(path)
         else:
-            raise InputError(f"expected an image file or a folder, got {str(item)!r} (not found)")
+            problem = file_problem(path) or "not a file"
+            raise InputError(f"expected an image file or a folder, got {str(item)!r}: {problem}")
     return paths
 
 
@@ -645,7 +647,10 @@ class ImageStore:
             elif p.is_file():
                 self.paths.append(p)
             else:
-                raise InputError(f"{where}: expected an existing folder or file, got {str(p)!r}")
+                problem = file_problem(p) or "not a file"
+                raise InputError(
+                    f"{where}: expected an existing folder or file, got {str(p)!r}: {problem}"
+                )
 
     def __len__(self) -> int:
         return len(self.paths) or len(self._images)
