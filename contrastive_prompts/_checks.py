@@ -266,11 +266,6 @@ def resolve_device(where: str, name: object, local_rank: int = 0) -> torch.devic
         raise InputError(
             f"{where}: expected a device such as 'auto', 'cpu', 'cuda' or 'cuda:1', got {name!r}"
         ) from error
-    if device.type == "meta":
-        raise InputError(
-            f"{where}: expected a device that holds data ('cpu', 'cuda', ...), got {name!r}, "
-            "which holds shapes only"
-        )
     if device.type == "cuda" and device.index is None and torch.cuda.is_available():
         device = torch.device("cuda", local_rank % torch.cuda.device_count())
     try:

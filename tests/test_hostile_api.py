@@ -90,7 +90,7 @@ def test_a_string_ffn_expansion_factor_is_refused(make):
         ({"prompt_heads": 0}, r"expected prompt_heads to be an integer >= 1, got 0"),
         ({"prompt_heads": "4"}, r"expected prompt_heads to be an integer >= 1, got '4'"),
         ({"num_refinement_blocks": "1"}, r"expected num_refinement_blocks to be an integer"),
-        ({"num_blocks": (1, "2", 2, 2)}, r"expected num_blocks\[1\] to be an integer >= 0"),
+        ({"num_blocks": (1, "2", 2, 2)}, r"expected num_blocks\[1\] to be an integer in \[0, 64\]"),
         ({"prompt_dims": (16, "32", 80)}, r"expected prompt_dims\[1\] to be an integer >= 1"),
         ({"ffn_expansion_factor": -1.0}, r"expected ffn_expansion_factor to be a number > 0"),
     ],

@@ -313,6 +313,11 @@ def setup_distributed(
     _check_config(where, config)
     rank, world_size, local_rank = _world()
     device = resolve_device(where, config.device, local_rank)
+    if device.type == "meta":  # it would build the model and fail at the first batch
+        raise InputError(
+            f"{where}: expected a device that holds data to train on ('cpu', 'cuda', ...), got "
+            f"{config.device!r}, which holds shapes only"
+        )
     if config.precision == "fp16" and device.type == "cpu":
         raise InputError(f"{where}: {FP16_ON_CPU}")
     if world_size > 1 and not dist.is_initialized():
