@@ -389,3 +389,16 @@ def test_a_restore_and_a_training_clear_what_a_killed_writer_left(tmp_path):
 
     small_trainer(run, steps=1).fit()
     assert not left.exists() and (run / "last.pt").exists()
+
+
+def test_restore_names_an_output_folder_under_a_file_before_loading_anything(tmp_path, capsys):
+    from contrastive_prompts.app.cli import main
+
+    Dt.write_image(tmp_path / "a.png", torch.rand(3, 8, 8))
+    (tmp_path / "file").write_text("mine")
+    argv = ["restore", "--checkpoint", str(tmp_path / "none.pt"), str(tmp_path / "a.png"),
+            "--output", str(tmp_path / "file" / "sub")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "expected the output folder" in err and "which is a file" in err and "\n" not in err
+    assert (tmp_path / "file").read_text() == "mine"

@@ -25,7 +25,14 @@ from typing import Any
 
 from .._checks import InputError
 
-__all__ = ["TEMPORARY_SUFFIX", "json_text", "make_folder", "remove_stale", "writing"]
+__all__ = [
+    "TEMPORARY_SUFFIX",
+    "check_folder",
+    "json_text",
+    "make_folder",
+    "remove_stale",
+    "writing",
+]
 
 TEMPORARY_SUFFIX = ".partial"
 """Marks the hidden temporary files: ``.<target name>.<random>-<host>-<process id>.partial<target
@@ -107,23 +114,34 @@ def _disk_full(error: BaseException) -> bool:
     )
 
 
+def check_folder(path: str | os.PathLike[str], what: str = "folder") -> Path:
+    """``path`` checked to be a folder or makeable as one, without making anything.
+
+    Raises:
+        InputError: ``path``, or a folder on its way, is a file.
+    """
+    folder = Path(path)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise InputError(
+            f"expected {what} {str(folder)!r} to be a folder (made if missing), got "
+            f"{str(existing)!r}, which is a file"
+        )
+    return folder
+
+
 def make_folder(path: str | os.PathLike[str], what: str = "folder") -> Path:
     """``path`` as a folder, made with its parents if missing; one line if it cannot be.
 
     Raises:
         InputError: ``path``, or a folder on its way, is a file.
     """
-    folder = Path(path)
+    folder = check_folder(path, what)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as error:
-        blocking = next(
-            (p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder
-        )
-        raise InputError(
-            f"expected {what} {str(folder)!r} to be a folder (made if missing), got "
-            f"{str(blocking)!r}, which is a file"
-        ) from error
+    except (FileExistsError, NotADirectoryError):
+        check_folder(path, what)  # a file made there meanwhile: said in its words
+        raise
     return folder
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from .._checks import InputError
-from ._files import json_text, make_folder, remove_stale, writing
+from ._files import check_folder, json_text, make_folder, remove_stale, writing
 from .data import BENCHMARKS, image_paths
 
 __all__ = ["main"]
@@ -392,7 +392,7 @@ def restore_plan(
 def _restore(args: argparse.Namespace) -> int:
     from .data import write_image
 
-    out_dir = Path(args.output)
+    out_dir = check_folder(args.output, "the output folder")  # before any work
     plan = restore_plan(image_paths(args.inputs), out_dir, overwrite=args.overwrite)
     _check_images("restore", [source for source, _ in plan], args.max_pixels)
     model, device = _model(args)
