@@ -336,7 +336,9 @@ def test_bad_arguments(tiny):
         SparsePromptIR("tiny", top_k=7)
     with pytest.raises(InputError, match=r"expected x of shape \(B, 3, H, W\), got \(3, 16, 16\)"):
         tiny(torch.rand(3, 16, 16))
-    with pytest.raises(InputError, match=r"expected num_negatives to be an integer >= 1, got 0"):
+    with pytest.raises(
+        InputError, match=r"expected num_negatives to be an integer in \[1, 64\], got 0"
+    ):
         forward_with_negatives(tiny, torch.rand(1, 3, 8, 8), num_negatives=0)
     with pytest.raises(InputError, match=r"expected clean of the same shape as degraded"):
         CPLObjective()(tiny, torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 9))

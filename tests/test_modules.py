@@ -144,7 +144,7 @@ def test_options_are_keyword_only(call):
             "x to be a torch.Tensor, got list",
         ),
         (lambda: SparsePrompt(dim="8", prompt_dim=2, prompt_size=2), "dim to be an integer >= 1"),
-        (lambda: CPLObjective(num_negatives=2.0), "num_negatives to be an integer >= 1"),
+        (lambda: CPLObjective(num_negatives=2.0), r"num_negatives to be an integer in \[1, 64\]"),
         (lambda: psnr(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4), data_range="1"), "range"),
         (
             lambda: make_mix("3task").degrade(torch.rand(1, 3, 8, 8), [0]),

@@ -227,7 +227,9 @@ def test_forward_with_negatives_checks_its_arguments(unet):
     x = torch.rand(2, 3, 8, 8)
     with pytest.raises(InputError, match="expected a model containing SparsePrompt layers"):
         forward_with_negatives(PlainUNet(), x, num_negatives=1)
-    with pytest.raises(InputError, match="expected num_negatives to be an integer >= 1, got 0"):
+    with pytest.raises(
+        InputError, match=r"expected num_negatives to be an integer in \[1, 64\], got 0"
+    ):
         forward_with_negatives(unet, x, num_negatives=0)
     with pytest.raises(InputError, match="expected labels of shape \\(2\\), got \\(3\\)"):
         forward_with_negatives(unet, x, num_negatives=1, labels=torch.zeros(3, dtype=torch.long))

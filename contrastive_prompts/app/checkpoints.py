@@ -446,7 +446,18 @@ def _read_promptir(
             raise FileNotFoundError(f"{where}: checkpoint file {path!r} not found")
         if problem:
             raise CheckpointError(f"{where}: checkpoint file {path!r} {problem}")
-        state = safe_load(path, what="PromptIR checkpoint")  # a .safetensors file too
+        if is_safetensors(path):
+            from safetensors import SafetensorError
+            from safetensors.torch import load_file
+
+            try:
+                state = load_file(path)
+            except (SafetensorError, OSError, ValueError) as error:
+                raise CheckpointError(
+                    unreadable("PromptIR checkpoint", path, error, "safetensors")
+                ) from error
+        else:
+            state = safe_load(path, what="PromptIR checkpoint")
     else:
         raise InputTypeError(
             f"{where}: expected checkpoint to be a path or a state dict, got "

@@ -131,8 +131,8 @@ class VGG16Features(nn.Module):
     the same ``features.*`` tensors. Parameters are frozen.
 
     Args:
-        weights: path to the weights file (PyTorch's ``.pth`` or a ``.safetensors`` copy), or a
-            state dict.
+        weights: path to the weights file (PyTorch's ``.pth``), or a state dict (for a
+            ``.safetensors`` copy, the dict ``safetensors.torch.load_file`` gives).
         layers: activation names, e.g. ``("relu1_2", "relu2_2", "relu3_3")``.
         layer_weights: one weight per layer.
         device: where to put the parameters.

@@ -1,7 +1,5 @@
 """Reading PyTorch files without running code: what every reader of a ``.pt`` file uses.
 
-A ``.safetensors`` file (tensors by name, nothing else) is read as its dict of tensors.
-
 PyTorch files are read with ``torch.load(weights_only=True)``: tensors, numbers, strings, bytes,
 containers (lists, tuples, dicts, sets) and numpy arrays, never an arbitrary Python object, so a
 malicious file cannot run code when it is loaded. A file that needs more is refused with the
@@ -80,12 +78,12 @@ def safe_load(path: PathLike, *, what: str = "checkpoint") -> Any:
         what: how the file is named in messages (``"checkpoint"``, ``"PromptIR checkpoint"``).
 
     Returns:
-        The unpickled object, tensors on the CPU; for a ``.safetensors`` file (recognised by
-        its header, whatever its name), its dict of tensors.
+        The unpickled object, tensors on the CPU.
 
     Raises:
-        CheckpointError: the file is missing, not a regular file, unreadable, or needs types
-            that the safe loader refuses (the message names them).
+        CheckpointError: the file is missing, not a regular file, a safetensors file (said as
+            such, recognised by its header whatever its name), unreadable, or needs types that
+            the safe loader refuses (the message names them).
 
     Examples:
         >>> import tempfile, os
@@ -99,13 +97,10 @@ def safe_load(path: PathLike, *, what: str = "checkpoint") -> Any:
     if problem:
         raise CheckpointError(f"{what} {path!r} {problem}")
     if is_safetensors(path):
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(path)
-        except (SafetensorError, OSError, ValueError) as error:
-            raise CheckpointError(unreadable(what, path, error, "safetensors")) from error
+        raise CheckpointError(
+            f"{what} {path!r} is a safetensors file (tensors by name), which this reader of "
+            "PyTorch files does not read: pass the dict safetensors.torch.load_file gives"
+        )
     try:
         # a file object, not the name: torch picks a reader by the name's suffix, and a file
         # is read by what it holds

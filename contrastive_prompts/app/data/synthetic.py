@@ -73,7 +73,7 @@ class SyntheticDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
 
     Raises:
         InputError: no image, a missing path, a folder without images, a bad in-memory image,
-            a ``crop_size`` longer than every image's longest side (from the files' headers),
+            a ``crop_size`` over twice every image's longest side (from the files' headers),
             or a bad ``crop_size``, ``repeat``, ``seed``, ``max_pixels`` or ``skip_unreadable``.
 
     Shape:
@@ -121,10 +121,10 @@ class SyntheticDataset(_SkippingReader, Dataset[tuple[Tensor, Tensor, Tensor]]):
         self._small: set[int] = set()
         self._source = ImageStore(where, images, cache=cache, max_pixels=max_pixels)
         largest = self._source.largest_side() if crop_size is not None else None
-        if crop_size is not None and largest is not None and crop_size > largest:
+        if crop_size is not None and largest is not None and crop_size > 2 * largest:
             raise InputError(
-                f"{where}: expected crop_size at most the longest side of the images "
-                f"({largest}), got {crop_size}: every crop would be padding"
+                f"{where}: expected crop_size at most twice the longest side of the images "
+                f"(2 x {largest}), got {crop_size}: its crops would be mostly padding"
             )
 
     @property
