@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -163,6 +165,17 @@ class Result:
     def separated(self) -> list[str]:
         """The stages at which every degradation has a most-used expert of its own."""
         return [stage for stage in self.experts if self.separated_at(stage)]
+
+    def to_dict(self) -> dict[str, object]:
+        """The figures as plain values, for a JSON file."""
+        return {
+            "names": list(self.names),
+            "psnr": self.psnr,
+            "cost": self.cost,
+            "experts": {stage: counts.tolist() for stage, counts in self.experts.items()},
+            "separated": self.separated,
+            "seconds": self.seconds,
+        }
 
 
 @torch.no_grad()
@@ -314,7 +327,10 @@ def main() -> None:
         default=list(default["degradations"]),
         choices=sorted(DEGRADATIONS),
     )
+    parser.add_argument("--json", help="also write the figures to this new file")
     args = parser.parse_args()
+    if args.json and Path(args.json).exists():
+        parser.error(f"--json: expected a new file, got {args.json!r}, which exists")
 
     result = run(
         steps=args.steps,
@@ -334,6 +350,9 @@ def main() -> None:
         f"prompt stages ({', '.join(result.separated) or 'none'})"
         + ("" if finite else "; some losses were not finite")
     )
+    if args.json:
+        options = {k: v for k, v in vars(args).items() if k != "json"}
+        Path(args.json).write_text(json.dumps({"options": options, **result.to_dict()}, indent=1))
 
 
 if __name__ == "__main__":
