@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import copy
 import inspect
+import json
 import math
 import tempfile
 import time
@@ -358,7 +359,10 @@ def main() -> None:
     )
     parser.add_argument("--no-control", action="store_true", help="skip the L1 control")
     parser.add_argument("--folder", help="where to save the plain network's weights")
+    parser.add_argument("--json", help="also write the figures to this new file")
     args = parser.parse_args()
+    if args.json and Path(args.json).exists():
+        parser.error(f"--json: expected a new file, got {args.json!r}, which exists")
 
     result = run(
         pretrain_steps=args.pretrain_steps,
@@ -387,6 +391,21 @@ def main() -> None:
         f"\nfine-tuning with prompts: {result.gain():+.2f} dB over the start; a negative prompt "
         f"costs {result.effect.average('cost'):.2f} dB" + ("" if finite else "; losses not finite")
     )
+    if args.json:
+        figures = {
+            "options": {k: v for k, v in vars(args).items() if k != "json"},
+            "names": list(result.names),
+            "degraded": result.degraded,
+            "pretrained": result.pretrained,
+            "control": result.control,
+            "start": result.start.to_dict(),
+            "effect": result.effect.to_dict(),
+            "without_stages": result.without_stages,
+            "start_difference": result.start_difference,
+            "gain": result.gain(),
+            "seconds": result.seconds,
+        }
+        Path(args.json).write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":
