@@ -29,7 +29,9 @@ Image = pytest.importorskip("PIL.Image")
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "datasets.md"
 if not PAGE.is_file():  # an sdist ships the tests without the docs pages
     pytest.skip("docs/datasets.md is not in this tree", allow_module_level=True)
-SIDE = 24  # every image is 24x24: enough for SSIM's window, fast for the tiny model
+SIDE = (
+    64  # every image is 64x64: half the crops the page's snippets ask for, fast for the tiny model
+)
 TREE_CHARS = "│├└─ \u00a0"
 
 

@@ -434,7 +434,8 @@ def test_the_trainer_refuses_a_model_it_would_feed_another_dtype(tmp_path, dtype
 
 @pytest.mark.filterwarnings("ignore:SyntheticDataset. skipping")
 def test_training_images_have_the_same_budget(images, tmp_path, capsys):
-    argv = ["train", "--data", str(images), "--steps", "1", "--out-dir", str(tmp_path / "run")]
+    argv = ["train", "--data", str(images), "--steps", "1", "--crop", "16", "--val-crop", "16",
+            "--out-dir", str(tmp_path / "run")]  # fmt: skip
     assert main([*argv, "--max-pixels", "100"]) == 2
     # the images are read once training starts: its first line, then the error in one line
     err = capsys.readouterr().err.strip().splitlines()

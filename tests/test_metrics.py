@@ -147,7 +147,9 @@ def test_bad_input_messages():
         psnr(x[:, :1], x[:, :1], y_channel=True)
     with pytest.raises(InputError, match=r"crop_border: expected border < half"):
         crop_border(x, 4)
-    with pytest.raises(InputError, match=r"expected multiple to be an integer >= 1, got 0"):
+    with pytest.raises(
+        InputError, match=r"expected multiple to be an integer in \[1, 256\], got 0"
+    ):
         pad_to_multiple(x, 0)
 
 
@@ -235,7 +237,9 @@ def test_evaluate_loader_and_clamp():
 def test_evaluate_bad_input():
     with pytest.raises(InputError, match=r"evaluate: expected model to be callable, got int"):
         evaluate(3, [])
-    with pytest.raises(InputError, match=r"expected pad_multiple to be an integer >= 1, got 0"):
+    with pytest.raises(
+        InputError, match=r"expected pad_multiple to be an integer in \[1, 256\], got 0"
+    ):
         evaluate(lambda x: x, [], pad_multiple=0)
 
 
