@@ -403,3 +403,27 @@ def test_restore_names_an_output_folder_under_a_file_before_loading_anything(tmp
     err = capsys.readouterr().err.strip()
     assert "expected the output folder" in err and "which is a file" in err and "\n" not in err
     assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_validation_measures_the_prompts_on_centres_no_larger_than_the_crop(tmp_path, monkeypatch):
+    """The prompt-effect part of validation runs the network several times an image: bounded."""
+    from contrastive_prompts.app import train as train_module
+
+    from .test_safety import small_trainer
+
+    seen: list[tuple[int, ...]] = []
+    real = train_module.measure_effect
+
+    def spy(model, batches, **kwargs):
+        def watched():
+            for degraded, clean, labels in batches():
+                seen.append(tuple(degraded.shape))
+                yield degraded, clean, labels
+
+        return real(model, watched, **kwargs)
+
+    monkeypatch.setattr(train_module, "measure_effect", spy)
+    trainer = small_trainer(tmp_path / "run", steps=1, val_crop=None)  # whole held-out photos
+    trainer.fit()
+    assert seen and all(shape[-2] <= 16 and shape[-1] <= 16 for shape in seen), seen
+    assert "swap_cost" in trainer.validations[-1]

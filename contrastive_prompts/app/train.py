@@ -994,9 +994,11 @@ class Trainer:
         """Protocol PSNR / SSIM of the EMA weights on the validation data (rank 0).
 
         A network whose prompt layers leave experts for negatives is also scored by
-        [measure_effect][contrastive_prompts.app.effect.prompt_effect] on the same images: the
-        cost of a negative and of a swapped prompt, and per prompt layer whether the experts
-        specialise; a layer whose experts do not is named in a warning on standard error.
+        [measure_effect][contrastive_prompts.app.effect.prompt_effect] on the centres of the
+        same images, at most ``config.crop`` pixels a side (it runs the network several times an
+        image, so its cost is bounded whatever the size of the validation images): the cost of a
+        negative and of a swapped prompt, and per prompt layer whether the experts specialise; a
+        layer whose experts do not is named in a warning on standard error.
         """
         if self.val_data is None or not self.is_main:
             return None
@@ -1040,9 +1042,18 @@ class Trainer:
             out: Tensor = model(pad_to_multiple(x, pad))
             return out[..., :h, :w]
 
+        side = self.config.crop
+
+        def centres() -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+            for degraded, clean, labels in batches_of(self.val_data):
+                h, w = degraded.shape[-2:]
+                top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
+                window = (..., slice(top, top + side), slice(left, left + side))
+                yield degraded[window], clean[window], labels
+
         return measure_effect(
             model,
-            lambda: batches_of(self.val_data),
+            centres,
             names=dict(enumerate(self.label_names)),
             num_negatives=1,
             generator=torch.Generator().manual_seed(self.config.seed),
