@@ -113,7 +113,7 @@ def test_a_webp_bomb_is_refused_and_no_limit_still_means_what_fits(tmp_path, mon
     path = webp_declaring(tmp_path / "bomb.webp", 16383, 16383)
     with pytest.raises(InputError, match=r"declares 16383 x 16383 pixels"):
         Dt.read_image(path)
-    monkeypatch.setattr(image_files, "_physical_memory", lambda: 2 * 10**9)
+    monkeypatch.setattr(image_files, "memory_of", lambda device: 2 * 10**9)
     with pytest.raises(InputError) as error:
         Dt.read_image(path, max_pixels=None)  # 3.2 GB as float32 RGB, on a 2 GB machine
     assert "fits in this machine's memory (2.0 GB)" in one_line(error)

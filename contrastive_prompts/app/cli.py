@@ -334,12 +334,7 @@ def _check_json_target(args: argparse.Namespace) -> None:
         )
     if target.is_dir():
         raise InputError(f"evaluate: expected --json to name a file, got {args.json!r}, a folder")
-    folder = next((p for p in target.absolute().parents if p.exists()), None)
-    if folder is not None and not folder.is_dir():
-        raise InputError(
-            f"evaluate: expected --json in a folder, got {args.json!r}, whose {str(folder)!r} is "
-            "a file"
-        )
+    check_folder(target.parent, "the folder of --json")
 
 
 def _listed(paths: Sequence[object], limit: int = 8) -> str:

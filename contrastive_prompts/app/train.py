@@ -840,12 +840,7 @@ class Trainer:
 
     def _folder_lock(self) -> filelock.BaseFileLock:
         """The lock of ``out_dir`` (made a folder first), held; refused if another fit holds it."""
-        folder = self.out_dir
-        if folder.exists() and not folder.is_dir():
-            raise InputError(
-                f"Trainer: expected out_dir to be a folder, got {str(folder)!r}, which is a file"
-            )
-        make_folder(folder, "out_dir")
+        folder = make_folder(self.out_dir, "out_dir")
         lock = filelock.FileLock(folder / LOCK_FILE, timeout=0)
         try:
             lock.acquire()

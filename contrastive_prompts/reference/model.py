@@ -206,13 +206,14 @@ class SparsePromptIR(nn.Module):
             )
         config = ModelConfig(**{**asdict(MODEL_PRESETS[preset]), **overrides})
         self._validate(config)
-        check_parameters_fit(
-            "SparsePromptIR",
-            lambda: SparsePromptIR(preset, device="meta", **overrides),
-            device,
-            dtype,
-            ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or f"preset {preset!r}",
-        )
+        if overrides:  # a preset's own sizes are known (35.4 M parameters at most)
+            check_parameters_fit(
+                "SparsePromptIR",
+                lambda: SparsePromptIR(preset, device="meta", **overrides),
+                device,
+                dtype,
+                ", ".join(f"{k}={v!r}" for k, v in overrides.items()),
+            )
         self.config = config
         c, nb, h, f = config.dim, config.num_blocks, config.heads, config.ffn_expansion_factor
         factory: dict[str, Any] = {"device": device, "dtype": dtype}

@@ -22,7 +22,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from contrastive_prompts._checks import InputError, InputTypeError, check_int_range, check_shape
+from contrastive_prompts._checks import (
+    InputError,
+    InputTypeError,
+    check_int_range,
+    check_shape,
+    memory_of,
+)
 
 from ...core.files import file_problem
 from ._common import tagged
@@ -265,7 +271,7 @@ def _checked(
             f"{pixels:,} in all ({gigabytes:.1f} GB as float32 RGB); to read it, pass "
             f"max_pixels={pixels} or more, or max_pixels=None for no limit"
         )
-    memory = _physical_memory()
+    memory = memory_of(torch.device("cpu"))
     if memory is not None and pixels * 3 * 4 > memory:
         raise InputError(
             f"{where}: expected an image that fits in this machine's memory "
@@ -273,14 +279,6 @@ def _checked(
             f"pixels: {gigabytes:.1f} GB as float32 RGB"
         )
     return kind, header
-
-
-def _physical_memory() -> int | None:
-    """The bytes of memory this machine has, where the system says (``None`` otherwise)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def _format_of(where: str, path: PathLike) -> str | None:
