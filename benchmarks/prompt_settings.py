@@ -334,6 +334,8 @@ SETTINGS: dict[str, Setting] = {
     # candidates: the label-routing term with CPL's CPR (label-aware negatives), or alone
     "routing": Setting(routing_weight=0.01, label_negatives=True),
     "routing_l1": Setting(weight=0.0, routing_weight=0.01),
+    # the routing term with a CPR ten times the paper's: do stronger negatives make a swap cost?
+    "routing_cpr0.1": Setting(weight=0.1, routing_weight=0.01, label_negatives=True),
     # the pilot's other candidates (on nafnet, seed 0, to choose the routing weight)
     "routing_infonce": Setting(
         weight=0.1, routing_weight=0.01, label_negatives=True, cpr_mode="infonce"
