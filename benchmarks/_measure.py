@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import statistics
+import subprocess
 import sys
 import time
 import weakref
@@ -145,3 +146,19 @@ def example_network() -> nn.Module:
         raise SystemExit(f"expected build_network() in {EXAMPLE}, found none")
     network: nn.Module = module.build_network()
     return network
+
+
+def library_state() -> dict[str, Any]:
+    """The library's commit, and which of its files differed from it when measured."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "contrastive_prompts"],
+            cwd=root, capture_output=True, text=True, check=True,
+        ).stdout.split("\n")  # fmt: skip
+        return {"commit": commit, "uncommitted": sorted(line[3:] for line in changed if line)}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "uncommitted": None}

@@ -56,7 +56,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -86,7 +85,7 @@ from contrastive_prompts.app.effect import prompt_effect
 from contrastive_prompts.app.metrics import psnr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import example_module
+from _measure import example_module, library_state
 
 # the plug-in example's convolution block and batches of procedural images, not copies
 conv_block = example_module().conv_block
@@ -614,22 +613,6 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
                 f"{entry.get('dead_experts', '')} |"
             )
     return "\n".join(lines)
-
-
-def library_state() -> dict[str, Any]:
-    """The library's commit, and whether its files differed from it when the sweep ran."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        changed = subprocess.run(
-            ["git", "status", "--porcelain", "--", "contrastive_prompts"],
-            cwd=root, capture_output=True, text=True, check=True,
-        ).stdout.split("\n")  # fmt: skip
-        return {"commit": commit, "uncommitted": sorted(line[3:] for line in changed if line)}
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "uncommitted": None}
 
 
 def plan(args: argparse.Namespace) -> Iterator[tuple[str, str, str, int]]:

@@ -51,6 +51,24 @@ def test_restore_images_and_folders(trained, tmp_path, capsys):
     assert read_image(tmp_path / "out" / "b.png").shape == (3, 40, 17)
 
 
+def test_restore_routes_once_per_image_unless_told(trained, tmp_path, monkeypatch):
+    from contrastive_prompts import SparsePromptIR
+
+    write_image(tmp_path / "a.png", torch.rand(3, 21, 30))
+    seen, restore = [], SparsePromptIR.restore
+    monkeypatch.setattr(
+        SparsePromptIR, "restore", lambda self, x, **kw: seen.append(kw) or restore(self, x, **kw)
+    )
+    for routing, out in ((None, "image"), ("tile", "tile")):
+        flags = [] if routing is None else ["--routing", routing]
+        assert main(["restore", "--checkpoint", str(trained / "last.pt"), str(tmp_path / "a.png"),
+                     "--output", str(tmp_path / out), "--tile", "16", "--overlap", "4",
+                     *flags]) == 0  # fmt: skip
+    assert [kw["routing"] for kw in seen] == ["image", "tile"]
+    with pytest.raises(SystemExit):
+        main(["restore", "--checkpoint", "x.pt", "a.png", "--output", "o", "--routing", "pass"])
+
+
 def test_evaluate_prints_a_table_per_degradation(trained, tmp_path, capsys):
     folder = tmp_path / "clean"
     folder.mkdir()

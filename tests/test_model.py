@@ -261,15 +261,23 @@ def test_batched_tiles_equal_tiles_one_at_a_time(tiny, tile_batch):
     hook = tiny.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
     try:
         with torch.no_grad():
-            one = tiny.restore(image, tile=32, overlap=8)
+            one = tiny.restore(image, tile=32, overlap=8, routing="tile")
             ones, calls[:] = list(calls), []
-            batched = tiny.restore(image, tile=32, overlap=8, tile_batch=tile_batch)
+            batched = tiny.restore(image, tile=32, overlap=8, tile_batch=tile_batch, routing="tile")
+            batches, calls[:] = list(calls), []
+            # one routing per image: a first pass over the 3 x 3 grid of tiles, then the tiles
+            shared = tiny.restore(image, tile=32, overlap=8)
+            shared_ones, calls[:] = list(calls), []
+            shared_batched = tiny.restore(image, tile=32, overlap=8, tile_batch=tile_batch)
     finally:
         hook.remove()
     tiles = len(ones)  # 3 rows x 4 columns of 32x32 tiles
     assert tiles == 12 and set(ones) == {2}
-    assert calls == [2 * min(tile_batch, tiles - i) for i in range(0, tiles, tile_batch)]
+    assert batches == [2 * min(tile_batch, tiles - i) for i in range(0, tiles, tile_batch)]
     torch.testing.assert_close(batched, one, atol=1e-5, rtol=1e-5)
+    assert shared_ones == [2] * (9 + 12)
+    assert calls == [2 * min(tile_batch, 9 - i) for i in range(0, 9, tile_batch)] + batches
+    torch.testing.assert_close(shared_batched, shared, atol=1e-5, rtol=1e-5)
 
 
 def test_auto_tiles_are_the_devices_tile_and_one_pass_below_it(tiny):

@@ -194,7 +194,7 @@ def test_fixed_experts_are_restored_after_an_exception_and_check_their_input():
     net = PromptedUNet()
     with pytest.raises(RuntimeError), fixed_experts(net, {"prompt_dec": 0}):
         raise RuntimeError
-    assert all(layer._fixed_experts is None for layer in net.modules()
+    assert all(layer._fixed is None for layer in net.modules()
                if isinstance(layer, SparsePrompt))  # fmt: skip
     with pytest.raises(InputError, match=r"among \['prompt_dec', 'prompt_mid'\], got 'prompt'"):
         with fixed_experts(net, {"prompt": 0}):

@@ -275,7 +275,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     def restored(x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         padded = pad_to_multiple(x, args.pad_multiple)
-        out: torch.Tensor = model.restore(padded, tile=args.tile, overlap=args.overlap)
+        out: torch.Tensor = model.restore(
+            padded, tile=args.tile, overlap=args.overlap, routing=args.routing
+        )
         return out[..., :h, :w]
 
     result = evaluate(restored, dataset, y_channel=args.y_channel)
@@ -402,7 +404,9 @@ def _restore(args: argparse.Namespace) -> int:
             failed.append(str(source))
             continue
         with torch.no_grad():
-            restored = model.restore(image, tile=args.tile, overlap=args.overlap)
+            restored = model.restore(
+                image, tile=args.tile, overlap=args.overlap, routing=args.routing
+            )
         # written whole or not at all: a temporary file of its own, then a rename
         with writing(target) as temporary:
             write_image(temporary, restored.cpu())
@@ -463,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
 
     def add_model_flags(p: argparse.ArgumentParser, *, tile: int | str | None) -> None:
+        from ..reference.model import ROUTINGS
+
         p.add_argument("--checkpoint", required=True,
                        help="a checkpoint from train, weights from export, or an official "
                        "PromptIR checkpoint")  # fmt: skip
@@ -473,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tile side for large images (none: one pass; auto: 256 on a CPU, "
                        "512 on a GPU)")  # fmt: skip
         p.add_argument("--overlap", type=int, default=32, help="overlap between tiles")
+        p.add_argument("--routing", choices=ROUTINGS, default="image",
+                       help="route the prompts once per image, for all its tiles (image), or "
+                       "per tile (tile)")  # fmt: skip
         p.add_argument("--device", default="auto",
                        help="auto (a GPU if there is one), cpu, cuda, cuda:1...")  # fmt: skip
         p.add_argument("--max-pixels", type=_pixels, default=MAX_IMAGE_PIXELS,

@@ -45,10 +45,12 @@ __all__ = [
     "SparsePrompt",
     "Specialisation",
     "fixed_experts",
+    "fixed_routing",
     "label_routing_loss",
     "load_balance_loss",
     "negative_prompts",
     "negative_route",
+    "pooled_routing",
     "prompt_layers",
     "record_routing",
     "routing_statistics",
@@ -118,6 +120,55 @@ def topk_route(logits: Tensor, top_k: int, *, renormalize: bool = False) -> Rout
     return Routing(probs.to(logits.dtype), weights.to(logits.dtype), indices)
 
 
+def pooled_routing(
+    routings: Sequence[Routing], *, top_k: int, renormalize: bool = False
+) -> Routing:
+    r"""The routing of the mean of the pooled features that made ``routings``.
+
+    A [SparsePrompt][contrastive_prompts.SparsePrompt] routes the spatial mean $e$ of its input
+    through an affine router, $\ell = W e + b$. For inputs of equal size (the tiles of an image)
+    the mean of their $e_t$ is the $e$ of all of them side by side, so its logits are the mean of
+    the $\ell_t$, and $\log \mathrm{softmax}(\ell_t)$ differs from $\ell_t$ by a constant per
+    row: routing the mean log-probability is routing the whole. This is how
+    ``tiled(routing="image")`` gives every tile of an image the routing of the image.
+
+    Args:
+        routings: one or more routings of the same ``(B, N)`` shape (a tile each).
+        top_k: experts to keep, in ``[1, N]`` (the layer's ``top_k``).
+        renormalize: as the layer's ``renormalize``.
+
+    Returns:
+        The ``(B, N)`` [Routing][contrastive_prompts.core.Routing] of their mean.
+
+    Examples:
+        >>> left, right = torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([[0.0, 3.0, 0.0]])
+        >>> routed = [topk_route(left, 1), topk_route(right, 1)]
+        >>> pooled_routing(routed, top_k=1).indices
+        tensor([[1]])
+    """
+    where = "pooled_routing"
+    if isinstance(routings, Routing) or not isinstance(routings, Sequence) or not routings:
+        raise InputTypeError(
+            f"{where}: expected a non-empty sequence of Routing, got {type(routings).__name__}"
+            + (" (one Routing: wrap it in a list)" if isinstance(routings, Routing) else "")
+        )
+    shape = routings[0].probs.shape
+    for routing in routings:
+        if not isinstance(routing, Routing):
+            raise InputTypeError(f"{where}: expected Routing items, got {type(routing).__name__}")
+        if routing.probs.shape != shape:
+            raise InputError(
+                f"{where}: expected routings of one shape, got {tuple(shape)} and "
+                f"{tuple(routing.probs.shape)}"
+            )
+    dtype = routings[0].probs.dtype
+    wide = torch.promote_types(dtype, torch.float32)
+    tiny = torch.finfo(wide).tiny
+    logits = torch.stack([r.probs.to(wide).clamp_min(tiny).log() for r in routings]).mean(0)
+    pooled = topk_route(logits, top_k, renormalize=renormalize)
+    return Routing(*(t.to(dtype) if t.is_floating_point() else t for t in pooled))
+
+
 def negative_route(
     routing: Routing,
     *,
@@ -170,6 +221,17 @@ def negative_route(
     scores = scores.masked_fill(chosen, -1.0)
     indices = scores.topk(min(top_k, num_prompts - top_k), dim=-1).indices
     return _route_to(probs, indices)
+
+
+def _rows(fixed: Tensor, batch: int, where: str) -> Tensor:
+    """``fixed``, set for 1 or ``batch`` samples, as ``batch`` rows."""
+    if fixed.shape[0] not in (1, batch):
+        what = "experts" if where == "fixed_experts" else "a routing"
+        raise InputError(
+            f"{where}: expected {what} for 1 or {batch} samples (the batch this layer routes), "
+            f"got {fixed.shape[0]}"
+        )
+    return fixed.expand(batch, -1)
 
 
 def _route_to(probs: Tensor, indices: Tensor) -> Routing:
@@ -457,7 +519,7 @@ class SparsePrompt(nn.Module):
         self.conv = nn.Conv2d(prompt_dim, prompt_dim, 3, padding=1, bias=False, **factory)
         # modes, set by negative_prompts() and record_routing(), never by hand
         self._negative_mode: _NegativeMode | None = None
-        self._fixed_experts: Tensor | None = None
+        self._fixed: Tensor | Routing | None = None  # fixed_experts' experts or fixed_routing's
         self._routing_logs: tuple[tuple[RoutingLog, str], ...] = ()
         self.reset_parameters()
 
@@ -519,24 +581,16 @@ class SparsePrompt(nn.Module):
                 x, generator=mode.generator, labels=mode.labels, return_routing=return_routing
             )
         routing = self.route(x)
-        if self._fixed_experts is not None:
-            routing = _route_to(routing.probs, self._fixed(x.shape[0], routing.probs.device))
+        fixed = self._fixed
+        if isinstance(fixed, Routing):
+            routing = Routing(*(_rows(t, x.shape[0], "fixed_routing") for t in fixed))
+        elif fixed is not None:
+            routing = _route_to(routing.probs, _rows(fixed, x.shape[0], "fixed_experts"))
         for log, name in self._routing_logs:
             log.append(routing)
             log.names.append(name)
         prompt = self.render(routing.weights, x.shape[-2:])
         return (prompt, routing) if return_routing else prompt
-
-    def _fixed(self, batch: int, device: torch.device) -> Tensor:
-        """The ``(B, k)`` experts [fixed_experts][contrastive_prompts.core.fixed_experts] set."""
-        fixed = self._fixed_experts
-        assert fixed is not None
-        if fixed.shape[0] not in (1, batch):
-            raise InputError(
-                f"fixed_experts: expected experts for 1 or {batch} samples (the batch this layer "
-                f"routes), got {fixed.shape[0]}"
-            )
-        return fixed.to(device).expand(batch, -1)
 
     @torch.no_grad()
     def _negative(
@@ -751,14 +805,81 @@ def fixed_experts(model: nn.Module, experts: Mapping[str, Tensor | int]) -> Iter
                 f"got {sorted(set(tensor.flatten().tolist()))}"
             )
         chosen[name] = tensor
-    previous = {name: layers[name]._fixed_experts for name in chosen}
+    with _fixing(layers, chosen):
+        yield
+
+
+@contextlib.contextmanager
+def fixed_routing(model: nn.Module, routings: Mapping[str, Routing]) -> Iterator[None]:
+    """Run ``model`` with given routings: each named SparsePrompt renders its prompt from one.
+
+    Inside the block the layer named ``name`` (as in
+    [prompt_layers][contrastive_prompts.core.prompt_layers]) ignores its router's choice and
+    renders from ``routings[name].weights``, experts and weights both; it reports that routing
+    (to ``return_routing`` and [record_routing][contrastive_prompts.record_routing]). With the
+    routing of a whole image (from [pooled_routing][contrastive_prompts.core.pooled_routing] of
+    its tiles) every tile is restored under the same prompts; ``tiled(routing="image")`` does
+    so. Layers not named route as usual; the flags are restored on exit, an exception included.
+
+    Args:
+        model: a network holding SparsePrompt layers.
+        routings: ``{layer name: Routing}`` with ``(1, N)`` rows (one for every sample) or one
+            row per sample of the batch the layer will route, on the layer's device.
+
+    Raises:
+        InputError: a name that is not a prompt layer of ``model``, a routing whose rows do not
+            hold that layer's ``N`` experts, or (when the layer runs) rows that are neither 1 nor
+            the batch.
+
+    Examples:
+        >>> from contrastive_prompts import SparsePromptIR
+        >>> model, x = SparsePromptIR("tiny"), torch.rand(1, 3, 16, 16)
+        >>> with record_routing(model) as log:
+        ...     first = model(x)
+        >>> with fixed_routing(model, dict(zip(log.names, log))):
+        ...     torch.equal(model(x), first)
+        True
+    """
+    layers = require_prompt_layers("fixed_routing", model)
+    if not isinstance(routings, Mapping):
+        raise InputTypeError(
+            "fixed_routing: expected a mapping of prompt layer names to Routing, got "
+            f"{type(routings).__name__}"
+        )
+    chosen: dict[str, Routing] = {}
+    for name, routing in routings.items():
+        if name not in layers:
+            raise InputError(
+                f"fixed_routing: expected names of prompt layers of {type(model).__name__}, "
+                f"among {sorted(layers)}, got {name!r}"
+            )
+        if not isinstance(routing, Routing):
+            raise InputTypeError(
+                f"fixed_routing: expected a Routing for {name!r}, got {type(routing).__name__}"
+            )
+        experts = layers[name].num_prompts
+        if routing.weights.ndim != 2 or routing.weights.shape[-1] != experts:
+            raise InputError(
+                f"fixed_routing: expected weights of shape (B, {experts}) for {name!r}, got "
+                f"{tuple(routing.weights.shape)}"
+            )
+        chosen[name] = routing
+    with _fixing(layers, chosen):
+        yield
+
+
+@contextlib.contextmanager
+def _fixing(
+    layers: Mapping[str, SparsePrompt], fixed: Mapping[str, Tensor | Routing]
+) -> Iterator[None]:
+    previous = {name: layers[name]._fixed for name in fixed}
     try:
-        for name, tensor in chosen.items():
-            layers[name]._fixed_experts = tensor
+        for name, value in fixed.items():
+            layers[name]._fixed = value
         yield
     finally:
         for name, before in previous.items():
-            layers[name]._fixed_experts = before
+            layers[name]._fixed = before
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ re-runs only the decoder, as it does for any network.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, cast
@@ -29,7 +30,16 @@ from .._checks import (
     check_shape_any,
     check_spatial,
 )
-from ..core.prompt import PromptFusion, SparsePrompt
+from ..core.prompt import (
+    PromptFusion,
+    Routing,
+    SparsePrompt,
+    fixed_routing,
+    pooled_routing,
+    prompt_layers,
+    record_routing,
+    require_prompt_layers,
+)
 from ..core.restormer import TransformerBlock, downsample, upsample
 from .padding import pad_to_multiple
 
@@ -394,14 +404,16 @@ class SparsePromptIR(nn.Module):
         tile: int | str | None = "auto",
         overlap: int = 32,
         tile_batch: int = 1,
+        routing: str = "image",
     ) -> Tensor:
         """Restore images of any size, tile by tile when ``tile`` is given.
 
         Tiles of ``tile x tile`` pixels overlap by ``overlap`` pixels and are blended with weights
         that fall linearly towards the tile borders, so no seam shows; memory is bounded by the
-        tile size, not the image size. Global operations of the network (the prompt routing and
-        the channel attention) see one tile at a time, so the result differs slightly from a
-        single pass; prefer large tiles.
+        tile size, not the image size. The prompts are routed once per image (``routing="image"``,
+        see [tiled][contrastive_prompts.reference.tiled]), so every tile uses the experts of the
+        whole image; the channel attention still sees one tile at a time, so the result differs
+        slightly from a single pass; prefer large tiles.
 
         Args:
             image: ``(B, 3, H, W)`` or ``(3, H, W)`` in [0, 1], ``H, W >= 1``, of the
@@ -411,6 +423,7 @@ class SparsePromptIR(nn.Module):
                 device (256 on a CPU, 512 on a GPU). An image no larger than the tile is one pass.
             overlap: overlap between neighbouring tiles, ``0 <= overlap < tile``.
             tile_batch: tiles per forward pass (see [tiled][contrastive_prompts.reference.tiled]).
+            routing: ``"image"`` (one routing per image) or ``"tile"`` (each tile routes itself).
 
         Returns:
             Restored images of the input's shape, clamped to [0, 1]; empty for ``B = 0``.
@@ -431,7 +444,9 @@ class SparsePromptIR(nn.Module):
         if tile is None or (tile >= image.shape[-2] and tile >= image.shape[-1]):
             out = self(batch)
         else:
-            out = tiled(self, batch, tile=tile, overlap=overlap, tile_batch=tile_batch)
+            out = tiled(
+                self, batch, tile=tile, overlap=overlap, tile_batch=tile_batch, routing=routing
+            )
         out = out.clamp(0, 1)
         return out[0] if single else out
 
@@ -494,8 +509,18 @@ def _starts(size: int, tile: int, stride: int) -> list[int]:
     return [*starts, size - tile]
 
 
+ROUTINGS = ("image", "tile")
+"""How [tiled][contrastive_prompts.reference.tiled] routes the prompt layers of a model."""
+
+
 def tiled(
-    model: nn.Module, image: Tensor, *, tile: int, overlap: int = 32, tile_batch: int = 1
+    model: nn.Module,
+    image: Tensor,
+    *,
+    tile: int,
+    overlap: int = 32,
+    tile_batch: int = 1,
+    routing: str = "image",
 ) -> Tensor:
     """Apply ``model`` to overlapping tiles of ``image`` and blend them.
 
@@ -504,12 +529,25 @@ def tiled(
     model that treats the images of a batch independently the result does not depend on
     ``tile_batch``; memory grows with it.
 
+    A model holding [SparsePrompt][contrastive_prompts.SparsePrompt] layers (any prompted
+    network, not only the reference model) routes each image once with ``routing="image"``: a
+    first pass over a grid of tiles that do not overlap records every layer's routing per tile,
+    [pooled_routing][contrastive_prompts.core.pooled_routing] makes the image's routing of them
+    (the routing of the mean of the tiles' pooled features), and every tile is then restored under
+    it with [fixed_routing][contrastive_prompts.core.fixed_routing]. So a tile of sky and a tile
+    of foliage of one photo get the same experts at the same weights, as in a single pass. The
+    first pass costs about one more pass over the image, less the overlaps and the blending;
+    ``routing="tile"`` skips it and lets each tile route itself. A layer that runs more than once
+    per forward gets one routing from all its calls.
+
     Args:
         model: any module mapping ``(B, C, h, w)`` to ``(B, C', h, w)``.
         image: ``(B, C, H, W)`` with ``H, W >= 1``.
         tile: tile side.
         overlap: pixels shared by neighbouring tiles, ``0 <= overlap < tile``.
         tile_batch: tiles per call of ``model``.
+        routing: ``"image"`` (one routing per image, for all its tiles) or ``"tile"`` (each
+            tile routes itself); the same for a model without prompt layers.
 
     Shape:
         - image: ``(B, C, H, W)``; output: ``(B, C', H, W)``. ``B = 0`` gives an empty output
@@ -530,6 +568,8 @@ def tiled(
     check_int_range("tiled", "tile", tile, 1)
     check_int_range("tiled", "overlap", overlap, 0, tile - 1)
     check_int_range("tiled", "tile_batch", tile_batch, 1)
+    if routing not in ROUTINGS:
+        raise InputError(f"tiled: expected routing to be one of {ROUTINGS}, got {routing!r}")
     batch, _, height, width = image.shape
     stride = tile - overlap
     th, tw = min(tile, height), min(tile, width)
@@ -538,12 +578,19 @@ def tiled(
         for top in _starts(height, tile, stride)
         for left in _starts(width, tile, stride)
     ]
+    shared: dict[str, Routing] = {}
+    if routing == "image" and len(corners) > 1 and prompt_layers(model):
+        shared = image_routing(model, image, tile=tile, tile_batch=tile_batch)
     out: Tensor | None = None
     total = image.new_zeros(1, 1, height, width)
     for first in range(0, len(corners), tile_batch):
         group = corners[first : first + tile_batch]
         pieces = torch.cat([image[..., y : y + th, x : x + tw] for y, x in group])
-        restored = model(pieces)
+        repeated = {
+            name: Routing(*(t.repeat(len(group), 1) for t in r)) for name, r in shared.items()
+        }
+        with fixed_routing(model, repeated) if shared else contextlib.nullcontext():
+            restored = model(pieces)
         if out is None:
             out = image.new_zeros(batch, restored.shape[1], height, width)
         for i, (top, left) in enumerate(group):
@@ -554,6 +601,55 @@ def tiled(
             out[..., top : top + th, left : left + tw] += piece * weight
             total[..., top : top + th, left : left + tw] += weight
     return cast(Tensor, out) / total
+
+
+@torch.no_grad()
+def image_routing(
+    model: nn.Module, image: Tensor, *, tile: int, tile_batch: int = 1
+) -> dict[str, Routing]:
+    """The routing of each prompt layer of ``model`` for whole images, gathered over tiles.
+
+    ``model`` runs on a grid of ``tile x tile`` tiles that do not overlap (the last row and
+    column end at the image's edge), ``tile_batch`` at a time, recording every
+    [SparsePrompt][contrastive_prompts.SparsePrompt]'s routing; each layer's routings of the tiles
+    of an image are pooled by [pooled_routing][contrastive_prompts.core.pooled_routing]. For an
+    image no larger than a tile this is the routing of one pass.
+
+    Args:
+        model: a network holding SparsePrompt layers.
+        image: ``(B, C, H, W)`` with ``H, W >= 1``.
+        tile: tile side.
+        tile_batch: tiles per call of ``model``.
+
+    Returns:
+        ``{layer name: Routing}``, ``(B, N)`` rows, one per image, for
+        [fixed_routing][contrastive_prompts.core.fixed_routing].
+
+    Raises:
+        InputError: ``model`` holds no SparsePrompt, or the arguments are out of range.
+    """
+    check_shape("image_routing", "image", image, ("B", "C", "H", "W"))
+    check_spatial("image_routing", "image", image)
+    check_int_range("image_routing", "tile", tile, 1)
+    check_int_range("image_routing", "tile_batch", tile_batch, 1)
+    layers = require_prompt_layers("image_routing", model)
+    batch, _, height, width = image.shape
+    th, tw = min(tile, height), min(tile, width)
+    corners = [(y, x) for y in _starts(height, tile, tile) for x in _starts(width, tile, tile)]
+    found: dict[str, list[Routing]] = {}
+    for first in range(0, len(corners), tile_batch):
+        group = corners[first : first + tile_batch]
+        pieces = torch.cat([image[..., y : y + th, x : x + tw] for y, x in group])
+        with record_routing(model) as log:
+            model(pieces)
+        for name, routed in zip(log.names, log, strict=True):
+            for i in range(len(group)):
+                rows = slice(i * batch, (i + 1) * batch)
+                found.setdefault(name, []).append(Routing(*(t[rows] for t in routed)))
+    return {
+        name: pooled_routing(routed, top_k=layers[name].top_k, renormalize=layers[name].renormalize)
+        for name, routed in found.items()
+    }
 
 
 def parameter_count(model: nn.Module) -> int:
