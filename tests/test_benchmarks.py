@@ -341,3 +341,31 @@ def test_every_result_file_a_page_names_is_committed_and_every_committed_one_is_
     assert not unnamed, f"committed but named on no page: {unnamed}"
     for name in committed:
         json.loads((ROOT / "benchmarks" / "results" / name).read_text())
+
+
+def test_tiled_routing_figures_hang_together(tmp_path):
+    out = tmp_path / "tiled.json"
+    command = [
+        sys.executable, "benchmarks/tiled_routing.py", "--quick",
+        "--work-dir", str(tmp_path / "run"), "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures == json.loads(out.read_text())
+    assert (tmp_path / "run" / "last.pt").is_file()  # a run carried on by a later sitting
+    table = figures["per_degradation"]
+    assert list(table) == ["noise_15", "noise_25", "noise_50", "rain", "haze"]
+    for row in table.values():
+        # 96 x 128 photos, 48-pixel tiles overlapping by 16: rows start at 0, 32, 48 and
+        # columns at 0, 32, 64, 80
+        assert row["tiles"] == 12
+        # shares of 2 photos x 12 tiles x 3 layers, and of 2 photos x 3 layers
+        assert row["tiles_off_tile"] * 72 == pytest.approx(round(row["tiles_off_tile"] * 72))
+        assert row["tiles_off_image"] * 6 == pytest.approx(round(row["tiles_off_image"] * 6))
+        assert 0 <= row["tiles_off_tile"] <= 1 and 0 <= row["tiles_off_image"] <= 1
+        assert all(v == v and abs(v) != float("inf") for v in row.values())  # no NaN, no inf
+    average = figures["average"]
+    assert average["psnr_image"] == pytest.approx(
+        statistics.fmean(row["psnr_image"] for row in table.values())
+    )
