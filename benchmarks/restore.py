@@ -7,12 +7,17 @@ round-robin) and measures its peak memory in a separate call: ``torch.cuda.max_m
 on a GPU, on a CPU the same quantity counted op by op (live tensors created by the call). Ways
 whose memory would pass ``--memory-limit`` GiB by a first estimate are skipped and said so.
 
+Tiled ways run with each of ``--routing`` (``image``: one routing per image from a first pass
+over the tiles, the default of ``restore``; ``tile``: each tile routes itself); the untrained
+model's routing does not matter for the time, the first pass does.
+
 ``--memory-only`` skips the timing (for the large preset on a CPU: its peak memory per tile is
 the figure that says which tile fits a GPU).
 
 The last line is one JSON object with every figure.
 
-    python benchmarks/restore.py --preset tiny --megapixels 1 4 12 --tiles none 256 512 1024
+    python benchmarks/restore.py --preset tiny --megapixels 1 4 12 --tiles none 256 512 1024 \
+        --routing image tile --json benchmarks/results/restore_cpu.json
     python benchmarks/restore.py --preset base --device cuda --megapixels 1 4 12
     python benchmarks/restore.py --preset base --memory-only --megapixels 1 --tiles 256 512 1024
 """
@@ -30,7 +35,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import interleaved_medians, peak_memory
+from _measure import interleaved_medians, library_state, peak_memory
 
 from contrastive_prompts import SparsePromptIR
 from contrastive_prompts.reference import MODEL_PRESETS
@@ -69,6 +74,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-only", action="store_true")
     parser.add_argument("--memory-limit", type=float, default=16.0, help="GiB")
+    parser.add_argument("--routing", nargs="+", default=["image"], choices=["image", "tile"])
+    parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -90,21 +97,28 @@ def main() -> None:
                     height * width
                 ):
                     continue  # more pixels per pass than the image: the same as fewer tiles
-                name = text if tile is None else f"{text} x{tile_batch}"
-                source = (
-                    image.contiguous(memory_format=torch.channels_last) if channels_last else image
-                )
+                for routing in args.routing if tile is not None else ["image"]:
+                    name = text if tile is None else f"{text} x{tile_batch} {routing}"
+                    source = (
+                        image.contiguous(memory_format=torch.channels_last)
+                        if channels_last
+                        else image
+                    )
 
-                def call(t=tile, b=tile_batch, x=source, cl=channels_last) -> torch.Tensor:
-                    if cl:
-                        model.to(memory_format=torch.channels_last)
-                    try:
-                        return model.restore(x, tile=t, tile_batch=b)
-                    finally:
+                    def call(
+                        t=tile, b=tile_batch, x=source, cl=channels_last, r=routing
+                    ) -> torch.Tensor:
                         if cl:
-                            model.to(memory_format=torch.contiguous_format)
+                            model.to(memory_format=torch.channels_last)
+                        try:
+                            return model.restore(
+                                x, tile=t, overlap=args.overlap, tile_batch=b, routing=r
+                            )
+                        finally:
+                            if cl:
+                                model.to(memory_format=torch.contiguous_format)
 
-                calls[name] = call
+                    calls[name] = call
         memory = {}
         for name, call in calls.items():
             memory[name] = peak_memory(call, device=device)["peak"] / 2**30
@@ -124,8 +138,14 @@ def main() -> None:
                       f"{memory[name]:6.2f} GiB")  # fmt: skip
             entry["seconds_per_megapixel"] = per_mp
         results[f"{megapixels:g}"] = entry
-    print(json.dumps({"preset": args.preset, "device": str(device), "overlap": args.overlap,
-                      "threads": torch.get_num_threads(), "sizes": results}))  # fmt: skip
+    figures = {
+        "preset": args.preset, "device": str(device), "overlap": args.overlap,
+        "repeats": args.repeats, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "library": library_state(), "sizes": results,
+    }  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

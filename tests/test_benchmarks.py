@@ -369,3 +369,19 @@ def test_tiled_routing_figures_hang_together(tmp_path):
     assert average["psnr_image"] == pytest.approx(
         statistics.fmean(row["psnr_image"] for row in table.values())
     )
+
+
+def test_restore_benchmark_times_both_routings(tmp_path):
+    out = tmp_path / "restore.json"
+    command = [
+        sys.executable, "benchmarks/restore.py", "--megapixels", "0.01", "--tiles", "none", "48",
+        "--overlap", "16", "--routing", "image", "tile", "--repeats", "1", "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures == json.loads(out.read_text())
+    entry = figures["sizes"]["0.01"]
+    ways = {"none", "48 x1 image", "48 x1 tile"}
+    assert set(entry["memory_gib"]) == ways and set(entry["seconds_per_megapixel"]) == ways
+    assert all(t > 0 for t in entry["seconds_per_megapixel"].values())
