@@ -19,6 +19,16 @@ from contrastive_prompts.app.data import sample_images
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_benchmark(command: list[str], written: Path | None = None) -> dict:
+    """Run a benchmark script; its last printed line, a JSON object (also the file ``written``)."""
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    if written is not None:
+        assert figures == json.loads(written.read_text())
+    return figures
+
+
 def test_train_step_benchmark_reports_both_networks():
     command = [
         sys.executable,
@@ -29,9 +39,7 @@ def test_train_step_benchmark_reports_both_networks():
         "--repeats", "1",
         "--networks", "reference", "example",
     ]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    figures = run_benchmark(command)
     assert set(figures["networks"]) == {"reference", "example"}
     for network in figures["networks"].values():
         step, negative_pass = network["plain_step_s"], network["decoder_nograd_s"]
@@ -88,10 +96,7 @@ def test_quality_benchmark_summary_follows_from_the_per_image_scores(tmp_path):
         "--cpl", "default", "default+labels", "--fallback", "default+labels",
         "--out", str(tmp_path / "runs"), "--json", str(out),
     ]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
-    assert figures == json.loads(out.read_text())
+    figures = run_benchmark(command, out)
     split, degradations = figures["split"], figures["degradations"]
     assert split["selection"] and split["report"]
     assert not set(split["selection"]) & set(split["report"])
@@ -156,9 +161,7 @@ def test_export_latency_benchmark_agrees_and_its_ratios_are_quotients():
         "--repeats", "1",
         "--warmup", "0",
     ]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    figures = run_benchmark(command)
     assert figures["threads"] == 1 and figures["batch"] == 1
     network = figures["networks"]["example"]
     assert network["prompt_layers"] == 2 and network["export_s"] > 0
@@ -306,9 +309,7 @@ def test_flops_benchmark_parts_add_up_and_a_convolution_counts_its_closed_form()
         "--size", str(size),
         "--batch", str(batch),
     ]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    figures = run_benchmark(command)
     forward, encode, decode = (figures[f"{p}_flops"] for p in ("forward", "encode", "decode"))
     # the two halves counted alone make the whole pass, and so do the top-level modules
     assert encode > 0 and decode > 0
@@ -349,10 +350,7 @@ def test_tiled_routing_figures_hang_together(tmp_path):
         sys.executable, "benchmarks/tiled_routing.py", "--quick",
         "--work-dir", str(tmp_path / "run"), "--json", str(out),
     ]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
-    assert figures == json.loads(out.read_text())
+    figures = run_benchmark(command, out)
     assert (tmp_path / "run" / "last.pt").is_file()  # a run carried on by a later sitting
     table = figures["per_degradation"]
     assert list(table) == ["noise_15", "noise_25", "noise_50", "rain", "haze"]
@@ -377,10 +375,7 @@ def test_restore_benchmark_times_both_routings(tmp_path):
         sys.executable, "benchmarks/restore.py", "--megapixels", "0.01", "--tiles", "none", "48",
         "--overlap", "16", "--routing", "image", "tile", "--repeats", "1", "--json", str(out),
     ]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
-    assert figures == json.loads(out.read_text())
+    figures = run_benchmark(command, out)
     entry = figures["sizes"]["0.01"]
     ways = {"none", "48 x1 image", "48 x1 tile"}
     assert set(entry["memory_gib"]) == ways and set(entry["seconds_per_megapixel"]) == ways

@@ -769,19 +769,9 @@ def fixed_experts(model: nn.Module, experts: Mapping[str, Tensor | int]) -> Iter
         >>> log[-1].indices.tolist()
         [[3], [3]]
     """
-    layers = require_prompt_layers("fixed_experts", model)
-    if not isinstance(experts, Mapping):
-        raise InputTypeError(
-            "fixed_experts: expected a mapping of prompt layer names to experts, got "
-            f"{type(experts).__name__}"
-        )
+    layers = _named_layers("fixed_experts", model, experts, "experts")
     chosen: dict[str, Tensor] = {}
     for name, value in experts.items():
-        if name not in layers:
-            raise InputError(
-                f"fixed_experts: expected names of prompt layers of {type(model).__name__}, "
-                f"among {sorted(layers)}, got {name!r}"
-            )
         layer = layers[name]
         if isinstance(value, bool) or not isinstance(value, (int, Tensor)):
             raise InputTypeError(
@@ -840,19 +830,9 @@ def fixed_routing(model: nn.Module, routings: Mapping[str, Routing]) -> Iterator
         ...     torch.equal(model(x), first)
         True
     """
-    layers = require_prompt_layers("fixed_routing", model)
-    if not isinstance(routings, Mapping):
-        raise InputTypeError(
-            "fixed_routing: expected a mapping of prompt layer names to Routing, got "
-            f"{type(routings).__name__}"
-        )
+    layers = _named_layers("fixed_routing", model, routings, "Routing")
     chosen: dict[str, Routing] = {}
     for name, routing in routings.items():
-        if name not in layers:
-            raise InputError(
-                f"fixed_routing: expected names of prompt layers of {type(model).__name__}, "
-                f"among {sorted(layers)}, got {name!r}"
-            )
         if not isinstance(routing, Routing):
             raise InputTypeError(
                 f"fixed_routing: expected a Routing for {name!r}, got {type(routing).__name__}"
@@ -866,6 +846,25 @@ def fixed_routing(model: nn.Module, routings: Mapping[str, Routing]) -> Iterator
         chosen[name] = routing
     with _fixing(layers, chosen):
         yield
+
+
+def _named_layers(
+    where: str, model: nn.Module, chosen: object, what: str
+) -> dict[str, SparsePrompt]:
+    """The prompt layers of ``model``, once ``chosen`` is a mapping of some of their names."""
+    layers = require_prompt_layers(where, model)
+    if not isinstance(chosen, Mapping):
+        raise InputTypeError(
+            f"{where}: expected a mapping of prompt layer names to {what}, got "
+            f"{type(chosen).__name__}"
+        )
+    for name in chosen:
+        if name not in layers:
+            raise InputError(
+                f"{where}: expected names of prompt layers of {type(model).__name__}, "
+                f"among {sorted(layers)}, got {name!r}"
+            )
+    return layers
 
 
 @contextlib.contextmanager

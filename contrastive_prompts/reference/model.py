@@ -11,7 +11,7 @@ re-runs only the decoder, as it does for any network.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
@@ -509,6 +509,22 @@ def _starts(size: int, tile: int, stride: int) -> list[int]:
     return [*starts, size - tile]
 
 
+def _tile_groups(
+    image: Tensor, tile: int, stride: int, tile_batch: int
+) -> Iterator[tuple[list[tuple[int, int]], Tensor]]:
+    """``(corners, tiles)`` of ``tile_batch`` tiles at a time, the tiles one batch, tile-major.
+
+    Every tile has the same size, ``min(tile, H) x min(tile, W)``: the last row and column of
+    tiles end at the image's edge.
+    """
+    height, width = image.shape[-2:]
+    th, tw = min(tile, height), min(tile, width)
+    corners = [(y, x) for y in _starts(height, tile, stride) for x in _starts(width, tile, stride)]
+    for first in range(0, len(corners), tile_batch):
+        group = corners[first : first + tile_batch]
+        yield group, torch.cat([image[..., y : y + th, x : x + tw] for y, x in group])
+
+
 ROUTINGS = ("image", "tile")
 """How [tiled][contrastive_prompts.reference.tiled] routes the prompt layers of a model."""
 
@@ -571,25 +587,19 @@ def tiled(
     if routing not in ROUTINGS:
         raise InputError(f"tiled: expected routing to be one of {ROUTINGS}, got {routing!r}")
     batch, _, height, width = image.shape
-    stride = tile - overlap
     th, tw = min(tile, height), min(tile, width)
-    corners = [
-        (top, left)
-        for top in _starts(height, tile, stride)
-        for left in _starts(width, tile, stride)
-    ]
+    # the image's routing, once for a full group of tiles (tile-major rows); a shorter last group
+    # takes its first rows
     shared: dict[str, Routing] = {}
-    if routing == "image" and len(corners) > 1 and prompt_layers(model):
-        shared = image_routing(model, image, tile=tile, tile_batch=tile_batch)
+    if routing == "image" and (height > tile or width > tile) and prompt_layers(model):
+        found = image_routing(model, image, tile=tile, tile_batch=tile_batch)
+        shared = {n: Routing(*(t.repeat(tile_batch, 1) for t in r)) for n, r in found.items()}
     out: Tensor | None = None
     total = image.new_zeros(1, 1, height, width)
-    for first in range(0, len(corners), tile_batch):
-        group = corners[first : first + tile_batch]
-        pieces = torch.cat([image[..., y : y + th, x : x + tw] for y, x in group])
-        repeated = {
-            name: Routing(*(t.repeat(len(group), 1) for t in r)) for name, r in shared.items()
-        }
-        with fixed_routing(model, repeated) if shared else contextlib.nullcontext():
+    for group, pieces in _tile_groups(image, tile, tile - overlap, tile_batch):
+        rows = slice(0, len(group) * batch)
+        fixing = {n: Routing(*(t[rows] for t in r)) for n, r in shared.items()}
+        with fixed_routing(model, fixing) if shared else contextlib.nullcontext():
             restored = model(pieces)
         if out is None:
             out = image.new_zeros(batch, restored.shape[1], height, width)
@@ -633,13 +643,9 @@ def image_routing(
     check_int_range("image_routing", "tile", tile, 1)
     check_int_range("image_routing", "tile_batch", tile_batch, 1)
     layers = require_prompt_layers("image_routing", model)
-    batch, _, height, width = image.shape
-    th, tw = min(tile, height), min(tile, width)
-    corners = [(y, x) for y in _starts(height, tile, tile) for x in _starts(width, tile, tile)]
+    batch = image.shape[0]
     found: dict[str, list[Routing]] = {}
-    for first in range(0, len(corners), tile_batch):
-        group = corners[first : first + tile_batch]
-        pieces = torch.cat([image[..., y : y + th, x : x + tw] for y, x in group])
+    for group, pieces in _tile_groups(image, tile, tile, tile_batch):
         with record_routing(model) as log:
             model(pieces)
         for name, routed in zip(log.names, log, strict=True):
