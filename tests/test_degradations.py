@@ -11,6 +11,7 @@ FUNCTIONS = {
     "gaussian_noise_quantized": lambda x, g: D.gaussian_noise(x, 25.0, quantize=True, generator=g),
     "haze": lambda x, g: D.haze(x, generator=g),
     "rain_streaks": lambda x, g: D.rain_streaks(x, density=(0.02, 0.05), generator=g),
+    "snow": lambda x, g: D.snow(x, density=(0.02, 0.05), generator=g),
     "gaussian_blur": lambda x, g: D.gaussian_blur(x, generator=g),
     "motion_blur": lambda x, g: D.motion_blur(x, generator=g),
     "low_light": lambda x, g: D.low_light(x, generator=g),
@@ -21,6 +22,7 @@ MODULES = {
     "gaussian_noise": (D.GaussianNoise((5.0, 50.0)), FUNCTIONS["gaussian_noise"]),
     "haze": (D.Haze(), FUNCTIONS["haze"]),
     "rain_streaks": (D.RainStreaks(density=(0.02, 0.05)), FUNCTIONS["rain_streaks"]),
+    "snow": (D.Snow(density=(0.02, 0.05)), FUNCTIONS["snow"]),
     "gaussian_blur": (D.GaussianBlur(), FUNCTIONS["gaussian_blur"]),
     "motion_blur": (D.MotionBlur(), FUNCTIONS["motion_blur"]),
     "low_light": (D.LowLight(), FUNCTIONS["low_light"]),
@@ -89,6 +91,19 @@ PAIRS = {
             "width": (0.5, 1.0),
             "brightness": 0.8,
             "alpha": (0.3, 0.6),
+        },
+    ),
+    "snow": (
+        D.snow,
+        D.Snow,
+        {
+            "veil": (0.1, 0.2),
+            "density": (0.02, 0.05),
+            "size": (0.8, 1.2),
+            "length": (1.0, 3.0),
+            "angle": (-10.0, 10.0),
+            "brightness": 0.9,
+            "alpha": (0.5, 0.8),
         },
     ),
     "gaussian_blur": (D.gaussian_blur, D.GaussianBlur, {"sigma": (1.0, 2.0)}),
@@ -365,7 +380,7 @@ def test_mix_probs_and_reproducibility():
     assert not torch.equal(a, c)
 
 
-@pytest.mark.parametrize("preset", ["3task", "5task"])
+@pytest.mark.parametrize("preset", ["3task", "5task", "cdd11"])
 def test_presets_degrade_every_sample(preset):
     mix = D.make_mix(preset)
     x = torch.rand(10, 3, 32, 32, generator=gen(0), dtype=torch.float64)
@@ -415,8 +430,8 @@ def test_bad_input_messages():
         InputError, match=r"make_mix: expected preset to be one of '3task', '5task'"
     ):
         D.make_mix("7task")
-    with pytest.raises(InputError, match=r"expected degradation name to be one of .* got 'snow'"):
-        D.make_mix(["noise", "snow"])
+    with pytest.raises(InputError, match=r"expected degradation name to be one of .* got 'fog'"):
+        D.make_mix(["noise", "fog"])
     with pytest.raises(InputError, match=r"expected max_per_sample to be an integer in"):
         D.make_mix("3task", max_per_sample=9)
     with pytest.raises(InputError, match=r"expected probs to be 2 numbers"):
@@ -472,3 +487,78 @@ def test_mix_accepts_any_integer_label_dtype_and_only_tensors():
     for dtype in (torch.int32, torch.uint8, torch.int64):
         y = mix.degrade(torch.rand(2, 3, 8, 8), torch.tensor([1, 0], dtype=dtype))
         assert torch.allclose(y[:, 0, 0, 0], torch.tensor([0.2, 0.1]))
+
+
+# -- snow and composites -----------------------------------------------------------------------
+
+
+@settings(deadline=None, max_examples=10)
+@given(seed=st.integers(0, 2**16), veil=st.floats(0.0, 1.0))
+def test_snow_only_brightens_and_its_veil_lifts_the_darkest_pixel(seed, veil):
+    x = torch.rand(2, 3, 24, 24, generator=gen(seed), dtype=torch.float64)
+    y = D.snow(x, veil=veil, generator=gen(seed + 1))
+    assert bool((y >= x - 1e-12).all())  # a veil and a screen blend never darken
+    # the veil alone: x + v (1 - x); flakes only add to it
+    assert bool((y >= x + veil * (1 - x) - 1e-9).all())
+
+
+def test_snow_checks_its_options_under_its_own_name():
+    with pytest.raises(InputError, match=r"^snow: expected veil to be "):
+        D.snow(torch.rand(1, 3, 8, 8), veil=2.0)
+    with pytest.raises(InputError, match=r"^snow: expected size to be "):
+        D.snow(torch.rand(1, 3, 8, 8), size=100.0)
+
+
+@pytest.mark.parametrize(
+    "parts", [["haze", "rain"], ["low_light", "snow", "haze"], ["noise", "blur", "jpeg"]]
+)
+def test_composite_is_its_parts_in_physical_order_whatever_order_given(parts):
+    x = torch.rand(2, 3, 32, 32, generator=gen(0), dtype=torch.float64)
+    ordered = sorted(parts, key=D.PHYSICAL_ORDER.index)
+    composite = D.Composite(list(reversed(parts)))
+    assert composite.parts == tuple(ordered) and composite.name == "+".join(ordered)
+    expected, g = x, gen(3)
+    for name in ordered:  # the parts with their default options, drawing from one generator
+        expected = D.DEGRADATIONS[name]()(expected, generator=g)
+    assert torch.equal(composite(x, generator=gen(3)), expected)
+    assert torch.equal(D.Composite("+".join(parts))(x, generator=gen(3)), expected)
+
+
+@pytest.mark.parametrize(
+    ("names", "match"),
+    [
+        (["haze"], r"two or more distinct degradations, got \['haze'\]"),
+        ("rain+rain", r"two or more distinct degradations, got \['rain', 'rain'\]"),
+        (["haze", "fog"], r"expected a part to be one of 'haze', .*got 'fog'"),
+    ],
+)
+def test_composite_refuses_what_is_not_a_composite(names, match):
+    with pytest.raises(InputError, match=match):
+        D.Composite(names)
+
+
+def test_cdd11_labels_name_each_kind_and_its_parts():
+    mix = D.make_mix("cdd11")
+    assert mix.names == D.CDD11 and len(mix.names) == 11
+    assert mix.parts[:4] == (("low_light",), ("haze",), ("rain",), ("snow",))
+    assert mix.parts[-1] == ("haze", "snow", "low_light")
+    assert all("+".join(parts) == name for name, parts in zip(mix.names, mix.parts, strict=True))
+    x = torch.rand(11, 3, 64, 64, generator=gen(0))  # large enough for rain to fall on each
+    labels = torch.arange(11)
+    y = mix.degrade(x, labels, generator=gen(1))
+    assert all(not torch.equal(y[i], x[i]) for i in range(11))
+    # a composite label applies exactly its composite
+    composite = D.Composite(mix.parts[7])
+    alone = mix.degrade(x[7:8], labels[7:8], generator=gen(1))
+    assert torch.equal(alone, composite(x[7:8], generator=gen(1)))
+
+
+def test_make_mix_takes_composites_by_name():
+    mix = D.make_mix(["rain", "rain+haze"], add=["snow+low_light"])
+    assert mix.names == ("rain", "haze+rain", "snow+low_light")
+    assert mix.parts == (("rain",), ("haze", "rain"), ("snow", "low_light"))
+    assert mix.kinds == mix.names
+    with pytest.raises(InputError, match="distinct degradation names"):
+        D.make_mix(["haze+rain", "rain+haze"])
+    with pytest.raises(InputError, match=r"got \['haze\+rain'\] again"):
+        D.make_mix("cdd11", add=["rain+haze"])

@@ -36,7 +36,7 @@ def test_every_public_name_resolves_and_has_a_reference_entry():
 def test_mix_names_come_from_the_mixes(monkeypatch):
     monkeypatch.setitem(degradations.MIXES, "my_mix", degradations.MIXES["5task"])
     TrainConfig(mix="my_mix").validate()  # a mix added to MIXES is accepted
-    expected = "expected mix to be one of '3task', '5task', 'my_mix', got '7task'"
+    expected = "expected mix to be one of '3task', '5task', 'cdd11', 'my_mix', got '7task'"
     with pytest.raises(cp.InputError, match=re.escape(expected)):
         TrainConfig(mix="7task").validate()
 

@@ -43,8 +43,11 @@ from contrastive_prompts._checks import (
 )
 
 __all__ = [
+    "CDD11",
     "DEGRADATIONS",
     "MIXES",
+    "PHYSICAL_ORDER",
+    "Composite",
     "DegradationMix",
     "GaussianBlur",
     "GaussianNoise",
@@ -53,6 +56,7 @@ __all__ = [
     "LowLight",
     "MotionBlur",
     "RainStreaks",
+    "Snow",
     "gaussian_blur",
     "gaussian_noise",
     "haze",
@@ -62,6 +66,7 @@ __all__ = [
     "motion_blur",
     "rain_streaks",
     "random_depth",
+    "snow",
 ]
 
 Range = float | tuple[float, float]
@@ -164,6 +169,15 @@ _OPTIONS: dict[str, dict[str, _Bounds]] = {
         "length": _LENGTH,
         "angle": _ANGLE,
         "width": _STD,
+        "brightness": _UNIT,
+        "alpha": _UNIT,
+    },
+    "snow": {
+        "veil": _UNIT,
+        "density": _UNIT,
+        "size": _STD,
+        "length": _LENGTH,
+        "angle": _ANGLE,
         "brightness": _UNIT,
         "alpha": _UNIT,
     },
@@ -636,6 +650,120 @@ class RainStreaks(_Degradation):
 
 
 # ----------------------------------------------------------------------------------------------
+# snow
+
+
+def snow(
+    x: Tensor,
+    *,
+    veil: Range = (0.05, 0.25),
+    density: Range = (0.002, 0.006),
+    size: Range = (0.7, 1.5),
+    length: Range = (1.0, 4.0),
+    angle: Range = (-30.0, 30.0),
+    brightness: Range = (0.8, 1.0),
+    alpha: Range = (0.7, 1.0),
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Falling snow: a white veil, $x' = x + v (1 - x)$, under soft flakes.
+
+    The veil is the snow falling far away; the flakes near the camera are made as
+    [rain_streaks][contrastive_prompts.app.degradations.rain_streaks] makes streaks, short
+    (``length``) and round (Gaussian std ``size``), and blended over $x'$ in screen mode.
+
+    Args:
+        x: clean images in [0, 1].
+        veil: strength of the white veil, in [0, 1].
+        density: fraction of pixels that seed a flake, in [0, 1].
+        size: Gaussian std of a flake in pixels, in [0.001, (max(H, W, 64) - 1) / 6].
+        length: how far a flake is smeared by its fall, in pixels, in [1, max(H, W, 64)].
+        angle: direction of the fall from the vertical in degrees, in [-360, 360].
+        brightness: peak flake intensity in [0, 1].
+        alpha: blending strength of the flakes in [0, 1].
+        generator: source of randomness, on x's device.
+
+    Every option is a value or a ``(low, high)`` range drawn per sample.
+
+    Shape:
+        - x: $(B, C, H, W)$.
+        - output: same as ``x``.
+
+    Returns:
+        The snowy images.
+
+    Raises:
+        InputError: ``x`` is not a float ``(B, C, H, W)`` batch, or an option is outside its
+            range, NaN or infinite; checked before anything is allocated.
+
+    Examples:
+        >>> snow(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 3, 32, 32])
+    """
+    where = "snow"
+    _check_image(where, x)
+    veil_r, *_ = _ranges(
+        where, x, veil=veil, density=density, size=size, length=length, angle=angle,
+        brightness=brightness, alpha=alpha,
+    )  # fmt: skip
+    v = _per_sample(_draw(veil_r, x, generator))
+    veiled = x + v * (1 - x)
+    return rain_streaks(
+        veiled, density=density, length=length, angle=angle, width=size, brightness=brightness,
+        alpha=alpha, generator=generator,
+    )  # fmt: skip
+
+
+class Snow(_Degradation):
+    """Module form of [snow][contrastive_prompts.app.degradations.snow].
+
+    Every option is a value or a ``(low, high)`` range drawn per sample.
+
+    Args:
+        veil: strength of the white veil, in [0, 1].
+        density: fraction of pixels that seed a flake, in [0, 1].
+        size: Gaussian std of a flake in pixels (>= 0.001; at most ``(max(H, W, 64) - 1) / 6``,
+            checked at the call).
+        length: how far a flake is smeared by its fall, in pixels (>= 1; at most
+            ``max(H, W, 64)``, checked at the call).
+        angle: direction of the fall from the vertical in degrees, in [-360, 360].
+        brightness: peak flake intensity in [0, 1].
+        alpha: blending strength of the flakes in [0, 1].
+
+    Shape:
+        - Input: $(B, C, H, W)$ in [0, 1]; output: the same.
+
+    Examples:
+        >>> Snow(veil=0.1)(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 3, 32, 32])
+    """
+
+    _function = snow
+    veil: tuple[float, float]
+    density: tuple[float, float]
+    size: tuple[float, float]
+    length: tuple[float, float]
+    angle: tuple[float, float]
+    brightness: tuple[float, float]
+    alpha: tuple[float, float]
+
+    def __init__(
+        self,
+        *,
+        veil: Range = (0.05, 0.25),
+        density: Range = (0.002, 0.006),
+        size: Range = (0.7, 1.5),
+        length: Range = (1.0, 4.0),
+        angle: Range = (-30.0, 30.0),
+        brightness: Range = (0.8, 1.0),
+        alpha: Range = (0.7, 1.0),
+    ) -> None:
+        super().__init__(
+            veil=veil, density=density, size=size, length=length, angle=angle,
+            brightness=brightness, alpha=alpha,
+        )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
 # blur
 
 
@@ -966,6 +1094,9 @@ class DegradationMix(nn.Module):
         kind_names: the distinct kinds, in order of first appearance.
         probs: the probability of each task, normalised to sum to 1.
         max_per_sample: the most degradations one sample gets.
+        parts: the degradations each task applies: a
+            [Composite][contrastive_prompts.app.degradations.Composite]'s parts, or the task's
+            name alone.
 
     Shape:
         - x: $(B, C, H, W)$.
@@ -1002,6 +1133,9 @@ class DegradationMix(nn.Module):
                     f"got {type(fn).__name__}"
                 )
         self.names: tuple[str, ...] = names
+        self.parts: tuple[tuple[str, ...], ...] = tuple(
+            fn.parts if isinstance(fn, Composite) else (name,) for name, fn in items
+        )
         self._fns = [fn for _, fn in items]
         # register modules so .to() and print() see them
         self.degradations = nn.ModuleList([fn for fn in self._fns if isinstance(fn, nn.Module)])
@@ -1138,12 +1272,74 @@ DEGRADATIONS: dict[str, Callable[[], nn.Module]] = {
     "noise": GaussianNoise,
     "haze": Haze,
     "rain": RainStreaks,
+    "snow": Snow,
     "gaussian_blur": GaussianBlur,
     "blur": MotionBlur,
     "low_light": LowLight,
     "jpeg": JpegCompression,
 }
 """Every named degradation with its default options; ``"blur"`` is motion blur (GoPro-like)."""
+
+PHYSICAL_ORDER = ("haze", "rain", "snow", "low_light", "blur", "gaussian_blur", "noise", "jpeg")
+"""The order in which a [Composite][contrastive_prompts.app.degradations.Composite] applies its
+parts, as light reaches the file: the atmosphere between the scene and the camera (haze), what
+falls close to the camera (rain, snow), the light the whole is captured in (low light), the
+camera's motion and optics (blur), its sensor (noise), the file (JPEG)."""
+
+
+class Composite(nn.Module):
+    """Several degradations of one image, applied in physical order.
+
+    The parts apply in [PHYSICAL_ORDER][contrastive_prompts.app.degradations.PHYSICAL_ORDER],
+    whatever order they are given in.
+
+    The name of a composite joins its parts' names with ``+`` in the order they apply
+    (``"haze+rain+low_light"``);
+    [DegradationMix][contrastive_prompts.app.degradations.DegradationMix] reports its parts
+    (``mix.parts``) beside the label.
+
+    Args:
+        names: two or more distinct names of
+            [DEGRADATIONS][contrastive_prompts.app.degradations.DEGRADATIONS], in any order (as a
+            sequence, or one string joined by ``+``); each part has its default options.
+
+    Attributes:
+        parts: the parts' names, in the order they apply.
+        name: ``"+".join(parts)``.
+
+    Shape:
+        - Input: $(B, C, H, W)$ in [0, 1]; output: the same.
+
+    Raises:
+        InputError: fewer than two names, a name twice, or a name that is not a degradation.
+
+    Examples:
+        >>> Composite(["low_light", "rain", "haze"]).name
+        'haze+rain+low_light'
+        >>> Composite("rain+haze")(torch.rand(1, 3, 16, 16)).shape
+        torch.Size([1, 3, 16, 16])
+    """
+
+    def __init__(self, names: str | Sequence[str]) -> None:
+        super().__init__()
+        where = "Composite"
+        listed = names.split("+") if isinstance(names, str) else list(names)
+        for name in listed:
+            check_choice(where, "a part", name, PHYSICAL_ORDER)
+        if len(listed) < 2 or len(set(listed)) != len(listed):
+            raise InputError(f"{where}: expected two or more distinct degradations, got {listed}")
+        self.parts: tuple[str, ...] = tuple(sorted(listed, key=PHYSICAL_ORDER.index))
+        self.name = "+".join(self.parts)
+        self.steps = nn.ModuleList([DEGRADATIONS[name]() for name in self.parts])
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Apply every part in turn, each drawing from ``generator``."""
+        for step in self.steps:
+            x = step(x, generator=generator)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"parts={self.parts}"
 
 
 def _preset_3task() -> dict[str, nn.Module]:
@@ -1166,6 +1362,23 @@ def _preset_5task() -> dict[str, nn.Module]:
     }
 
 
+CDD11 = (
+    "low_light", "haze", "rain", "snow", "haze+low_light", "rain+low_light", "snow+low_light",
+    "haze+rain", "haze+snow", "haze+rain+low_light", "haze+snow+low_light",
+)  # fmt: skip
+"""The eleven kinds of CDD-11 (OneRestore's composite benchmark): low light, haze, rain, snow
+and seven composites of them, named by their parts in the order they apply."""
+
+
+def _task(name: str) -> tuple[str, nn.Module]:
+    """A task of a mix by name: a degradation, or a composite of ``+``-joined degradations."""
+    if "+" in name:
+        composite = Composite(name)
+        return composite.name, composite
+    check_choice("make_mix", "degradation name", name, DEGRADATIONS)
+    return name, DEGRADATIONS[name]()
+
+
 MIXES: dict[str, tuple[Callable[[], dict[str, nn.Module]], dict[str, str]]] = {
     "3task": (
         _preset_3task,
@@ -1176,14 +1389,17 @@ MIXES: dict[str, tuple[Callable[[], dict[str, nn.Module]], dict[str, str]]] = {
         _preset_5task,
         {n: n for n in ("noise", "rain", "haze", "blur", "low_light")},
     ),
+    "cdd11": (lambda: dict(map(_task, CDD11)), {n: n for n in CDD11}),
 }
 """The mixes of the papers: ``"3task"`` has five tasks (noise at sigma 15, 25 and 50, rain, haze)
-of three kinds; ``"5task"`` has noise (sigma 25), rain, haze, motion blur and low light."""
+of three kinds; ``"5task"`` has noise (sigma 25), rain, haze, motion blur and low light;
+``"cdd11"`` has the eleven kinds of CDD-11, low light, haze, rain, snow and their composites."""
 
 
 def make_mix(
     preset: str | Sequence[str] = "3task",
     *,
+    add: Sequence[str] = (),
     probs: Sequence[float] | None = None,
     max_per_sample: int = 1,
 ) -> DegradationMix:
@@ -1196,12 +1412,19 @@ def make_mix(
       kind ``"noise"`` (see `DegradationMix.kinds`). Noise is quantised to 8 bits.
     - ``"5task"``: ``noise`` (sigma 25, the level the 5-task protocol tests), ``rain``, ``haze``,
       ``blur`` (motion), ``low_light``.
+    - ``"cdd11"``: the eleven kinds of [CDD11][contrastive_prompts.app.degradations.CDD11]:
+      ``low_light``, ``haze``, ``rain``, ``snow`` and seven
+      [Composite][contrastive_prompts.app.degradations.Composite] degradations of them.
 
     A list picks names from [DEGRADATIONS][contrastive_prompts.app.degradations.DEGRADATIONS] with
-    their default options.
+    their default options, or composites of them joined by ``+`` (``"haze+rain"``); ``add``
+    appends such names to a preset's tasks (each its own kind).
 
     Args:
         preset: a preset name or a sequence of degradation names.
+        add: names of [DEGRADATIONS][contrastive_prompts.app.degradations.DEGRADATIONS] or
+            composites to append, a new label each (``["low_light"]`` after ``"3task"`` is
+            label 5).
         probs: task probabilities (uniform by default).
         max_per_sample: maximum number of degradations per sample (see
             [DegradationMix][contrastive_prompts.app.degradations.DegradationMix]).
@@ -1214,15 +1437,36 @@ def make_mix(
         ('noise_15', 'noise_25', 'noise_50', 'rain', 'haze')
         >>> make_mix("3task").kind_names
         ('noise', 'rain', 'haze')
+        >>> make_mix("3task", add=["low_light"]).names[-2:]
+        ('haze', 'low_light')
     """
     where = "make_mix"
+    if isinstance(add, str) or not isinstance(add, Sequence):
+        raise InputTypeError(
+            f"{where}: expected add to be a sequence of degradation names, got {add!r}"
+        )
+    added_list = [_task(n) for n in add]
+    added = dict(added_list)
     if isinstance(preset, str):
         check_choice(where, "preset", preset, MIXES)
         build, kinds = MIXES[preset]
-        return DegradationMix(build(), kinds=kinds, probs=probs, max_per_sample=max_per_sample)
-    names = list(preset)
-    for name in names:
-        check_choice(where, "degradation name", name, DEGRADATIONS)
+        tasks = build()
+    else:
+        tasks = dict(_task(n) for n in preset)
+        kinds = {n: n for n in tasks}
+        if len(tasks) != len(preset):
+            raise InputError(f"{where}: expected distinct degradation names, got {list(preset)}")
+    repeated = sorted(set(tasks) & set(added)) or (
+        [] if len(added) == len(added_list) else [n for n, _ in added_list]
+    )
+    if repeated:
+        raise InputError(
+            f"{where}: expected added degradations that the mix does not have, once each, got "
+            f"{repeated} again"
+        )
     return DegradationMix(
-        {n: DEGRADATIONS[n]() for n in names}, probs=probs, max_per_sample=max_per_sample
+        {**tasks, **added},
+        kinds={**kinds, **{n: n for n in added}},
+        probs=probs,
+        max_per_sample=max_per_sample,
     )
