@@ -127,7 +127,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)  # fmt: skip
         elif typing.get_origin(hint) is list:
-            parser.add_argument(flag, nargs="+", default=None, help=help_text)
+            parser.add_argument(flag, nargs="+", default=None, help=help_text,
+                                choices=choices.get(f.name))  # fmt: skip
         elif typing.get_origin(hint) is tuple:
             parser.add_argument(flag, nargs=len(args), type=args[0], default=None, help=help_text)
         elif typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -207,6 +208,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _dataset(args: argparse.Namespace) -> Any:
     from . import data
+    from .degradations import make_mix
 
     if args.benchmark:
         if not args.root:
@@ -219,7 +221,8 @@ def _dataset(args: argparse.Namespace) -> Any:
     paths = image_paths(args.data)
     _check_images(args.command, paths, args.max_pixels)
     images = [_read(p, args.max_pixels) for p in paths]
-    return data.DegradedCopies(images, args.mix, seed=args.seed)
+    mix = make_mix(args.mix, add=args.add_degradations or ())
+    return data.DegradedCopies(images, mix, seed=args.seed)
 
 
 def _read(path: Path, max_pixels: int | None) -> torch.Tensor:
@@ -447,7 +450,7 @@ def _demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .config import RECIPES
     from .data import MAX_IMAGE_PIXELS
-    from .degradations import MIXES
+    from .degradations import DEGRADATIONS, MIXES
 
     parser = argparse.ArgumentParser(
         prog="contrastive-prompts",
@@ -497,6 +500,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", nargs="+", help="clean images or folders, degraded by --mix")
     evaluate.add_argument("--mix", default="3task", choices=sorted(MIXES),
                           help="the degradations applied to --data")  # fmt: skip
+    evaluate.add_argument("--add-degradations", nargs="+",
+                          help="degradations appended to --mix, among "
+                          f"{', '.join(DEGRADATIONS)}, or composites of them such as haze+rain "
+                          "(as train's --add-degradations: a model grown with them)")  # fmt: skip
     evaluate.add_argument("--seed", type=_seed, default=0, help="seed of the degradations")
     evaluate.add_argument(
         "--benchmark",

@@ -22,7 +22,7 @@ from ..core.objective import ROUTING_WEIGHT
 from ..reference.model import MODEL_PRESETS
 from ..reference.padding import MAX_PAD_MULTIPLE
 from .data.images import MAX_IMAGE_PIXELS
-from .degradations import MIXES
+from .degradations import MIXES, make_mix
 
 __all__ = ["MAX_SEED", "PRECISIONS", "RECIPES", "RUN_FIELDS", "TrainConfig"]
 
@@ -34,11 +34,10 @@ MAX_SEED = 2**63 - 1
 
 
 RUN_FIELDS = (
-    "preset", "top_k", "use_prompts", "data", "mix", "crop", "batch_size", "cpr_weight",
-    "num_negatives", "cpr_mode", "cpr_features", "temperature", "balance_weight",
-    "routing_weight", "use_labels",
-    "chunk_size", "lr", "betas", "weight_decay", "warmup_steps", "min_lr", "grad_clip",
-    "ema_decay", "precision", "seed",
+    "preset", "top_k", "use_prompts", "data", "mix", "add_degradations", "grow_from", "crop",
+    "batch_size", "cpr_weight", "num_negatives", "cpr_mode", "cpr_features", "temperature",
+    "balance_weight", "routing_weight", "use_labels", "chunk_size", "lr", "betas",
+    "weight_decay", "warmup_steps", "min_lr", "grad_clip", "ema_decay", "precision", "seed",
 )  # fmt: skip
 """The options that shape the optimisation and the data stream: a resumed run must keep them to
 carry on exactly. The rest (steps, logging, validation, output, workers, device) may change."""
@@ -60,6 +59,16 @@ class TrainConfig:
             the mix; by default the held-out scikit-image photos when ``data`` is empty, and no
             validation otherwise.
         mix: degradation mix, a name in [MIXES][contrastive_prompts.app.degradations.MIXES].
+        add_degradations: degradations appended to the mix's tasks, names in
+            [DEGRADATIONS][contrastive_prompts.app.degradations.DEGRADATIONS] with their default
+            options or composites of them joined by ``+`` (``"haze+rain"``); a new label each,
+            after the mix's.
+        grow_from: a training checkpoint of the reference model to teach the degradations it was
+            not trained on (those of ``add_degradations`` beyond its own): each prompt layer gets
+            one new expert per such degradation, and only those experts and their router rows
+            train, on the checkpoint's degradations and the new ones (see
+            [growth_plan][contrastive_prompts.app.growth.growth_plan]). ``preset``, ``top_k``
+            and ``use_prompts`` do not apply: the model is the checkpoint's.
         crop: side of the random training crops.
         batch_size: images per step and process.
         max_pixels: the most pixels (width x height) a training or validation image file may
@@ -127,6 +136,8 @@ class TrainConfig:
     val_data: list[str] = field(default_factory=list)
     max_pixels: int | None = MAX_IMAGE_PIXELS
     mix: str = "3task"
+    add_degradations: list[str] = field(default_factory=list)
+    grow_from: str | None = None
     crop: int = 64
     batch_size: int = 4
     workers: int = 0
@@ -196,6 +207,16 @@ class TrainConfig:
         check_positive(where, "temperature", self.temperature)
         for name in ("cpr_weight", "balance_weight", "routing_weight", "weight_decay"):
             check_positive(where, name, getattr(self, name), allow_zero=True)
+        try:
+            make_mix(self.mix, add=self.add_degradations)
+        except InputError as error:
+            detail = str(error).removeprefix("make_mix: ")
+            raise InputError(f"{where}: add_degradations: {detail}") from error
+        if self.grow_from is not None and self.init_promptir is not None:
+            raise InputError(
+                f"{where}: expected grow_from or init_promptir, got both: a grown model starts "
+                "from its checkpoint's weights"
+            )
         if self.init_promptir is not None and (self.preset != "base" or not self.use_prompts):
             raise InputError(
                 f"{where}: expected preset='base' with prompts for init_promptir, "

@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import filelock
 import numpy as np
@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .._checks import InputError, InputTypeError, resolve_device
 from ..core.features import FilterFeatures, PixelFeatures, VGG16Features
+from ..core.growth import only_new_experts
 from ..core.loss import ContrastivePromptLoss
 from ..core.objective import CPLObjective, ObjectiveOutput
 from ..core.prompt import prompt_layers
@@ -67,8 +68,9 @@ from .data import (
     sample_split,
 )
 from .data._common import derived_seed
-from .degradations import DegradationMix, make_mix
+from .degradations import DegradationMix
 from .effect import PromptEffect, collapse_warning, has_negatives, measure_effect
+from .growth import GrowthPlan, build_mix, grown_model, growth_plan
 from .metrics import EvaluationResult, batches_of, evaluate
 from .tensorboard import TensorBoardLog
 
@@ -342,9 +344,12 @@ def build_model(
     ``config.preset``, ``top_k`` and ``use_prompts``, its weights drawn from torch's global
     random state (the trainer seeds it with ``torch.manual_seed(config.seed)`` just before); with
     ``config.init_promptir``, the official PromptIR checkpoint read into the ``base`` model
-    instead. With ``model``, your network, which must have float32 parameters (the trainer keeps
-    float32 weights and feeds float32 images; lower precision is ``config.precision``) and comes
-    with ``config.init_promptir=None`` (load its weights before).
+    instead; with ``config.grow_from``, that checkpoint's model with a new expert per new
+    degradation in each prompt layer ([grown_model][contrastive_prompts.app.growth.grown_model];
+    the trainer then trains those experts alone). With ``model``, your network, which must have
+    float32 parameters (the trainer keeps float32 weights and feeds float32 images; lower
+    precision is ``config.precision``) and comes with ``config.init_promptir=None`` and
+    ``config.grow_from=None`` (load its weights before).
 
     The model is then moved to ``device`` (in place, as ``nn.Module.to`` moves), and checked to
     have negatives when ``config.cpr_weight > 0``: a prompt layer with ``top_k < num_prompts``.
@@ -362,7 +367,8 @@ def build_model(
     Raises:
         InputTypeError: ``config`` is not a ``TrainConfig``, or ``model`` is not an ``nn.Module``.
         InputError: an option of ``config`` is out of range; ``model`` has parameters of
-            another dtype than float32; ``config.init_promptir`` is set with ``model``; or
+            another dtype than float32; ``config.init_promptir`` or ``config.grow_from`` is
+            set with ``model``; ``config.grow_from``'s degradations do not extend the run's; or
             ``config.cpr_weight > 0`` for a model without negatives (no ``SparsePrompt`` layer,
             or ``top_k == num_prompts`` in all).
         CheckpointError: ``config.init_promptir`` cannot be read (see
@@ -389,11 +395,14 @@ def build_model(
                 "weights and feeds float32 images; lower precision is config.precision), "
                 f"got {', '.join(dtypes)}; call model.float() first"
             )
-        if config.init_promptir is not None:
-            raise InputError(
-                f"{where}: expected init_promptir=None with your own model (load its weights "
-                f"before passing it), got {config.init_promptir!r}"
-            )
+        for name in ("init_promptir", "grow_from"):
+            if getattr(config, name) is not None:
+                raise InputError(
+                    f"{where}: expected {name}=None with your own model (load its weights "
+                    f"before passing it), got {getattr(config, name)!r}"
+                )
+    elif config.grow_from is not None:
+        model = grown_model(config, cast(GrowthPlan, growth_plan(config, where=where)))
     elif config.init_promptir:
         model = load_promptir(config.init_promptir, top_k=config.top_k)
     else:
@@ -415,6 +424,7 @@ def build_objective(
     device: str | torch.device,
     *,
     where: str = "build_objective",
+    label_experts: Sequence[int] | None = None,
 ) -> CPLObjective:
     """The training objective, ``L1 + cpr_weight * CPR + balance_weight * balance
     + routing_weight * routing``.
@@ -437,6 +447,9 @@ def build_objective(
             chunk size.
         where: the name error messages begin with
             ([Trainer][contrastive_prompts.app.train.Trainer] passes ``"Trainer"``).
+        label_experts: the expert the routing term teaches each label (``label % N`` by
+            default; a run that grows a model passes its
+            [GrowthPlan][contrastive_prompts.app.growth.GrowthPlan]'s).
 
     Returns:
         The [CPLObjective][contrastive_prompts.CPLObjective] on ``device``.
@@ -466,6 +479,7 @@ def build_objective(
         num_labels=num_labels,
         chunk_size=config.chunk_size or (config.batch_size if device.type == "cpu" else None),
         label_negatives=config.use_labels,
+        label_experts=label_experts,
     ).to(device)
 
 
@@ -511,9 +525,13 @@ def build_step_module(
 
 
 def build_optimizer(
-    config: TrainConfig, model: nn.Module, *, where: str = "build_optimizer"
+    config: TrainConfig,
+    model: nn.Module,
+    *,
+    where: str = "build_optimizer",
+    parameters: list[dict[str, Any]] | None = None,
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW on the model's parameters and its warm-up then cosine schedule.
+    """AdamW on the model's parameters (or the groups given) and its warm-up then cosine schedule.
 
     AdamW with ``config.lr``, ``betas`` and ``weight_decay``; the schedule multiplies the rate
     by [warmup_cosine][contrastive_prompts.app.train.warmup_cosine] of the step, over
@@ -525,6 +543,9 @@ def build_optimizer(
         model: the network whose parameters are optimised.
         where: the name error messages begin with
             ([Trainer][contrastive_prompts.app.train.Trainer] passes ``"Trainer"``).
+        parameters: parameter groups to optimise instead of all of ``model``'s, as
+            [only_new_experts][contrastive_prompts.core.only_new_experts] gives them (a group's
+            own ``weight_decay`` wins over the config's).
 
     Returns:
         ``(optimizer, scheduler)``; the optimiser's rate is already that of step 0.
@@ -541,7 +562,7 @@ def build_optimizer(
     """
     _check_config(where, config)
     optimizer = torch.optim.AdamW(
-        model.parameters(),
+        parameters if parameters is not None else model.parameters(),
         lr=config.lr,
         betas=config.betas,
         weight_decay=config.weight_decay,
@@ -580,7 +601,8 @@ def build_data(
 
     Args:
         config: the run's options.
-        mix: the degradations (``None``: ``make_mix(config.mix)``).
+        mix: the degradations (``None``: ``config.mix`` and ``config.add_degradations``, as
+            [build_mix][contrastive_prompts.app.growth.build_mix] makes them).
         train_data: a dataset of ``(degraded, clean, label)`` items to use instead of the
             default.
         val_data: likewise for validation.
@@ -602,7 +624,7 @@ def build_data(
     """
     _check_config(where, config)
     if mix is None:
-        mix = make_mix(config.mix)
+        mix = build_mix(config, growth_plan(config, where=where))
     if train_data is None:
         images: Any = config.data or sample_split()[0]
         train_data = SyntheticDataset(
@@ -683,15 +705,28 @@ class Trainer:
         self.is_main = self.rank == 0
         self.out_dir = Path(config.out_dir)
 
+        self.growth = growth_plan(config, where="Trainer")
         torch.manual_seed(config.seed)  # the reference model's weights come from this state
         self.model = build_model(config, model, device=self.device, where="Trainer")
+        trained = None
+        if self.growth is not None:  # only the new experts and their router rows learn
+            new = {
+                name: range(self.growth.base_experts, layer.num_prompts)
+                for name, layer in prompt_layers(self.model).items()
+            }
+            self._new_experts = only_new_experts(self.model, new)
+            trained = self._new_experts.param_groups
         self.ema = AveragedModel(
             self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
         )
-        self.mix = make_mix(config.mix)
+        self.mix = build_mix(config, self.growth)
         self.label_names = list(label_names) if label_names else list(self.mix.names)
         self.objective = build_objective(
-            config, len(self.label_names), self.device, where="Trainer"
+            config,
+            len(self.label_names),
+            self.device,
+            where="Trainer",
+            label_experts=self.growth.label_experts if self.growth is not None else None,
         )
         if config.compile:
             # after the EMA copy is made, so that validation runs uncompiled at any size
@@ -700,7 +735,9 @@ class Trainer:
         self.step_module = build_step_module(
             self.model, self.objective, self.device, self.world_size
         )
-        self.optimizer, self.scheduler = build_optimizer(config, self.model, where="Trainer")
+        self.optimizer, self.scheduler = build_optimizer(
+            config, self.model, where="Trainer", parameters=trained
+        )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         self.step = 0
         self.run_id = uuid.uuid4().hex  # names the run in its folder and its checkpoints
@@ -944,10 +981,15 @@ class Trainer:
     def _plan(self) -> str:
         """One line saying what ``fit`` is about to do."""
         name = type(self.model).__name__
-        parameters = sum(p.numel() for p in self.model.parameters())
+        parameters = f"{sum(p.numel() for p in self.model.parameters()):,} parameters"
         config = self.config
+        if self.growth is not None:
+            parameters = (
+                f"{self._new_experts.trained:,} of {parameters}: the new experts of "
+                f"{', '.join(self.growth.new_labels)} and their router rows"
+            )
         return (
-            f"training {name} ({parameters:,} parameters) from step {self.step} to "
+            f"training {name} ({parameters}) from step {self.step} to "
             f"{config.steps} on {self.device}, batch {config.batch_size} of {config.crop}x"
             f"{config.crop} crops, CPR weight {config.cpr_weight:g} with {config.num_negatives} "
             f"negatives; writing to {str(self.out_dir)!r}"

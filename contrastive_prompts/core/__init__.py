@@ -1,14 +1,16 @@
 """The core: the drop-in modules of Contrastive Prompt Learning, for any network.
 
 The prompt layer and its routing, the contrastive loss and its feature spaces, the negatives,
-prompt stages added to an existing network, and the objective that combines them; the
-transformer block the prompt fusion is built of; safe reading of PyTorch weight files. It needs
+prompt stages added to an existing network, new experts for a new degradation, and the objective
+that combines them; the transformer block the prompt fusion is built of; safe reading of PyTorch
+weight files. It needs
 torch, einops, kornia and numpy, and nothing else of the package.
 """
 
 from ._state import compiled_region
 from .features import VGG16_WEIGHTS_URL, FilterFeatures, PixelFeatures, VGG16Features
 from .files import CheckpointError, safe_load
+from .growth import NewExperts, add_experts, only_new_experts
 from .loss import MODES, ContrastivePromptLoss, contrastive_prompt_loss
 from .negatives import ModelOutput, NegativesReuse, forward_with_negatives, negatives_reuse
 from .objective import CPLObjective, ObjectiveOutput
@@ -44,6 +46,7 @@ __all__ = [
     "FilterFeatures",
     "ModelOutput",
     "NegativesReuse",
+    "NewExperts",
     "ObjectiveOutput",
     "PixelFeatures",
     "PromptFusion",
@@ -54,6 +57,7 @@ __all__ = [
     "Specialisation",
     "TransformerBlock",
     "VGG16Features",
+    "add_experts",
     "add_prompts",
     "compiled_region",
     "contrastive_prompt_loss",
@@ -65,6 +69,7 @@ __all__ = [
     "negative_prompts",
     "negative_route",
     "negatives_reuse",
+    "only_new_experts",
     "pooled_routing",
     "prompt_layers",
     "record_routing",

@@ -109,6 +109,11 @@ class CPLObjective(nn.Module):
         chunk_size: rows per negative pass (see
             [forward_with_negatives][contrastive_prompts.forward_with_negatives]); all at once
             by default.
+        label_experts: the expert the routing term teaches each label, one integer >= 0 per
+            label (``label % N`` by default). A model grown by
+            [add_experts][contrastive_prompts.core.add_experts] keeps its old labels' experts
+            and gives each new label a new expert; labels must then lie below its length, and
+            every expert below each layer's ``N``.
 
     Shape:
         - ``forward(model, degraded, clean, labels=None, *, generator=None)``: ``degraded`` and
@@ -123,8 +128,10 @@ class CPLObjective(nn.Module):
             that is not a bool, ``num_labels`` that is not an integer.
         InputError: at construction, a number out of its range (``weight < 0``,
             ``balance_weight < 0``, ``routing_weight < 0``,
-            ``num_negatives < 1``, ``num_labels < 1``); at the call, an empty batch, labels that
-            are not integers or lie outside ``[0, num_labels)``, ``weight > 0`` and the model
+            ``num_negatives < 1``, ``num_labels < 1``, ``label_experts`` not a non-empty
+            sequence of integers >= 0); at the call, an empty batch, labels that
+            are not integers or lie outside ``[0, num_labels)``, an expert of ``label_experts``
+            that a prompt layer does not have, ``weight > 0`` and the model
             holds no SparsePrompt that leaves experts for negatives, the model's output does not
             have the shape of ``clean`` (checked before the loss sees it), or the loss's feature
             space does not take ``C`` channels (such as
@@ -138,6 +145,8 @@ class CPLObjective(nn.Module):
         >>> parts.loss.backward()
     """
 
+    _label_experts: Tensor  # label_experts as a buffer, on the objective's device
+
     def __init__(
         self,
         *,
@@ -149,6 +158,7 @@ class CPLObjective(nn.Module):
         num_labels: int | None = None,
         chunk_size: int | None = None,
         label_negatives: bool = True,
+        label_experts: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         where = "CPLObjective"
@@ -174,6 +184,23 @@ class CPLObjective(nn.Module):
         self.chunk_size = chunk_size
         self.label_negatives = label_negatives
         self.loss = loss if loss is not None else ContrastivePromptLoss()
+        self.label_experts: tuple[int, ...] | None = None
+        if label_experts is not None:
+            if isinstance(label_experts, (str, bytes)) or not isinstance(label_experts, Sequence):
+                raise InputTypeError(
+                    f"{where}: expected label_experts to be a sequence of integers, got "
+                    f"{type(label_experts).__name__}"
+                )
+            if not label_experts or any(
+                isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in label_experts
+            ):
+                raise InputError(
+                    f"{where}: expected label_experts to be one integer >= 0 per label, got "
+                    f"{list(label_experts)}"
+                )
+            self.label_experts = tuple(label_experts)
+        table = torch.tensor(self.label_experts or (), dtype=torch.long)
+        self.register_buffer("_label_experts", table, persistent=False)
 
     def extra_repr(self) -> str:
         return (
@@ -237,7 +264,14 @@ class CPLObjective(nn.Module):
             balance = torch.stack([load_balance_loss(r) for r in routing]).mean()
         guide = zero
         if self.routing_weight > 0 and labels is not None and routing:
-            guide = torch.stack([label_routing_loss(r, labels) for r in routing]).mean()
+            experts = None
+            if self.label_experts is not None:
+                self._check_label_experts(routing)
+                self._check_label_range(labels)  # before the labels index the table
+                experts = self._label_experts
+            guide = torch.stack(
+                [label_routing_loss(r, labels, experts=experts) for r in routing]
+            ).mean()
         loss = l1 + self.weight * cpr + self.balance_weight * balance + self.routing_weight * guide
         if labels is not None:
             # here rather than on entry: reading the labels waits for the device, and here the
@@ -258,14 +292,34 @@ class CPLObjective(nn.Module):
         if output.shape != clean.shape:
             raise InputError(f"{expected} an output of shape {tuple(output.shape)}")
 
+    def _check_label_experts(self, routing: RoutingLog) -> None:
+        """Every expert of ``label_experts`` is one each prompt layer has (no sync)."""
+        assert self.label_experts is not None
+        largest = max(self.label_experts)
+        for name, routed in zip(routing.names, routing, strict=True):
+            if largest >= routed.probs.shape[-1]:
+                raise InputError(
+                    f"CPLObjective: expected label_experts below the {routed.probs.shape[-1]} "
+                    f"experts of prompt layer {name!r}, got {largest}"
+                )
+
     def _check_label_range(self, labels: Tensor) -> None:
         """Labels index the rows of the expert-use counts: ``[0, num_labels)``."""
-        if self.num_labels is None:
+        limits = [
+            (n, what)
+            for n, what in (
+                (self.num_labels, "num_labels"),
+                (len(self.label_experts or ()) or None, "len(label_experts)"),
+            )
+            if n is not None
+        ]
+        if not limits:
             outside = labels < 0
             expected = "labels >= 0"
         else:
-            outside = (labels < 0) | (labels >= self.num_labels)
-            expected = f"labels in [0, {self.num_labels - 1}] (num_labels={self.num_labels})"
+            limit, what = min(limits)
+            outside = (labels < 0) | (labels >= limit)
+            expected = f"labels in [0, {limit - 1}] ({what}={limit})"
         if bool(outside.any()):
             bad = labels[outside].unique().tolist()
             shown = f"{bad[:8]}"[:-1] + ", ...]" if len(bad) > 8 else f"{bad}"

@@ -310,42 +310,58 @@ def load_balance_loss(routing: Routing) -> Tensor:
     return num_prompts * (fraction * probs.mean(dim=0)).sum()
 
 
-def label_routing_loss(routing: Routing, labels: Tensor) -> Tensor:
+def label_routing_loss(
+    routing: Routing, labels: Tensor, *, experts: Tensor | None = None
+) -> Tensor:
     r"""Cross-entropy of the router against the expert each label is given: ``label % N``.
 
     $-\frac1B \sum_b \log p_b(\ell_b \bmod N)$ for routing probabilities $p$ and integer
-    degradation labels $\ell$. Training data knows which degradation it applied; this term
-    teaches the router to tell them apart, so each degradation trains an expert of its own
-    instead of every sample landing on whichever expert won first (top-1 routing collapses that
+    degradation labels $\ell$ (or $-\frac1B \sum_b \log p_b(E_{\ell_b})$ for a table
+    ``experts`` $E$ of one expert per label). Training data knows which degradation it applied;
+    this term teaches the router to tell them apart, so each degradation trains an expert of its
+    own instead of every sample landing on whichever expert won first (top-1 routing collapses that
     way: an expert no sample selects gets no gradient). With more labels than experts, labels
     ``l`` and ``l + N`` share an expert. The router still routes from the features alone: labels
     are needed only while training.
 
     Args:
         routing: the routing of a batch (from [topk_route][contrastive_prompts.core.topk_route]).
-        labels: ``(B,)`` integer labels, ``>= 0``.
+        labels: ``(B,)`` integer labels, ``>= 0`` (below ``L`` with ``experts``).
+        experts: ``(L,)`` integer table, the expert of each label, in ``[0, N)``; ``label % N``
+            by default. A model grown by [add_experts][contrastive_prompts.core.add_experts]
+            keeps its old labels' experts and gives the new labels the new experts.
 
     Shape:
-        - routing: ``(B, N)`` probs; labels: ``(B,)``; output: a scalar.
+        - routing: ``(B, N)`` probs; labels: ``(B,)``; experts: ``(L,)``; output: a scalar.
 
     Returns:
         The scalar loss in float32 at least, differentiable through ``routing.probs``; 0 when
         every sample puts all its weight on its label's expert, ``log N`` for a uniform router.
 
     Raises:
-        InputError: labels that are not one integer per sample, or negative.
+        InputError: labels that are not one integer per sample, or negative; ``experts`` that
+            is not a ``(L,)`` integer tensor.
 
     Examples:
         >>> r = topk_route(torch.zeros(2, 4), top_k=1)
         >>> round(label_routing_loss(r, torch.tensor([0, 5])).item(), 4)  # log 4
         1.3863
     """
+    where = "label_routing_loss"
     probs = routing.probs
-    check_shape("label_routing_loss", "labels", labels, (probs.shape[0],))
+    check_shape(where, "labels", labels, (probs.shape[0],))
     if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-        raise InputError(f"label_routing_loss: expected integer labels, got {labels.dtype}")
-    experts = (labels.long() % probs.shape[-1])[:, None]
-    chosen = probs.to(torch.promote_types(probs.dtype, torch.float32)).gather(-1, experts)
+        raise InputError(f"{where}: expected integer labels, got {labels.dtype}")
+    if experts is None:
+        chosen_experts = labels.long() % probs.shape[-1]
+    else:
+        check_shape(where, "experts", experts, ("L",))
+        if experts.dtype == torch.bool or experts.is_floating_point() or experts.is_complex():
+            raise InputError(f"{where}: expected an integer table of experts, got {experts.dtype}")
+        chosen_experts = experts.to(labels.device).long()[labels.long()]
+    chosen = probs.to(torch.promote_types(probs.dtype, torch.float32)).gather(
+        -1, chosen_experts[:, None]
+    )
     return -chosen.clamp_min(torch.finfo(chosen.dtype).tiny).log().mean()
 
 
@@ -528,6 +544,53 @@ class SparsePrompt(nn.Module):
         nn.init.uniform_(self.prompts)
         self.router.reset_parameters()
         self.conv.reset_parameters()
+
+    @torch.no_grad()
+    def add_experts(self, count: int = 1) -> range:
+        """Grow the bank by ``count`` experts, keeping every weight and key the layer has.
+
+        The bank and the router gain ``count`` rows at the end; the existing rows keep their
+        values, and the parameters their names (``prompts``, ``router.weight``,
+        ``router.bias``), so the layer is what a layer built with ``num_prompts + count``
+        experts holding these values would be. Each new expert starts as the mean of the bank,
+        and its router row as the mean of the rows, so its logit is the mean of the other
+        experts' logits, never above their largest: until trained it wins no input whose
+        experts score apart. It takes from each input's own expert the share of the softmax
+        its logit gets (the routing weight is a softmax over every expert): an old output
+        moves by that share, small for a confident router. The parameters are new tensors:
+        build the optimiser after growing.
+        [add_experts][contrastive_prompts.core.add_experts] grows every layer of a model, and
+        [only_new_experts][contrastive_prompts.core.only_new_experts] trains the new rows
+        alone.
+
+        Args:
+            count: experts to add, an integer >= 1.
+
+        Returns:
+            The indices of the new experts, ``range(N, N + count)``.
+
+        Raises:
+            InputTypeError: ``count`` is not an integer.
+            InputError: ``count < 1``.
+
+        Examples:
+            >>> layer = SparsePrompt(dim=8, prompt_dim=4, prompt_size=2)
+            >>> layer.add_experts(2), layer.num_prompts, tuple(layer.router.weight.shape)
+            (range(5, 7), 7, (7, 8))
+        """
+        check_int_range("SparsePrompt.add_experts", "count", count, 1)
+
+        def grown(rows: Tensor) -> nn.Parameter:
+            start = rows.mean(dim=0, keepdim=True).expand(count, *rows.shape[1:])
+            return nn.Parameter(torch.cat([rows, start]), requires_grad=rows.requires_grad)
+
+        before = self.num_prompts
+        self.prompts = grown(self.prompts)
+        self.router.weight = grown(self.router.weight)
+        if self.router.bias is not None:
+            self.router.bias = grown(self.router.bias)
+        self.router.out_features = self.num_prompts = before + count
+        return range(before, before + count)
 
     def extra_repr(self) -> str:
         return (

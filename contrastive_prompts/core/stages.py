@@ -165,6 +165,22 @@ class PromptStage(nn.Module):
     def extra_repr(self) -> str:
         return f"dim={self.prompt.dim}, prompt_dim={self.prompt.prompt_dim}"
 
+    def add_experts(self, count: int = 1) -> range:
+        """Grow the stage's prompt bank by ``count`` experts, keeping every weight and key.
+
+        See [SparsePrompt.add_experts][contrastive_prompts.SparsePrompt.add_experts]; the fusion
+        is shared by every expert and stays as it is.
+
+        Returns:
+            The indices of the new experts.
+
+        Examples:
+            >>> stage = PromptStage(dim=8, prompt_size=4)
+            >>> stage.add_experts(), stage.prompt.num_prompts
+            (range(5, 6), 6)
+        """
+        return self.prompt.add_experts(count)
+
     def forward(self, h: Tensor) -> Tensor:
         """``h + fusion(h, prompt(h))``.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, cast
 
 import torch
@@ -30,6 +30,7 @@ from .._checks import (
     check_shape_any,
     check_spatial,
 )
+from ..core.growth import add_experts
 from ..core.prompt import (
     PromptFusion,
     Routing,
@@ -320,6 +321,37 @@ class SparsePromptIR(nn.Module):
                     f"{where}: expected prompt_heads={config.prompt_heads} to divide every "
                     f"fusion width (channels + prompt_dims), got {width}"
                 )
+
+    def add_experts(self, count: int = 1) -> dict[str, range]:
+        """Give each prompt bank ``count`` new experts, keeping every weight and key.
+
+        [add_experts][contrastive_prompts.core.add_experts] for the reference model: it also
+        sets ``config.num_prompts``, so the model's checkpoints record the grown size and load
+        into ``SparsePromptIR(preset, num_prompts=...)``. Build the optimiser after growing.
+
+        Args:
+            count: experts to add to every prompt layer, an integer >= 1.
+
+        Returns:
+            ``{layer name: indices of its new experts}``, for
+            [only_new_experts][contrastive_prompts.core.only_new_experts].
+
+        Raises:
+            InputError: a model without prompts (``use_prompts=False``), or ``count < 1``.
+
+        Examples:
+            >>> model = SparsePromptIR("tiny")
+            >>> model.add_experts(1)["prompt1"], model.config.num_prompts
+            (range(5, 6), 6)
+        """
+        if not self.config.use_prompts:
+            raise InputError(
+                "SparsePromptIR.add_experts: expected a model with prompts, got one built with "
+                "use_prompts=False"
+            )
+        grown = add_experts(self, count)
+        self.config = replace(self.config, num_prompts=self.config.num_prompts + count)
+        return grown
 
     @property
     def prompt_stages(self) -> tuple[tuple[SparsePrompt | None, nn.Module], ...]:
