@@ -33,6 +33,7 @@ from contrastive_prompts.app.degradations import make_mix
 from contrastive_prompts.app.growth import GrowthPlan, build_mix, growth_plan
 from contrastive_prompts.app.train import Trainer, build_model
 from contrastive_prompts.core import (
+    CheckpointError,
     add_experts,
     label_routing_loss,
     only_new_experts,
@@ -302,6 +303,20 @@ def test_a_grown_run_trains_only_the_new_experts_and_resumes(base_run, tmp_path)
     again.load(tmp_path / "grown" / "last.pt")
     again.fit()
     assert again.step == 3
+
+
+def test_a_checkpoint_of_an_earlier_version_without_the_growth_fields_resumes(base_run, tmp_path):
+    base, checkpoint = base_run
+    state = read_checkpoint(checkpoint)
+    for name in ("add_degradations", "grow_from"):
+        del state["config"][name]
+    older = tmp_path / "older.pt"
+    torch.save(state, older)
+    trainer = Trainer(dataclasses.replace(base, out_dir=str(tmp_path / "resumed"), steps=3))
+    trainer.load(older)
+    assert trainer.step == 2
+    with pytest.raises(CheckpointError, match=r"add_degradations: run \['blur'\], checkpoint \[\]"):
+        Trainer(dataclasses.replace(base, add_degradations=["blur"])).load(older)
 
 
 def test_growth_plans_refuse_degradations_that_do_not_extend_the_checkpoints(base_run):

@@ -24,7 +24,7 @@ from ..reference.padding import MAX_PAD_MULTIPLE
 from .data.images import MAX_IMAGE_PIXELS
 from .degradations import MIXES, make_mix
 
-__all__ = ["MAX_SEED", "PRECISIONS", "RECIPES", "RUN_FIELDS", "TrainConfig"]
+__all__ = ["ADDED_FIELDS", "MAX_SEED", "PRECISIONS", "RECIPES", "RUN_FIELDS", "TrainConfig"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -41,6 +41,11 @@ RUN_FIELDS = (
 )  # fmt: skip
 """The options that shape the optimisation and the data stream: a resumed run must keep them to
 carry on exactly. The rest (steps, logging, validation, output, workers, device) may change."""
+
+ADDED_FIELDS = ("add_degradations", "grow_from")
+"""Fields of [RUN_FIELDS][contrastive_prompts.app.config.RUN_FIELDS] that checkpoints of earlier
+versions lack, and whose default is what those runs trained with: resuming one compares them
+with their default."""
 
 
 @dataclass

@@ -59,7 +59,7 @@ from .checkpoints import (
     state_problems,
 )
 from .compiling import compile_regions
-from .config import FP16_ON_CPU, RECIPES, RUN_FIELDS, TrainConfig
+from .config import ADDED_FIELDS, FP16_ON_CPU, RECIPES, RUN_FIELDS, TrainConfig
 from .data import (
     SyntheticDataset,
     degraded_copies,
@@ -1205,6 +1205,9 @@ class Trainer:
                 f"checkpoint {str(path)!r} does not fit the run's model: " + "; ".join(problems)
             )
         run, saved = asdict(self.config), state["config"]
+        run_defaults = asdict(TrainConfig())
+        # fields newer than the checkpoint, whose default is what it trained with
+        saved = {**{k: run_defaults[k] for k in ADDED_FIELDS if k not in saved}, **saved}
         changed = [k for k in RUN_FIELDS if as_tuple(run[k]) != as_tuple(saved.get(k))]
         if changed:
             detail = ", ".join(f"{k}: run {run[k]!r}, checkpoint {saved.get(k)!r}" for k in changed)
