@@ -17,6 +17,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from contrastive_prompts.app.train import Trainer
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -162,3 +164,25 @@ def library_state() -> dict[str, Any]:
         return {"commit": commit, "uncommitted": sorted(line[3:] for line in changed if line)}
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "uncommitted": None}
+
+
+def train_or_resume(config: Any, **options: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """Train a ``TrainConfig`` to its steps (carrying on from ``out_dir/last.pt``).
+
+    Returns the EMA model, in eval mode, and the run's facts: steps and parameters in the
+    optimiser.
+    """
+
+    trainer = Trainer(config, **options)
+    last = Path(config.out_dir, "last.pt")
+    if last.exists():
+        trainer.load(last)
+    if trainer.step < config.steps:
+        trainer.fit()
+    facts = {
+        "steps": trainer.step,
+        "trained_parameters": sum(
+            p.numel() for g in trainer.optimizer.param_groups for p in g["params"]
+        ),
+    }
+    return trainer.ema.module.eval(), facts

@@ -380,3 +380,32 @@ def test_restore_benchmark_times_both_routings(tmp_path):
     ways = {"none", "48 x1 image", "48 x1 tile"}
     assert set(entry["memory_gib"]) == ways and set(entry["seconds_per_megapixel"]) == ways
     assert all(t > 0 for t in entry["seconds_per_megapixel"].values())
+
+
+def test_add_degradation_benchmark_runs_and_keeps_the_old_degradations(tmp_path):
+    command = [sys.executable, "benchmarks/add_degradation.py", "--quick", "--seeds", "0",
+               "--work-dir", str(tmp_path), "--json", str(tmp_path / "figures.json")]  # fmt: skip
+    figures = run_benchmark(command, tmp_path / "figures.json")
+    table = figures["per_degradation"]
+    assert list(table)[-1] == "low_light" and len(table) == 6
+    runs = figures["runs"]
+    # the grown run trains the new rows alone: one expert's bank entries and router rows
+    assert runs["grown"]["trained_parameters"] < runs["tuned"]["trained_parameters"] / 50
+    for name, row in table.items():
+        assert 0 <= row["new_expert_share_max"] < 1, name
+        assert set(row) >= {"base", "grown", "tuned", "joint", "grown_minus_base"}
+
+
+def test_composite_routing_benchmark_runs_and_places_every_composite_pick(tmp_path):
+    command = [sys.executable, "benchmarks/composite_routing.py", "--quick",
+               "--work-dir", str(tmp_path), "--json", str(tmp_path / "figures.json")]  # fmt: skip
+    figures = run_benchmark(command, tmp_path / "figures.json")
+    assert set(figures["psnr"]) == {"parts_top1", "parts_top2", "cdd11_top1"}
+    assert all(len(table) == 11 for table in figures["psnr"].values())
+    for run, table in figures["expert_origin"].items():
+        assert len(table) == 7, run  # the seven composites
+        for kind, shares in table.items():
+            assert sum(shares.values()) == pytest.approx(1.0), (run, kind)
+            parts = {f"part:{p}" for p in kind.split("+")} | {"other"}
+            assert set(shares) <= parts, (run, kind)
+    assert set(figures["top2_both_from_parts"]) == {"parts_top2"}
