@@ -131,7 +131,9 @@ def main() -> None:
     for run in models:
         if not run.startswith("parts"):
             continue
-        origin[run], both_parts[run] = {}, {}
+        origin[run] = {}
+        if run.endswith("top2"):
+            both_parts[run] = {}
         for kind, parts in zip(mix.names, mix.parts, strict=True):
             if len(parts) < 2:
                 continue
@@ -174,7 +176,7 @@ def main() -> None:
         print(f"| {kind} | " + " | ".join(f"{psnr_table[r][kind]:.2f}" for r in runs) + " |")
     for run, table in origin.items():
         for kind, shares in table.items():
-            both = both_parts[run].get(kind)
+            both = both_parts.get(run, {}).get(kind)
             extra = f", both from parts {both:.2f}" if both is not None else ""
             print(f"{run} {kind}: {shares}{extra}")
     if args.json:
