@@ -409,3 +409,15 @@ def test_composite_routing_benchmark_runs_and_places_every_composite_pick(tmp_pa
             parts = {f"part:{p}" for p in kind.split("+")} | {"other"}
             assert set(shares) <= parts, (run, kind)
     assert set(figures["top2_both_from_parts"]) == {"parts_top2"}
+
+
+def test_add_degradation_network_benchmark_runs_and_trains_the_new_rows_alone(tmp_path):
+    command = [sys.executable, "benchmarks/add_degradation_network.py", "--quick", "--seeds", "0",
+               "--work-dir", str(tmp_path), "--json", str(tmp_path / "figures.json")]  # fmt: skip
+    figures = run_benchmark(command, tmp_path / "figures.json")
+    assert list(figures["per_degradation"]) == ["noise", "rain", "haze", "low_light"]
+    trained = figures["trained_parameters"]
+    assert 0 < trained["grown"] < trained["tuned"] / 50
+    for row in figures["per_degradation"].values():
+        assert 0 <= row["grown_routed_to_new"] <= 1 and 0 <= row["grown_fast_routed_to_new"] <= 1
+        assert set(row) >= {"base", "grown", "grown_fast", "tuned", "joint"}
