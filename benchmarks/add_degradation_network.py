@@ -51,7 +51,7 @@ from contrastive_prompts.app.degradations import (
 )
 from contrastive_prompts.app.effect import prompt_effect
 from contrastive_prompts.app.metrics import psnr
-from contrastive_prompts.core import add_experts, only_new_experts, record_routing
+from contrastive_prompts.core import add_experts, only_new_experts, prompt_layers, record_routing
 
 OLD = ("noise", "rain", "haze")
 NEW = "low_light"
@@ -154,7 +154,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             generator=torch.Generator().manual_seed(REPORT_SEED),
         )  # fmt: skip
     trained = {
-        "grown": sum(p[0].numel() for p in frozen_rows(models["grown"])),
+        "grown": sum(p[0].numel() for p in new_rows(models["grown"])),
         "tuned": sum(p.numel() for p in models["tuned"].parameters()),
         "joint": sum(p.numel() for p in models["joint"].parameters()),
     }
@@ -163,12 +163,11 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             "trained_parameters": trained}  # fmt: skip
 
 
-def frozen_rows(model: nn.Module) -> list[torch.Tensor]:
-    """The new rows of every prompt layer: what the grown run trained."""
+def new_rows(model: nn.Module) -> list[torch.Tensor]:
+    """The new rows of every prompt layer (experts 5 on): what the grown run trained."""
     rows = []
-    for module in model.modules():
-        if hasattr(module, "router") and hasattr(module, "prompts"):
-            rows += [module.prompts[5:], module.router.weight[5:], module.router.bias[5:]]
+    for layer in prompt_layers(model).values():
+        rows += [layer.prompts[5:], layer.router.weight[5:], layer.router.bias[5:]]
     return [r.reshape(1, -1) for r in rows]
 
 

@@ -1456,9 +1456,8 @@ def make_mix(
         kinds = {n: n for n in tasks}
         if len(tasks) != len(preset):
             raise InputError(f"{where}: expected distinct degradation names, got {list(preset)}")
-    repeated = sorted(set(tasks) & set(added)) or (
-        [] if len(added) == len(added_list) else [n for n, _ in added_list]
-    )
+    names = [n for n, _ in added_list]
+    repeated = sorted({n for n in names if names.count(n) > 1 or n in tasks})
     if repeated:
         raise InputError(
             f"{where}: expected added degradations that the mix does not have, once each, got "

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import InputError, InputTypeError, check_int_range
-from .prompt import SparsePrompt, require_prompt_layers
+from .prompt import SparsePrompt, _named_layers, require_prompt_layers
 
 __all__ = ["NewExperts", "add_experts", "only_new_experts"]
 
@@ -145,19 +145,9 @@ def only_new_experts(model: nn.Module, experts: Mapping[str, Sequence[int]]) -> 
         ...     bool(layer.prompts.grad[:5].eq(0).all()), layer.conv.weight.grad is None
         (True, True)
     """
-    layers = require_prompt_layers("only_new_experts", model)
-    if not isinstance(experts, Mapping):
-        raise InputTypeError(
-            "only_new_experts: expected a mapping of prompt layer names to experts, got "
-            f"{type(experts).__name__}"
-        )
+    layers = _named_layers("only_new_experts", model, experts, "experts")
     chosen: dict[str, list[int]] = {}
     for name, rows in experts.items():
-        if name not in layers:
-            raise InputError(
-                f"only_new_experts: expected names of prompt layers of {type(model).__name__}, "
-                f"among {sorted(layers)}, got {name!r}"
-            )
         if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence):
             raise InputTypeError(
                 f"only_new_experts: expected a sequence of experts for {name!r} (a range, say), "

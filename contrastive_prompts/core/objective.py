@@ -199,6 +199,9 @@ class CPLObjective(nn.Module):
                     f"{list(label_experts)}"
                 )
             self.label_experts = tuple(label_experts)
+        # labels index the expert-use counts and the table: the smaller bound, and its name
+        bounds = [(num_labels, "num_labels"), (len(self.label_experts or ()), "len(label_experts)")]
+        self._label_limit = min(((n, what) for n, what in bounds if n), default=None)
         table = torch.tensor(self.label_experts or (), dtype=torch.long)
         self.register_buffer("_label_experts", table, persistent=False)
 
@@ -305,19 +308,11 @@ class CPLObjective(nn.Module):
 
     def _check_label_range(self, labels: Tensor) -> None:
         """Labels index the rows of the expert-use counts: ``[0, num_labels)``."""
-        limits = [
-            (n, what)
-            for n, what in (
-                (self.num_labels, "num_labels"),
-                (len(self.label_experts or ()) or None, "len(label_experts)"),
-            )
-            if n is not None
-        ]
-        if not limits:
+        if self._label_limit is None:
             outside = labels < 0
             expected = "labels >= 0"
         else:
-            limit, what = min(limits)
+            limit, what = self._label_limit
             outside = (labels < 0) | (labels >= limit)
             expected = f"labels in [0, {limit - 1}] ({what}={limit})"
         if bool(outside.any()):
