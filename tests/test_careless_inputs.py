@@ -348,6 +348,19 @@ def test_a_full_disk_is_said_in_one_line_and_the_old_file_is_kept(tmp_path, fail
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
+@pytest.mark.parametrize("name", ["last.pt", "model.safetensors", "table.json", "README"])
+def test_the_leftover_check_of_the_tests_finds_a_writers_temporary(tmp_path, name):
+    from contrastive_prompts.app._files import writing
+
+    from .leftovers import temporaries
+
+    (tmp_path / "sub").mkdir()
+    target = tmp_path / "sub" / name
+    with writing(target) as temporary:
+        assert temporaries(tmp_path) == [temporary]  # the check the tests make can fail
+    assert target.exists() and not temporaries(tmp_path)
+
+
 def test_temporaries_of_writers_that_died_are_removed_and_no_other_file(tmp_path):
     import subprocess
     import sys

@@ -12,6 +12,8 @@ from contrastive_prompts.app.checkpoints import load_promptir
 from contrastive_prompts.app.cli import main
 from contrastive_prompts.app.data import read_image, write_image
 
+from .leftovers import temporaries
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -208,7 +210,7 @@ def test_evaluate_never_writes_over_a_file_unasked(trained, tmp_path, capsys):
     assert table.read_text() == "my notes"
     assert main([*argv, "--overwrite"]) == 0
     assert set(json.loads(table.read_text())["psnr"]) >= {"rain", "haze"}
-    assert not list(tmp_path.glob(".*.partial*"))
+    assert not temporaries(tmp_path)
 
 
 def test_train_flags_take_their_choices_from_the_tables(capsys):

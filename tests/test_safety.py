@@ -28,6 +28,7 @@ from contrastive_prompts.app.config import TrainConfig
 from contrastive_prompts.app.data import SyntheticDataset, read_image, write_image
 from contrastive_prompts.app.train import Trainer, TrainingDiverged
 
+from .leftovers import temporaries
 from .test_model import random_promptir_state_dict
 
 # -- a small trained run, shared ----------------------------------------------------------------
@@ -204,7 +205,7 @@ def test_export_never_writes_over_a_file_unasked(run, tmp_path):
         export_weights(run / "last.pt", tmp_path / "model.pt")
     export_weights(run / "last.pt", target, overwrite=True)
     assert load_checkpoint_model(target).config.dim == 16
-    assert not list(tmp_path.glob(".*partial"))
+    assert not temporaries(tmp_path)
 
 
 def test_foreign_safetensors_and_checkpoints_are_clear_errors(run, tmp_path):

@@ -26,6 +26,8 @@ from contrastive_prompts.app.train import (
 )
 from contrastive_prompts.core.prompt import prompt_layers
 
+from .leftovers import temporaries
+
 
 def images(n: int = 3, size: int = 40) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(0)
@@ -72,7 +74,7 @@ def test_fit_logs_plots_and_checkpoints(tmp_path):
     assert {"routing", "balance"} <= set(steps[0])
     for name in ("loss.png", "validation.png", "experts.png", "last.pt", "config.json"):
         assert (out / name).is_file(), name
-    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary file
+    assert not temporaries(out)  # atomic writes leave no temporary file
     # learning-rate schedule: warm-up then cosine
     assert steps[0]["lr"] < steps[1]["lr"] and steps[-1]["lr"] < steps[2]["lr"]
 
