@@ -203,6 +203,36 @@ def test_negatives_equal_the_naive_way(unet, batch, num_negatives, chunk, with_l
     assert fast.routing.names == ["prompt_mid", "prompt_dec"]
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # the encoder is still reused
+@given(batch=st.integers(1, 3), chunk=st.sampled_from([None, 1, 4]), seed=st.integers(0, 2**16))
+def test_negatives_under_fixed_experts_avoid_them_and_equal_the_naive_way(unet, batch, chunk, seed):
+    from contrastive_prompts.core import fixed_experts
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, 3, 12, 16, generator=g)
+    experts = torch.randint(0, 5, (batch,), generator=g)
+    fixed = {name: experts for name in prompt_layers(unet)}
+    with fixed_experts(unet, fixed):
+        fast = forward_with_negatives(
+            unet,
+            x,
+            num_negatives=3,
+            chunk_size=chunk,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        slow = naive_negatives(unet, x, 3, seed, chunk_size=chunk)
+        with negative_prompts(unet, generator=torch.Generator().manual_seed(seed)):
+            drawn = [
+                unet.get_submodule(name)(
+                    torch.rand(3 * batch, layer.dim, 4, 4), return_routing=True
+                )
+                for name, layer in prompt_layers(unet).items()
+            ]
+    torch.testing.assert_close(fast.negatives, slow, rtol=1e-5, atol=1e-6)
+    for _, routing in drawn:  # three copies of the batch, none given its own expert
+        assert not bool((routing.indices == experts.repeat(3)[:, None]).any())
+
+
 def test_a_prompt_first_network_gets_the_naive_cost():
     torch.manual_seed(0)
     model, x = PromptFirst(), torch.rand(2, 3, 8, 8)

@@ -43,7 +43,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .._checks import InputError, InputTypeError, check_int_range, check_shape
 from ._state import buffers_kept, compiled_region, quiet_run
-from .prompt import RoutingLog, negative_prompts, record_routing, require_prompt_layers
+from .prompt import RoutingLog, _unfixed, negative_prompts, record_routing, require_prompt_layers
 
 __all__ = [
     "MAX_NEGATIVES",
@@ -232,7 +232,7 @@ def _measure(
 ) -> _Plan:
     """Run ``model`` on ``batch + 1`` rows, looking only, and find each kept output's batch axis."""
     rows = torch.arange(batch + 1, device=x.device) % batch
-    with record_routing(model) as log:
+    with _unfixed(layers), record_routing(model) as log:  # experts fixed for B rows fit no other
         probe, handles = _record(model, layers, log)
         try:
             quiet_run(model, lambda: model(x[rows]))

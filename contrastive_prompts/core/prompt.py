@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -223,9 +223,13 @@ def negative_route(
     return _route_to(probs, indices)
 
 
-def _rows(fixed: Tensor, batch: int, where: str) -> Tensor:
-    """``fixed``, set for 1 or ``batch`` samples, as ``batch`` rows."""
-    if fixed.shape[0] not in (1, batch):
+def _rows(fixed: Tensor, batch: int, where: str, *, copies: bool = False) -> Tensor:
+    """``fixed``, set for 1 or ``batch`` samples, as ``batch`` rows; with ``copies``, also set
+    for one copy of a batch of several copies of it (the rows of a negative pass)."""
+    count = fixed.shape[0]
+    if copies and count > 1 and batch % count == 0:
+        return fixed.repeat(batch // count, *(1,) * (fixed.ndim - 1))
+    if count not in (1, batch):
         what = "experts" if where == "fixed_experts" else "a routing"
         raise InputError(
             f"{where}: expected {what} for 1 or {batch} samples (the batch this layer routes), "
@@ -643,17 +647,23 @@ class SparsePrompt(nn.Module):
             return self._negative(
                 x, generator=mode.generator, labels=mode.labels, return_routing=return_routing
             )
-        routing = self.route(x)
-        fixed = self._fixed
-        if isinstance(fixed, Routing):
-            routing = Routing(*(_rows(t, x.shape[0], "fixed_routing") for t in fixed))
-        elif fixed is not None:
-            routing = _route_to(routing.probs, _rows(fixed, x.shape[0], "fixed_experts"))
+        routing = self._positive(x)
         for log, name in self._routing_logs:
             log.append(routing)
             log.names.append(name)
         prompt = self.render(routing.weights, x.shape[-2:])
         return (prompt, routing) if return_routing else prompt
+
+    def _positive(self, x: Tensor, *, copies: bool = False) -> Routing:
+        """The routing of ``x``'s own prompt: the router's, or what a fixing block set (for
+        every copy of the batch in ``x``, with ``copies``: the rows of a negative pass)."""
+        routing = self.route(x)
+        fixed, batch = self._fixed, x.shape[0]
+        if isinstance(fixed, Routing):
+            return Routing(*(_rows(t, batch, "fixed_routing", copies=copies) for t in fixed))
+        if fixed is not None:
+            return _route_to(routing.probs, _rows(fixed, batch, "fixed_experts", copies=copies))
+        return routing
 
     @torch.no_grad()
     def _negative(
@@ -666,7 +676,10 @@ class SparsePrompt(nn.Module):
     ) -> Tensor | tuple[Tensor, Routing]:
         """A negative prompt for ``x``, built without gradient.
 
-        The experts are drawn by [negative_route][contrastive_prompts.core.negative_route].
+        The experts are drawn by [negative_route][contrastive_prompts.core.negative_route],
+        outside the positive's: the router's choice, or the experts a
+        [fixed_experts][contrastive_prompts.core.fixed_experts] or
+        [fixed_routing][contrastive_prompts.core.fixed_routing] block gives.
 
         Args:
             x: ``(B, dim, H, W)`` features.
@@ -677,7 +690,8 @@ class SparsePrompt(nn.Module):
         Returns:
             ``(B, prompt_dim, H, W)`` prompt (and its routing).
         """
-        routing = negative_route(self.route(x), generator=generator, labels=labels)
+        positive = self._positive(x, copies=True)
+        routing = negative_route(positive, generator=generator, labels=labels)
         prompt = self.render(routing.weights, x.shape[-2:])
         return (prompt, routing) if return_routing else prompt
 
@@ -811,8 +825,11 @@ def fixed_experts(model: nn.Module, experts: Mapping[str, Tensor | int]) -> Iter
     gives it, as a negative prompt is weighted: what the paper's negatives mean when experts
     specialise, "another degradation's prompt". Layers not named route as usual.
     [prompt_effect][contrastive_prompts.app.effect.prompt_effect] uses it to give each image the
-    experts another degradation uses (the *swap* cost). The flag is restored on exit, an
-    exception included. Gradients flow as usual.
+    experts another degradation uses (the *swap* cost). Negative prompts drawn inside the block
+    ([negative_prompts][contrastive_prompts.negative_prompts],
+    [forward_with_negatives][contrastive_prompts.forward_with_negatives]) come from outside the
+    experts given. The flag is restored on exit, an exception included. Gradients flow as
+    usual.
 
     Args:
         model: a network holding SparsePrompt layers.
@@ -942,6 +959,20 @@ def _fixing(
     finally:
         for name, before in previous.items():
             layers[name]._fixed = before
+
+
+@contextlib.contextmanager
+def _unfixed(layers: Iterable[nn.Module]) -> Iterator[None]:
+    """The prompt layers among ``layers`` route by their routers in the block, whatever a
+    fixing block set (for a look-only pass on another batch size)."""
+    kept = [(layer, layer._fixed) for layer in layers if isinstance(layer, SparsePrompt)]
+    try:
+        for layer, _ in kept:
+            layer._fixed = None
+        yield
+    finally:
+        for layer, fixed in kept:
+            layer._fixed = fixed
 
 
 @contextlib.contextmanager
