@@ -13,6 +13,19 @@ from torch import nn
 T = TypeVar("T")
 
 
+def reset_submodules(module: nn.Module) -> None:
+    """Call ``reset_parameters()`` of each submodule of ``module`` that has one, in the order
+    they were registered; a submodule without one (a ``Sequential``) is looked into. Each
+    module's own ``reset_parameters`` resets what it holds, its submodules included, so
+    nothing is reset twice, and the random draws come in the order construction made them."""
+    for child in module.children():
+        reset = getattr(child, "reset_parameters", None)
+        if callable(reset):
+            reset()
+        else:
+            reset_submodules(child)
+
+
 @contextlib.contextmanager
 def buffers_kept(model: nn.Module) -> Iterator[None]:
     """Buffers that the block changes (batch-norm running statistics) get their values back on

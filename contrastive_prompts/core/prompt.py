@@ -36,6 +36,7 @@ from .._checks import (
     check_shape,
     check_spatial,
 )
+from ._state import reset_submodules
 from .restormer import TransformerBlock
 
 __all__ = [
@@ -1073,6 +1074,11 @@ class PromptFusion(nn.Module):
             )
         )
         self.proj = nn.Conv2d(width, self.out_dim, 1, bias=False, **factory)
+
+    def reset_parameters(self) -> None:
+        """The block's start (each part's, for a block of your own) and the projection at
+        PyTorch's default."""
+        reset_submodules(self)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, prompt_dim={self.prompt_dim}, out_dim={self.out_dim}"

@@ -15,6 +15,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .._checks import InputError, check_int_range
+from ._state import reset_submodules
 
 __all__ = ["Attention", "FeedForward", "LayerNorm2d", "TransformerBlock", "downsample", "upsample"]
 
@@ -49,6 +50,11 @@ class LayerNorm2d(nn.Module):
         self.dim, self.eps = dim, eps
         self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.zeros(dim, device=device, dtype=dtype))
+
+    def reset_parameters(self) -> None:
+        """Weight 1, bias 0: the identity after normalising."""
+        nn.init.ones_(self.weight)
+        nn.init.zeros_(self.bias)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}"
@@ -100,6 +106,11 @@ class Attention(nn.Module):
         self.qkv = nn.Conv2d(dim, dim * 3, 1, **factory)
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, **factory)
         self.project_out = nn.Conv2d(dim, dim, 1, **factory)
+
+    def reset_parameters(self) -> None:
+        """Temperature 1, the convolutions at PyTorch's defaults."""
+        nn.init.ones_(self.temperature)
+        reset_submodules(self)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, num_heads={self.num_heads}"
@@ -161,6 +172,10 @@ class FeedForward(nn.Module):
         self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, **factory)
         self.project_out = nn.Conv2d(hidden, dim, 1, **factory)
 
+    def reset_parameters(self) -> None:
+        """The convolutions at PyTorch's defaults."""
+        reset_submodules(self)
+
     def extra_repr(self) -> str:
         return f"{self.dim}, ffn_expansion_factor={self.ffn_expansion_factor}, hidden={self.hidden}"
 
@@ -206,6 +221,10 @@ class TransformerBlock(nn.Module):
         self.attn = Attention(dim, num_heads=num_heads, **factory)
         self.norm2 = LayerNorm2d(dim, **factory)
         self.ffn = FeedForward(dim, ffn_expansion_factor=ffn_expansion_factor, **factory)
+
+    def reset_parameters(self) -> None:
+        """Each part's start: norms at the identity, the rest at PyTorch's defaults."""
+        reset_submodules(self)
 
     def extra_repr(self) -> str:
         return (

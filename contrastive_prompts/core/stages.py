@@ -29,7 +29,7 @@ from .._checks import (
     check_positive,
     check_shape,
 )
-from ._state import quiet_run
+from ._state import quiet_run, reset_submodules
 from .prompt import PromptFusion, SparsePrompt
 
 __all__ = ["STAGE_NAME", "PromptStage", "add_prompts", "remove_prompts"]
@@ -161,6 +161,12 @@ class PromptStage(nn.Module):
         # added by a hook means the host module called its children in turn (see _after_host)
         self._hooked = False
         self._in_hook = False
+
+    def reset_parameters(self) -> None:
+        """The prompt's and the fusion's start, then the fusion's projection at zero: the
+        stage is the identity again."""
+        reset_submodules(self)
+        nn.init.zeros_(self.fusion.proj.weight)
 
     def extra_repr(self) -> str:
         return f"dim={self.prompt.dim}, prompt_dim={self.prompt.prompt_dim}"

@@ -30,6 +30,7 @@ from .._checks import (
     check_shape_any,
     check_spatial,
 )
+from ..core._state import reset_submodules
 from ..core.growth import add_experts
 from ..core.prompt import (
     PromptFusion,
@@ -321,6 +322,11 @@ class SparsePromptIR(nn.Module):
                     f"{where}: expected prompt_heads={config.prompt_heads} to divide every "
                     f"fusion width (channels + prompt_dims), got {width}"
                 )
+
+    def reset_parameters(self) -> None:
+        """Every part's start, as construction gives it (a model built on the meta device and
+        materialised with ``to_empty`` gets its start from this)."""
+        reset_submodules(self)
 
     def add_experts(self, count: int = 1) -> dict[str, range]:
         """Give each prompt bank ``count`` new experts, keeping every weight and key.
