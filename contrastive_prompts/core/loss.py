@@ -36,8 +36,6 @@ __all__ = ["MODES", "REDUCTIONS", "ContrastivePromptLoss", "contrastive_prompt_l
 
 MODES = ("infonce", "ratio", "subtractive")
 
-_DEFAULT_FEATURES = FilterFeatures()
-
 
 def _layer_distances(
     anchor_maps: Sequence[Tensor], target_maps: Sequence[Tensor], normalize: bool, batch: int
@@ -167,7 +165,7 @@ def contrastive_prompt_loss(
     if negatives.shape[1] < 1:
         raise InputError(f"{where}: expected at least one negative (M >= 1), got M=0")
 
-    features = _DEFAULT_FEATURES if features is None else features
+    features = FilterFeatures() if features is None else features  # no state: built per call
     anchor_maps = features(anchor)
     if uses_positive and positive is not None:
         targets = torch.cat([positive.unsqueeze(1), negatives], dim=1)
