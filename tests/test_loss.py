@@ -311,3 +311,19 @@ def test_eps_and_temperature_must_be_finite_and_positive(options, message):
         contrastive_prompt_loss(a, y, n, mode="ratio", **options)
     with pytest.raises(InputError, match="ContrastivePromptLoss: " + message):
         ContrastivePromptLoss(mode="ratio", **options)
+
+
+def test_the_module_checks_its_options_once_at_construction(monkeypatch):
+    from contrastive_prompts.core import loss as loss_module
+
+    module = ContrastivePromptLoss(mode="infonce", layer_weights=[1, 2, 3])
+    assert module.layer_weights == (1.0, 2.0, 3.0)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("options checked again at the call")
+
+    monkeypatch.setattr(loss_module, "_checked_options", refuse)
+    a, y, n = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), torch.rand(2, 2, 3, 8, 8)
+    assert torch.isfinite(module(a, y, n))
+    with pytest.raises(AssertionError, match="checked again"):
+        contrastive_prompt_loss(a, y, n)  # the function checks at its call

@@ -140,7 +140,27 @@ def contrastive_prompt_loss(
         >>> contrastive_prompt_loss(a, None, n).item() < 0  # the default pushes only
         True
     """
-    where = "contrastive_prompt_loss"
+    weights = _checked_options(
+        "contrastive_prompt_loss", mode, reduction, temperature, eps, normalize, features,
+        layer_weights,
+    )  # fmt: skip
+    return _cpr(
+        anchor, positive, negatives, mode=mode, features=features, layer_weights=weights,
+        temperature=temperature, normalize=normalize, reduction=reduction, eps=eps,
+    )  # fmt: skip
+
+
+def _checked_options(
+    where: str,
+    mode: str,
+    reduction: str,
+    temperature: float,
+    eps: float,
+    normalize: bool,
+    features: nn.Module | None,
+    layer_weights: Sequence[float] | None,
+) -> tuple[float, ...] | None:
+    """Check the loss's options where they enter; the layer weights as checked numbers."""
     check_choice(where, "mode", mode, MODES)
     check_choice(where, "reduction", reduction, REDUCTIONS)
     check_positive(where, "temperature", temperature)
@@ -148,6 +168,24 @@ def contrastive_prompt_loss(
     check_bool(where, "normalize", normalize)
     if features is not None:
         _check_features(where, features)
+    return None if layer_weights is None else check_weights(where, "layer_weights", layer_weights)
+
+
+def _cpr(
+    anchor: Tensor,
+    positive: Tensor | None,
+    negatives: Tensor,
+    *,
+    mode: str,
+    features: nn.Module | None,
+    layer_weights: Sequence[float] | None,
+    temperature: float,
+    normalize: bool,
+    reduction: str,
+    eps: float,
+) -> Tensor:
+    """The loss for options already checked: the inputs' checks and the maths."""
+    where = "contrastive_prompt_loss"
     check_shape(where, "anchor", anchor, ("B", "C", "H", "W"))
     check_channels(where, "anchor", anchor)
     check_batch(where, "anchor", anchor)
@@ -176,8 +214,6 @@ def contrastive_prompt_loss(
         raise InputError(f"{where}: expected features to return a non-empty list of maps")
     if layer_weights is None:
         layer_weights = getattr(features, "layer_weights", None) or [1.0] * len(anchor_maps)
-    else:
-        layer_weights = check_weights(where, "layer_weights", layer_weights)
     if len(layer_weights) != len(anchor_maps):
         raise InputError(
             f"{where}: expected {len(anchor_maps)} layer_weights (one per feature map), "
@@ -298,20 +334,13 @@ class ContrastivePromptLoss(nn.Module):
         eps: float = 1e-6,
     ) -> None:
         super().__init__()
-        where = "ContrastivePromptLoss"
-        check_choice(where, "mode", mode, MODES)
-        check_choice(where, "reduction", reduction, REDUCTIONS)
-        check_positive(where, "temperature", temperature)
-        check_positive(where, "eps", eps)
-        check_bool(where, "normalize", normalize)
-        if features is not None:
-            _check_features(where, features)
+        self.layer_weights = _checked_options(
+            "ContrastivePromptLoss", mode, reduction, temperature, eps, normalize, features,
+            layer_weights,
+        )  # fmt: skip
         self.mode, self.temperature, self.normalize = mode, temperature, normalize
         self.reduction, self.eps = reduction, eps
         self.features = features if features is not None else FilterFeatures()
-        self.layer_weights = (
-            None if layer_weights is None else check_weights(where, "layer_weights", layer_weights)
-        )
 
     def extra_repr(self) -> str:
         return (
@@ -331,7 +360,7 @@ class ContrastivePromptLoss(nn.Module):
         Returns:
             A scalar, or ``(B,)`` with ``reduction="none"``.
         """
-        return contrastive_prompt_loss(
+        return _cpr(  # the options were checked at construction
             anchor,
             positive,
             negatives,
