@@ -4,6 +4,8 @@ The ``device`` and ``dtype`` fixtures (conftest) run these on the CPU and on CUD
 one, in float32, float64 and bfloat16.
 """
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -94,21 +96,30 @@ def test_the_paper_size_model_builds_on_the_meta_device_without_memory():
     assert small(torch.rand(1, 3, 8, 8)).shape == (1, 3, 8, 8)
 
 
-def test_reprs_show_the_arguments():
-    assert repr(LayerNorm2d(8, eps=1e-3)) == "LayerNorm2d(8, eps=0.001)"
-    assert "Attention(\n  8, num_heads=2" in repr(Attention(8, num_heads=2))
-    assert "FeedForward(\n  8, ffn_expansion_factor=2.0, hidden=16" in repr(
-        FeedForward(8, ffn_expansion_factor=2.0)
-    )
-    assert "TransformerBlock(\n  8, num_heads=4, ffn_expansion_factor=1.5" in repr(
-        TransformerBlock(8, num_heads=4, ffn_expansion_factor=1.5)
-    )
-    assert "PromptFusion(\n  dim=8, prompt_dim=4, out_dim=6" in repr(
-        PromptFusion(dim=8, prompt_dim=4, out_dim=6, num_heads=2)
-    )
-    assert "dim=8, prompt_dim=4, num_prompts=3, prompt_size=2, top_k=2" in repr(
-        SparsePrompt(dim=8, prompt_dim=4, num_prompts=3, prompt_size=2, top_k=2)
-    )
+@pytest.mark.parametrize(
+    ("build", "given"),
+    [
+        (LayerNorm2d, {"dim": 8, "eps": 1e-3}),
+        (Attention, {"dim": 8, "num_heads": 2}),
+        (FeedForward, {"dim": 8, "ffn_expansion_factor": 2.0}),
+        (TransformerBlock, {"dim": 8, "num_heads": 4, "ffn_expansion_factor": 1.5}),
+        (PromptFusion, {"dim": 8, "prompt_dim": 4, "out_dim": 6, "num_heads": 2}),
+        (SparsePrompt, {"dim": 8, "prompt_dim": 4, "num_prompts": 3, "prompt_size": 2, "top_k": 2}),
+    ],
+    ids=lambda v: getattr(v, "__name__", ""),
+)
+def test_a_repr_shows_every_argument_a_module_was_built_with(build, given):
+    positional = "dim" if build in (LayerNorm2d, Attention, FeedForward, TransformerBlock) else None
+    args = [given[positional]] if positional else []
+    module = build(*args, **{k: v for k, v in given.items() if k != positional})
+    shown = repr(
+        module
+    )  # the module's own line, then its parts' (a fusion's heads are its block's)
+    for name, value in given.items():
+        if name == positional:
+            assert re.match(rf"{build.__name__}\(\s*{value}\b", shown), shown
+        else:
+            assert re.search(rf"\b{name}={value}\b", shown), (name, shown)
 
 
 @pytest.mark.parametrize(
