@@ -43,7 +43,7 @@ from _measure import library_state, train_or_resume
 
 from contrastive_prompts.app.config import RECIPES
 from contrastive_prompts.app.data import DegradedCopies, sample_split
-from contrastive_prompts.app.growth import build_mix, grown_model, growth_plan
+from contrastive_prompts.app.growth import build_mix, start_growth
 from contrastive_prompts.app.metrics import psnr
 from contrastive_prompts.app.train import build_data
 from contrastive_prompts.core import prompt_layers, record_routing
@@ -66,8 +66,9 @@ def run_seed(seed: int, args: argparse.Namespace, photos: list[torch.Tensor]) ->
         grow_from=str(folder / "base" / "last.pt"), warmup_steps=min(30, args.grow_steps // 10),
     )  # fmt: skip
     models["grown"], facts["grown"] = train_or_resume(grow_cfg)
-    plan = growth_plan(grow_cfg)
-    assert plan is not None
+    growth = start_growth(grow_cfg)
+    assert growth is not None
+    plan = growth.plan
     facts["grown"]["trained_parameters"] = sum(  # the new rows, not the tensors they are in
         (layer.prompts[0].numel() + layer.router.weight[0].numel() + 1) * len(rows)
         for layer, rows in (
@@ -78,7 +79,7 @@ def run_seed(seed: int, args: argparse.Namespace, photos: list[torch.Tensor]) ->
     # the plain fine-tune: the same start and data, every parameter trained
     tune_cfg = dataclasses.replace(grow_cfg, grow_from=None, out_dir=str(folder / "tuned"))
     torch.manual_seed(seed)
-    start = grown_model(grow_cfg, plan)
+    start = growth.model
     train_data, _ = build_data(tune_cfg, build_mix(tune_cfg, plan))
     models["tuned"], facts["tuned"] = train_or_resume(tune_cfg, model=start, train_data=train_data)
     joint_cfg = dataclasses.replace(

@@ -305,6 +305,30 @@ def test_a_grown_run_trains_only_the_new_experts_and_resumes(base_run, tmp_path)
     assert again.step == 3
 
 
+def test_a_growing_run_reads_its_checkpoint_once(base_run, tmp_path, monkeypatch):
+    from contrastive_prompts.app import checkpoints, growth
+
+    base, checkpoint = base_run
+    config = dataclasses.replace(
+        base, out_dir=str(tmp_path / "grown"), grow_from=str(checkpoint),
+        add_degradations=["low_light"],
+    )  # fmt: skip
+    reads = []
+
+    def counted(path):
+        reads.append(path)
+        return read_checkpoint(path)
+
+    for module in (growth, checkpoints):
+        monkeypatch.setattr(module, "read_checkpoint", counted)
+    trainer = Trainer(config)
+    assert reads == [str(checkpoint)]
+    expected = load_checkpoint_model(checkpoint)
+    expected.add_experts(1)
+    for key, value in expected.state_dict().items():
+        assert torch.equal(trainer.model.state_dict()[key], value), key
+
+
 def test_a_checkpoint_of_an_earlier_version_without_the_growth_fields_resumes(base_run, tmp_path):
     base, checkpoint = base_run
     state = read_checkpoint(checkpoint)

@@ -49,6 +49,7 @@ __all__ = [
     "UNUSED_PROMPTIR_KEYS",
     "WEIGHTS_FORMAT",
     "CheckpointError",
+    "checkpoint_model",
     "convert_promptir_state_dict",
     "export_weights",
     "load_checkpoint_model",
@@ -235,6 +236,25 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
     return state
 
 
+def checkpoint_model(
+    state: Mapping[str, Any], *, ema: bool = True, where: str = "checkpoint"
+) -> SparsePromptIR:
+    """The reference model a training checkpoint already read holds (its EMA weights by
+    default; the raw weights with ``ema=False``), on the CPU, in train mode.
+
+    Args:
+        state: what [read_checkpoint][contrastive_prompts.app.checkpoints.read_checkpoint]
+            returned.
+        ema: load the EMA weights (``False``: the raw weights).
+        where: how error messages name the checkpoint.
+
+    Raises:
+        CheckpointError: it holds a network of your own, or its weights do not fit its
+            configuration.
+    """
+    return _build_model(where, state["model_config"], state["ema" if ema else "model"])
+
+
 def load_checkpoint_model(
     path: PathLike,
     *,
@@ -297,10 +317,7 @@ def load_checkpoint_model(
             model_config, weights = _read_weights(name)
             model = _build_model(f"weights {name!r}", model_config, weights)
         else:
-            state = read_checkpoint(name)
-            model = _build_model(
-                f"checkpoint {name!r}", state["model_config"], state["ema" if ema else "model"]
-            )
+            model = checkpoint_model(read_checkpoint(name), ema=ema, where=f"checkpoint {name!r}")
     except _ForeignFormat as foreign:
         model = _promptir_model(name, promptir_top_k, foreign)
     return model.to(device).eval()

@@ -13,14 +13,15 @@ expert it was taught before and each new label its new expert.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .._checks import InputError
 from ..reference.model import SparsePromptIR
-from .checkpoints import load_checkpoint_model, read_checkpoint
+from .checkpoints import checkpoint_model, read_checkpoint
 from .config import TrainConfig
 from .degradations import DegradationMix, make_mix
 
-__all__ = ["GrowthPlan", "build_mix", "grown_model", "growth_plan"]
+__all__ = ["Growth", "GrowthPlan", "build_mix", "growth_plan", "start_growth"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,11 @@ def growth_plan(config: TrainConfig, *, where: str = "growth_plan") -> GrowthPla
     """
     if config.grow_from is None:
         return None
-    state = read_checkpoint(config.grow_from)
+    return _plan(config, read_checkpoint(config.grow_from), where)
+
+
+def _plan(config: TrainConfig, state: dict[str, Any], where: str) -> GrowthPlan:
+    """The plan of ``config``'s run from its ``grow_from`` checkpoint, already read."""
     if state["model_config"] is None:
         raise InputError(
             f"{where}: expected grow_from to be a checkpoint of the reference model, got "
@@ -95,9 +100,32 @@ def build_mix(config: TrainConfig, plan: GrowthPlan | None = None) -> Degradatio
     return make_mix(config.mix, add=config.add_degradations, probs=probs)
 
 
-def grown_model(config: TrainConfig, plan: GrowthPlan) -> SparsePromptIR:
-    """The checkpoint's EMA weights with one new expert per new degradation in every layer."""
-    assert config.grow_from is not None
-    model = load_checkpoint_model(config.grow_from)
+@dataclass(frozen=True)
+class Growth:
+    """The start of a run that grows a model: its plan and the grown model.
+
+    Attributes:
+        plan: what the run adds.
+        model: the checkpoint's EMA weights with one new expert per new degradation in every
+            prompt layer, in train mode, on the CPU.
+    """
+
+    plan: GrowthPlan
+    model: SparsePromptIR
+
+
+def start_growth(config: TrainConfig, *, where: str = "start_growth") -> Growth | None:
+    """The plan and the grown model of a run with ``config.grow_from``, from one reading of
+    its checkpoint; ``None`` without.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be read as a training checkpoint.
+        InputError: as [growth_plan][contrastive_prompts.app.growth.growth_plan].
+    """
+    if config.grow_from is None:
+        return None
+    state = read_checkpoint(config.grow_from)
+    plan = _plan(config, state, where)
+    model = checkpoint_model(state, where=f"checkpoint {config.grow_from!r}")
     model.add_experts(len(plan.new_labels))
-    return model.train()
+    return Growth(plan, model.train())

@@ -70,7 +70,7 @@ from .data import (
 from .data._common import derived_seed
 from .degradations import DegradationMix
 from .effect import PromptEffect, collapse_warning, has_negatives, measure_effect
-from .growth import GrowthPlan, build_mix, grown_model, growth_plan
+from .growth import Growth, build_mix, growth_plan, start_growth
 from .metrics import EvaluationResult, batches_of, evaluate
 from .tensorboard import TensorBoardLog
 
@@ -337,6 +337,7 @@ def build_model(
     *,
     device: str | torch.device | None = None,
     where: str = "build_model",
+    growth: Growth | None = None,
 ) -> nn.Module:
     """The network to train: your own, checked, or the reference model the config describes.
 
@@ -345,7 +346,7 @@ def build_model(
     random state (the trainer seeds it with ``torch.manual_seed(config.seed)`` just before); with
     ``config.init_promptir``, the official PromptIR checkpoint read into the ``base`` model
     instead; with ``config.grow_from``, that checkpoint's model with a new expert per new
-    degradation in each prompt layer ([grown_model][contrastive_prompts.app.growth.grown_model];
+    degradation in each prompt layer ([start_growth][contrastive_prompts.app.growth.start_growth];
     the trainer then trains those experts alone). With ``model``, your network, which must have
     float32 parameters (the trainer keeps float32 weights and feeds float32 images; lower
     precision is ``config.precision``) and comes with ``config.init_promptir=None`` and
@@ -360,6 +361,9 @@ def build_model(
         device: where to put the model (``None``: where it is).
         where: the name error messages begin with
             ([Trainer][contrastive_prompts.app.train.Trainer] passes ``"Trainer"``).
+        growth: with ``config.grow_from``, the start
+            [start_growth][contrastive_prompts.app.growth.start_growth] already made of it (the
+            trainer passes it, so that the checkpoint is read once); made here when ``None``.
 
     Returns:
         The model on ``device``: ``model`` itself when given.
@@ -402,7 +406,7 @@ def build_model(
                     f"before passing it), got {getattr(config, name)!r}"
                 )
     elif config.grow_from is not None:
-        model = grown_model(config, cast(GrowthPlan, growth_plan(config, where=where)))
+        model = (growth or cast(Growth, start_growth(config, where=where))).model
     elif config.init_promptir:
         model = load_promptir(config.init_promptir, top_k=config.top_k)
     else:
@@ -705,9 +709,11 @@ class Trainer:
         self.is_main = self.rank == 0
         self.out_dir = Path(config.out_dir)
 
-        self.growth = growth_plan(config, where="Trainer")
+        # the checkpoint of a run that grows a model, read once: the plan and the grown model
+        growth = start_growth(config, where="Trainer") if model is None else None
+        self.growth = growth.plan if growth is not None else None
         torch.manual_seed(config.seed)  # the reference model's weights come from this state
-        self.model = build_model(config, model, device=self.device, where="Trainer")
+        self.model = build_model(config, model, device=self.device, where="Trainer", growth=growth)
         trained = None
         if self.growth is not None:  # only the new experts and their router rows learn
             new = {
