@@ -128,3 +128,11 @@ def test_the_face_holds_what_a_user_of_the_modules_needs_and_loads_the_core_alon
     assert [m for m in loaded if m in MODULES and rank(m) > RANK["core"] and m != NAME] == []
     with pytest.raises(AttributeError, match="has no attribute 'tiled'"):
         _ = contrastive_prompts.tiled  # imported from contrastive_prompts.reference
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if rank(m) == RANK["core"]))
+def test_the_core_names_no_layer_above_it(module):
+    """Not in an import, a docstring, a link or an example: the core reads on its own."""
+    text = MODULES[module].read_text()
+    for name in ("contrastive_prompts.app", "contrastive_prompts.reference", "SparsePromptIR"):
+        assert name not in text, (module, name)

@@ -59,12 +59,13 @@ def quiet_run(model: nn.Module, run: Callable[[], T]) -> T:
 def compiled_region(module: nn.Module) -> bool:
     """Whether ``module`` runs compiled code that Python hooks cannot see into.
 
-    True after [compile_regions][contrastive_prompts.app.compiling.compile_regions] compiled it, and
-    after ``module.compile()``. Hooks registered on the submodules of such a module do not run (or
+    True when its ``forward`` was replaced by a compiled one bound to it (a compiled function,
+    or a ``functools.partial`` of one, as region-by-region compiling binds it), and after
+    ``module.compile()``. Hooks registered on the submodules of such a module do not run (or
     would make it recompile), so tools that watch submodule calls treat it as one opaque call.
     """
     forward = module.__dict__.get("forward")
-    own = getattr(forward, "func", forward)  # compile_regions binds with functools.partial
+    own = getattr(forward, "func", forward)  # a functools.partial binding the module
     return (
         getattr(module, "_compiled_call_impl", None) is not None
         or getattr(own, "_torchdynamo_orig_callable", None) is not None

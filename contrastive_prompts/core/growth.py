@@ -30,9 +30,8 @@ def add_experts(model: nn.Module, count: int = 1) -> dict[str, range]:
     stays, and a new expert starts as the mean of its bank with a logit that is the mean of the
     others'. Grow the model before building its optimiser, an EMA
     (``AveragedModel``) or a ``DistributedDataParallel`` wrapper: the grown parameters are new
-    tensors. For the reference model call
-    [SparsePromptIR.add_experts][contrastive_prompts.SparsePromptIR.add_experts], which also
-    updates its configuration (``num_prompts``), so that its checkpoints load.
+    tensors. For the reference model call its own ``add_experts``, which also updates its
+    configuration (``num_prompts``), so that its checkpoints load.
 
     Args:
         model: a network holding SparsePrompt layers (a layer itself, the reference model, or

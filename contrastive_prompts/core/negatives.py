@@ -163,9 +163,9 @@ def _record(model: nn.Module, layers: set[nn.Module], log: RoutingLog) -> tuple[
 def _watched(model: nn.Module) -> list[nn.Module]:
     """The submodules whose calls hooks can see: all but the insides of compiled regions.
 
-    A region compiled by [compile_regions][contrastive_prompts.app.compiling.compile_regions] is
-    watched as one call (its own hooks run in eager mode); one compiled by ``module.compile()`` runs
-    its hooks inside the compiled call, so neither it nor anything inside it is watched.
+    A region whose ``forward`` was replaced by a compiled one is watched as one call (its own
+    hooks run in eager mode); one compiled by ``module.compile()`` runs its hooks inside the
+    compiled call, so neither it nor anything inside it is watched.
     """
     seen: set[nn.Module] = {model}
     found: list[nn.Module] = []
@@ -463,8 +463,10 @@ def forward_with_negatives(
             cost full passes, and are still right.
 
     Examples:
-        >>> from contrastive_prompts import SparsePromptIR
-        >>> model = SparsePromptIR("tiny")
+        >>> from contrastive_prompts import PromptStage
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1),
+        ...                             PromptStage(dim=8, prompt_size=4),
+        ...                             torch.nn.Conv2d(8, 3, 3, padding=1))
         >>> out = forward_with_negatives(model, torch.rand(2, 3, 16, 16), num_negatives=3)
         >>> out.output.shape, out.negatives.shape
         (torch.Size([2, 3, 16, 16]), torch.Size([2, 3, 3, 16, 16]))
@@ -526,10 +528,13 @@ def negatives_reuse(
         again with the reason, and why nothing is served, if so.
 
     Examples:
-        >>> from contrastive_prompts import SparsePromptIR
-        >>> reuse = negatives_reuse(SparsePromptIR("tiny"), torch.rand(2, 3, 16, 16))
-        >>> reuse.served[:3], reuse.full_passes
-        (('patch_embed', 'encoder_level1', 'down1_2'), None)
+        >>> from contrastive_prompts import PromptStage
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1),
+        ...                             PromptStage(dim=8, prompt_size=4),
+        ...                             torch.nn.Conv2d(8, 3, 3, padding=1))
+        >>> reuse = negatives_reuse(model, torch.rand(2, 3, 16, 16))
+        >>> reuse.served, reuse.full_passes  # the first convolution runs once
+        (('0',), None)
     """
     where = "negatives_reuse"
     layers = _check_arguments(where, model, x, num_negatives, chunk_size)

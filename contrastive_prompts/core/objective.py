@@ -138,8 +138,11 @@ class CPLObjective(nn.Module):
             [VGG16Features][contrastive_prompts.core.VGG16Features], which takes 1 or 3).
 
     Examples:
-        >>> from contrastive_prompts import SparsePromptIR
-        >>> model, objective = SparsePromptIR("tiny"), CPLObjective(num_negatives=2)
+        >>> from contrastive_prompts import PromptStage
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1),
+        ...                             PromptStage(dim=8, prompt_size=4),
+        ...                             torch.nn.Conv2d(8, 3, 3, padding=1))
+        >>> objective = CPLObjective(num_negatives=2)
         >>> degraded, clean = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
         >>> parts = objective(model, degraded, clean)
         >>> parts.loss.backward()

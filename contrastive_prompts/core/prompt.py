@@ -785,8 +785,11 @@ def negative_prompts(
             negatives (``top_k == num_prompts``).
 
     Examples:
-        >>> from contrastive_prompts import SparsePromptIR
-        >>> model, x = SparsePromptIR("tiny"), torch.rand(2, 3, 16, 16)
+        >>> from contrastive_prompts import PromptStage
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1),
+        ...                             PromptStage(dim=8, prompt_size=4),
+        ...                             torch.nn.Conv2d(8, 3, 3, padding=1))
+        >>> x = torch.rand(2, 3, 16, 16)
         >>> with negative_prompts(model, generator=torch.Generator().manual_seed(0)):
         ...     negative = model(x)
         >>> negative.shape, negative.requires_grad
@@ -824,10 +827,9 @@ def fixed_experts(model: nn.Module, experts: Mapping[str, Tensor | int]) -> Iter
     [prompt_layers][contrastive_prompts.core.prompt_layers]) renders its prompt from
     ``experts[name]`` instead of its own top-k choice, each expert at the weight its router
     gives it, as a negative prompt is weighted: what the paper's negatives mean when experts
-    specialise, "another degradation's prompt". Layers not named route as usual.
-    [prompt_effect][contrastive_prompts.app.effect.prompt_effect] uses it to give each image the
-    experts another degradation uses (the *swap* cost). Negative prompts drawn inside the block
-    ([negative_prompts][contrastive_prompts.negative_prompts],
+    specialise, "another degradation's prompt". Layers not named route as usual. Giving each
+    image the experts another degradation uses measures the *swap* cost. Negative prompts drawn
+    inside the block ([negative_prompts][contrastive_prompts.negative_prompts],
     [forward_with_negatives][contrastive_prompts.forward_with_negatives]) come from outside the
     experts given. The flag is restored on exit, an exception included. Gradients flow as
     usual.
@@ -843,9 +845,11 @@ def fixed_experts(model: nn.Module, experts: Mapping[str, Tensor | int]) -> Iter
             integers in ``[0, num_prompts)``.
 
     Examples:
-        >>> from contrastive_prompts import SparsePromptIR
-        >>> model = SparsePromptIR("tiny")
-        >>> with fixed_experts(model, {"prompt1": 3}), record_routing(model) as log:
+        >>> from contrastive_prompts import PromptStage
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1),
+        ...                             PromptStage(dim=8, prompt_size=4),
+        ...                             torch.nn.Conv2d(8, 3, 3, padding=1))
+        >>> with fixed_experts(model, {"1.prompt": 3}), record_routing(model) as log:
         ...     out = model(torch.rand(2, 3, 16, 16))
         >>> log[-1].indices.tolist()
         [[3], [3]]
@@ -903,8 +907,11 @@ def fixed_routing(model: nn.Module, routings: Mapping[str, Routing]) -> Iterator
             the batch.
 
     Examples:
-        >>> from contrastive_prompts import SparsePromptIR
-        >>> model, x = SparsePromptIR("tiny"), torch.rand(1, 3, 16, 16)
+        >>> from contrastive_prompts import PromptStage
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1),
+        ...                             PromptStage(dim=8, prompt_size=4),
+        ...                             torch.nn.Conv2d(8, 3, 3, padding=1))
+        >>> x = torch.rand(1, 3, 16, 16)
         >>> with record_routing(model) as log:
         ...     first = model(x)
         >>> with fixed_routing(model, dict(zip(log.names, log))):
@@ -990,12 +997,14 @@ def record_routing(model: nn.Module) -> Iterator[RoutingLog]:
         InputError: ``model`` holds no SparsePrompt (the log would stay empty).
 
     Examples:
-        >>> from contrastive_prompts import SparsePromptIR
-        >>> model = SparsePromptIR("tiny")
+        >>> from contrastive_prompts import PromptStage
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1),
+        ...                             PromptStage(dim=8, prompt_size=4),
+        ...                             PromptStage(dim=8, prompt_size=4))
         >>> with record_routing(model) as log:
         ...     out = model(torch.rand(2, 3, 16, 16))
-        >>> log.names, log[0].indices.shape
-        (['prompt3', 'prompt2', 'prompt1'], torch.Size([2, 1]))
+        >>> log.names, log[0].indices.shape  # in call order
+        (['1.prompt', '2.prompt'], torch.Size([2, 1]))
     """
     layers = require_prompt_layers("record_routing", model)
     log = RoutingLog()

@@ -301,8 +301,7 @@ def add_prompts(
     The model then works with everything in the library:
     [CPLObjective][contrastive_prompts.CPLObjective],
     [negative_prompts][contrastive_prompts.negative_prompts],
-    [record_routing][contrastive_prompts.record_routing] and
-    [Trainer][contrastive_prompts.app.train.Trainer] (``Trainer(config, model=model)``). Put the
+    [record_routing][contrastive_prompts.record_routing] and any training loop. Put the
     stages late in the network (decoder side): the negatives reuse everything computed before
     the first prompt layer. Load pretrained weights before or after this call, and build the
     optimiser, an EMA (``AveragedModel``) or a ``DistributedDataParallel`` wrapper after it: it
