@@ -146,7 +146,7 @@ def test_every_module_checks_every_range_at_construction(name, option):
         module_class(**{option: -1e9})
 
 
-MODULES = [  # non-default values
+NON_DEFAULT = [  # modules built with non-default values
     D.GaussianNoise(7, clip=False, quantize=True),
     D.Haze((0.1, 0.3), airlight=0.7, depth_range=(2.0, 5.0)),
     D.RainStreaks(
@@ -164,7 +164,7 @@ MODULES = [  # non-default values
 ]
 
 
-@pytest.mark.parametrize("module", MODULES, ids=[type(m).__name__ for m in MODULES])
+@pytest.mark.parametrize("module", NON_DEFAULT, ids=[type(m).__name__ for m in NON_DEFAULT])
 def test_repr_is_the_call_that_builds_the_same_degradation(module):
     # non-default values, ranges as the (low, high) floats the module stores and draws from:
     # the repr, evaluated, builds a module that draws exactly what this one draws
