@@ -957,7 +957,7 @@ def _named_layers(
 
 @contextlib.contextmanager
 def _fixing(
-    layers: Mapping[str, SparsePrompt], fixed: Mapping[str, Tensor | Routing]
+    layers: Mapping[str, SparsePrompt], fixed: Mapping[str, Tensor | Routing | None]
 ) -> Iterator[None]:
     previous = {name: layers[name]._fixed for name in fixed}
     try:
@@ -969,18 +969,11 @@ def _fixing(
             layers[name]._fixed = before
 
 
-@contextlib.contextmanager
-def _unfixed(layers: Iterable[nn.Module]) -> Iterator[None]:
+def _unfixed(layers: Iterable[nn.Module]) -> contextlib.AbstractContextManager[None]:
     """The prompt layers among ``layers`` route by their routers in the block, whatever a
     fixing block set (for a look-only pass on another batch size)."""
-    kept = [(layer, layer._fixed) for layer in layers if isinstance(layer, SparsePrompt)]
-    try:
-        for layer, _ in kept:
-            layer._fixed = None
-        yield
-    finally:
-        for layer, fixed in kept:
-            layer._fixed = fixed
+    prompts = {str(i): m for i, m in enumerate(layers) if isinstance(m, SparsePrompt)}
+    return _fixing(prompts, dict.fromkeys(prompts))
 
 
 @contextlib.contextmanager
