@@ -250,34 +250,6 @@ def check_weights(where: str, name: str, value: object) -> tuple[float, ...]:
     return tuple(weights)
 
 
-def resolve_device(where: str, name: object, local_rank: int = 0) -> torch.device:
-    """The device named ``name``, checked to exist here.
-
-    ``"auto"`` is this process's GPU if there is one (``local_rank`` picks it under torchrun),
-    else the CPU; ``"cuda"`` without an index likewise takes the ``local_rank``-th GPU.
-    """
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        return torch.device("cpu")
-    try:
-        device: torch.device = torch.device(name)  # type: ignore[call-overload]
-    except (RuntimeError, TypeError) as error:
-        raise InputError(
-            f"{where}: expected a device such as 'auto', 'cpu', 'cuda' or 'cuda:1', got {name!r}"
-        ) from error
-    if device.type == "cuda" and device.index is None and torch.cuda.is_available():
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    try:
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputError(
-            f"{where}: expected an available device, got {name!r} (not available here: {reason})"
-        ) from error
-    return device
-
-
 REDUCTIONS = ("none", "mean", "sum")
 """How a per-sample loss or metric is reduced over the batch, everywhere in the library."""
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from contrastive_prompts.app._files import TEMPORARY_SUFFIX
+from contrastive_prompts.app.files import TEMPORARY_SUFFIX
 
 
 def temporaries(folder: Path) -> list[Path]:

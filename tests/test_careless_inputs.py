@@ -23,9 +23,9 @@ from contrastive_prompts.app import data as Dt
 from contrastive_prompts.app.checkpoints import load_checkpoint_model, load_promptir
 from contrastive_prompts.app.config import MAX_SEED, TrainConfig
 from contrastive_prompts.app.data import images as image_files
+from contrastive_prompts.app.files import CheckpointError, file_problem, read_weights, safe_load
 from contrastive_prompts.app.train import Trainer
 from contrastive_prompts.core.features import VGG16Features
-from contrastive_prompts.core.files import CheckpointError, file_problem, safe_load
 
 
 def one_line(error: pytest.ExceptionInfo[BaseException]) -> str:
@@ -133,8 +133,8 @@ def test_a_folder_or_a_pipe_is_not_called_missing(tmp_path):
         for read in (safe_load, load_checkpoint_model):
             with pytest.raises(CheckpointError, match=words):
                 read(path)
-        with pytest.raises(InputError, match=words):
-            VGG16Features(path)
+        with pytest.raises(CheckpointError, match=words):
+            read_weights(path)
     with pytest.raises(InputError, match="is not a regular file"):
         Dt.image_paths([pipe])
     with pytest.raises(InputError, match=r"expected an existing folder or file, got .*: not found"):
@@ -145,11 +145,15 @@ def test_the_pytorch_readers_call_a_safetensors_file_what_it_is(tmp_path):
     from safetensors.torch import load_file
 
     save_file({"w": torch.arange(4.0)}, tmp_path / "w.safetensors")
-    for read in (safe_load, VGG16Features):
-        with pytest.raises(CheckpointError) as error:
-            read(tmp_path / "w.safetensors")
-        assert "is a safetensors file" in one_line(error) and "load_file" in str(error.value)
-        assert "corrupt" not in str(error.value)
+    with pytest.raises(CheckpointError) as error:
+        safe_load(tmp_path / "w.safetensors")
+    assert "is a safetensors file" in one_line(error) and "load_file" in str(error.value)
+    assert "corrupt" not in str(error.value)
+    # the reader of weights files reads either kind, by what the file holds, not by its name
+    save_file({"w": torch.arange(4.0)}, tmp_path / "w.pth")
+    torch.save({"w": torch.arange(4.0)}, tmp_path / "w.safetensors.pt")
+    for name in ("w.safetensors", "w.pth", "w.safetensors.pt"):
+        assert torch.equal(read_weights(tmp_path / name)["w"], torch.arange(4.0))
     with pytest.raises(InputError, match=r"expected torchvision VGG16 weights; missing"):
         VGG16Features(load_file(tmp_path / "w.safetensors"))  # read, then found other tensors
 
@@ -302,7 +306,7 @@ def test_the_final_checkpoint_is_written_before_the_final_validation(tmp_path, m
 
 
 def test_an_output_path_that_is_a_folder_or_lies_under_a_file_is_one_line(tmp_path):
-    from contrastive_prompts.app._files import make_folder, writing
+    from contrastive_prompts.app.files import make_folder, writing
 
     (tmp_path / "file").write_text("mine")
     with pytest.raises(InputError, match=r"expected a file to write, got .*, which is a folder"):
@@ -334,7 +338,7 @@ def test_an_output_path_that_is_a_folder_or_lies_under_a_file_is_one_line(tmp_pa
     ],
 )
 def test_a_full_disk_is_said_in_one_line_and_the_old_file_is_kept(tmp_path, failure):
-    from contrastive_prompts.app._files import writing
+    from contrastive_prompts.app.files import writing
 
     target = tmp_path / "last.pt"
     target.write_bytes(b"the previous checkpoint")
@@ -350,7 +354,7 @@ def test_a_full_disk_is_said_in_one_line_and_the_old_file_is_kept(tmp_path, fail
 
 @pytest.mark.parametrize("name", ["last.pt", "model.safetensors", "table.json", "README"])
 def test_the_leftover_check_of_the_tests_finds_a_writers_temporary(tmp_path, name):
-    from contrastive_prompts.app._files import writing
+    from contrastive_prompts.app.files import writing
 
     from .leftovers import temporaries
 
@@ -365,7 +369,7 @@ def test_temporaries_of_writers_that_died_are_removed_and_no_other_file(tmp_path
     import subprocess
     import sys
 
-    from contrastive_prompts.app import _files
+    from contrastive_prompts.app import files as _files
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -391,7 +395,7 @@ def test_a_restore_and_a_training_clear_what_a_killed_writer_left(tmp_path):
     import subprocess
     import sys
 
-    from contrastive_prompts.app import _files
+    from contrastive_prompts.app import files as _files
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()

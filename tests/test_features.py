@@ -4,7 +4,7 @@ import sys
 import pytest
 import torch
 
-from contrastive_prompts import InputError
+from contrastive_prompts import InputError, InputTypeError
 from contrastive_prompts.core import FilterFeatures, VGG16Features
 from contrastive_prompts.core.features import _VGG16
 
@@ -38,11 +38,9 @@ def test_filter_features_bad_weights():
         FilterFeatures(num_scales=2, layer_weights=(1.0,))
 
 
-def test_vgg16_loads_torchvision_layout(tmp_path):
+def test_vgg16_loads_torchvision_layout():
     state = fake_vgg16_state_dict()
-    path = tmp_path / "vgg16.pth"
-    torch.save(state, path)
-    vgg = VGG16Features(path)
+    vgg = VGG16Features(state)
     maps = vgg(torch.rand(1, 3, 32, 32))
     assert [m.shape[1:] for m in maps] == [(64, 32, 32), (128, 16, 16), (256, 8, 8)]
     assert not any(p.requires_grad for p in vgg.parameters())
@@ -65,12 +63,18 @@ def test_vgg16_loads_torchvision_layout(tmp_path):
     torch.testing.assert_close(vgg(x)[0], z)
 
 
-def test_vgg16_missing_file_says_what_to_do(tmp_path):
-    with pytest.raises(
-        FileNotFoundError,
-        match=r"vgg16-397923af\.pth.*torchvision itself is not needed.*FilterFeatures",
-    ):
-        VGG16Features(tmp_path / "absent.pth")
+def test_vgg16_takes_tensors_not_a_file(tmp_path):
+    """The core reads no file: a path is refused with what to do instead."""
+    for path in (tmp_path / "vgg16.pth", str(tmp_path / "vgg16.pth")):
+        with pytest.raises(
+            InputTypeError,
+            match=r"expected torchvision VGG16 weights \(a state dict of tensors by name\), got a "
+            r"path \('.*vgg16\.pth'\): read the file first, with torch\.load\(path, "
+            r"weights_only=True\)",
+        ):
+            VGG16Features(path)
+    with pytest.raises(InputTypeError, match=r"state dict of tensors by name\), got a list$"):
+        VGG16Features([torch.ones(1)])
 
 
 def test_vgg16_works_where_torchvision_cannot_be_imported(tmp_path):
@@ -84,7 +88,8 @@ def test_vgg16_works_where_torchvision_cannot_be_imported(tmp_path):
         "import torch\n"
         "import contrastive_prompts\n"
         "from contrastive_prompts.core import VGG16Features\n"
-        f"maps = VGG16Features({str(path)!r})(torch.rand(1, 3, 16, 16))\n"
+        f"weights = torch.load({str(path)!r}, weights_only=True)\n"
+        "maps = VGG16Features(weights)(torch.rand(1, 3, 16, 16))\n"
         "print([tuple(m.shape) for m in maps])\n"
         "print(sorted(m for m in sys.modules if m.startswith('torchvision')))\n"
     )

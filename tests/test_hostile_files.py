@@ -28,6 +28,7 @@ from contrastive_prompts.app.checkpoints import (
 from contrastive_prompts.app.cli import main
 from contrastive_prompts.app.config import TrainConfig
 from contrastive_prompts.app.data import SyntheticDataset, write_image
+from contrastive_prompts.app.files import read_weights
 from contrastive_prompts.app.train import LOCK_FILE, Trainer
 from contrastive_prompts.core.features import VGG16Features
 
@@ -384,16 +385,22 @@ def test_vgg16_weights_files_that_are_hostile_or_wrong(tmp_path, capsys):
     evil = tmp_path / "vgg.pth"
     torch.save({"features.0.weight": Payload(tmp_path / "marker")}, evil)
     with pytest.raises(CheckpointError, match="was refused") as error:
-        VGG16Features(weights=evil)
+        read_weights(evil)
     assert "weights_only" not in str(error.value)
     assert not (tmp_path / "marker").exists()
     listed = tmp_path / "list.pth"
     torch.save([torch.ones(1)], listed)
     with pytest.raises(InputError, match=r"expected torchvision VGG16 weights .* got a list"):
-        VGG16Features(weights=listed)
+        VGG16Features(weights=read_weights(listed))
     assert main(["train", "--cpr-features", f"vgg16:{evil}", "--steps", "1",
                  "--out-dir", str(tmp_path / "run")]) == 2  # fmt: skip
     one_line_error(capsys, "was refused")
+    absent = tmp_path / "vgg16-397923af.pth"
+    assert main(["train", "--cpr-features", f"vgg16:{absent}", "--steps", "1",
+                 "--out-dir", str(tmp_path / "run")]) == 2  # fmt: skip
+    line = one_line_error(capsys, "VGG16 weights file")
+    assert "not found. Download torchvision's VGG16 weights from https://" in line
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_binary_config_file_is_one_line(tmp_path, capsys):

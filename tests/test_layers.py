@@ -6,19 +6,23 @@ line) and ``_checks``, which every layer uses and which imports nothing of the p
 """
 
 import ast
+import collections
+import importlib
 import json
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
+import torch
 
 import contrastive_prompts
 
 PACKAGE = Path(contrastive_prompts.__file__).parent
 NAME = "contrastive_prompts"
 RANK = {"_checks": 0, "core": 1, "reference": 2, "__init__": 2, "app": 3, "__main__": 3}
-THIRD_PARTY_OF_THE_CORE = {"torch", "einops", "kornia", "numpy"}
+THIRD_PARTY_OF_THE_CORE = {"torch", "einops", "kornia"}
 
 
 def module_name(path: Path) -> str:
@@ -72,7 +76,7 @@ def test_no_module_imports_from_a_layer_above_its_own():
     assert upward == []
 
 
-def test_the_core_needs_torch_einops_kornia_and_numpy_alone():
+def test_the_core_needs_torch_einops_and_kornia_alone():
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
     outside = set()
     for module, path in MODULES.items():
@@ -84,6 +88,28 @@ def test_the_core_needs_torch_einops_kornia_and_numpy_alone():
             elif isinstance(node, ast.ImportFrom) and not node.level:
                 outside.add((node.module or "").split(".")[0])
     assert outside - stdlib - {NAME} <= THIRD_PARTY_OF_THE_CORE
+
+
+def test_the_core_reads_and_writes_no_file():
+    """No ``open``, no ``torch.load``/``torch.save``, no safetensors: the core's modules take
+    tensors, and the application reads and writes files."""
+    found = []
+    for module, path in MODULES.items():
+        if rank(module) > RANK["core"]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else None
+            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+                name = f"{func.value.id}.{func.attr}"
+            if name in {"open", "torch.load", "torch.save", "os.open", "Path.open"} or (
+                isinstance(func, ast.Attribute) and func.attr in {"read_text", "read_bytes",
+                                                                   "write_text", "write_bytes"}
+            ):  # fmt: skip
+                found.append(f"{module}:{node.lineno} {name or ast.unparse(func)}")
+    assert found == []
 
 
 def loaded_after_import(module: str) -> list[str]:

@@ -146,7 +146,7 @@ def test_from_promptir_lists_problems(promptir_state):
     assert "missing keys ['latent.0.attn.temperature']" in message
     assert "unexpected keys ['extra.weight']" in message
     assert "prompt1.conv3x3.weight: expected (64, 64, 3, 3), got (64, 64, 1, 1)" in message
-    with pytest.raises(FileNotFoundError, match=r"checkpoint file 'absent\.ckpt' not found"):
+    with pytest.raises(FileNotFoundError, match=r"PromptIR checkpoint 'absent\.ckpt' not found"):
         load_promptir("absent.ckpt", top_k=1)
 
 

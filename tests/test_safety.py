@@ -518,7 +518,7 @@ def test_numpy_arrays_load_as_the_safety_page_says(tmp_path):
     saved by torch.save is refused and named, not called corrupt."""
     import numpy as np
 
-    from contrastive_prompts.core.files import CheckpointError, safe_load
+    from contrastive_prompts.app.files import CheckpointError, safe_load
 
     state = {"numpy": np.random.RandomState(0).get_state(), "weights": torch.zeros(2)}
     torch.save(state, tmp_path / "ok.pt")

@@ -38,8 +38,17 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import InputError, InputTypeError
-from ..core.files import CheckpointError, file_problem, is_safetensors, safe_load, unreadable
-from ._files import make_folder, remove_stale, writing
+from .files import (
+    CheckpointError,
+    file_problem,
+    is_safetensors,
+    make_folder,
+    read_weights,
+    remove_stale,
+    safe_load,
+    unreadable,
+    writing,
+)
 
 if TYPE_CHECKING:
     from ..reference.model import SparsePromptIR
@@ -213,7 +222,7 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
         >>> read_checkpoint("no-such-run/last.pt")
         Traceback (most recent call last):
             ...
-        contrastive_prompts.core.files.CheckpointError: checkpoint 'no-such-run/last.pt' not found
+        contrastive_prompts.app.files.CheckpointError: checkpoint 'no-such-run/last.pt' not found
     """
     name = os.fspath(path)
     if os.path.isfile(name) and is_safetensors(name):
@@ -306,7 +315,7 @@ def load_checkpoint_model(
         >>> load_checkpoint_model("no-such-run/last.pt")
         Traceback (most recent call last):
             ...
-        contrastive_prompts.core.files.CheckpointError: checkpoint 'no-such-run/last.pt' not found
+        contrastive_prompts.app.files.CheckpointError: checkpoint 'no-such-run/last.pt' not found
     """
     name = os.fspath(path)
     problem = file_problem(name)
@@ -457,24 +466,7 @@ def _read_promptir(
     if isinstance(checkpoint, Mapping):
         state: Any = dict(checkpoint)
     elif isinstance(checkpoint, (str, os.PathLike)):
-        path = os.fspath(checkpoint)
-        problem = file_problem(path)
-        if problem == "not found":
-            raise FileNotFoundError(f"{where}: checkpoint file {path!r} not found")
-        if problem:
-            raise CheckpointError(f"{where}: checkpoint file {path!r} {problem}")
-        if is_safetensors(path):
-            from safetensors import SafetensorError
-            from safetensors.torch import load_file
-
-            try:
-                state = load_file(path)
-            except (SafetensorError, OSError, ValueError) as error:
-                raise CheckpointError(
-                    unreadable("PromptIR checkpoint", path, error, "safetensors")
-                ) from error
-        else:
-            state = safe_load(path, what="PromptIR checkpoint")
+        state = read_weights(checkpoint, what="PromptIR checkpoint")
     else:
         raise InputTypeError(
             f"{where}: expected checkpoint to be a path or a state dict, got "

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from .._checks import InputError
-from ._files import check_folder, json_text, make_folder, remove_stale, writing
 from .data import BENCHMARKS, image_paths
+from .files import check_folder, json_text, make_folder, remove_stale, writing
 
 __all__ = ["main"]
 
@@ -255,8 +255,8 @@ def _check_images(command: str, paths: Sequence[Path], max_pixels: int | None) -
 
 
 def _model(args: argparse.Namespace) -> Any:
-    from .._checks import resolve_device
     from .checkpoints import load_checkpoint_model
+    from .config import resolve_device
 
     device = resolve_device(args.command, args.device)
     model = load_checkpoint_model(

@@ -15,6 +15,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from .._checks import InputError, InputTypeError, check_choice, check_int_range, check_positive
 from ..core.loss import MODES
 from ..core.negatives import MAX_NEGATIVES
@@ -24,7 +26,15 @@ from ..reference.padding import MAX_PAD_MULTIPLE
 from .data.images import MAX_IMAGE_PIXELS
 from .degradations import MIXES, make_mix
 
-__all__ = ["ADDED_FIELDS", "MAX_SEED", "PRECISIONS", "RECIPES", "RUN_FIELDS", "TrainConfig"]
+__all__ = [
+    "ADDED_FIELDS",
+    "MAX_SEED",
+    "PRECISIONS",
+    "RECIPES",
+    "RUN_FIELDS",
+    "TrainConfig",
+    "resolve_device",
+]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -353,3 +363,31 @@ in a few minutes on a 2-core CPU. ``"paper"`` is the papers' recipe: the ``base`
 128x128 crops, batch 8 per GPU, AdamW at 2e-4 with betas (0.9, 0.9), 300,000 steps with a
 warm-up of 37,500, EMA 0.999 and 4 negatives. Flags given with ``--recipe`` override its fields.
 """
+
+
+def resolve_device(where: str, name: object, local_rank: int = 0) -> torch.device:
+    """The device named ``name``, checked to exist here.
+
+    ``"auto"`` is this process's GPU if there is one (``local_rank`` picks it under torchrun),
+    else the CPU; ``"cuda"`` without an index likewise takes the ``local_rank``-th GPU.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    try:
+        device: torch.device = torch.device(name)  # type: ignore[call-overload]
+    except (RuntimeError, TypeError) as error:
+        raise InputError(
+            f"{where}: expected a device such as 'auto', 'cpu', 'cuda' or 'cuda:1', got {name!r}"
+        ) from error
+    if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(
+            f"{where}: expected an available device, got {name!r} (not available here: {reason})"
+        ) from error
+    return device

@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 
 from ..reference.model import SparsePromptIR
-from ._files import make_folder
 from .data import DegradedCopies, sample_split
 from .effect import PromptEffect, collapse_warning, has_negatives, measure_effect
+from .files import make_folder
 from .metrics import EvaluationResult, batches_of, evaluate, names_of, psnr
 
 __all__ = ["Report", "print_effect", "run_demo", "write_report"]

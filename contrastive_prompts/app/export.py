@@ -28,7 +28,7 @@ from torch.utils import _pytree as pytree
 from .._checks import InputError, InputTypeError, check_int_range, check_shape
 from ..core.prompt import prompt_layers, record_routing, require_prompt_layers
 from ..reference.model import SparsePromptIR
-from ._files import make_folder, remove_stale, writing
+from .files import make_folder, remove_stale, writing
 
 __all__ = ["SPARSE_PROMPT_IR_MIN_SIZE", "export_onnx", "export_program"]
 

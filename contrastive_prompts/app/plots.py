@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._files import make_folder
+from .files import make_folder
 
 __all__ = ["plot_training"]
 

@@ -40,15 +40,14 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .._checks import InputError, InputTypeError, resolve_device
-from ..core.features import FilterFeatures, PixelFeatures, VGG16Features
+from .._checks import InputError, InputTypeError
+from ..core.features import VGG16_WEIGHTS_URL, FilterFeatures, PixelFeatures, VGG16Features
 from ..core.growth import only_new_experts
 from ..core.loss import ContrastivePromptLoss
 from ..core.objective import CPLObjective, ObjectiveOutput
 from ..core.prompt import prompt_layers
 from ..reference.model import SparsePromptIR
 from ..reference.padding import pad_to_multiple
-from ._files import json_text, make_folder, remove_stale, writing
 from .checkpoints import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -59,7 +58,7 @@ from .checkpoints import (
     state_problems,
 )
 from .compiling import compile_regions
-from .config import ADDED_FIELDS, FP16_ON_CPU, RECIPES, RUN_FIELDS, TrainConfig
+from .config import ADDED_FIELDS, FP16_ON_CPU, RECIPES, RUN_FIELDS, TrainConfig, resolve_device
 from .data import (
     SyntheticDataset,
     degraded_copies,
@@ -70,6 +69,7 @@ from .data import (
 from .data._common import derived_seed
 from .degradations import DegradationMix
 from .effect import PromptEffect, collapse_warning, has_negatives, measure_effect
+from .files import json_text, make_folder, read_weights, remove_stale, writing
 from .growth import Growth, build_mix, growth_plan, start_growth
 from .metrics import EvaluationResult, batches_of, evaluate
 from .tensorboard import TensorBoardLog
@@ -235,7 +235,13 @@ def _features(spec: str) -> nn.Module:
         return FilterFeatures()
     if spec == "pixels":
         return PixelFeatures()
-    return VGG16Features(spec.split(":", 1)[1])
+    missing = (
+        f"Download torchvision's VGG16 weights from {VGG16_WEIGHTS_URL} on a machine with "
+        "internet access and name the file's path (torchvision itself is not needed), or use "
+        "'filters', which needs no weights"
+    )
+    weights = read_weights(spec.split(":", 1)[1], what="VGG16 weights file", missing=missing)
+    return VGG16Features(weights)
 
 
 class _Progress:

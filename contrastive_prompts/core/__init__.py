@@ -2,14 +2,13 @@
 
 The prompt layer and its routing, the contrastive loss and its feature spaces, the negatives,
 prompt stages added to an existing network, new experts for a new degradation, and the objective
-that combines them; the transformer block the prompt fusion is built of; safe reading of PyTorch
-weight files. It needs
-torch, einops, kornia and numpy, and nothing else of the package.
+that combines them; the transformer block the prompt fusion is built of. It needs torch, einops
+and kornia, and nothing else of the package; it reads and writes no file (its modules take
+tensors: the application reads files).
 """
 
 from ._state import compiled_region
 from .features import VGG16_WEIGHTS_URL, FilterFeatures, PixelFeatures, VGG16Features
-from .files import CheckpointError, safe_load
 from .growth import NewExperts, add_experts, only_new_experts
 from .loss import MODES, ContrastivePromptLoss, contrastive_prompt_loss
 from .negatives import ModelOutput, NegativesReuse, forward_with_negatives, negatives_reuse
@@ -41,7 +40,6 @@ __all__ = [
     "STAGE_NAME",
     "VGG16_WEIGHTS_URL",
     "CPLObjective",
-    "CheckpointError",
     "ContrastivePromptLoss",
     "FilterFeatures",
     "ModelOutput",
@@ -75,7 +73,6 @@ __all__ = [
     "record_routing",
     "remove_prompts",
     "routing_statistics",
-    "safe_load",
     "specialisation",
     "topk_route",
 ]

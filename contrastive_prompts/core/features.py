@@ -7,8 +7,8 @@ optional attribute ``layer_weights`` gives one weight per map. Three are provide
 - [FilterFeatures][contrastive_prompts.core.FilterFeatures] (the default): fixed multi-scale
   intensity and Sobel-gradient maps built with kornia (any ``C``); needs no weights, so it works
   offline.
-- [VGG16Features][contrastive_prompts.core.VGG16Features]: ImageNet VGG16 activations, loaded from a
-  local copy of torchvision's weights file (torchvision itself is not needed). It takes RGB
+- [VGG16Features][contrastive_prompts.core.VGG16Features]: ImageNet VGG16 activations, from the
+  tensors of torchvision's weights file (torchvision itself is not needed). It takes RGB
   (``C = 3``) and grey-scale images (``C = 1``, repeated to three channels), nothing else.
 """
 
@@ -21,7 +21,7 @@ import kornia
 import torch
 from torch import Tensor, nn
 
-from .._checks import InputError, check_int_range, check_shape_any
+from .._checks import InputError, InputTypeError, check_int_range, check_shape_any
 
 __all__ = ["VGG16_WEIGHTS_URL", "FilterFeatures", "PixelFeatures", "VGG16Features"]
 
@@ -122,17 +122,18 @@ def _vgg16_layer_index() -> dict[str, int]:
 
 
 class VGG16Features(nn.Module):
-    """Activations of ImageNet VGG16, from a local copy of torchvision's weights.
+    """Activations of ImageNet VGG16, from the tensors of torchvision's weights.
 
     The defaults follow MCLIR (the CPL authors' earlier work): ``relu1_2``, ``relu2_2``,
     ``relu3_3`` with weights 0.2 / 0.3 / 0.5. The network is rebuilt here, so torchvision is not
-    required; only its weights file (``vgg16-397923af.pth``, see
-    [VGG16_WEIGHTS_URL][contrastive_prompts.core.features.VGG16_WEIGHTS_URL]) or any state dict with
-    the same ``features.*`` tensors. Parameters are frozen.
+    required; only the tensors of its weights file (``vgg16-397923af.pth``, see
+    [VGG16_WEIGHTS_URL][contrastive_prompts.core.features.VGG16_WEIGHTS_URL]) or any state dict
+    with the same ``features.*`` tensors. Parameters are frozen. The module reads no file: read
+    the weights first, with ``torch.load(path, weights_only=True)`` or, for a ``.safetensors``
+    copy, ``safetensors.torch.load_file(path)``.
 
     Args:
-        weights: path to the weights file (PyTorch's ``.pth``), or a state dict (for a
-            ``.safetensors`` copy, the dict ``safetensors.torch.load_file`` gives).
+        weights: the state dict of the weights file.
         layers: activation names, e.g. ``("relu1_2", "relu2_2", "relu3_3")``.
         layer_weights: one weight per layer.
         device: where to put the parameters.
@@ -146,17 +147,14 @@ class VGG16Features(nn.Module):
           (64, 128 and 256 channels at full, half and quarter size for the defaults).
 
     Raises:
-        FileNotFoundError: the weights file does not exist; the message says how to get it.
-        InputError: the weights path is a folder or not a regular file.
-        CheckpointError: the weights file cannot be read, or is refused because it asks for
-            more than tensors and containers (loading it could run code).
+        InputTypeError: ``weights`` is not a state dict (a path, say).
         InputError: unknown layer names, or a state dict that does not fit VGG16 (missing
             keys, other shapes, tensors that are not floating point or hold NaN); when called,
             images with other than 1 or 3 channels.
 
     Examples:
-        Usually ``VGG16Features("vgg16-397923af.pth")``; here random tensors stand in for the
-        file's first two convolutions:
+        Usually ``VGG16Features(torch.load("vgg16-397923af.pth", weights_only=True))``; here
+        random tensors stand in for the file's first two convolutions:
 
         >>> shapes = {"0.weight": (64, 3, 3, 3), "0.bias": (64,),
         ...           "2.weight": (64, 64, 3, 3), "2.bias": (64,)}
@@ -171,7 +169,7 @@ class VGG16Features(nn.Module):
 
     def __init__(
         self,
-        weights: str | os.PathLike[str] | Mapping[str, Tensor],
+        weights: Mapping[str, Tensor],
         *,
         layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3"),
         layer_weights: Sequence[float] = (0.2, 0.3, 0.5),
@@ -207,27 +205,17 @@ class VGG16Features(nn.Module):
     def extra_repr(self) -> str:
         return f"layers={self.layers}, layer_weights={self.layer_weights}"
 
-    def _load(self, weights: str | os.PathLike[str] | Mapping[str, Tensor]) -> None:
+    def _load(self, weights: Mapping[str, Tensor]) -> None:
         if not isinstance(weights, Mapping):
-            path = os.fspath(weights)
-            from .files import file_problem, safe_load
-
-            problem = file_problem(path)
-            if problem and problem != "not found":
-                raise InputError(f"VGG16Features: weights file {path!r} {problem}")
-            if problem:
-                raise FileNotFoundError(
-                    f"VGG16Features: weights file {path!r} not found. Download torchvision's "
-                    f"VGG16 weights from {VGG16_WEIGHTS_URL} on a machine with internet access "
-                    "and pass the file's path (torchvision itself is not needed), or use "
-                    "FilterFeatures, which needs no weights."
-                )
-            # tensors, numbers, strings and containers only: a hostile file is refused unread
-            weights = safe_load(path, what="VGG16Features: weights file")
-        if not isinstance(weights, Mapping):
-            raise InputError(
+            read = (
+                f"a path ({str(weights)!r}): read the file first, with torch.load(path, "
+                "weights_only=True) or safetensors.torch.load_file(path)"
+                if isinstance(weights, (str, os.PathLike))
+                else f"a {type(weights).__name__}"
+            )
+            raise InputTypeError(
                 "VGG16Features: expected torchvision VGG16 weights (a state dict of tensors by "
-                f"name), got a {type(weights).__name__}"
+                f"name), got {read}"
             )
         wanted = self.features.state_dict()
         state = {}

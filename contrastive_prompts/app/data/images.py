@@ -30,7 +30,7 @@ from contrastive_prompts._checks import (
     memory_of,
 )
 
-from ...core.files import file_problem
+from ..files import file_problem
 from ._common import tagged
 
 if TYPE_CHECKING:
