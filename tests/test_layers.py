@@ -90,6 +90,21 @@ def test_the_core_needs_torch_einops_and_kornia_alone():
     assert outside - stdlib - {NAME} <= THIRD_PARTY_OF_THE_CORE
 
 
+def test_the_core_keeps_no_mutable_state_at_module_level():
+    """No cache, registry or module instance in a module's globals: state lives in the objects
+    that own it (a plan of the negatives on its network, a feature space in its loss)."""
+    mutable = (dict, list, set, bytearray, weakref.WeakKeyDictionary, weakref.WeakValueDictionary,
+               collections.deque, torch.nn.Module)  # fmt: skip
+    found = [
+        f"{module}.{name}: {type(value).__name__}"
+        for module in MODULES
+        if rank(module) <= RANK["core"]
+        for name, value in vars(importlib.import_module(module)).items()
+        if not name.startswith("__") and isinstance(value, mutable)
+    ]
+    assert found == []
+
+
 def test_the_core_reads_and_writes_no_file():
     """No ``open``, no ``torch.load``/``torch.save``, no safetensors: the core's modules take
     tensors, and the application reads and writes files."""

@@ -148,7 +148,7 @@ def test_options_are_keyword_only(call):
         (lambda: psnr(0.5, torch.rand(1, 3, 8, 8)), "to be a torch.Tensor, got float"),
         (lambda: evaluate("model", []), "model to be callable, got str"),
         (lambda: add_prompts("net", {"a": {"dim": 4}}), "model to be an nn.Module, got str"),
-        (lambda: PromptStage(dim="4"), "PromptStage: expected dim to be an int, got str"),
+        (lambda: PromptStage(dim="4"), "PromptStage: expected dim to be an integer >= 1, got '4'"),
         (lambda: prompt_layers([1]), "an nn.Module, got list"),
         (
             lambda: forward_with_negatives(SparsePromptIR("tiny"), [1.0], num_negatives=1),

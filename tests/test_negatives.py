@@ -487,9 +487,13 @@ def test_add_prompts_bad_requests():
         add_prompts(model, {"decoder.1": {"dim": 8, "heads": 2}})
     with pytest.raises(InputError, match=r"got 'decoder.1.0' inside \['decoder.1'\]"):
         add_prompts(model, {"decoder.1": {"dim": 8}, "decoder.1.0": {"dim": 16}})
-    with pytest.raises(InputError, match=r"expected num_heads to divide dim \+ prompt_dim = 12"):
+    with pytest.raises(
+        InputError, match=r"^Attention: expected dim divisible by num_heads=5, got dim=12$"
+    ):
         add_prompts(model, {"decoder.1": {"dim": 8, "num_heads": 5}})
-    with pytest.raises(InputError, match=r"expected 1 <= top_k <= num_prompts = 3 .* got top_k=4"):
+    with pytest.raises(
+        InputError, match=r"^SparsePrompt: expected top_k to be an integer in \[1, 3\], got 4$"
+    ):
         add_prompts(model, {"decoder.1": {"dim": 8, "num_prompts": 3, "top_k": 4}})
     with pytest.raises(InputError, match=r"expected dim=8 for 'decoder.1' \(its output on "):
         add_prompts(model, {"decoder.1": {"dim": 9}}, example_input=torch.rand(1, 3, 8, 8))

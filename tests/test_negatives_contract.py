@@ -272,6 +272,40 @@ def test_user_hooks_run_once_per_real_computation():
     assert len(calls) == 2  # the check's positive pass and the full computation: not the served
 
 
+def test_the_measured_plan_lives_with_its_network_and_outside_its_state():
+    """The look-only pass runs once per network, not once per call: what it found stays with the
+    network (not in a module-level cache), adds nothing to its state dict, parameters or
+    submodules, and goes when the network goes."""
+    import copy
+    import gc
+    import weakref
+
+    model, x = spread(Plain(), 5).eval(), torch.rand(2, 3, 6, 6)
+    keys, children = list(model.state_dict()), [name for name, _ in model.named_modules()]
+    probes = []
+    model.encoder.register_forward_hook(lambda m, a, out: probes.append(a[0].shape[0]))
+    forward_with_negatives(model, x, num_negatives=3)
+    assert probes == [2, 3]  # the positive pass, then the look-only pass on B + 1 rows
+    probes.clear()
+    forward_with_negatives(model, x, num_negatives=3)
+    assert probes == [2]  # remembered: the positive pass alone
+    assert list(model.state_dict()) == keys
+    assert [name for name, _ in model.named_modules()] == children
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # copying the network copies no plan (nor its warnings)
+        twin = copy.deepcopy(model)
+    probes.clear()
+    forward_with_negatives(twin, x, num_negatives=3)
+    assert probes == [2, 3]  # the copy (its hook copied too) measures its own, once
+    probes.clear()
+    forward_with_negatives(twin, x, num_negatives=3)
+    assert probes == [2]
+    gone = weakref.ref(model)
+    del model, twin
+    gc.collect()
+    assert gone() is None
+
+
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize(("batch", "size"), [(4, (2, 2)), (3, (2, 2)), (1, (1, 1))])
 def test_attention_with_either_axis_order_is_served_along_its_batch_axis(batch_first, batch, size):

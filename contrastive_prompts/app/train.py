@@ -769,6 +769,7 @@ class Trainer:
     def train_step(self, degraded: Tensor, clean: Tensor, labels: Tensor) -> dict[str, Any]:
         """One optimisation step on a batch; returns the logged values."""
         config = self.config
+        self.objective.check_labels(labels)  # on the CPU, before they move: no device wait
         degraded = degraded.to(self.device, non_blocking=True)
         clean = clean.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-import weakref
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any, NamedTuple, cast
@@ -214,10 +213,27 @@ class _Plan(NamedTuple):
 
 
 # the batch axes found for a network, by the structure of its calls: one look-only pass per
-# network and structure, not per step. Weak keys: a network that goes away takes its entry along.
-_PLANS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], _Plan]] = (
-    weakref.WeakKeyDictionary()
-)
+# network and structure, not per step. Kept on the network itself, in its instance dictionary
+# (no parameter, buffer, submodule or key: state_dict and the module tree are as they were), so
+# it lives and goes with the network and nothing is kept at module level.
+_PLAN_ATTRIBUTE = "_contrastive_prompts_negatives_plan"
+
+
+class _Remembered(NamedTuple):
+    """A network's plan and the structure of calls it was measured on.
+
+    A copy or a pickle of the network holds none: the structure names the original's
+    submodules, so a copy measures its own on its first call.
+    """
+
+    signature: tuple[Any, ...]
+    plan: _Plan
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> None:
+        return None
+
+    def __reduce__(self) -> tuple[type[None], tuple[()]]:
+        return type(None), ()
 
 
 def _signature(calls: list[_Call]) -> tuple[Any, ...]:
@@ -252,11 +268,11 @@ def _plan(
 ) -> _Plan:
     """The batch axes of this structure of calls: measured once, then remembered."""
     signature = _signature(calls)
-    known = _PLANS.get(model)
-    if known is not None and known[0] == signature:
-        return known[1]
+    known = model.__dict__.get(_PLAN_ATTRIBUTE)
+    if isinstance(known, _Remembered) and known.signature == signature:
+        return known.plan
     plan = _measure(model, layers, x, calls, batch)
-    _PLANS[model] = (signature, plan)
+    model.__dict__[_PLAN_ATTRIBUTE] = _Remembered(signature, plan)
     if plan.full_passes is not None:
         warnings.warn(
             f"forward_with_negatives: {type(model).__name__} gets full negative passes, since "
@@ -349,6 +365,9 @@ class _Serving:
 
             return call
 
+        # torch's private slot, because no public mechanism skips a call: a forward pre-hook
+        # can change the input and a forward hook the output, but both let forward (and the
+        # other hooks) run; this slot is what Module.__call__ runs instead of them
         try:
             for module in modules:
                 module.__dict__["_compiled_call_impl"] = serve(module)

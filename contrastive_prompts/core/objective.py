@@ -101,7 +101,8 @@ class CPLObjective(nn.Module):
         routing_weight: $\rho$ of
             [label_routing_loss][contrastive_prompts.core.label_routing_loss] (``ROUTING_WEIGHT``,
             0.01, by default), applied when labels are given.
-        num_labels: rows of the expert-use counts (defaults to the largest label + 1); labels
+        num_labels: rows of the expert-use counts (defaults to the largest label + 1, a value
+            read from the labels on every call: give it when the call is compiled); labels
             must then lie in ``[0, num_labels)``.
         label_negatives: give the labels, when the call has them, to the negatives too, which
             then favour experts that other degradations use (CPL itself draws them without
@@ -130,7 +131,9 @@ class CPLObjective(nn.Module):
             ``balance_weight < 0``, ``routing_weight < 0``,
             ``num_negatives < 1``, ``num_labels < 1``, ``label_experts`` not a non-empty
             sequence of integers >= 0); at the call, an empty batch, labels that
-            are not integers or lie outside ``[0, num_labels)``, an expert of ``label_experts``
+            are not one integer per image (their range is checked by
+            [check_labels][contrastive_prompts.core.CPLObjective.check_labels], where they
+            enter: the call never reads a tensor's value), an expert of ``label_experts``
             that a prompt layer does not have, ``weight > 0`` and the model
             holds no SparsePrompt that leaves experts for negatives, the model's output does not
             have the shape of ``clean`` (checked before the loss sees it), or the loss's feature
@@ -273,16 +276,11 @@ class CPLObjective(nn.Module):
             experts = None
             if self.label_experts is not None:
                 self._check_label_experts(routing)
-                self._check_label_range(labels)  # before the labels index the table
                 experts = self._label_experts
             guide = torch.stack(
                 [label_routing_loss(r, labels, experts=experts) for r in routing]
             ).mean()
         loss = l1 + self.weight * cpr + self.balance_weight * balance + self.routing_weight * guide
-        if labels is not None:
-            # here rather than on entry: reading the labels waits for the device, and here the
-            # caller is about to read the loss anyway
-            self._check_label_range(labels)
         counts = self._counts(routing, labels)
         return ObjectiveOutput(loss, l1, cpr, balance, guide, output, counts, tuple(routing.names))
 
@@ -309,8 +307,33 @@ class CPLObjective(nn.Module):
                     f"experts of prompt layer {name!r}, got {largest}"
                 )
 
-    def _check_label_range(self, labels: Tensor) -> None:
-        """Labels index the rows of the expert-use counts: ``[0, num_labels)``."""
+    def check_labels(self, labels: Tensor) -> None:
+        """Refuse labels that are not integers in ``[0, num_labels)`` (``>= 0`` without
+        ``num_labels``; below the rows of ``label_experts`` with a table), naming the bad ones.
+
+        ``forward`` checks the labels' shape and dtype, never their values: reading a value
+        waits for the device and breaks a compiled graph. A label out of range fails there only
+        where it indexes (torch's "index out of bounds" on the CPU, a device-side assert on a
+        GPU). Check
+        labels where they enter, on the CPU before they move, as the trainer does for each
+        batch.
+
+        Raises:
+            InputError: labels that are not a 1-D integer tensor, or lie out of range.
+
+        Examples:
+            >>> CPLObjective(num_labels=3).check_labels(torch.tensor([0, 2]))
+            >>> try:
+            ...     CPLObjective(num_labels=3).check_labels(torch.tensor([0, 3]))
+            ... except InputError as error:
+            ...     print(error)
+            CPLObjective: expected labels in [0, 2] (num_labels=3), got [3]
+        """
+        check_shape("CPLObjective", "labels", labels, ("B",))
+        if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+            raise InputError(
+                f"CPLObjective: expected labels to be an integer tensor, got {labels.dtype}"
+            )
         if self._label_limit is None:
             outside = labels < 0
             expected = "labels >= 0"

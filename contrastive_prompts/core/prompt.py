@@ -1062,12 +1062,24 @@ class PromptFusion(nn.Module):
         check_int_range("PromptFusion", "prompt_dim", prompt_dim, 1)
         if out_dim is not None:
             check_int_range("PromptFusion", "out_dim", out_dim, 1)
+        width = dim + prompt_dim
         if block is None:
             check_positive("PromptFusion", "ffn_expansion_factor", ffn_expansion_factor)
+            check_parameters_fit(
+                "PromptFusion",
+                lambda: TransformerBlock(
+                    width,
+                    num_heads=num_heads,
+                    ffn_expansion_factor=ffn_expansion_factor,
+                    device="meta",
+                ),
+                device,
+                dtype,
+                f"dim={dim}, prompt_dim={prompt_dim}, ffn_expansion_factor={ffn_expansion_factor}",
+            )
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.dim, self.prompt_dim = dim, prompt_dim
         self.out_dim = dim if out_dim is None else out_dim
-        width = dim + prompt_dim
         self.block = (
             block
             if block is not None

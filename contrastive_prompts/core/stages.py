@@ -23,10 +23,7 @@ from torch.optim.swa_utils import AveragedModel
 from .._checks import (
     InputError,
     InputTypeError,
-    check_bool,
     check_int_range,
-    check_parameters_fit,
-    check_positive,
     check_shape,
 )
 from ._state import quiet_run, reset_submodules
@@ -72,7 +69,9 @@ class PromptStage(nn.Module):
             ``num_heads`` not an int, ``ffn_expansion_factor`` not a number, or
             ``renormalize`` not a bool (a string such as ``"no"`` would read as true).
         InputError: a size below 1, ``top_k`` outside ``[1, num_prompts]``, ``num_heads`` that
-            does not divide ``dim + prompt_dim``, or ``ffn_expansion_factor <= 0``.
+            does not divide ``dim + prompt_dim``, or ``ffn_expansion_factor <= 0``. The part
+            that takes the option says so: ``SparsePrompt`` for the bank and its routing,
+            ``PromptFusion`` (and its block) for the fusion.
 
     Examples:
         >>> stage = PromptStage(dim=8, prompt_size=4)
@@ -96,46 +95,11 @@ class PromptStage(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("dim", dim), ("num_prompts", num_prompts), ("top_k", top_k)):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise InputTypeError(
-                    f"PromptStage: expected {name} to be an int, got {type(value).__name__}"
-                )
-        if not 1 <= top_k <= num_prompts:
-            raise InputError(
-                f"PromptStage: expected 1 <= top_k <= num_prompts = {num_prompts} (below it for "
-                f"CPL's negatives, which draw from the experts a sample did not select; equal "
-                f"for PromptIR's dense prompt), got top_k={top_k}"
-            )
-        if prompt_dim is not None:
-            check_int_range("PromptStage", "prompt_dim", prompt_dim, 1)
-        check_int_range("PromptStage", "num_heads", num_heads, 1)
-        check_positive("PromptStage", "ffn_expansion_factor", ffn_expansion_factor)
-        check_bool("PromptStage", "renormalize", renormalize)
-        prompt_dim = max(1, dim // 2) if prompt_dim is None else prompt_dim
-        width = dim + prompt_dim
-        if width % num_heads:
-            raise InputError(
-                f"PromptStage: expected num_heads to divide dim + prompt_dim = {width}, "
-                f"got {num_heads}"
-            )
-        check_parameters_fit(
-            "PromptStage",
-            lambda: PromptStage(
-                dim=dim,
-                prompt_dim=prompt_dim,
-                prompt_size=prompt_size,
-                num_prompts=num_prompts,
-                top_k=top_k,
-                num_heads=num_heads,
-                ffn_expansion_factor=ffn_expansion_factor,
-                device="meta",
-            ),
-            device,
-            dtype,
-            f"dim={dim}, prompt_dim={prompt_dim}, prompt_size={prompt_size}, "
-            f"num_prompts={num_prompts}, ffn_expansion_factor={ffn_expansion_factor}",
-        )
+        # each part checks the options it takes (and that its parameters fit); the stage only
+        # derives the default prompt width, from a dim it checks for that
+        if prompt_dim is None:
+            check_int_range("PromptStage", "dim", dim, 1)
+            prompt_dim = max(1, dim // 2)
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.prompt = SparsePrompt(
             dim=dim,
@@ -231,6 +195,9 @@ def _after_host(module: nn.Module, args: Any, output: Any) -> Tensor:
 
 def _remove_hook(module: nn.Module) -> None:
     """Remove the hook of add_prompts from ``module``, as its RemovableHandle would."""
+    # torch's private hook dictionaries, because no public mechanism does this: a hook is removed
+    # through the handle that registered it, and a copy of the network (deepcopy, an EMA,
+    # pickling) holds the hook with no handle at all
     for key in [key for key, hook in module._forward_hooks.items() if hook is _after_host]:
         for hooks in (
             module._forward_hooks,
