@@ -38,12 +38,14 @@ from .._checks import (
     check_shape,
 )
 from ..core.prompt import (
-    Specialisation,
     fixed_experts,
     negative_prompts,
     prompt_layers,
     record_routing,
     require_prompt_layers,
+)
+from ..core.routing import (
+    Specialisation,
     routing_statistics,
     specialisation,
 )

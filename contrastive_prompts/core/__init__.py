@@ -15,24 +15,26 @@ from .negatives import ModelOutput, NegativesReuse, forward_with_negatives, nega
 from .objective import CPLObjective, ObjectiveOutput
 from .prompt import (
     PromptFusion,
-    Routing,
     RoutingLog,
     SparsePrompt,
-    Specialisation,
     fixed_experts,
     fixed_routing,
-    label_routing_loss,
-    load_balance_loss,
     negative_prompts,
-    negative_route,
-    pooled_routing,
     prompt_layers,
     record_routing,
+)
+from .restormer import TransformerBlock
+from .routing import (
+    Routing,
+    Specialisation,
+    label_routing_loss,
+    load_balance_loss,
+    negative_route,
+    pooled_routing,
     routing_statistics,
     specialisation,
     topk_route,
 )
-from .restormer import TransformerBlock
 from .stages import STAGE_NAME, PromptStage, add_prompts, remove_prompts
 
 __all__ = [

@@ -23,12 +23,14 @@ from .._checks import (
 from .loss import MODES, ContrastivePromptLoss
 from .negatives import MAX_NEGATIVES, forward_with_negatives
 from .prompt import (
-    Routing,
     RoutingLog,
-    label_routing_loss,
-    load_balance_loss,
     prompt_layers,
     record_routing,
+)
+from .routing import (
+    Routing,
+    label_routing_loss,
+    load_balance_loss,
     routing_statistics,
 )
 

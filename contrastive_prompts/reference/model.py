@@ -34,15 +34,17 @@ from ..core._state import reset_submodules
 from ..core.growth import add_experts
 from ..core.prompt import (
     PromptFusion,
-    Routing,
     SparsePrompt,
     fixed_routing,
-    pooled_routing,
     prompt_layers,
     record_routing,
     require_prompt_layers,
 )
 from ..core.restormer import TransformerBlock, downsample, upsample
+from ..core.routing import (
+    Routing,
+    pooled_routing,
+)
 from .padding import pad_to_multiple
 
 __all__ = ["MODEL_PRESETS", "ModelConfig", "SparsePromptIR"]
