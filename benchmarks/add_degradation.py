@@ -41,11 +41,11 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import library_state, train_or_resume
 
+from contrastive_prompts.app.building import build_data
 from contrastive_prompts.app.config import RECIPES
 from contrastive_prompts.app.data import DegradedCopies, sample_split
 from contrastive_prompts.app.growth import build_mix, start_growth
 from contrastive_prompts.app.metrics import psnr
-from contrastive_prompts.app.train import build_data
 from contrastive_prompts.core import prompt_layers, record_routing
 
 RUNS = ("base", "grown", "tuned", "joint")

@@ -41,11 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import library_state, train_or_resume
 
 from contrastive_prompts import SparsePromptIR
+from contrastive_prompts.app.building import build_data
 from contrastive_prompts.app.config import RECIPES
 from contrastive_prompts.app.data import DegradedCopies, sample_split
 from contrastive_prompts.app.degradations import CDD11, make_mix
 from contrastive_prompts.app.metrics import psnr
-from contrastive_prompts.app.train import build_data
 from contrastive_prompts.core import record_routing
 
 PARTS = ("low_light", "haze", "rain", "snow")

@@ -85,8 +85,8 @@ def test_trainer_snippet_trains_ones_own_network(tmp_path, monkeypatch):
 def test_the_option_table_maps_each_trainer_field_to_the_objective():
     """Each row of the own-network page's table: the field set to a value that is not its
     default reaches the objective under the name the table gives."""
+    from contrastive_prompts.app.building import build_objective
     from contrastive_prompts.app.config import TrainConfig
-    from contrastive_prompts.app.train import build_objective
     from contrastive_prompts.core import FilterFeatures, PixelFeatures
 
     text = (SNIPPETS.parents[0] / "own-network.md").read_text()

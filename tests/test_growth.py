@@ -27,12 +27,13 @@ from contrastive_prompts import (
     SparsePromptIR,
     add_prompts,
 )
+from contrastive_prompts.app.building import build_model
 from contrastive_prompts.app.checkpoints import load_checkpoint_model, read_checkpoint
 from contrastive_prompts.app.config import TrainConfig
 from contrastive_prompts.app.degradations import make_mix
 from contrastive_prompts.app.files import CheckpointError
 from contrastive_prompts.app.growth import GrowthPlan, build_mix, growth_plan
-from contrastive_prompts.app.train import Trainer, build_model
+from contrastive_prompts.app.train import Trainer
 from contrastive_prompts.core import (
     add_experts,
     label_routing_loss,

@@ -301,8 +301,8 @@ def test_one_degradation_has_no_swap():
 def test_the_objective_the_trainer_and_the_docs_share_their_defaults():
     from pathlib import Path
 
+    from contrastive_prompts.app.building import build_objective
     from contrastive_prompts.app.config import RECIPES, TrainConfig
-    from contrastive_prompts.app.train import build_objective
     from contrastive_prompts.core.objective import ROUTING_WEIGHT
 
     config, objective = TrainConfig(), CPLObjective()

@@ -11,11 +11,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from contrastive_prompts import CPLObjective, InputError, InputTypeError, SparsePromptIR
-from contrastive_prompts.app.checkpoints import CheckpointError, load_checkpoint_model
-from contrastive_prompts.app.config import RECIPES, TrainConfig
-from contrastive_prompts.app.train import (
+from contrastive_prompts.app.building import (
     StepBatchSampler,
-    Trainer,
     build_data,
     build_model,
     build_objective,
@@ -24,6 +21,9 @@ from contrastive_prompts.app.train import (
     setup_distributed,
     warmup_cosine,
 )
+from contrastive_prompts.app.checkpoints import CheckpointError, load_checkpoint_model
+from contrastive_prompts.app.config import RECIPES, TrainConfig
+from contrastive_prompts.app.train import Trainer
 from contrastive_prompts.core.prompt import prompt_layers
 
 from .leftovers import temporaries
@@ -303,8 +303,8 @@ def test_resume_refuses_other_run_options(tmp_path):
 
 
 def test_epochs_reach_datasets_inside_a_concatenation():
+    from contrastive_prompts.app.building import _EpochIndexed
     from contrastive_prompts.app.data import SyntheticDataset
-    from contrastive_prompts.app.train import _EpochIndexed
 
     inner = SyntheticDataset(images(), "3task", crop_size=16)
     wrapped = _EpochIndexed(torch.utils.data.ConcatDataset([inner, inner]))
