@@ -13,7 +13,6 @@ import os
 import re
 import struct
 import warnings
-import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -247,7 +246,7 @@ def _checked(
         )
     try:
         header = _read_header(name, kind)
-    except (ValueError, SyntaxError, OSError, struct.error) as error:
+    except (ValueError, SyntaxError, OSError, EOFError, struct.error) as error:
         if max_pixels is None:
             return kind, None  # unchecked, as asked: the decoder's to judge
         reason = " ".join(str(error).split()) or type(error).__name__
@@ -302,28 +301,19 @@ def _format_of(where: str, path: PathLike) -> str | None:
 def _read_header(path: str, kind: str) -> _Header:
     """Size, EXIF orientation and CMYK flag as the header of ``path`` declares them.
 
-    PNG's IHDR and JPEG's frame header (with the EXIF block before it) are read here, at the
-    place their decoders read them; WebP's first chunk here too; TIFF's first directory by
-    Pillow's directory reader (Pillow's ``TiffImageFile`` refuses pixel types kornia-rs
-    decodes, such as float32 RGB); BMP by Pillow's BMP reader, which decodes it afterwards.
-    None goes through ``PIL.Image.open``, so Pillow's decompression-bomb warning and error
-    never fire: ``max_pixels`` is the one budget.
+    Pillow reads the headers, each format by its own reader class, never through
+    ``PIL.Image.open``: Pillow's decompression-bomb warning and error never fire, and
+    ``max_pixels`` is the one budget. Opening such a reader reads the header alone (PNG's
+    chunks up to the image data, JPEG's segments up to the scan, with its EXIF block; BMP's
+    header). TIFF's first directory is read by Pillow's directory reader, as Pillow's
+    ``TiffImageFile`` refuses pixel types kornia-rs decodes (float32 RGB, say). WebP's first
+    chunk is read here: Pillow's WebP reader allocates the whole canvas the header declares
+    when it opens the file, before any budget could refuse it.
 
     Raises:
-        ValueError: the header is cut short or malformed (SyntaxError, struct.error or OSError
-            from Pillow).
+        ValueError: the header is cut short or malformed (or SyntaxError, struct.error,
+            EOFError or OSError from Pillow).
     """
-    if kind == "PNG":
-        with open(path, "rb") as f:
-            head = f.read(33)  # signature, IHDR's length and type, its 13 bytes, its CRC
-        if len(head) < 33 or head[8:16] != b"\x00\x00\x00\x0dIHDR":
-            raise ValueError("no IHDR chunk after the signature")
-        if zlib.crc32(head[12:29]) != int.from_bytes(head[29:33], "big"):
-            raise ValueError("its IHDR chunk fails its CRC check")
-        width, height = struct.unpack(">II", head[16:24])
-        return _Header(width, height)
-    if kind == "JPEG":
-        return _jpeg_header(path)
     if kind == "WebP":
         return _webp_header(path)
     if kind == "TIFF":
@@ -345,69 +335,38 @@ def _read_header(path: str, kind: str) -> _Header:
         orientation = directory.get(274, 1)  # Orientation
         cmyk = directory.get(262) == 5  # PhotometricInterpretation: separated (CMYK)
         return _Header(width, height, orientation if isinstance(orientation, int) else 1, cmyk)
-    with _bmp_file(path) as image:
+    with _pillow_file(path, kind) as image:
         width, height = image.size
-    return _Header(width, height)
+        orientation = _exif_orientation(image) if kind == "JPEG" else 1
+        return _Header(width, height, orientation, cmyk=image.mode == "CMYK")
 
 
-# JPEG frame headers: SOF0-SOF15 but DHT (C4), JPG (C8) and DAC (CC)
-_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+def _pillow_file(path: str, kind: str) -> ImageFile:
+    """Pillow's reader of ``kind`` on ``path``: opening reads the header only.
+
+    The format's own reader, not ``PIL.Image.open``: ``max_pixels``, checked before decoding,
+    is the limit, not Pillow's decompression-bomb check.
+    """
+    if kind == "PNG":
+        from PIL.PngImagePlugin import PngImageFile
+
+        return PngImageFile(path)
+    if kind == "JPEG":
+        from PIL.JpegImagePlugin import JpegImageFile
+
+        return JpegImageFile(path)
+    from PIL.BmpImagePlugin import BmpImageFile
+
+    return BmpImageFile(path)
 
 
-def _jpeg_header(path: str) -> _Header:
-    """JPEG's first frame header and the EXIF orientation before it, walking the segments."""
-    orientation = 1
-    with open(path, "rb") as f:
-        f.read(2)  # SOI, checked by the caller
-        while True:
-            byte = f.read(1)
-            if byte != b"\xff":
-                raise ValueError("no frame header" if not byte else "a marker expected")
-            code = byte
-            while code == b"\xff":  # fill bytes may precede a marker
-                code = f.read(1)
-            if not code:
-                raise ValueError("no frame header")
-            marker = code[0]
-            if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # no length field
-                continue
-            if marker in (0xD9, 0xDA):  # end of image, start of scan
-                raise ValueError("no frame header before the image data")
-            length = f.read(2)
-            if len(length) < 2 or int.from_bytes(length, "big") < 2:
-                raise ValueError("a marker segment cut short")
-            size = int.from_bytes(length, "big") - 2
-            if marker in _JPEG_FRAMES:
-                frame = f.read(6)  # precision, height, width, components
-                if len(frame) < 6:
-                    raise ValueError("a frame header cut short")
-                height, width = struct.unpack(">HH", frame[1:5])
-                return _Header(width, height, orientation, cmyk=frame[5] == 4)
-            if marker == 0xE1:  # APP1: EXIF, perhaps
-                orientation = _exif_orientation(f.read(size)) or orientation
-            else:
-                f.seek(size, os.SEEK_CUR)
-
-
-def _exif_orientation(segment: bytes) -> int | None:
-    """The Orientation tag of an EXIF block's first directory (``None`` if absent or bad)."""
-    if not segment.startswith(b"Exif\x00\x00") or len(segment) < 14:
-        return None
-    tiff = segment[6:]
-    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
-    if order is None:
-        return None
+def _exif_orientation(image: ImageFile) -> int:
+    """The EXIF orientation of an opened JPEG, 1 (as stored) when absent or unreadable."""
     try:
-        (offset,) = struct.unpack(order + "I", tiff[4:8])
-        (count,) = struct.unpack(order + "H", tiff[offset : offset + 2])
-        for i in range(count):
-            entry = tiff[offset + 2 + 12 * i : offset + 14 + 12 * i]
-            tag, kind, _, value = struct.unpack(order + "HHIH", entry[:10])
-            if tag == 0x0112 and kind == 3:  # Orientation, a SHORT
-                return value if 1 <= value <= 8 else None
-    except struct.error:
-        return None
-    return None
+        value = image.getexif().get(0x0112, 1)  # Orientation
+    except (ValueError, SyntaxError, OSError, struct.error, EOFError, KeyError, IndexError):
+        return 1  # a broken EXIF block does not make the image unreadable
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def _webp_header(path: str) -> _Header:
@@ -434,20 +393,9 @@ def _webp_header(path: str) -> _Header:
     return _Header(width, height)
 
 
-def _bmp_file(path: str) -> ImageFile:
-    """Pillow's BMP reader on ``path``: opening reads the header only.
-
-    The format's own reader, not ``PIL.Image.open``: ``max_pixels``, checked before, is the
-    limit, not Pillow's decompression-bomb check.
-    """
-    from PIL.BmpImagePlugin import BmpImageFile
-
-    return BmpImageFile(path)
-
-
 def _read_bmp(path: PathLike) -> Tensor:
     try:
-        with _bmp_file(os.fspath(path)) as image:
+        with _pillow_file(os.fspath(path), "BMP") as image:
             rgb = np.asarray(image.convert("RGB"))  # palette and grey expanded, alpha dropped
     except (SyntaxError, OSError, ValueError) as error:
         raise ValueError(f"cannot decode the BMP file {os.fspath(path)!r}: {error}") from error
