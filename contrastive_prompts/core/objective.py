@@ -134,7 +134,7 @@ class CPLObjective(nn.Module):
             ``num_negatives < 1``, ``num_labels < 1``, ``label_experts`` not a non-empty
             sequence of integers >= 0); at the call, an empty batch, labels that
             are not one integer per image (their range is checked by
-            [check_labels][contrastive_prompts.core.CPLObjective.check_labels], where they
+            [check_labels][contrastive_prompts.CPLObjective.check_labels], where they
             enter: the call never reads a tensor's value), an expert of ``label_experts``
             that a prompt layer does not have, ``weight > 0`` and the model
             holds no SparsePrompt that leaves experts for negatives, the model's output does not
