@@ -316,9 +316,8 @@ class CPLObjective(nn.Module):
         ``forward`` checks the labels' shape and dtype, never their values: reading a value
         waits for the device and breaks a compiled graph. A label out of range fails there only
         where it indexes (torch's "index out of bounds" on the CPU, a device-side assert on a
-        GPU). Check
-        labels where they enter, on the CPU before they move, as the trainer does for each
-        batch.
+        GPU). Check labels where they enter, on the CPU before they move, as the trainer does
+        for each batch.
 
         Raises:
             InputError: labels that are not a 1-D integer tensor, or lie out of range.
