@@ -138,9 +138,13 @@ def test_python_dash_m_entry_point():
 
 def test_none_values_and_resume_from_the_checkpoint_options(tmp_path, capsys):
     out = tmp_path / "run"
+    # whole validation images (--val-crop none): small ones, not the full-size sample photos
+    (tmp_path / "val").mkdir()
+    write_image(tmp_path / "val" / "a.png", torch.rand(3, 24, 32))
     assert main(["train", "--steps", "2", "--batch-size", "1", "--crop", "24", "--lr", "1e-3",
                  "--seed", "5", "--num-negatives", "1", "--grad-clip", "none", "--val-crop", "none",
-                 "--val-every", "0", "--out-dir", str(out)]) == 0  # fmt: skip
+                 "--val-data", str(tmp_path / "val"), "--val-every", "0",
+                 "--out-dir", str(out)]) == 0  # fmt: skip
     config = json.loads((out / "config.json").read_text())
     assert config["grad_clip"] is None and config["val_crop"] is None
     # --resume takes the checkpoint's options; flags change only what they name
