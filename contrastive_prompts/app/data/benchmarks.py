@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from contrastive_prompts._checks import InputError, check_choice, check_int_range
-from contrastive_prompts.app.degradations import check_noise_sigma
+from contrastive_prompts.app.degradations._ranges import check_noise_sigma
 
 from ._common import (
     _SkippingReader,

@@ -18,12 +18,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from contrastive_prompts._checks import InputError, check_int_range
-from contrastive_prompts.app.degradations import (
-    DegradationMix,
-    check_noise_sigma,
-    gaussian_noise,
-    make_mix,
-)
+from contrastive_prompts.app.degradations import DegradationMix, gaussian_noise, make_mix
+from contrastive_prompts.app.degradations._ranges import check_noise_sigma
 
 from ._common import (
     _SkippingReader,
