@@ -1,15 +1,17 @@
-"""What every degradation shares: its options as checked ``(low, high)`` ranges, per-sample
-draws, line kernels, and the Module half of each function + Module pair."""
+"""What every degradation shares: its options' checks, per-sample draws and line kernels.
+
+An option is a value or a ``(low, high)`` range drawn per sample; each check below turns it into a
+``(lo, hi)`` pair of floats, or raises [InputError][contrastive_prompts.InputError] naming the
+function, the option, its bounds and what came. A function checks its options at its call, a
+Module at its construction (a bound set by the image, at its call).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from contrastive_prompts._checks import (
     InputError,
@@ -26,7 +28,7 @@ def _check_image(where: str, x: object) -> None:
     check_floating(where, "x", x)  # type: ignore[arg-type]
 
 
-def _as_range(
+def check_range(
     where: str,
     name: str,
     value: object,
@@ -61,112 +63,60 @@ def _as_range(
     return lo, hi
 
 
-# the bounds of the options whose values have a natural domain
-_MAX_SIGMA_255 = 255.0  # a noise std on the 0-255 scale: beyond, the image is noise alone
+def unit_range(where: str, name: str, value: object) -> tuple[float, float]:
+    """A share, strength or intensity: in [0, 1]."""
+    return check_range(where, name, value, low=0.0, high=1.0)
 
 
-_MAX_ANGLE = 360.0  # degrees, either way
+def angle_range(where: str, name: str, value: object) -> tuple[float, float]:
+    """An angle in degrees, in [-360, 360]."""
+    return check_range(where, name, value, low=-360.0, high=360.0)
 
 
-_MAX_GAMMA = 10.0  # x ** 10 already takes 0.5 to 0.001
+MAX_SIGMA_255 = 255.0
+"""The largest noise std on the 0-255 scale: beyond it, the image is noise alone."""
 
 
-_MAX_PHOTONS = 1e6  # shot noise of 0.1 % at full scale, under one 8-bit level; torch.poisson
+def noise_std_range(where: str, name: str, value: object) -> tuple[float, float]:
+    """A noise std on the 0-255 scale, in [0, 255]."""
+    return check_range(where, name, value, low=0.0, high=MAX_SIGMA_255)
 
 
-# overflows past about 9e18
-_REACH_FLOOR = 64  # the longest blur or streak any image may have, in pixels
+REACH_FLOOR = 64
+"""The longest blur or streak any image may have, in pixels."""
 
 
-@dataclass(frozen=True)
-class _Bounds:
-    """The bounds of a ranged option: ``[low, high]``, or with ``kernel`` a high bound that the
-    image sets at the call: ``"length"``, a kernel of at most ``max(H, W, 64)`` pixels;
-    ``"sigma"``, a Gaussian std whose kernel (6 std + 1 pixels) is no longer. A Module checks
-    ``low`` at construction and leaves the image's bound to the call."""
-
-    low: float | None = None
-    high: float | None = None
-    kernel: Literal["length", "sigma"] | None = None
-
-    def check(
-        self, where: str, name: str, value: object, x: Tensor | None = None
-    ) -> tuple[float, float]:
-        """``value`` as a checked ``(lo, hi)`` range; the image's bound only when ``x`` is given."""
-        if self.kernel is None or x is None:
-            return _as_range(where, name, value, low=self.low, high=self.high)
-        h, w = x.shape[-2:]
-        reach = max(h, w, _REACH_FLOOR)
-        why = f"the longest kernel on {h}x{w} images: their larger side, or 64 if more"
-        if self.kernel == "length":
-            return _as_range(where, name, value, low=self.low, high=float(reach), note=why)
-        note = f"a kernel of 6 {name} + 1 pixels, at most {reach}, {why}"
-        return _as_range(where, name, value, low=self.low, high=(reach - 1) / 6, note=note)
+def _reach(x: Tensor | None) -> tuple[float | None, str]:
+    """The longest kernel on images ``x`` (``None`` without them), and why, for the message."""
+    if x is None:
+        return None, ""
+    h, w = x.shape[-2:]
+    why = f"the longest kernel on {h}x{w} images: their larger side, or 64 if more"
+    return float(max(h, w, REACH_FLOOR)), why
 
 
-_UNIT = _Bounds(0.0, 1.0)
+def length_range(
+    where: str, name: str, value: object, x: Tensor | None = None
+) -> tuple[float, float]:
+    """A kernel's length in pixels: >= 1, and with images ``x`` at most ``max(H, W, 64)``."""
+    reach, why = _reach(x)
+    return check_range(where, name, value, low=1.0, high=reach, note=why)
 
 
-_AT_LEAST_0 = _Bounds(0.0)
-
-
-_NOISE_STD = _Bounds(0.0, _MAX_SIGMA_255)
-
-
-_ANGLE = _Bounds(-_MAX_ANGLE, _MAX_ANGLE)
-
-
-_LENGTH = _Bounds(1.0, kernel="length")  # pixels
-
-
-_STD = _Bounds(1e-3, kernel="sigma")  # pixels
-
-
-# the ranged options of each function, in the order they are checked (and drawn); its Module
-# checks the same (and stores the other options as given)
-_OPTIONS: dict[str, dict[str, _Bounds]] = {
-    "gaussian_noise": {"sigma": _NOISE_STD},
-    "random_depth": {"depth_range": _AT_LEAST_0},
-    "haze": {"beta": _AT_LEAST_0, "airlight": _UNIT, "depth_range": _AT_LEAST_0},
-    "rain_streaks": {
-        "density": _UNIT,
-        "length": _LENGTH,
-        "angle": _ANGLE,
-        "width": _STD,
-        "brightness": _UNIT,
-        "alpha": _UNIT,
-    },
-    "snow": {
-        "veil": _UNIT,
-        "density": _UNIT,
-        "size": _STD,
-        "length": _LENGTH,
-        "angle": _ANGLE,
-        "brightness": _UNIT,
-        "alpha": _UNIT,
-    },
-    "gaussian_blur": {"sigma": _STD},
-    "motion_blur": {"length": _LENGTH, "angle": _ANGLE},
-    "low_light": {
-        "gamma": _Bounds(0.0, _MAX_GAMMA),
-        "gain": _UNIT,
-        "photons": _Bounds(1e-3, _MAX_PHOTONS),
-        "read_sigma": _NOISE_STD,
-    },
-    "jpeg_compression": {"quality": _Bounds(1.0, 100.0)},
-}
-
-
-def _ranges(where: str, x: Tensor, **values: object) -> list[tuple[float, float]]:
-    """Check the options of function ``where`` on images ``x``, in order, as ``(lo, hi)`` ranges."""
-    table = _OPTIONS[where]
-    return [table[name].check(where, name, value, x) for name, value in values.items()]
+def std_range(where: str, name: str, value: object, x: Tensor | None = None) -> tuple[float, float]:
+    """A Gaussian std in pixels: >= 0.001, and with images ``x`` its kernel (6 std + 1 pixels) at
+    most ``max(H, W, 64)`` long."""
+    reach, why = _reach(x)
+    if reach is None:
+        return check_range(where, name, value, low=1e-3)
+    note = f"a kernel of 6 {name} + 1 pixels, at most {reach:.0f}, {why}"
+    return check_range(where, name, value, low=1e-3, high=(reach - 1) / 6, note=note)
 
 
 def check_noise_sigma(where: str, sigma: object) -> None:
     """Check one noise std on the 0-255 scale: a finite number in [0, 255]."""
     check_positive(where, "sigma", sigma, allow_zero=True)
-    if isinstance(sigma, (int, float)) and sigma > _MAX_SIGMA_255:
+    if isinstance(sigma, (int, float)) and sigma > MAX_SIGMA_255:
         raise InputError(
             f"{where}: expected sigma to be a number in [0, 255] (a noise std on the 0-255 "
             f"scale), got {sigma!r}"
@@ -211,39 +161,3 @@ def _line_kernels(length: Tensor, angle: Tensor, size: int) -> Tensor:
 def _odd_size(length: float) -> int:
     size = max(3, math.ceil(length))
     return size if size % 2 else size + 1
-
-
-class _Degradation(nn.Module):
-    """The Module of a function + Module pair: it checks its function's ranged options (the
-    bounds that need the image wait for the call), stores every option as an attribute, passes
-    them to the function and shows them in its repr. A subclass names its ``_function``,
-    annotates its options' attributes (for their types) and passes the options by name, in its
-    signature's order, to ``__init__``."""
-
-    _function: ClassVar[Callable[..., Tensor]]
-
-    def __init__(self, **options: object) -> None:
-        super().__init__()
-        where = type(self).__name__
-        table = _OPTIONS[type(self)._function.__name__]
-        for name, value in options.items():
-            setattr(self, name, table[name].check(where, name, value) if name in table else value)
-        self._option_names = tuple(options)
-
-    def _options(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self._option_names}
-
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Degrade ``x``, drawing the options per sample from the stored ranges.
-
-        Args:
-            x: $(B, C, H, W)$ images in [0, 1].
-            generator: source of randomness, on x's device.
-
-        Returns:
-            The degraded images, of the shape, device and dtype of ``x``.
-        """
-        return type(self)._function(x, **self._options(), generator=generator)
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{name}={value}" for name, value in self._options().items())

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import kornia
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from ._ranges import Range, _check_image, _Degradation, _draw, _line_kernels, _odd_size, _ranges
+from ._ranges import (
+    Range,
+    _check_image,
+    _draw,
+    _line_kernels,
+    _odd_size,
+    angle_range,
+    length_range,
+    std_range,
+)
 
 __all__ = ["GaussianBlur", "MotionBlur", "gaussian_blur", "motion_blur"]
 
@@ -42,7 +51,7 @@ def gaussian_blur(
     """
     where = "gaussian_blur"
     _check_image(where, x)
-    (bounds,) = _ranges(where, x, sigma=sigma)
+    bounds = std_range(where, "sigma", sigma, x)
     s = _draw(bounds, x, generator)
     ksize = _odd_size(6 * bounds[1] + 1)
     out = kornia.filters.gaussian_blur2d(
@@ -51,7 +60,7 @@ def gaussian_blur(
     return out.clamp(0, 1)
 
 
-class GaussianBlur(_Degradation):
+class GaussianBlur(nn.Module):
     """Module form of [gaussian_blur][contrastive_prompts.app.degradations.gaussian_blur].
 
     Args:
@@ -66,11 +75,16 @@ class GaussianBlur(_Degradation):
         torch.Size([1, 3, 16, 16])
     """
 
-    _function = gaussian_blur
-    sigma: tuple[float, float]
-
     def __init__(self, sigma: Range = (0.5, 3.0)) -> None:
-        super().__init__(sigma=sigma)
+        super().__init__()
+        self.sigma = std_range(type(self).__name__, "sigma", sigma)
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Blur ``x``, drawing ``sigma`` per sample from the stored range."""
+        return gaussian_blur(x, self.sigma, generator=generator)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}"
 
 
 def motion_blur(
@@ -113,14 +127,15 @@ def motion_blur(
     """
     where = "motion_blur"
     _check_image(where, x)
-    len_r, ang_r = _ranges(where, x, length=length, angle=angle)
+    len_r = length_range(where, "length", length, x)
+    ang_r = angle_range(where, "angle", angle)
     ln = _draw(len_r, x, generator)
     ang = _draw(ang_r, x, generator)
     kernels = _line_kernels(ln, ang, _odd_size(len_r[1]))
     return kornia.filters.filter2d(x, kernels, border_type="replicate").clamp(0, 1)
 
 
-class MotionBlur(_Degradation):
+class MotionBlur(nn.Module):
     """Module form of [motion_blur][contrastive_prompts.app.degradations.motion_blur].
 
     Args:
@@ -137,9 +152,14 @@ class MotionBlur(_Degradation):
         torch.Size([1, 3, 16, 16])
     """
 
-    _function = motion_blur
-    length: tuple[float, float]
-    angle: tuple[float, float]
-
     def __init__(self, length: Range = (5.0, 21.0), *, angle: Range = (0.0, 180.0)) -> None:
-        super().__init__(length=length, angle=angle)
+        super().__init__()
+        self.length = length_range(type(self).__name__, "length", length)
+        self.angle = angle_range(type(self).__name__, "angle", angle)
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Blur ``x``, drawing the length and angle per sample from the stored ranges."""
+        return motion_blur(x, self.length, angle=self.angle, generator=generator)
+
+    def extra_repr(self) -> str:
+        return f"length={self.length}, angle={self.angle}"

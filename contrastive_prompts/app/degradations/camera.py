@@ -4,15 +4,42 @@ from __future__ import annotations
 
 import kornia
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from contrastive_prompts._checks import (
     InputError,
 )
 
-from ._ranges import Range, _check_image, _Degradation, _draw, _per_sample, _ranges
+from ._ranges import (
+    Range,
+    _check_image,
+    _draw,
+    _per_sample,
+    check_range,
+    noise_std_range,
+    unit_range,
+)
 
 __all__ = ["JpegCompression", "LowLight", "jpeg_compression", "low_light"]
+
+_MAX_GAMMA = 10.0  # x ** 10 already takes 0.5 to 0.001
+_MAX_PHOTONS = 1e6  # shot noise of 0.1 % at full scale, under one 8-bit level; torch.poisson
+# overflows past about 9e18
+
+
+def _low_light_ranges(
+    where: str, gamma: object, gain: object, photons: object, read_sigma: object
+) -> tuple[tuple[float, float], ...]:
+    return (
+        check_range(where, "gamma", gamma, low=0.0, high=_MAX_GAMMA),
+        unit_range(where, "gain", gain),
+        check_range(where, "photons", photons, low=1e-3, high=_MAX_PHOTONS),
+        noise_std_range(where, "read_sigma", read_sigma),
+    )
+
+
+def _quality_range(where: str, quality: object) -> tuple[float, float]:
+    return check_range(where, "quality", quality, low=1.0, high=100.0)
 
 
 def low_light(
@@ -58,7 +85,7 @@ def low_light(
     """
     where = "low_light"
     _check_image(where, x)
-    ranges = _ranges(where, x, gamma=gamma, gain=gain, photons=photons, read_sigma=read_sigma)
+    ranges = _low_light_ranges(where, gamma, gain, photons, read_sigma)
     g, k, p, r = (_per_sample(_draw(bounds, x, generator)) for bounds in ranges)
     dark = k * x.clamp(0, 1) ** g
     shot = torch.poisson(dark * p, generator=generator) / p
@@ -66,7 +93,7 @@ def low_light(
     return (shot + read).clamp(0, 1)
 
 
-class LowLight(_Degradation):
+class LowLight(nn.Module):
     r"""Module form of [low_light][contrastive_prompts.app.degradations.low_light].
 
     Every option is a value or a ``(low, high)`` range drawn per sample.
@@ -86,12 +113,6 @@ class LowLight(_Degradation):
         torch.Size([1, 3, 8, 8])
     """
 
-    _function = low_light
-    gamma: tuple[float, float]
-    gain: tuple[float, float]
-    photons: tuple[float, float]
-    read_sigma: tuple[float, float]
-
     def __init__(
         self,
         *,
@@ -100,7 +121,22 @@ class LowLight(_Degradation):
         photons: Range = (50.0, 500.0),
         read_sigma: Range = (1.0, 5.0),
     ) -> None:
-        super().__init__(gamma=gamma, gain=gain, photons=photons, read_sigma=read_sigma)
+        super().__init__()
+        ranges = _low_light_ranges(type(self).__name__, gamma, gain, photons, read_sigma)
+        self.gamma, self.gain, self.photons, self.read_sigma = ranges
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Darken ``x``, drawing every option per sample from the stored ranges."""
+        return low_light(
+            x, gamma=self.gamma, gain=self.gain, photons=self.photons,
+            read_sigma=self.read_sigma, generator=generator,
+        )  # fmt: skip
+
+    def extra_repr(self) -> str:
+        return (
+            f"gamma={self.gamma}, gain={self.gain}, photons={self.photons}, "
+            f"read_sigma={self.read_sigma}"
+        )
 
 
 def jpeg_compression(
@@ -136,7 +172,7 @@ def jpeg_compression(
     _check_image(where, x)
     if x.shape[1] not in (1, 3):
         raise InputError(f"{where}: expected x with 1 or 3 channels, got {x.shape[1]}")
-    (bounds,) = _ranges(where, x, quality=quality)
+    bounds = _quality_range(where, quality)
     q = _draw(bounds, x, generator)
     if x.shape[0] == 0:
         return x.clone()
@@ -147,7 +183,7 @@ def jpeg_compression(
     return out.clamp(0, 1)
 
 
-class JpegCompression(_Degradation):
+class JpegCompression(nn.Module):
     """Module form of [jpeg_compression][contrastive_prompts.app.degradations.jpeg_compression].
 
     Args:
@@ -161,8 +197,13 @@ class JpegCompression(_Degradation):
         torch.Size([1, 3, 16, 16])
     """
 
-    _function = jpeg_compression
-    quality: tuple[float, float]
-
     def __init__(self, quality: Range = (10.0, 50.0)) -> None:
-        super().__init__(quality=quality)
+        super().__init__()
+        self.quality = _quality_range(type(self).__name__, quality)
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Compress ``x``, drawing the quality per sample from the stored range."""
+        return jpeg_compression(x, self.quality, generator=generator)
+
+    def extra_repr(self) -> str:
+        return f"quality={self.quality}"

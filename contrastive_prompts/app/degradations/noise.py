@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from ._ranges import Range, _check_image, _Degradation, _draw, _per_sample, _ranges
+from ._ranges import Range, _check_image, _draw, _per_sample, noise_std_range
 
 __all__ = ["GaussianNoise", "gaussian_noise"]
 
@@ -48,7 +48,7 @@ def gaussian_noise(
     """
     where = "gaussian_noise"
     _check_image(where, x)
-    (bounds,) = _ranges(where, x, sigma=sigma)
+    bounds = noise_std_range(where, "sigma", sigma)
     s = _per_sample(_draw(bounds, x, generator))
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     if quantize:
@@ -58,7 +58,7 @@ def gaussian_noise(
     return y.clamp(0, 1) if clip else y
 
 
-class GaussianNoise(_Degradation):
+class GaussianNoise(nn.Module):
     """Module form of [gaussian_noise][contrastive_prompts.app.degradations.gaussian_noise].
 
     Args:
@@ -74,10 +74,17 @@ class GaussianNoise(_Degradation):
         torch.Size([2, 3, 8, 8])
     """
 
-    _function = gaussian_noise
-    sigma: tuple[float, float]
-    clip: bool
-    quantize: bool
-
     def __init__(self, sigma: Range = 25.0, *, clip: bool = True, quantize: bool = False) -> None:
-        super().__init__(sigma=sigma, clip=clip, quantize=quantize)
+        super().__init__()
+        self.sigma = noise_std_range(type(self).__name__, "sigma", sigma)
+        self.clip = clip
+        self.quantize = quantize
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Add noise to ``x``, drawing ``sigma`` per sample from the stored range."""
+        return gaussian_noise(
+            x, self.sigma, clip=self.clip, quantize=self.quantize, generator=generator
+        )
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}, clip={self.clip}, quantize={self.quantize}"

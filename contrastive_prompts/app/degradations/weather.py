@@ -5,24 +5,52 @@ from __future__ import annotations
 import kornia
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from contrastive_prompts._checks import (
-    check_shape,
-)
+from contrastive_prompts._checks import check_shape
 
 from ._ranges import (
     Range,
     _check_image,
-    _Degradation,
     _draw,
     _line_kernels,
     _odd_size,
     _per_sample,
-    _ranges,
+    angle_range,
+    check_range,
+    length_range,
+    std_range,
+    unit_range,
 )
 
 __all__ = ["Haze", "RainStreaks", "Snow", "haze", "rain_streaks", "random_depth", "snow"]
+
+
+def _depth_range(where: str, depth_range: object) -> tuple[float, float]:
+    return check_range(where, "depth_range", depth_range, low=0.0)
+
+
+def _streak_ranges(
+    where: str,
+    x: Tensor | None,
+    *,
+    density: object,
+    length: object,
+    angle: object,
+    width: object,
+    brightness: object,
+    alpha: object,
+    width_name: str = "width",
+) -> tuple[tuple[float, float], ...]:
+    """The checked ranges of streaks (or flakes, whose ``width`` is their ``size``), in order."""
+    return (
+        unit_range(where, "density", density),
+        length_range(where, "length", length, x),
+        angle_range(where, "angle", angle),
+        std_range(where, width_name, width, x),
+        unit_range(where, "brightness", brightness),
+        unit_range(where, "alpha", alpha),
+    )
 
 
 def random_depth(
@@ -56,7 +84,7 @@ def random_depth(
     """
     where = "random_depth"
     _check_image(where, x)
-    ((near, far),) = _ranges(where, x, depth_range=depth_range)
+    near, far = _depth_range(where, depth_range)
     b, _, h, w = x.shape
     rows = torch.linspace(1, 0, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1)
     coarse = torch.rand((b, 1, 4, 4), generator=generator, device=x.device, dtype=x.dtype)
@@ -113,7 +141,8 @@ def haze(
     """
     where = "haze"
     _check_image(where, x)
-    beta_r, air_r = _ranges(where, x, beta=beta, airlight=airlight)
+    beta_r = check_range(where, "beta", beta, low=0.0)
+    air_r = unit_range(where, "airlight", airlight)
     b_ = _per_sample(_draw(beta_r, x, generator))
     a_ = _per_sample(_draw(air_r, x, generator))
     if depth is None:
@@ -126,7 +155,7 @@ def haze(
     return (x * t + a_ * (1 - t)).clamp(0, 1)
 
 
-class Haze(_Degradation):
+class Haze(nn.Module):
     """Module form of [haze][contrastive_prompts.app.degradations.haze].
 
     Args:
@@ -146,11 +175,6 @@ class Haze(_Degradation):
         torch.Size([2, 3, 8, 8])
     """
 
-    _function = haze
-    beta: tuple[float, float]
-    airlight: tuple[float, float]
-    depth_range: tuple[float, float]
-
     def __init__(
         self,
         beta: Range = (0.04, 0.2),
@@ -158,7 +182,11 @@ class Haze(_Degradation):
         airlight: Range = (0.8, 1.0),
         depth_range: tuple[float, float] = (1.0, 10.0),
     ) -> None:
-        super().__init__(beta=beta, airlight=airlight, depth_range=depth_range)
+        super().__init__()
+        where = type(self).__name__
+        self.beta = check_range(where, "beta", beta, low=0.0)
+        self.airlight = unit_range(where, "airlight", airlight)
+        self.depth_range = _depth_range(where, depth_range)
 
     def forward(
         self, x: Tensor, generator: torch.Generator | None = None, depth: Tensor | None = None
@@ -173,7 +201,13 @@ class Haze(_Degradation):
         Returns:
             The hazy images, of the shape, device and dtype of ``x``.
         """
-        return haze(x, **self._options(), depth=depth, generator=generator)
+        return haze(
+            x, self.beta, airlight=self.airlight, depth=depth, depth_range=self.depth_range,
+            generator=generator,
+        )  # fmt: skip
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, airlight={self.airlight}, depth_range={self.depth_range}"
 
 
 def rain_streaks(
@@ -227,11 +261,12 @@ def rain_streaks(
     """
     where = "rain_streaks"
     _check_image(where, x)
-    dens_r, len_r, ang_r = _ranges(where, x, density=density, length=length, angle=angle)
-    wid_r, bright_r, alp_r = _ranges(where, x, width=width, brightness=brightness, alpha=alpha)
-    dens, ln, ang, wid, bright, alp = (
-        _draw(bounds, x, generator) for bounds in (dens_r, len_r, ang_r, wid_r, bright_r, alp_r)
-    )
+    ranges = _streak_ranges(
+        where, x, density=density, length=length, angle=angle, width=width,
+        brightness=brightness, alpha=alpha,
+    )  # fmt: skip
+    len_r, wid_r = ranges[1], ranges[3]
+    dens, ln, ang, wid, bright, alp = (_draw(bounds, x, generator) for bounds in ranges)
 
     b, _, h, w = x.shape
     u = torch.rand((b, 1, h, w), generator=generator, device=x.device, dtype=x.dtype)
@@ -252,7 +287,7 @@ def rain_streaks(
     return (x + _per_sample(alp) * streaks * (1 - x)).clamp(0, 1)
 
 
-class RainStreaks(_Degradation):
+class RainStreaks(nn.Module):
     """Module form of [rain_streaks][contrastive_prompts.app.degradations.rain_streaks].
 
     Every option is a value or a ``(low, high)`` range drawn per sample.
@@ -276,14 +311,6 @@ class RainStreaks(_Degradation):
         torch.Size([2, 3, 32, 32])
     """
 
-    _function = rain_streaks
-    density: tuple[float, float]
-    length: tuple[float, float]
-    angle: tuple[float, float]
-    width: tuple[float, float]
-    brightness: tuple[float, float]
-    alpha: tuple[float, float]
-
     def __init__(
         self,
         *,
@@ -294,13 +321,24 @@ class RainStreaks(_Degradation):
         brightness: Range = (0.6, 1.0),
         alpha: Range = (0.5, 0.9),
     ) -> None:
-        super().__init__(
-            density=density,
-            length=length,
-            angle=angle,
-            width=width,
-            brightness=brightness,
-            alpha=alpha,
+        super().__init__()
+        ranges = _streak_ranges(
+            type(self).__name__, None, density=density, length=length, angle=angle,
+            width=width, brightness=brightness, alpha=alpha,
+        )  # fmt: skip
+        self.density, self.length, self.angle, self.width, self.brightness, self.alpha = ranges
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Add streaks to ``x``, drawing every option per sample from the stored ranges."""
+        return rain_streaks(
+            x, density=self.density, length=self.length, angle=self.angle, width=self.width,
+            brightness=self.brightness, alpha=self.alpha, generator=generator,
+        )  # fmt: skip
+
+    def extra_repr(self) -> str:
+        return (
+            f"density={self.density}, length={self.length}, angle={self.angle}, "
+            f"width={self.width}, brightness={self.brightness}, alpha={self.alpha}"
         )
 
 
@@ -352,9 +390,10 @@ def snow(
     """
     where = "snow"
     _check_image(where, x)
-    veil_r, *_ = _ranges(
-        where, x, veil=veil, density=density, size=size, length=length, angle=angle,
-        brightness=brightness, alpha=alpha,
+    veil_r = unit_range(where, "veil", veil)
+    _streak_ranges(
+        where, x, density=density, length=length, angle=angle, width=size,
+        brightness=brightness, alpha=alpha, width_name="size",
     )  # fmt: skip
     v = _per_sample(_draw(veil_r, x, generator))
     veiled = x + v * (1 - x)
@@ -364,7 +403,7 @@ def snow(
     )  # fmt: skip
 
 
-class Snow(_Degradation):
+class Snow(nn.Module):
     """Module form of [snow][contrastive_prompts.app.degradations.snow].
 
     Every option is a value or a ``(low, high)`` range drawn per sample.
@@ -388,15 +427,6 @@ class Snow(_Degradation):
         torch.Size([2, 3, 32, 32])
     """
 
-    _function = snow
-    veil: tuple[float, float]
-    density: tuple[float, float]
-    size: tuple[float, float]
-    length: tuple[float, float]
-    angle: tuple[float, float]
-    brightness: tuple[float, float]
-    alpha: tuple[float, float]
-
     def __init__(
         self,
         *,
@@ -408,7 +438,25 @@ class Snow(_Degradation):
         brightness: Range = (0.8, 1.0),
         alpha: Range = (0.7, 1.0),
     ) -> None:
-        super().__init__(
-            veil=veil, density=density, size=size, length=length, angle=angle,
-            brightness=brightness, alpha=alpha,
+        super().__init__()
+        where = type(self).__name__
+        self.veil = unit_range(where, "veil", veil)
+        ranges = _streak_ranges(
+            where, None, density=density, length=length, angle=angle, width=size,
+            brightness=brightness, alpha=alpha, width_name="size",
         )  # fmt: skip
+        self.density, self.length, self.angle, self.size, self.brightness, self.alpha = ranges
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Let snow fall on ``x``, drawing every option per sample from the stored ranges."""
+        return snow(
+            x, veil=self.veil, density=self.density, size=self.size, length=self.length,
+            angle=self.angle, brightness=self.brightness, alpha=self.alpha, generator=generator,
+        )  # fmt: skip
+
+    def extra_repr(self) -> str:
+        return (
+            f"veil={self.veil}, density={self.density}, size={self.size}, "
+            f"length={self.length}, angle={self.angle}, brightness={self.brightness}, "
+            f"alpha={self.alpha}"
+        )
