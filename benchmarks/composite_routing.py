@@ -19,7 +19,7 @@ the share of (image, layer) pairs whose two experts are both parts' experts.
     OMP_NUM_THREADS=1 python benchmarks/composite_routing.py --runs parts_top2 &
     wait; python benchmarks/composite_routing.py \\
         --json benchmarks/results/composite_routing_cpu.json   # every run, trained by now
-    python benchmarks/composite_routing.py --quick   # 3 steps, small crops: a check that it runs
+    python benchmarks/composite_routing.py --quick   # 3 steps, two crops: a check that it runs
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--work-dir", help="default: runs/composite_routing(_quick)")
-    parser.add_argument("--quick", action="store_true", help="3 steps, 96-pixel crops")
+    parser.add_argument("--quick", action="store_true", help="3 steps, two 96-pixel crops")
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -100,7 +100,7 @@ def main() -> None:
     args.work_dir = args.work_dir or "runs/composite_routing" + ("_quick" if args.quick else "")
     models = {run: train(run, args) for run in args.runs}
 
-    images = crops(args.crop)
+    images = crops(args.crop)[: 2 if args.quick else None]
     mix = make_mix("cdd11")
     copies = DegradedCopies(images, mix, seed=1)
     scores: dict[str, dict[str, list[float]]] = {

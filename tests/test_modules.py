@@ -214,18 +214,21 @@ def test_objective_step_in_any_dtype(device, dtype):
     assert all(p.grad is not None and p.grad.dtype == dtype for p in model.parameters())
 
 
-# -- torch.compile with Inductor (the eager backend is tested in test_prompt / test_loss) --------
+# -- torch.compile: AOT autograd's graphs by default, Inductor's generated code with -m slow -------
+# (test_fullgraph.py compiles the same modules whole; the eager backend is in test_prompt / test_loss)
 
 
 INDUCTOR_WARNING = "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
+BACKENDS = ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)]
 
 
 @pytest.mark.filterwarnings(INDUCTOR_WARNING)  # raised inside Inductor
-def test_prompt_layer_compiled_by_inductor_matches_eager():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_prompt_layer_compiled_matches_eager_with_and_without_negative_prompts(backend):
     torch.manual_seed(0)
     layer = SparsePrompt(dim=16, prompt_dim=8, prompt_size=4)
     x = torch.rand(2, 16, 12, 12)
-    compiled = torch.compile(layer, backend="inductor")
+    compiled = torch.compile(layer, backend=backend)
     torch.testing.assert_close(compiled(x), layer(x), rtol=1e-5, atol=1e-6)
     with negative_prompts(layer, generator=torch.Generator().manual_seed(0)):
         expected = layer(x)
@@ -234,12 +237,13 @@ def test_prompt_layer_compiled_by_inductor_matches_eager():
 
 
 @pytest.mark.filterwarnings(INDUCTOR_WARNING)
-def test_loss_compiled_by_inductor_matches_eager():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_loss_compiled_matches_eager(backend):
     g = torch.Generator().manual_seed(0)
     a, y = torch.rand(2, 3, 16, 16, generator=g), torch.rand(2, 3, 16, 16, generator=g)
     n = torch.rand(2, 2, 3, 16, 16, generator=g)
     module = ContrastivePromptLoss(mode="infonce")
-    compiled = torch.compile(module, backend="inductor")
+    compiled = torch.compile(module, backend=backend)
     torch.testing.assert_close(compiled(a, y, n), module(a, y, n), rtol=1e-5, atol=1e-6)
 
 

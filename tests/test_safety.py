@@ -2,6 +2,7 @@
 runs that diverge, and options that cannot work. Each case ends in a clear error and harms
 nothing."""
 
+import dataclasses
 import json
 import os
 import pickle
@@ -389,22 +390,22 @@ def test_a_diverging_command_exits_non_zero(folder, tmp_path, capsys):
 
 
 BAD_OPTIONS = [
-    ({"lr": float("inf")}, "expected lr to be a finite number, got inf"),
-    ({"lr": float("nan")}, "expected lr to be a finite number, got nan"),
+    ({"lr": float("inf")}, "expected lr to be a finite number > 0, got inf"),
+    ({"lr": float("nan")}, "expected lr to be a finite number > 0, got nan"),
     ({"lr": 0.0}, "expected lr to be a number > 0, got 0.0"),
     ({"min_lr": 1.0}, r"expected min_lr in \[0, lr=0.001\], got 1.0"),
-    ({"cpr_weight": float("inf")}, "expected cpr_weight to be a finite number, got inf"),
+    ({"cpr_weight": float("inf")}, "expected cpr_weight to be a finite number >= 0, got inf"),
     ({"cpr_weight": -1.0}, "expected cpr_weight to be a number >= 0, got -1.0"),
     ({"balance_weight": float("nan")}, "expected balance_weight to be a finite number"),
     ({"temperature": float("inf")}, "expected temperature to be a finite number"),
     ({"weight_decay": -0.1}, "expected weight_decay to be a number >= 0"),
-    ({"grad_clip": float("inf")}, "expected grad_clip to be a finite number or none, got inf"),
+    ({"grad_clip": float("inf")}, "expected grad_clip to be a finite number >= 0, got inf"),
     ({"ema_decay": 1.0}, r"expected ema_decay in \[0, 1\), got 1.0"),
     ({"betas": 0.9}, "expected betas to be 2 numbers, got 0.9"),
     ({"betas": (0.9, 1.5)}, r"expected betas of two numbers in \[0, 1\)"),
-    ({"steps": 1.5}, "expected steps to be an integer, got 1.5"),
+    ({"steps": 1.5}, "expected steps to be an integer >= 1, got 1.5"),
     ({"top_k": 0}, "expected top_k to be an integer >= 1, got 0"),
-    ({"use_labels": 1}, "expected use_labels to be true or false, got 1"),
+    ({"use_labels": 1}, r"expected use_labels to be a bool \(True or False\), got int 1"),
     ({"data": "photos/"}, "expected data to be a list of strings, got 'photos/'"),
     ({"precision": "fp16", "device": "cpu"}, "expected precision 'fp32' or 'bf16' on a CPU"),
 ]
@@ -414,6 +415,27 @@ BAD_OPTIONS = [
 def test_train_config_rejects_bad_values(tmp_path, options, message):
     with pytest.raises(InputError, match=f"TrainConfig: {message}"):
         small_config(tmp_path, **options).validate()
+
+
+# one value of a wrong kind for every field: each is refused with an error that names its field
+WRONG_KIND = {
+    "preset": 3, "top_k": 1.0, "use_prompts": "true", "init_promptir": 1, "data": "photos/",
+    "val_data": [1], "max_pixels": 1e6, "mix": ["3task"], "add_degradations": "snow",
+    "grow_from": ["last.pt"], "crop": "64", "batch_size": True, "workers": None,
+    "cpr_weight": "0.1", "num_negatives": 2.0, "cpr_mode": None, "cpr_features": ["filters"],
+    "temperature": [0.1], "balance_weight": None, "routing_weight": "0", "use_labels": 1,
+    "chunk_size": "8", "steps": 1.5, "lr": "1e-3", "betas": [0.9, "0.99"], "weight_decay": None,
+    "warmup_steps": 2.5, "min_lr": "0", "grad_clip": "1", "ema_decay": None, "precision": 32,
+    "compile": 0, "seed": -1.0, "val_every": "10", "val_crop": 12.5, "val_pad_multiple": "8",
+    "log_every": None, "tensorboard": "no", "save_every": [5], "out_dir": 3, "device": 0,
+}  # fmt: skip
+
+
+def test_every_field_refuses_a_value_of_the_wrong_kind_naming_itself(tmp_path):
+    assert set(WRONG_KIND) == {f.name for f in dataclasses.fields(TrainConfig)}
+    for name, value in WRONG_KIND.items():
+        with pytest.raises(InputError, match=f"^TrainConfig: expected {name}"):
+            dataclasses.replace(small_config(tmp_path), **{name: value}).validate()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is refused on CPUs only")

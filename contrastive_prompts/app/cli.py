@@ -84,25 +84,8 @@ _REFERENCE = re.compile(r"\[([^\]]+)\]\[[^\]]*\]")  # a docs cross-reference, [t
 
 
 def _plain(text: str) -> str:
-    """Docstring markup as help text: ``[text][target]`` is ``text``; no backticks."""
+    """A field's description as help text: ``[text][target]`` is ``text``; no backticks."""
     return _REFERENCE.sub(r"\1", text).replace("`", "").replace("%", "%%")
-
-
-def _field_help(cls: type) -> dict[str, str]:
-    """``{field: description}`` from the ``Attributes:`` section of a dataclass docstring."""
-    text = (cls.__doc__ or "").split("Attributes:", 1)[-1]
-    found: dict[str, list[str]] = {}
-    current = None
-    for line in text.splitlines():
-        if line.strip() and not line.startswith(" " * 8):
-            break  # the next section (``Examples:``) ends the attributes
-        match = re.match(r"^ {8}(\w+): (.*)", line)
-        if match:
-            current = match.group(1)
-            found[current] = [match.group(2)]
-        elif current and line.startswith(" " * 12):
-            found[current].append(line.strip())
-    return {k: _plain(" ".join(v)) for k, v in found.items()}
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -115,14 +98,13 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     choices = {"preset": list(MODEL_PRESETS), "mix": list(MIXES), "cpr_mode": list(MODES),
                "precision": list(PRECISIONS)}  # fmt: skip
     hints = typing.get_type_hints(TrainConfig)
-    described = _field_help(TrainConfig)
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         hint = hints[f.name]
         args = typing.get_args(hint)
         default = getattr(defaults, f.name)
-        help_text = f"{described.get(f.name, '')} (default: the recipe's, else {default!r})"
+        help_text = f"{_plain(f.metadata['help'])} (default: the recipe's, else {default!r})"
         if hint is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)  # fmt: skip

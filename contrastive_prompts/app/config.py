@@ -9,15 +9,19 @@ lists the options a resumed run must keep to carry on exactly.
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .._checks import InputError, InputTypeError, check_choice, check_int_range, check_positive
+from .._checks import (
+    InputError,
+    InputTypeError,
+    check_bool,
+    check_choice,
+    check_int_range,
+    check_positive,
+)
 from ..core.loss import MODES
 from ..core.negatives import MAX_NEGATIVES
 from ..core.objective import ROUTING_WEIGHT
@@ -58,80 +62,18 @@ versions lack, and whose default is what those runs trained with: resuming one c
 with their default."""
 
 
+def _option(default: Any, description: str) -> Any:
+    """A field of [TrainConfig][contrastive_prompts.app.config.TrainConfig] with its description:
+    the command line's ``--help`` and the docs' table of fields read it from the field."""
+    return field(default=default, metadata={"help": description})
+
+
 @dataclass
 class TrainConfig:
     """Every option of a training run; a recipe is a named instance.
 
-    Attributes:
-        preset: model size, a name in [MODEL_PRESETS][contrastive_prompts.reference.MODEL_PRESETS].
-        top_k: experts per prompt (1 for CPL, 5 for PromptIR's dense prompts).
-        use_prompts: ``False`` trains the same network without prompts.
-        init_promptir: an official PromptIR checkpoint to start from (``base`` preset only):
-            CPL fine-tuning, as the paper's models relate to PromptIR.
-        data: folders or files of clean images, degraded on the fly; empty for the photos that
-            ship with scikit-image (training split).
-        val_data: folders or files of clean held-out images, scored under every degradation of
-            the mix; by default the held-out scikit-image photos when ``data`` is empty, and no
-            validation otherwise.
-        mix: degradation mix, a name in [MIXES][contrastive_prompts.app.degradations.MIXES].
-        add_degradations: degradations appended to the mix's tasks, names in
-            [DEGRADATIONS][contrastive_prompts.app.degradations.DEGRADATIONS] with their default
-            options or composites of them joined by ``+`` (``"haze+rain"``); a new label each,
-            after the mix's.
-        grow_from: a training checkpoint of the reference model to teach the degradations it was
-            not trained on (those of ``add_degradations`` beyond its own): each prompt layer gets
-            one new expert per such degradation, and only those experts and their router rows
-            train, on the checkpoint's degradations and the new ones (see
-            [growth_plan][contrastive_prompts.app.growth.growth_plan]). ``preset``, ``top_k``
-            and ``use_prompts`` do not apply: the model is the checkpoint's.
-        crop: side of the random training crops.
-        batch_size: images per step and process.
-        max_pixels: the most pixels (width x height) a training or validation image file may
-            declare, checked from its header before it is decoded (8192 x 8192 by default;
-            ``None``: no limit).
-        workers: DataLoader worker processes.
-        cpr_weight: lambda of the contrastive term (0 trains with L1 alone).
-        num_negatives: negatives per image.
-        cpr_mode: ``"subtractive"``, ``"infonce"`` or ``"ratio"``.
-        cpr_features: ``"filters"``, ``"pixels"`` or ``"vgg16:<weights file>"``.
-        temperature: InfoNCE temperature.
-        balance_weight: weight of the expert-balance loss.
-        routing_weight: weight of the label-routing term
-            ([label_routing_loss][contrastive_prompts.core.label_routing_loss]): the router
-            learns to send each degradation to an expert of its own (0 leaves it to itself).
-        use_labels: give degradation labels to the negatives (other degradations' experts
-            first); ``False`` draws them as CPL does, among all unselected experts.
-        chunk_size: rows per decoder pass for the negatives. ``None`` picks what measured faster:
-            all ``batch_size * num_negatives`` rows at once on a GPU, ``batch_size`` rows (one
-            pass per negative) on a CPU.
-        steps: optimisation steps.
-        lr: peak learning rate.
-        betas: AdamW betas.
-        weight_decay: AdamW weight decay.
-        warmup_steps: linear warm-up steps before the cosine decay.
-        min_lr: learning rate at the end of the cosine.
-        grad_clip: maximum gradient norm (``None`` or 0 disables clipping).
-        ema_decay: decay of the EMA weights used for validation and saved for inference.
-        precision: ``"fp32"``, ``"bf16"`` (CPU or GPU) or ``"fp16"`` (GPU, with loss scaling).
-            Under ``"bf16"`` and ``"fp16"`` the router's softmax, the CPR loss's normalisation
-            and distances, and the metrics run in float32.
-        compile: compile the network and the CPR loss with ``torch.compile`` (Inductor), region
-            by region ([compile_regions][contrastive_prompts.app.compiling.compile_regions]), so
-            that the negatives path runs compiled too. Off by default: it pays on a GPU; on a CPU it
-            was slower (see the benchmarks). Validation runs the EMA copy, uncompiled.
-        seed: seeds the model, the data stream and the negatives.
-        val_every: validate every this many steps (and at the end); 0 only at the end.
-        val_crop: centre crop of the held-out images for validation (``None``: whole images).
-        val_pad_multiple: validation pads each image to a multiple of this and crops back, for a
-            network that needs a size multiple and does not pad itself. ``None``: 1 for the
-            reference model (it pads to 8 itself), 16 for a network of your own.
-        log_every: log and refresh the progress line every this many steps.
-        tensorboard: also log to TensorBoard, in ``<out_dir>/tensorboard``: losses, learning
-            rate, gradient norm, validation scores, expert use and validation images (needs the
-            ``tensorboard`` package).
-        save_every: write a checkpoint every this many steps (and at the end).
-        out_dir: where logs, plots and checkpoints go.
-        device: ``"auto"`` (the process's GPU if any, else CPU), ``"cpu"``, ``"cuda"``...
+    Each field carries its description (``dataclasses.fields(TrainConfig)[i].metadata["help"]``),
+    which ``contrastive-prompts train --help`` prints beside the field's flag.
 
     Examples:
         >>> config = dataclasses.replace(RECIPES["demo"], steps=50, batch_size=2)
@@ -143,47 +85,143 @@ class TrainConfig:
         contrastive_prompts._checks.InputError: TrainConfig: expected batch_size to be ..., got 0
     """
 
-    preset: str = "tiny"
-    top_k: int = 1
-    use_prompts: bool = True
-    init_promptir: str | None = None
-    data: list[str] = field(default_factory=list)
-    val_data: list[str] = field(default_factory=list)
-    max_pixels: int | None = MAX_IMAGE_PIXELS
-    mix: str = "3task"
-    add_degradations: list[str] = field(default_factory=list)
-    grow_from: str | None = None
-    crop: int = 64
-    batch_size: int = 4
-    workers: int = 0
-    cpr_weight: float = 0.01
-    num_negatives: int = 4
-    cpr_mode: str = "subtractive"
-    cpr_features: str = "filters"
-    temperature: float = 0.1
-    balance_weight: float = 0.0
-    routing_weight: float = ROUTING_WEIGHT
-    use_labels: bool = True
-    chunk_size: int | None = None
-    steps: int = 1000
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    min_lr: float = 1e-6
-    grad_clip: float | None = 1.0
-    ema_decay: float = 0.999
-    precision: str = "fp32"
-    compile: bool = False
-    seed: int = 0
-    val_every: int = 0
-    val_crop: int | None = 128
-    val_pad_multiple: int | None = None
-    log_every: int = 10
-    tensorboard: bool = False
-    save_every: int = 500
-    out_dir: str = "runs/cpl"
-    device: str = "auto"
+    preset: str = _option(
+        "tiny",
+        "model size, a name in [MODEL_PRESETS][contrastive_prompts.reference.MODEL_PRESETS].",
+    )
+    top_k: int = _option(1, "experts per prompt (1 for CPL, 5 for PromptIR's dense prompts).")
+    use_prompts: bool = _option(True, "``False`` trains the same network without prompts.")
+    init_promptir: str | None = _option(
+        None,
+        "an official PromptIR checkpoint to start from (``base`` preset only): CPL fine-tuning, as "
+        "the paper's models relate to PromptIR.",
+    )
+    data: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "folders or files of clean images, degraded on the fly; empty for the photos "
+            "that ship with scikit-image (training split)."
+        },
+    )
+    val_data: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "folders or files of clean held-out images, scored under every degradation of "
+            "the mix; by default the held-out scikit-image photos when ``data`` is empty, and no "
+            "validation otherwise."
+        },
+    )
+    max_pixels: int | None = _option(
+        MAX_IMAGE_PIXELS,
+        "the most pixels (width x height) a training or validation image file may declare, checked "
+        "from its header before it is decoded (8192 x 8192 by default; ``None``: no limit).",
+    )
+    mix: str = _option(
+        "3task",
+        "degradation mix, a name in [MIXES][contrastive_prompts.app.degradations.MIXES].",
+    )
+    add_degradations: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "degradations appended to the mix's tasks, names in "
+            "[DEGRADATIONS][contrastive_prompts.app.degradations.DEGRADATIONS] with their "
+            'default options or composites of them joined by ``+`` (``"haze+rain"``); a new label '
+            "each, after the mix's."
+        },
+    )
+    grow_from: str | None = _option(
+        None,
+        "a training checkpoint of the reference model to teach the degradations it was not trained "
+        "on (those of ``add_degradations`` beyond its own): each prompt layer gets one new expert "
+        "per such degradation, and only those experts and their router rows train, on the "
+        "checkpoint's degradations and the new ones (see "
+        "[growth_plan][contrastive_prompts.app.growth.growth_plan]). ``preset``, ``top_k`` and "
+        "``use_prompts`` do not apply: the model is the checkpoint's.",
+    )
+    crop: int = _option(64, "side of the random training crops.")
+    batch_size: int = _option(4, "images per step and process.")
+    workers: int = _option(0, "DataLoader worker processes.")
+    cpr_weight: float = _option(0.01, "lambda of the contrastive term (0 trains with L1 alone).")
+    num_negatives: int = _option(4, "negatives per image.")
+    cpr_mode: str = _option("subtractive", '``"subtractive"``, ``"infonce"`` or ``"ratio"``.')
+    cpr_features: str = _option(
+        "filters",
+        '``"filters"``, ``"pixels"`` or ``"vgg16:<weights file>"``.',
+    )
+    temperature: float = _option(0.1, "InfoNCE temperature.")
+    balance_weight: float = _option(0.0, "weight of the expert-balance loss.")
+    routing_weight: float = _option(
+        ROUTING_WEIGHT,
+        "weight of the label-routing term "
+        "([label_routing_loss][contrastive_prompts.core.label_routing_loss]): the router learns to "
+        "send each degradation to an expert of its own (0 leaves it to itself).",
+    )
+    use_labels: bool = _option(
+        True,
+        "give degradation labels to the negatives (other degradations' experts first); ``False`` "
+        "draws them as CPL does, among all unselected experts.",
+    )
+    chunk_size: int | None = _option(
+        None,
+        "rows per decoder pass for the negatives. ``None`` picks what measured faster: all "
+        "``batch_size * num_negatives`` rows at once on a GPU, ``batch_size`` rows (one pass per "
+        "negative) on a CPU.",
+    )
+    steps: int = _option(1000, "optimisation steps.")
+    lr: float = _option(2e-4, "peak learning rate.")
+    betas: tuple[float, float] = _option((0.9, 0.999), "AdamW betas.")
+    weight_decay: float = _option(0.01, "AdamW weight decay.")
+    warmup_steps: int = _option(50, "linear warm-up steps before the cosine decay.")
+    min_lr: float = _option(1e-6, "learning rate at the end of the cosine.")
+    grad_clip: float | None = _option(
+        1.0,
+        "maximum gradient norm (``None`` or 0 disables clipping).",
+    )
+    ema_decay: float = _option(
+        0.999,
+        "decay of the EMA weights used for validation and saved for inference.",
+    )
+    precision: str = _option(
+        "fp32",
+        '``"fp32"``, ``"bf16"`` (CPU or GPU) or ``"fp16"`` (GPU, with loss scaling). Under '
+        '``"bf16"`` and ``"fp16"`` the router\'s softmax, the CPR loss\'s normalisation and '
+        "distances, and the metrics run in float32.",
+    )
+    compile: bool = _option(
+        False,
+        "compile the network and the CPR loss with ``torch.compile`` (Inductor), region by region "
+        "([compile_regions][contrastive_prompts.app.compiling.compile_regions]), so that the "
+        "negatives path runs compiled too. Off by default: it pays on a GPU; on a CPU it was "
+        "slower (see the benchmarks). Validation runs the EMA copy, uncompiled.",
+    )
+    seed: int = _option(0, "seeds the model, the data stream and the negatives.")
+    val_every: int = _option(
+        0,
+        "validate every this many steps (and at the end); 0 only at the end.",
+    )
+    val_crop: int | None = _option(
+        128,
+        "centre crop of the held-out images for validation (``None``: whole images).",
+    )
+    val_pad_multiple: int | None = _option(
+        None,
+        "validation pads each image to a multiple of this and crops back, for a network that needs "
+        "a size multiple and does not pad itself. ``None``: 1 for the reference model (it pads to "
+        "8 itself), 16 for a network of your own.",
+    )
+    log_every: int = _option(10, "log and refresh the progress line every this many steps.")
+    tensorboard: bool = _option(
+        False,
+        "also log to TensorBoard, in ``<out_dir>/tensorboard``: losses, learning rate, gradient "
+        "norm, validation scores, expert use and validation images (needs the ``tensorboard`` "
+        "package).",
+    )
+    save_every: int = _option(500, "write a checkpoint every this many steps (and at the end).")
+    out_dir: str = _option("runs/cpl", "where logs, plots and checkpoints go.")
+    device: str = _option(
+        "auto",
+        '``"auto"`` (the process\'s GPU if any, else CPU), ``"cpu"``, ``"cuda"``...',
+    )
 
     def validate(self) -> None:
         """Check every option's type and range; raises InputError naming the first bad one.
@@ -192,12 +230,20 @@ class TrainConfig:
         run diverge later.
         """
         where = "TrainConfig"
-        _check_field_types(self)
         check_choice(where, "preset", self.preset, tuple(MODEL_PRESETS))
         check_choice(where, "mix", self.mix, tuple(MIXES))
         check_choice(where, "cpr_mode", self.cpr_mode, MODES)
         check_choice(where, "precision", self.precision, PRECISIONS)
-        if not (
+        for name in ("use_prompts", "use_labels", "compile", "tensorboard"):
+            check_bool(where, name, getattr(self, name))
+        for name in ("data", "val_data", "add_degradations"):
+            _check_texts(where, name, getattr(self, name))
+        for name in ("init_promptir", "grow_from", "device"):
+            value = getattr(self, name)
+            if not isinstance(value, str) and (value is not None or name == "device"):
+                kind = "a string" if name == "device" else "a string or none"
+                raise InputTypeError(f"{where}: expected {name} to be {kind}, got {value!r}")
+        if not isinstance(self.cpr_features, str) or not (
             self.cpr_features in ("filters", "pixels") or self.cpr_features.startswith("vgg16:")
         ):
             raise InputError(
@@ -220,8 +266,15 @@ class TrainConfig:
         check_int_range(where, "top_k", self.top_k, 1)
         check_positive(where, "lr", self.lr)
         check_positive(where, "temperature", self.temperature)
-        for name in ("cpr_weight", "balance_weight", "routing_weight", "weight_decay"):
+        for name in ("cpr_weight", "balance_weight", "routing_weight", "weight_decay", "min_lr"):
             check_positive(where, name, getattr(self, name), allow_zero=True)
+        check_positive(where, "ema_decay", self.ema_decay, allow_zero=True)
+        if not (
+            isinstance(self.betas, (tuple, list))
+            and len(self.betas) == 2
+            and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in self.betas)
+        ):
+            raise InputTypeError(f"{where}: expected betas to be 2 numbers, got {self.betas!r}")
         try:
             make_mix(self.mix, add=self.add_degradations)
         except InputError as error:
@@ -278,66 +331,16 @@ class TrainConfig:
         return config
 
 
+def _check_texts(where: str, name: str, value: object) -> None:
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise InputTypeError(f"{where}: expected {name} to be a list of strings, got {value!r}")
+
+
 FP16_ON_CPU = (
     "expected precision 'fp32' or 'bf16' on a CPU, got 'fp16': float16 autocast on a CPU is "
     "many times slower than float32 (a depthwise convolution took 60 times as long), and its "
     "loss scaling is meant for GPUs"
 )
-
-
-def _type_ok(value: object, hint: Any) -> bool:
-    """Whether ``value`` fits a TrainConfig annotation (bool is no number, int is a float)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in args)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        )
-    if hint is str:
-        return isinstance(value, str)
-    if origin is list:
-        return isinstance(value, list) and all(_type_ok(v, args[0]) for v in value)
-    if origin is tuple:
-        return (
-            isinstance(value, tuple)
-            and len(value) == len(args)
-            and all(_type_ok(v, a) for v, a in zip(value, args, strict=True))
-        )
-    return True
-
-
-_TYPE_NAMES = {
-    bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
-    type(None): "none",
-}  # fmt: skip
-
-
-def _describe(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if origin is list:
-        return f"a list of {_describe(args[0]).removeprefix('a ')}s"
-    if origin is tuple:
-        return f"{len(args)} numbers"
-    return _TYPE_NAMES.get(hint, str(hint))
-
-
-def _check_field_types(config: TrainConfig) -> None:
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        value = getattr(config, f.name)
-        if not _type_ok(value, hints[f.name]):
-            raise InputTypeError(
-                f"TrainConfig: expected {f.name} to be {_describe(hints[f.name])}, got {value!r}"
-            )
 
 
 RECIPES: dict[str, TrainConfig] = {
