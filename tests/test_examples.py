@@ -32,8 +32,13 @@ def load_example(path: str) -> ModuleType:
     return module
 
 
+@pytest.mark.slow
 def test_plug_into_your_network_shows_the_effect():
-    """At its default budget the example shows what it teaches, on held-out images."""
+    """At its default budget the example shows what it teaches, on held-out images.
+
+    Two minutes of training: in the slow set. The default suite runs every line of the example
+    through its command line, at two steps.
+    """
     example = load_example("examples/plug_into_your_network.py")
     result = example.run()  # seed 0, about 100 s on a 2-core CPU
     assert all(math.isfinite(loss) for loss in result.losses)

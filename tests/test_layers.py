@@ -7,6 +7,7 @@ line) and ``_checks``, which every layer uses and which imports nothing of the p
 
 import ast
 import collections
+import functools
 import importlib
 import json
 import subprocess
@@ -127,13 +128,32 @@ def test_the_core_reads_and_writes_no_file():
     assert found == []
 
 
-def loaded_after_import(module: str) -> list[str]:
+@functools.cache
+def _loaded_by_each_import() -> dict[str, list[str]]:
+    """For the package and each module below the application, which of the package's modules
+    importing it loads.
+
+    One interpreter, started fresh, imports each module in turn after forgetting every module of
+    the package (third-party ones stay loaded, as they do not change which of ours load): the
+    answer of a fresh interpreter per module, at the cost of one.
+    """
     code = (
-        f"import importlib, json, sys; importlib.import_module({module!r}); "
-        f"print(json.dumps(sorted(m for m in sys.modules if m.startswith({NAME!r}))))"
+        "import importlib, json, sys\n"
+        f"found = {{}}\n"
+        f"for module in {[NAME, *LOWER]!r}:\n"
+        f"    for name in [m for m in sys.modules if m.split('.')[0] == {NAME!r}]:\n"
+        "        del sys.modules[name]\n"
+        "    importlib.import_module(module)\n"
+        f"    found[module] = sorted(m for m in sys.modules if m.startswith({NAME!r}))\n"
+        "print(json.dumps(found))\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(run.stdout)
+    loaded: dict[str, list[str]] = json.loads(run.stdout)
+    return loaded
+
+
+def loaded_after_import(module: str) -> list[str]:
+    return _loaded_by_each_import()[module]
 
 
 LOWER = sorted(m for m in MODULES if m != NAME and rank(m) <= RANK["reference"])

@@ -17,8 +17,10 @@ from torch import nn
 from contrastive_prompts import CPLObjective, InputError, InputTypeError, SparsePrompt
 from contrastive_prompts.app.effect import collapse_warning, prompt_effect
 from contrastive_prompts.core import (
+    Routing,
     fixed_experts,
     label_routing_loss,
+    load_balance_loss,
     record_routing,
     specialisation,
     topk_route,
@@ -141,6 +143,46 @@ def test_routing_term_refuses_labels_that_are_not_one_integer_per_sample():
         label_routing_loss(routing, torch.tensor([0, 1, 2]))
     with pytest.raises(InputError, match=r"expected integer labels, got torch\.float32"):
         label_routing_loss(routing, torch.tensor([0.0, 1.0]))
+
+
+def test_routing_term_refuses_a_bad_table_of_experts_naming_itself():
+    routing = topk_route(torch.zeros(2, 3), top_k=1)
+    labels = torch.tensor([0, 1])
+    with pytest.raises(InputError, match=r"^label_routing_loss: expected labels of shape \(2\)"):
+        label_routing_loss(routing, labels[:1])
+    with pytest.raises(InputError, match=r"^label_routing_loss: expected experts of shape \(L\)"):
+        label_routing_loss(routing, labels, experts=torch.tensor([[0, 1]]))
+    with pytest.raises(InputError, match=r"^label_routing_loss: expected an integer table"):
+        label_routing_loss(routing, labels, experts=torch.tensor([0.0, 1.0]))
+
+
+def test_routing_term_with_a_table_of_experts_is_the_mean_negative_log_of_their_weights():
+    probs = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.5, 0.2, 0.2, 0.1], [0.25, 0.25, 0.4, 0.1]])
+    routing = topk_route(probs.log(), top_k=1)
+    experts = torch.tensor([3, 0, 2])  # label l's expert is experts[l]
+    loss = label_routing_loss(routing, torch.tensor([0, 1, 1]), experts=experts)
+    expected = -(math.log(0.4) + math.log(0.5) + math.log(0.25)) / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_routing_term_of_low_precision_probabilities_is_float32():
+    probs = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.5, 0.2, 0.2, 0.1]])
+    routing = topk_route(probs.log().bfloat16(), top_k=1)
+    loss = label_routing_loss(routing, torch.tensor([3, 1]))
+    assert loss.dtype == torch.float32
+    weights = routing.probs.float()[[0, 1], [3, 1]]
+    assert loss.item() == pytest.approx(-weights.log().mean().item(), rel=1e-6)
+
+
+def test_balance_loss_counts_each_of_the_k_picks_of_a_sample_once():
+    # two samples, top-2 of four experts: picks {0, 1} and {0, 2}, so the fractions of the
+    # B * k = 4 picks are (1/2, 1/4, 1/4, 0); the mean probabilities are explicit
+    probs = torch.tensor([[0.4, 0.3, 0.2, 0.1], [0.4, 0.1, 0.3, 0.2]])
+    indices = torch.tensor([[0, 1], [0, 2]])
+    routing = Routing(probs, torch.zeros_like(probs), indices)
+    mean = probs.mean(dim=0).tolist()
+    expected = 4 * (0.5 * mean[0] + 0.25 * mean[1] + 0.25 * mean[2])
+    assert load_balance_loss(routing).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_objective_adds_the_routing_term_only_with_labels():
