@@ -5,7 +5,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contrastive_prompts import ContrastivePromptLoss, CPLObjective, InputError
+from contrastive_prompts import ContrastivePromptLoss, CPLObjective, InputError, InputTypeError
 from contrastive_prompts.core import FilterFeatures, PixelFeatures, contrastive_prompt_loss
 from contrastive_prompts.core.loss import MODES
 
@@ -327,3 +327,22 @@ def test_the_module_checks_its_options_once_at_construction(monkeypatch):
     assert torch.isfinite(module(a, y, n))
     with pytest.raises(AssertionError, match="checked again"):
         contrastive_prompt_loss(a, y, n)  # the function checks at its call
+
+
+@pytest.mark.parametrize("features", ["vgg16", [PixelFeatures()], 3])
+def test_the_function_refuses_features_that_are_not_a_module_naming_itself(features):
+    a, y, n = triple(6)
+    with pytest.raises(InputTypeError, match=r"^contrastive_prompt_loss: expected features to be"):
+        contrastive_prompt_loss(a, y, n, features=features)
+
+
+def test_distances_of_bfloat16_maps_are_taken_in_float32():
+    # InfoNCE of bfloat16 images is their float32 loss rounded once to bfloat16 (within one
+    # bfloat16 step, 2**-8 relative); distances summed in bfloat16 miss that by several steps
+    a, y, n = (t.bfloat16() for t in triple(7, size=16))
+    got = contrastive_prompt_loss(a, y, n, mode="infonce", features=PixelFeatures(),
+                                  reduction="none")  # fmt: skip
+    exact = contrastive_prompt_loss(a.float(), y.float(), n.float(), mode="infonce",
+                                    features=PixelFeatures(), reduction="none")  # fmt: skip
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), exact, rtol=2**-8, atol=0)
