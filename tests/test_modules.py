@@ -215,7 +215,7 @@ def test_objective_step_in_any_dtype(device, dtype):
 
 
 # -- torch.compile: AOT autograd's graphs by default, Inductor's generated code with -m slow -------
-# (test_fullgraph.py compiles the same modules whole; the eager backend is in test_prompt / test_loss)
+# (test_fullgraph.py compiles these modules whole; the eager backend: test_prompt, test_loss)
 
 
 INDUCTOR_WARNING = "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"

@@ -345,3 +345,33 @@ def test_render_bad_weights_and_size():
         InputError, match=r"render: expected size \(H, W\) with H, W >= 1, got \(0, 4\)"
     ):
         layer.render(torch.rand(2, 5), (0, 4))
+
+
+def test_topk_route_keeps_the_softmax_weights_unless_asked_to_renormalise():
+    logits = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.4]]))
+    kept = topk_route(logits, 2)  # CPL's default: the two largest softmax weights, as they are
+    torch.testing.assert_close(kept.weights, torch.tensor([[0.0, 0.0, 0.3, 0.4]]))
+    rescaled = topk_route(logits, 2, renormalize=True)
+    torch.testing.assert_close(rescaled.weights, torch.tensor([[0.0, 0.0, 3 / 7, 4 / 7]]))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: topk_route(torch.zeros(2, 3, 1), 1), r"logits of shape \(B, N\), got \(2, 3, 1\)"),
+        (lambda: topk_route(torch.zeros(2, 3), 4), r"top_k to be an integer in \[1, 3\], got 4"),
+        (lambda: topk_route(torch.zeros(2, 3), 1, renormalize=1), "renormalize to be a bool"),
+    ],
+)
+def test_topk_route_names_itself_and_what_it_expected(call, message):
+    with pytest.raises(InputError, match=f"^topk_route: expected {message}"):
+        call()
+
+
+def test_topk_route_routes_bfloat16_logits_in_float32_and_answers_in_bfloat16():
+    logits = torch.randn(64, 7, generator=torch.Generator().manual_seed(3)).bfloat16() * 4
+    routed = topk_route(logits, 2)
+    assert routed.probs.dtype == routed.weights.dtype == torch.bfloat16
+    exact = logits.float().softmax(dim=-1)  # the float32 softmax, rounded once
+    assert torch.equal(routed.probs, exact.bfloat16())
+    assert torch.equal(routed.indices, exact.topk(2, dim=-1).indices)
