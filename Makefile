@@ -4,6 +4,7 @@
 # (for the CUDA build on Linux: `make test TORCH_SPEC=torch==2.13.0`). .venv/.torch-spec records
 # the spec torch was installed with; a run with another TORCH_SPEC says so and installs that one.
 # Other installs never upgrade torch. `make demo DEMO_ARGS=--overwrite` replaces an earlier demo.
+# The tests run in one pytest-xdist worker per core, a test file per worker at a time.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_DEFAULT := torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
@@ -48,7 +49,7 @@ test: torch $(STAMP)
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
 	$(BIN)/python -m mypy contrastive_prompts
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
 
 docs: torch $(STAMP)
