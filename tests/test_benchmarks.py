@@ -421,3 +421,23 @@ def test_add_degradation_network_benchmark_runs_and_trains_the_new_rows_alone(tm
     for row in figures["per_degradation"].values():
         assert 0 <= row["grown_routed_to_new"] <= 1 and 0 <= row["grown_fast_routed_to_new"] <= 1
         assert set(row) >= {"base", "grown", "grown_fast", "tuned", "joint"}
+
+
+def test_the_mutation_run_left_no_gap_and_its_counts_add_up():
+    """Every mutant that survived the tests is explained as equivalent, and no explanation is
+    stale: the script's list of equivalent mutants is exactly the committed run's survivors."""
+    figures = json.loads((ROOT / "benchmarks" / "results" / "mutation_core.json").read_text())
+    spec = importlib.util.spec_from_file_location("mutation", ROOT / "benchmarks" / "mutation.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    survivors = figures["survivors"]
+    assert figures["gaps"] == 0 and all(s["equivalent"] for s in survivors)
+    assert set(script.EQUIVALENT) == {s["mutant"] for s in survivors}
+    per_function = figures["functions"].values()
+    for status, count in figures["total"].items():
+        assert sum(counts.get(status, 0) for counts in per_function) == count
+    assert figures["total"]["survived"] == len(survivors)
+    assert list(figures["functions"]) == [
+        f"{module}.{name}" for module, names in script.FUNCTIONS.items() for name in names
+    ]
