@@ -65,8 +65,6 @@ EQUIVALENT = {
 """Survivors that compute what the original does for every input the function accepts, and why:
 no test can tell them apart."""
 
-STATUS = {1: "killed", 3: "killed", 0: "survived", 36: "timeout", 24: "timeout", -24: "timeout"}
-
 
 def names() -> list[str]:
     """mutmut's selectors for the sample's mutants."""
@@ -91,6 +89,8 @@ def main() -> None:
     if args.names:
         print(" ".join(names()))
         return
+    from mutmut.stats import status_by_exit_code  # mutmut's own reading of its exit codes
+
     per_function: dict[str, collections.Counter[str]] = {}
     survivors = []
     for module, functions in FUNCTIONS.items():
@@ -99,9 +99,7 @@ def main() -> None:
         for function in functions:
             prefix = f"{module}.x_{function}__mutmut_"
             counts = collections.Counter(
-                STATUS.get(code, "not run" if code is None else f"exit {code}")
-                for key, code in codes.items()
-                if key.startswith(prefix)
+                status_by_exit_code[code] for key, code in codes.items() if key.startswith(prefix)
             )
             per_function[f"{module}.{function}"] = counts
             for key, code in sorted(codes.items(), key=lambda kv: int(kv[0].rsplit("_", 1)[1])):
@@ -119,7 +117,7 @@ def main() -> None:
         "config": {
             "mutmut": importlib.metadata.version("mutmut"),
             "core_commit": core,
-            "functions": [f"{m}.{f}" for m, fs in FUNCTIONS.items() for f in fs],
+            "functions": list(per_function),
         },
         "functions": {name: dict(sorted(c.items())) for name, c in per_function.items()},
         "total": dict(sorted(total.items())),

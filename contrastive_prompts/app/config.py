@@ -238,11 +238,10 @@ class TrainConfig:
             check_bool(where, name, getattr(self, name))
         for name in ("data", "val_data", "add_degradations"):
             _check_texts(where, name, getattr(self, name))
-        for name in ("init_promptir", "grow_from", "device"):
-            value = getattr(self, name)
-            if not isinstance(value, str) and (value is not None or name == "device"):
-                kind = "a string" if name == "device" else "a string or none"
-                raise InputTypeError(f"{where}: expected {name} to be {kind}, got {value!r}")
+        for name in ("init_promptir", "grow_from"):
+            if getattr(self, name) is not None:
+                _check_text(where, name, getattr(self, name), "a string or none")
+        _check_text(where, "device", self.device, "a string")
         if not isinstance(self.cpr_features, str) or not (
             self.cpr_features in ("filters", "pixels") or self.cpr_features.startswith("vgg16:")
         ):
@@ -329,6 +328,11 @@ class TrainConfig:
         config = cls(**values)
         config.validate()
         return config
+
+
+def _check_text(where: str, name: str, value: object, expected: str) -> None:
+    if not isinstance(value, str):
+        raise InputTypeError(f"{where}: expected {name} to be {expected}, got {value!r}")
 
 
 def _check_texts(where: str, name: str, value: object) -> None:
