@@ -5,6 +5,9 @@
 # the spec torch was installed with; a run with another TORCH_SPEC says so and installs that one.
 # Other installs never upgrade torch. `make demo DEMO_ARGS=--overwrite` replaces an earlier demo.
 # The tests run in one pytest-xdist worker per core, a test file per worker at a time.
+# `make test-spandrel` (part of `make test`) runs the spandrel architecture's tests in a virtual
+# environment of their own: spandrel needs torchvision, which works only beside the torch release
+# it was built for, so that environment installs the pair SPANDREL_TORCH names.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_DEFAULT := torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
@@ -13,8 +16,11 @@ BIN := $(VENV)/bin
 TORCH_STAMP := $(VENV)/.torch-spec
 DEMO_STAMP := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
+SPANDREL_VENV ?= .venv-spandrel
+SPANDREL_TORCH ?= torch==2.14.1 torchvision==0.29.1
+SPANDREL_BIN := $(SPANDREL_VENV)/bin
 
-.PHONY: demo test install torch docs clean
+.PHONY: demo test test-spandrel install torch docs clean
 
 # checked on every run, so that a new TORCH_SPEC takes effect in an existing .venv
 torch:
@@ -51,9 +57,16 @@ test: torch $(STAMP)
 	$(BIN)/python -m mypy contrastive_prompts
 	$(BIN)/python -m pytest -n auto --dist loadfile
 	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
+	$(MAKE) test-spandrel
+
+test-spandrel:
+	@test -x $(SPANDREL_BIN)/python || $(PYTHON) -m venv $(SPANDREL_VENV)
+	$(SPANDREL_BIN)/python -m pip install $(SPANDREL_TORCH)
+	$(SPANDREL_BIN)/python -m pip install -e ".[spandrel]" spandrel_extra_arches pytest hypothesis $(SPANDREL_TORCH)
+	SPANDREL_REQUIRED=1 $(SPANDREL_BIN)/python -m pytest -p no:cacheprovider tests/test_spandrel.py contrastive_prompts/app/spandrel_arch.py
 
 docs: torch $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs serve
 
 clean:
-	rm -rf site dist build .pytest_cache .hypothesis .mypy_cache
+	rm -rf site dist build .pytest_cache .hypothesis .mypy_cache $(SPANDREL_VENV)

@@ -57,7 +57,8 @@ CHECKS = {
         "torch.testing.assert_close(parts.loss, parts.l1 + 0.01 * parts.cpr)\n"
         "assert net[2].prompt_stage.fusion.proj.weight.abs().sum() > 0  # the step moved it\n"
     ),
-    ("README.md", 2): (
+    ("README.md", 2): "assert not model.training and model.config.dim == 16  # tiny\n",
+    ("README.md", 3): (
         "assert promptir.config.top_k == 5 and start.config.top_k == 1\n"
         "assert torch.equal(promptir.prompt1.prompts, start.prompt1.prompts)\n"
     ),
@@ -81,6 +82,14 @@ CHECKS = {
     ("metrics.md", 0): "assert p.shape == s.shape == (2,)\n",
     ("faq.md", 0): "assert features.shape[1] == C\n",
     ("degradations.md", 0): "assert degraded.shape == x.shape and labels.shape == (8,)\n",
+    ("sharing.md", 0): (
+        "from pathlib import Path\n"
+        "assert 'you/cpl-tiny' in Path('cpl-tiny/README.md').read_text()\n"
+        "assert sorted(p.name for p in Path('my-model').iterdir()) == "
+        "['README.md', 'config.json', 'model.safetensors']\n"
+    ),
+    ("sharing.md", 1): "assert restored.shape == image.shape and not model.training\n",
+    ("weights.md", 1): "assert model.config.top_k == 1 and model.config.dim == 48\n",
 }
 # what a block must print (the Quickstart says what it computed)
 PRINTS = {
@@ -93,7 +102,8 @@ PRINTS = {
         r"prompt layers: \('0\.prompt_stage\.prompt',\)\n\Z"
     ),
 }
-NEEDS = {("export.md", 1): ("onnxruntime",)}
+# spandrel needs torchvision of the installed torch's release: tests/test_spandrel.py runs these
+NEEDS = {("export.md", 1): ("onnxruntime",), ("sharing.md", 2): ("spandrel",)}
 
 
 def page_name(page: Path) -> str:
@@ -121,6 +131,9 @@ BLOCKS = python_blocks()
 def world(tmp_path_factory, exported_weights, promptir_checkpoint) -> Path:
     """A folder with every file the pages' blocks read."""
 
+    from contrastive_prompts.app.checkpoints import UNUSED_PROMPTIR_KEYS
+    from contrastive_prompts.app.pretrained import export_folder
+
     from .test_datasets_page import tree_paths, trees
     from .test_datasets_page import write_image as write_tree_image
 
@@ -131,6 +144,13 @@ def world(tmp_path_factory, exported_weights, promptir_checkpoint) -> Path:
             write_tree_image(folder / path, generator)
     shutil.copy(exported_weights, folder / "mine.safetensors")
     shutil.copy(promptir_checkpoint, folder / "promptir.ckpt")
+    # a training run, its model folder, and CPL's released checkpoint (the Weights page)
+    (folder / "runs" / "cpl").mkdir(parents=True)
+    shutil.copy(exported_weights.parent / "run" / "last.pt", folder / "runs" / "cpl" / "last.pt")
+    export_folder(folder / "runs" / "cpl" / "last.pt", folder / "mine")
+    promptir = torch.load(promptir_checkpoint, weights_only=True)["state_dict"]
+    cpl = {k[4:]: v for k, v in promptir.items() if not UNUSED_PROMPTIR_KEYS.match(k[4:])}
+    torch.save({"params": cpl}, folder / "CPLIR_Weatherbench.pth")
     try:
         from contrastive_prompts import SparsePromptIR
         from contrastive_prompts.app.export import export_onnx

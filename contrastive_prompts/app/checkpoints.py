@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "UNUSED_CPL_KEYS",
     "UNUSED_PROMPTIR_KEYS",
     "WEIGHTS_FORMAT",
     "CheckpointError",
@@ -64,6 +65,7 @@ __all__ = [
     "load_checkpoint_model",
     "load_promptir",
     "load_promptir_state_dict",
+    "model_config_of",
     "read_checkpoint",
     "safe_load",
 ]
@@ -141,7 +143,7 @@ def as_tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _build_model(where: str, model_config: Any, weights: Any) -> SparsePromptIR:
+def build_checked_model(where: str, model_config: Any, weights: Any) -> SparsePromptIR:
     """A `SparsePromptIR` of ``model_config`` holding ``weights``, or a CheckpointError."""
     from ..reference.model import SparsePromptIR
 
@@ -193,6 +195,97 @@ def _as_ints(value: Any) -> list[int]:
     """The integers in ``value`` (one, or a sequence); anything else is left to the model."""
     items = value if isinstance(value, list | tuple) else [value]
     return [v for v in items if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+
+
+def _sequence_length(state: Mapping[str, Tensor], prefix: str) -> int:
+    """How many numbered children ``prefix.0``, ``prefix.1``... the state dict holds."""
+    found = {int(m.group(1)) for k in state if (m := re.match(rf"{re.escape(prefix)}\.(\d+)\.", k))}
+    return max(found) + 1 if found else 0
+
+
+def _ffn_expansion_factor(state: Mapping[str, Tensor]) -> float:
+    """The shortest decimal ``f`` with ``int(dim * f) == hidden`` for every feed-forward block."""
+    pairs = {
+        (int(w.shape[1]), int(w.shape[0]) // 2)
+        for k, w in state.items()
+        if k.endswith(".ffn.project_in.weight") and w.ndim == 4
+    }
+    if not pairs:
+        raise CheckpointError("expected feed-forward blocks (…ffn.project_in.weight), got none")
+
+    def fits(f: float) -> bool:
+        return all(int(dim * f) == hidden for dim, hidden in pairs)
+
+    low = max(hidden / dim for dim, hidden in pairs)
+    for digits in range(0, 9):
+        for f in (round(low, digits), round(low, digits) + 10.0**-digits):
+            if fits(f):
+                return round(f, digits)
+    raise CheckpointError(
+        "expected feed-forward widths of one expansion factor, got (width, hidden) pairs "
+        f"{sorted(pairs)[:6]} that no factor gives"
+    )
+
+
+def model_config_of(state: Mapping[str, Tensor], *, top_k: int = 1) -> dict[str, Any]:
+    """The [ModelConfig][contrastive_prompts.reference.ModelConfig] fields of a reference model's
+    state dict (this library's names), read from its tensors' shapes.
+
+    Every size is in the shapes but one: how many experts a prompt layer keeps per image is a
+    choice made when it runs, given as ``top_k``. The heads of a level without blocks, and the
+    prompt sizes of a model without prompts, take no part in it and are left at their defaults.
+
+    Args:
+        state: tensors by this library's names (PromptIR's converted by
+            [convert_promptir_state_dict][contrastive_prompts.app.checkpoints.convert_promptir_state_dict]).
+        top_k: experts kept per image.
+
+    Raises:
+        CheckpointError: the state dict lacks what every reference model holds, or its
+            feed-forward widths fit no expansion factor.
+
+    Examples:
+        >>> from contrastive_prompts import SparsePromptIR
+        >>> shapes = SparsePromptIR("small", device="meta").state_dict()
+        >>> model_config_of(shapes)["num_blocks"], model_config_of(shapes)["ffn_expansion_factor"]
+        ((2, 2, 2, 2), 2.66)
+    """
+    from ..reference.model import ModelConfig
+
+    for key in ("patch_embed.weight", "output.weight"):
+        if key not in state:
+            raise CheckpointError(f"expected a reference model's {key!r}, got no such tensor")
+    levels = ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
+    refinement = _sequence_length(state, "refinement")
+    num_blocks = tuple(_sequence_length(state, level) for level in levels)
+    defaults = ModelConfig()
+
+    def heads(level: str, fallback: str | None = None) -> int:
+        for name in (level, fallback):
+            key = f"{name}.0.attn.temperature"
+            if name is not None and key in state:
+                return int(state[key].shape[0])
+        return 1
+
+    config: dict[str, Any] = {
+        "dim": int(state["patch_embed.weight"].shape[0]),
+        "num_blocks": num_blocks,
+        "num_refinement_blocks": refinement,
+        "heads": (heads(levels[0], "refinement"), *(heads(level) for level in levels[1:])),
+        "ffn_expansion_factor": _ffn_expansion_factor(state),
+        "use_prompts": "prompt1.prompts" in state,
+        "top_k": top_k,
+    }
+    if config["use_prompts"]:
+        banks = [state[f"prompt{i}.prompts"].shape for i in (1, 2, 3)]
+        config["prompt_dims"] = tuple(int(b[1]) for b in banks)
+        config["prompt_sizes"] = tuple(int(b[2]) for b in banks)
+        config["num_prompts"] = int(banks[0][0])
+        config["prompt_heads"] = int(state["fusion1.block.attn.temperature"].shape[0])
+    else:
+        config["prompt_heads"] = int(state["fusion1.0.attn.temperature"].shape[0])
+        config["top_k"] = min(top_k, defaults.num_prompts)
+    return config
 
 
 # -- training checkpoints ---------------------------------------------------------------------
@@ -261,7 +354,7 @@ def checkpoint_model(
         CheckpointError: it holds a network of your own, or its weights do not fit its
             configuration.
     """
-    return _build_model(where, state["model_config"], state["ema" if ema else "model"])
+    return build_checked_model(where, state["model_config"], state["ema" if ema else "model"])
 
 
 def load_checkpoint_model(
@@ -271,9 +364,12 @@ def load_checkpoint_model(
     device: str | torch.device = "cpu",
     promptir_top_k: int = 5,
 ) -> SparsePromptIR:
-    """The model stored in a training checkpoint, a safetensors export or a PromptIR checkpoint.
+    """The model stored in a training checkpoint, a safetensors export, a model folder or a
+    PromptIR checkpoint.
 
-    The file's format is read from its first bytes, whatever its name:
+    A folder holding a ``config.json`` is read as a model folder, as
+    [from_pretrained][contrastive_prompts.app.pretrained.from_pretrained] reads it. A file's
+    format is read from its first bytes, whatever its name:
 
     - a training checkpoint gives its EMA weights by default (what validation scored), the raw
       weights with ``ema=False``;
@@ -290,8 +386,9 @@ def load_checkpoint_model(
     same function.
 
     Args:
-        path: a checkpoint written by [Trainer][contrastive_prompts.app.train.Trainer] or weights
-            written by [export_weights][contrastive_prompts.app.checkpoints.export_weights].
+        path: a checkpoint written by [Trainer][contrastive_prompts.app.train.Trainer], weights
+            written by [export_weights][contrastive_prompts.app.checkpoints.export_weights], a
+            model folder or an official PromptIR checkpoint.
         ema: from a training checkpoint, load the EMA weights (``False``: the raw weights).
         device: where to put the model.
         promptir_top_k: experts per prompt for a PromptIR checkpoint: 5 computes what PromptIR
@@ -317,14 +414,18 @@ def load_checkpoint_model(
             ...
         contrastive_prompts.app.files.CheckpointError: checkpoint 'no-such-run/last.pt' not found
     """
+    from .pretrained import from_pretrained, is_model_folder
+
     name = os.fspath(path)
+    if is_model_folder(name):
+        return from_pretrained(name, device=device)
     problem = file_problem(name)
     if problem:
         raise CheckpointError(f"checkpoint {name!r} {problem}")
     try:
         if is_safetensors(name):
-            model_config, weights = _read_weights(name)
-            model = _build_model(f"weights {name!r}", model_config, weights)
+            model_config, weights = read_exported_weights(name)
+            model = build_checked_model(f"weights {name!r}", model_config, weights)
         else:
             model = checkpoint_model(read_checkpoint(name), ema=ema, where=f"checkpoint {name!r}")
     except _ForeignFormat as foreign:
@@ -346,7 +447,7 @@ def _promptir_model(path: str, top_k: int, foreign: _ForeignFormat) -> SparsePro
 # -- shared weights (safetensors) -------------------------------------------------------------
 
 
-def _read_weights(path: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
+def read_exported_weights(path: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -401,8 +502,6 @@ def export_weights(
         >>> export_weights("runs/cpl/last.pt", "model.safetensors")  # doctest: +SKIP
         PosixPath('model.safetensors')
     """
-    from safetensors.torch import save_file
-
     source, target = Path(checkpoint), Path(target)
     if target.suffix != ".safetensors":
         raise InputError(f"export: expected a target ending in .safetensors, got {str(target)!r}")
@@ -416,26 +515,50 @@ def export_weights(
         )
     state = read_checkpoint(source)
     weights_key = "ema" if ema else "model"
-    model = _build_model(f"checkpoint {str(source)!r}", state["model_config"], state[weights_key])
+    model = build_checked_model(
+        f"checkpoint {str(source)!r}", state["model_config"], state[weights_key]
+    )
+    make_folder(target.parent, "the folder of the weights")
+    remove_stale(target.parent)
+    write_weights(
+        model, target, label_names=state["label_names"], step=state["step"], weights=weights_key
+    )
+    return target
+
+
+def write_weights(
+    model: SparsePromptIR,
+    target: Path,
+    *,
+    label_names: Sequence[str],
+    step: int | None,
+    weights: str | None = None,
+) -> None:
+    """Write ``model``'s tensors (on the CPU) and its configuration as a safetensors file that
+    [load_checkpoint_model][contrastive_prompts.app.checkpoints.load_checkpoint_model] reads
+    alone; under a temporary name, then renamed."""
+    from safetensors.torch import save_file
+
     metadata = {
         "format": WEIGHTS_FORMAT,
         "model_config": json.dumps(asdict(model.config)),
-        "label_names": json.dumps(list(state["label_names"])),
-        "step": str(int(state["step"])),
-        "weights": weights_key,
+        "label_names": json.dumps(list(label_names)),
+        "step": "" if step is None else str(int(step)),
     }
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    make_folder(target.parent, "the folder of the weights")
-    remove_stale(target.parent)
+    if weights is not None:
+        metadata["weights"] = weights
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with writing(target) as temporary:
         save_file(tensors, temporary, metadata=metadata)
-    return target
 
 
 # -- official PromptIR checkpoints ------------------------------------------------------------
 
 # PromptIR tensors that exist in its state dict but take no part in its forward pass.
 UNUSED_PROMPTIR_KEYS = re.compile(r"^(chnl_reduce\d|reduce_noise_channel_\d)\.")
+# The uncertainty head CPL's released training code may add (``use_uncertainty``): it predicts a
+# variance beside the output and takes no part in the restored image.
+UNUSED_CPL_KEYS = re.compile(r"^var_conv\.")
 
 # (PromptIR name pattern, our name) in the order they are tried; the first match wins.
 _RENAMES = (
@@ -491,7 +614,9 @@ def _read_promptir(
 def convert_promptir_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Rename an official PromptIR state dict (keys without ``net.``) to this library's names.
 
-    The unused convolutions are dropped and prompt banks lose their leading singleton axis.
+    The unused convolutions are dropped, and so is the uncertainty head of CPL's released
+    training code (``var_conv``, not part of the restored image); prompt banks lose their
+    leading singleton axis.
 
     Args:
         state: PromptIR's tensors by PromptIR's names.
@@ -512,7 +637,7 @@ def convert_promptir_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor
     """
     converted = {}
     for key, value in state.items():
-        if UNUSED_PROMPTIR_KEYS.match(key):
+        if UNUSED_PROMPTIR_KEYS.match(key) or UNUSED_CPL_KEYS.match(key):
             continue
         new_key = _rename(key)
         if (
@@ -538,8 +663,9 @@ def load_promptir(
     as CPL's released code saves), a bare state dict or a ``.safetensors`` file. With
     ``top_k=5`` the model computes exactly what PromptIR computes; with ``top_k=1`` it is the
     starting point of CPL fine-tuning. The six 1x1 convolutions that PromptIR defines but
-    never uses are ignored. The file is read with ``weights_only=True``: it cannot run code,
-    and a file that would is refused, naming what it asks for.
+    never uses are ignored, and so is the uncertainty head CPL's released training code may
+    save beside the network (``var_conv``). The file is read with ``weights_only=True``: it
+    cannot run code, and a file that would is refused, naming what it asks for.
 
     Args:
         checkpoint: a path or a state dict.

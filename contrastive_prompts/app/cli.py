@@ -4,8 +4,9 @@ Subcommands: ``train`` (every [TrainConfig][contrastive_prompts.app.config.Train
 flag; works under ``torchrun``), ``evaluate`` (per-degradation PSNR / SSIM, and for a model
 with sparse prompts the PSNR under its own against negative prompts), ``restore`` (images or
 folders in, restored images out, tiled; never over an existing file unless ``--overwrite``,
-never over an input), ``export`` (a checkpoint's weights as ``.safetensors``, or the network as
-ONNX with ``--format onnx``) and ``demo``.
+never over an input), ``export`` (a checkpoint's weights as ``.safetensors``, as a model folder
+with its card with ``--format folder``, or the network as ONNX with ``--format onnx``) and
+``demo``.
 """
 
 from __future__ import annotations
@@ -407,10 +408,21 @@ def _restore(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .checkpoints import export_weights, load_checkpoint_model
     from .export import export_onnx
+    from .pretrained import export_folder
 
+    if args.repo_id is not None and args.format != "folder":
+        raise InputError(f"export: --repo-id goes with --format folder, got --format {args.format}")
     if args.format == "safetensors":
         target = export_weights(
             args.checkpoint, args.target, ema=not args.raw, overwrite=args.overwrite
+        )
+    elif args.format == "folder":
+        target = export_folder(
+            args.checkpoint,
+            args.target,
+            ema=not args.raw,
+            repo_id=args.repo_id,
+            overwrite=args.overwrite,
         )
     else:
         model = load_checkpoint_model(args.checkpoint, ema=not args.raw)
@@ -455,8 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
         from ..reference.model import ROUTINGS
 
         p.add_argument("--checkpoint", required=True,
-                       help="a checkpoint from train, weights from export, or an official "
-                       "PromptIR checkpoint")  # fmt: skip
+                       help="a checkpoint from train, weights or a model folder from export, "
+                       "or an official PromptIR checkpoint")  # fmt: skip
         p.add_argument("--promptir-top-k", type=int, default=5,
                        help="experts per prompt when --checkpoint is a PromptIR checkpoint "
                        "(5: PromptIR itself; 1: CPL weights in PromptIR's format)")  # fmt: skip
@@ -526,16 +538,24 @@ def build_parser() -> argparse.ArgumentParser:
     restore.set_defaults(run=_restore)
 
     export = sub.add_parser(
-        "export", help="write a checkpoint's weights as .safetensors, or the model as ONNX"
+        "export",
+        help="write a checkpoint's weights as .safetensors, as a model folder with its card, "
+        "or the model as ONNX",
     )
     export.add_argument("--checkpoint", required=True,
                         help="a checkpoint written by train (for onnx also weights from export "
                         "or an official PromptIR checkpoint)")  # fmt: skip
-    export.add_argument("target", help="the .safetensors or .onnx file to write")
-    export.add_argument("--format", choices=["safetensors", "onnx"], default="safetensors",
+    export.add_argument("target", help="the .safetensors or .onnx file, or the folder, to write")
+    export.add_argument("--format", choices=["safetensors", "folder", "onnx"],
+                        default="safetensors",
                         help="safetensors: the weights and configuration, to load in PyTorch; "
-                        "onnx: the network with dynamic batch, height and width, for ONNX "
-                        "runtimes (needs the export extra)")  # fmt: skip
+                        "folder: config.json, model.safetensors and a model card (README.md), "
+                        "as the Hugging Face Hub shares models; onnx: the network with dynamic "
+                        "batch, height and width, for ONNX runtimes (needs the export "
+                        "extra)")  # fmt: skip
+    export.add_argument("--repo-id",
+                        help="with --format folder: the Hub repository (owner/name) the folder "
+                        "will be published as, for its card's loading lines")  # fmt: skip
     export.add_argument("--raw", action="store_true",
                         help="export the raw weights instead of the EMA weights")  # fmt: skip
     export.add_argument("--overwrite", action="store_true", help="replace an existing target")

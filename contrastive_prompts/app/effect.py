@@ -246,6 +246,57 @@ class PromptEffect:
             "num_negatives": self.num_negatives,
         }
 
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> PromptEffect:
+        """The effect [to_dict][contrastive_prompts.app.effect.PromptEffect.to_dict] wrote (its
+        costs and averages are computed again, not read).
+
+        Raises:
+            InputError: a field is missing or of another kind.
+
+        Examples:
+            >>> effect = PromptEffect(("haze",), {"haze": 2}, {"haze": 15.0}, {"haze": 25.0},
+            ...                       {"haze": 22.5}, {}, {}, 1)
+            >>> PromptEffect.from_dict(effect.to_dict()) == effect
+            True
+        """
+        try:
+            return cls(
+                names=tuple(str(n) for n in values["names"]),
+                count={str(n): int(v) for n, v in values["count"].items()},
+                degraded={str(n): float(v) for n, v in values["degraded"].items()},
+                own={str(n): float(v) for n, v in values["own"].items()},
+                negative={str(n): float(v) for n, v in values["negative"].items()},
+                experts={
+                    str(layer): {
+                        str(n): ExpertUse(int(use["expert"]), float(use["share"]))
+                        for n, use in uses.items()
+                    }
+                    for layer, uses in values["experts"].items()
+                },
+                expert_counts={
+                    str(layer): {str(n): [int(c) for c in row] for n, row in rows.items()}
+                    for layer, rows in values["expert_counts"].items()
+                },
+                num_negatives=int(values["num_negatives"]),
+                swap={str(n): float(v) for n, v in values["swap"].items()},
+                specialisation={
+                    str(layer): Specialisation(
+                        nmi=float(found["nmi"]),
+                        dead=int(found["dead"]),
+                        collapsed=bool(found["collapsed"]),
+                        separated=bool(found["separated"]),
+                        experts=tuple(int(e) for e in found["experts"]),
+                    )
+                    for layer, found in values["specialisation"].items()
+                },
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise InputError(
+                f"PromptEffect.from_dict: expected what PromptEffect.to_dict writes, got a "
+                f"mapping that fails on {error!r}"
+            ) from error
+
 
 def has_negatives(model: nn.Module) -> bool:
     """Whether ``model`` holds prompt layers and each leaves experts for negative prompts

@@ -547,6 +547,7 @@ class Trainer:
             "ssim": result.ssim,
             "average_psnr": result.average_psnr,
             "average_ssim": result.average_ssim,
+            "count": result.count,
         }
         effect = self._prompt_effect(pad)
         if effect is not None:
@@ -555,6 +556,7 @@ class Trainer:
             record["specialisation"] = {
                 layer: found._asdict() for layer, found in effect.specialisation.items()
             }
+            record["effect"] = effect.to_dict()
             warning = collapse_warning(effect.specialisation)
             if warning:
                 print(f"step {self.step}: {warning}", file=sys.stderr)

@@ -125,7 +125,8 @@ trains on a CPU with 64x64 crops; ``"tiny"`` is the demo's. ``SparsePromptIR(pre
 _REMOVED_METHODS = {
     "from_pretrained": (
         "the reference model knows no file format: call "
-        "contrastive_prompts.app.checkpoints.load_checkpoint_model(path) (the same options)"
+        "contrastive_prompts.app.pretrained.from_pretrained(folder or Hub id) for a model "
+        "folder, contrastive_prompts.app.checkpoints.load_checkpoint_model(path) for a file"
     ),
     "from_promptir": (
         "the reference model knows no file format: call "
