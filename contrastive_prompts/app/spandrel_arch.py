@@ -64,8 +64,9 @@ __all__ = ["ARCH_ID", "SparsePromptIRArch", "install"]
 ARCH_ID = "SparsePromptIR"
 """The id of the architecture in spandrel's registry."""
 
-# names every reference model holds, in this library's and in PromptIR's naming
-_OURS = ("patch_embed.weight", "output.weight", "reduce_chan_level3.weight", "fusion1.")
+# names every reference model holds, in this library's and in PromptIR's naming (a model of this
+# library also holds a first prompt stage, fusion1, with or without prompts)
+_OURS = ("patch_embed.weight", "output.weight", "reduce_chan_level3.weight")
 _PROMPTIR = (
     "patch_embed.proj.weight",
     "output.weight",
@@ -90,7 +91,7 @@ def _is_promptir(state: Mapping[str, Any]) -> bool:
 
 
 def _is_ours(state: Mapping[str, Any]) -> bool:
-    return all(key in state for key in _OURS[:3]) and any(k.startswith(_OURS[3]) for k in state)
+    return all(key in state for key in _OURS) and any(k.startswith("fusion1.") for k in state)
 
 
 class SparsePromptIRArch(Architecture[SparsePromptIR]):
