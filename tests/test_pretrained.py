@@ -98,7 +98,8 @@ def test_export_folder_writes_the_runs_card(run, tmp_path):
     effect = PromptEffect.from_dict(last["effect"])
     assert effect.table() in card and "specialisation (NMI)" in card
     assert card.startswith("---\nlicense: mit\n") and "pipeline_tag: image-to-image" in card
-    assert 'from_pretrained("someone/cpl-tiny")' in card
+    assert 'from_pretrained("someone/cpl-tiny")' in card and "\n# someone/cpl-tiny\n" in card
+    assert "hf download someone/cpl-tiny --local-dir cpl-tiny\ncontrastive-prompts restore " in card
     assert "2 steps; the folder holds the EMA weights of the last." in card
     assert CITATION in card and "| preset | tiny |" in card and "| mix | 3task |" in card
     # the raw weights when asked

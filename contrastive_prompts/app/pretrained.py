@@ -173,6 +173,8 @@ class ModelCard:
         (a [ModelConfig][contrastive_prompts.reference.ModelConfig]) called ``name``."""
         config = asdict(model_config)
         where = self.repo_id or name
+        local = where.rsplit("/", 1)[-1]  # the folder a download of it is put in
+        download = [f"hf download {self.repo_id} --local-dir {local}"] if self.repo_id else []
         restores = ", ".join(self.label_names) if self.label_names else "the degradations it saw"
         prompts = (
             f"sparse prompts: the top {config['top_k']} of {config['num_prompts']} experts of each "
@@ -192,7 +194,7 @@ class ModelCard:
             "- pytorch",
             "---",
             "",
-            f"# {name}",
+            f"# {where}",
             "",
             f"An all-in-one image restoration model: one network for {restores}. It is "
             f"SparsePromptIR, PromptIR's architecture with {prompts}, trained with the "
@@ -210,7 +212,8 @@ class ModelCard:
             "From the command line, on a local copy of the folder:",
             "",
             "```bash",
-            f"contrastive-prompts restore --checkpoint {name} photo.jpg --output restored/",
+            *download,
+            f"contrastive-prompts restore --checkpoint {local} photo.jpg --output restored/",
             "```",
             "",
             "Both need the contrastive_prompts library; `from_pretrained` with a Hub id also "
