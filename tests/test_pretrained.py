@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,7 @@ from contrastive_prompts.app.pretrained import (
 from contrastive_prompts.app.train import Trainer
 
 from .leftovers import temporaries
+from .test_hostile_files import HOSTILE_CONFIGS
 
 HELD = "already holds config.json, model.safetensors, README.md"
 
@@ -213,21 +215,6 @@ def test_a_config_that_disagrees_with_the_weights_is_refused(folder):
         from_pretrained(folder)
 
 
-def test_sizes_beyond_the_tensors_are_refused_before_allocation(folder):
-    """A folder asking for a huge model fails on its tensor count, not by allocating it."""
-    huge = {**_config(folder)["model_config"], "num_blocks": [64, 64, 64, 64], "dim": 4096}
-    info = {**_config(folder), "model_config": huge}
-    (folder / CONFIG_FILE).write_text(json.dumps(info))
-    weights = folder / WEIGHTS_FILE
-    tensors = load_file(weights)
-    save_file(tensors, weights, metadata={"format": "contrastive_prompts.weights/1",
-                                          "model_config": json.dumps(huge)})  # fmt: skip
-    with pytest.raises(
-        CheckpointError, match=r"asks for 257 transformer blocks .*than its 201 tensors"
-    ):
-        from_pretrained(folder)
-
-
 def test_a_source_that_is_neither_a_folder_nor_an_id_is_refused(tmp_path):
     with pytest.raises(InputError, match=r"expected a model folder or a Hub repository id"):
         from_pretrained(tmp_path / "no" / "such" / "folder")
@@ -370,3 +357,18 @@ def test_the_cards_citation_is_the_citation_pages():
         pytest.skip("docs/ is not in this tree")
     for entry in CITATION.split("\n\n"):
         assert entry in page.read_text()
+
+
+@pytest.mark.parametrize(("change", "message"), HOSTILE_CONFIGS)
+def test_a_hostile_folder_config_is_refused_before_the_model_is_built(folder, change, message):
+    """The folder's config.json and the weights' metadata both say the hostile sizes."""
+    info = _config(folder)
+    hostile = {**info["model_config"], **change}
+    (folder / CONFIG_FILE).write_text(json.dumps({**info, "model_config": hostile}))
+    metadata = {"format": "contrastive_prompts.weights/1", "model_config": json.dumps(hostile)}
+    save_file(load_file(folder / WEIGHTS_FILE), folder / WEIGHTS_FILE, metadata=metadata)
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="model_config") as error:
+        from_pretrained(folder)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert time.perf_counter() - start < 20  # refused, not built
