@@ -8,11 +8,11 @@ builds the network with the sizes it reads from the tensors' shapes.
 [SparsePromptIRArch][contrastive_prompts.app.spandrel_arch.SparsePromptIRArch] to that registry,
 ahead of spandrel's Restormer (PromptIR's names include every Restormer name). It recognises:
 
-- this library's weights: a ``.safetensors`` file from ``contrastive-prompts export``, the
-  ``model.safetensors`` of a model folder, or a training checkpoint's weights; spandrel reads
-  tensors only, not the file's metadata, so the experts kept per image (not in any shape) are
-  the library's default, 1 (see the ``top_k`` argument of
-  [install][contrastive_prompts.app.spandrel_arch.install]);
+- this library's weights: a ``.safetensors`` file from ``contrastive-prompts export`` or the
+  ``model.safetensors`` of a model folder (a training checkpoint would give spandrel its raw
+  weights, not the EMA ones: export it first); spandrel reads tensors only, not the file's
+  metadata, so the experts kept per image (not in any shape) are the library's default, 1 (see
+  the ``top_k`` argument of [install][contrastive_prompts.app.spandrel_arch.install]);
 - official PromptIR checkpoints (Lightning ``.ckpt``, keys prefixed ``net.``, or a bare state
   dict), told apart by the six unused convolutions every PromptIR model holds: run as PromptIR
   runs them, with every expert;
