@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import library_state, train_or_resume
 
 from contrastive_prompts.app.building import build_data
-from contrastive_prompts.app.config import RECIPES
+from contrastive_prompts.app.config import RECIPES, TrainConfig
 from contrastive_prompts.app.data import DegradedCopies, sample_split
 from contrastive_prompts.app.growth import build_mix, start_growth
 from contrastive_prompts.app.metrics import psnr
@@ -51,14 +51,23 @@ from contrastive_prompts.core import prompt_layers, record_routing
 RUNS = ("base", "grown", "tuned", "joint")
 
 
-def run_seed(seed: int, args: argparse.Namespace, photos: list[torch.Tensor]) -> dict[str, Any]:
-    """Train the four models of one seed and score them on the held-out photos."""
+def base_config(seed: int, args: argparse.Namespace) -> tuple[Path, TrainConfig, TrainConfig]:
+    """The seed's folder, its recipe, and the base run's configuration (3-task mix)."""
     folder = Path(args.work_dir, f"{args.new}_seed{seed}")
     recipe = dataclasses.replace(
         RECIPES["demo"], seed=seed, val_every=0, save_every=max(1, min(200, args.base_steps)),
         log_every=10,
     )  # fmt: skip
-    base_cfg = dataclasses.replace(recipe, steps=args.base_steps, out_dir=str(folder / "base"))
+    return (
+        folder,
+        recipe,
+        dataclasses.replace(recipe, steps=args.base_steps, out_dir=str(folder / "base")),
+    )
+
+
+def run_seed(seed: int, args: argparse.Namespace, photos: list[torch.Tensor]) -> dict[str, Any]:
+    """Train the four models of one seed and score them on the held-out photos."""
+    folder, recipe, base_cfg = base_config(seed, args)
     models, facts = {}, {}
     models["base"], facts["base"] = train_or_resume(base_cfg)
     grow_cfg = dataclasses.replace(

@@ -396,6 +396,24 @@ def test_add_degradation_benchmark_runs_and_keeps_the_old_degradations(tmp_path)
         assert set(row) >= {"base", "grown", "tuned", "joint", "grown_minus_base"}
 
 
+def test_gated_growth_benchmark_leaves_every_image_the_gate_keeps_to_the_base_model(tmp_path):
+    command = [sys.executable, "benchmarks/gated_growth.py", "--quick", "--seeds", "0",
+               "--work-dir", str(tmp_path), "--json", str(tmp_path / "figures.json")]  # fmt: skip
+    figures = run_benchmark(command, tmp_path / "figures.json")
+    seed = figures["per_seed"][0]
+    names = seed["names"]
+    assert names[-1] == "low_light" and len(names) == 6
+    psnr = seed["psnr"]
+    for name in names[:-1]:  # old: the perfect gate runs the base model itself, bit for bit
+        assert psnr["perfect_gate"][name] == psnr["base"][name], name
+        voted, of = seed["voted_new"][name]
+        assert 0 <= voted <= of == 2  # one draw of the two photos
+        if voted == 0:  # the gate kept every image of it: the base model's own figure
+            assert psnr["gated"][name] == psnr["base"][name], name
+    expert = figures["expert"]
+    assert expert["steps"] == 3 and 0 < expert["trained_parameters"] < figures["parameters"]
+
+
 def test_composite_routing_benchmark_runs_and_places_every_composite_pick(tmp_path):
     command = [sys.executable, "benchmarks/composite_routing.py", "--quick",
                "--work-dir", str(tmp_path), "--json", str(tmp_path / "figures.json")]  # fmt: skip
