@@ -32,6 +32,7 @@ import os
 import platform
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -132,8 +133,8 @@ def run_seed(seed: int, args: argparse.Namespace, photos: list[torch.Tensor]) ->
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the runs this script and ``gated_growth.py`` share."""
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--new", default="low_light", help="the degradation to add")
     parser.add_argument("--base-steps", type=int, default=1000)
@@ -141,7 +142,15 @@ def main() -> None:
     parser.add_argument("--work-dir", help="default: runs/add_degradation(_quick)")
     parser.add_argument("--quick", action="store_true", help="3 steps, photos cut to 64 x 64")
     parser.add_argument("--json", help="write the figures here too")
-    args = parser.parse_args()
+
+
+def figures_per_seed(
+    args: argparse.Namespace,
+    run: Callable[[int, argparse.Namespace, list[torch.Tensor]], dict[str, Any]],
+    cache_name: str,
+) -> tuple[list[dict[str, Any]], list[torch.Tensor]]:
+    """``run(seed, args, photos)`` for each seed, on the held-out photos, its figures cached in
+    the seed's folder (read back instead of run again, but with ``--quick``); and the photos."""
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     if args.quick:
         args.base_steps, args.grow_steps = 3, 3
@@ -151,13 +160,21 @@ def main() -> None:
         photos = [p[:, :64, :64] for p in photos]
     seeds = []
     for seed in args.seeds:
-        cache = Path(args.work_dir, f"{args.new}_seed{seed}", "figures.json")
+        cache = Path(args.work_dir, f"{args.new}_seed{seed}", cache_name)
         if cache.exists() and not args.quick:
             seeds.append(json.loads(cache.read_text()))
             continue
-        figures = run_seed(seed, args, photos)
+        figures = run(seed, args, photos)
         cache.write_text(json.dumps(figures, indent=1) + "\n")
         seeds.append(figures)
+    return seeds, photos
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_options(parser)
+    args = parser.parse_args()
+    seeds, photos = figures_per_seed(args, run_seed, "figures.json")
     names, old = seeds[0]["names"], seeds[0]["old"]
 
     def mean(run: str, name: str) -> float:

@@ -33,7 +33,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -45,10 +44,10 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import library_state, train_or_resume
-from add_degradation import base_config
+from add_degradation import add_options, base_config, figures_per_seed
 
 from contrastive_prompts.app.building import build_data
-from contrastive_prompts.app.data import DegradedCopies, sample_split
+from contrastive_prompts.app.data import DegradedCopies
 from contrastive_prompts.app.degradations import DegradationMix, make_mix
 from contrastive_prompts.app.metrics import psnr
 
@@ -194,34 +193,14 @@ def run_seed(seed: int, args: argparse.Namespace, photos: list[Tensor]) -> dict[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--new", default="low_light", help="the degradation to add")
-    parser.add_argument("--base-steps", type=int, default=1000)
-    parser.add_argument("--grow-steps", type=int, default=400)
+    add_options(parser)
     parser.add_argument("--draws", type=int, default=5, help="draws of the photos' degradations")
     parser.add_argument("--gate-samples", type=int, default=6000)
     parser.add_argument("--gate-iterations", type=int, default=1500)
-    parser.add_argument("--work-dir", help="default: runs/add_degradation(_quick)")
-    parser.add_argument("--quick", action="store_true", help="3 steps, photos cut to 64 x 64")
-    parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args()
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     if args.quick:
-        args.base_steps = args.grow_steps = 3
         args.draws, args.gate_samples, args.gate_iterations = 1, 200, 50
-    args.work_dir = args.work_dir or "runs/add_degradation" + ("_quick" if args.quick else "")
-    photos = sample_split()[1]
-    if args.quick:
-        photos = [p[:, :64, :64] for p in photos]
-    seeds = []
-    for seed in args.seeds:
-        cache = Path(args.work_dir, f"{args.new}_seed{seed}", "gated_figures.json")
-        if cache.exists() and not args.quick:
-            seeds.append(json.loads(cache.read_text()))
-            continue
-        figures = run_seed(seed, args, photos)
-        cache.write_text(json.dumps(figures, indent=1) + "\n")
-        seeds.append(figures)
+    seeds, photos = figures_per_seed(args, run_seed, "gated_figures.json")
     names = seeds[0]["names"]
     table = {}
     for name in names:
