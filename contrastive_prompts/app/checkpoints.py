@@ -238,7 +238,7 @@ def model_config_of(state: Mapping[str, Tensor], *, top_k: int = 1) -> dict[str,
     Args:
         state: tensors by this library's names (PromptIR's converted by
             [convert_promptir_state_dict][contrastive_prompts.app.checkpoints.convert_promptir_state_dict]).
-        top_k: experts kept per image.
+        top_k: experts kept per image (at most the bank's size).
 
     Raises:
         CheckpointError: the state dict lacks what every reference model holds, or its
@@ -258,7 +258,6 @@ def model_config_of(state: Mapping[str, Tensor], *, top_k: int = 1) -> dict[str,
     levels = ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
     refinement = _sequence_length(state, "refinement")
     num_blocks = tuple(_sequence_length(state, level) for level in levels)
-    defaults = ModelConfig()
 
     def heads(level: str, fallback: str | None = None) -> int:
         for name in (level, fallback):
@@ -274,7 +273,7 @@ def model_config_of(state: Mapping[str, Tensor], *, top_k: int = 1) -> dict[str,
         "heads": (heads(levels[0], "refinement"), *(heads(level) for level in levels[1:])),
         "ffn_expansion_factor": _ffn_expansion_factor(state),
         "use_prompts": "prompt1.prompts" in state,
-        "top_k": top_k,
+        "num_prompts": ModelConfig().num_prompts,  # without prompts: in no shape
     }
     if config["use_prompts"]:
         banks = [state[f"prompt{i}.prompts"].shape for i in (1, 2, 3)]
@@ -284,7 +283,7 @@ def model_config_of(state: Mapping[str, Tensor], *, top_k: int = 1) -> dict[str,
         config["prompt_heads"] = int(state["fusion1.block.attn.temperature"].shape[0])
     else:
         config["prompt_heads"] = int(state["fusion1.0.attn.temperature"].shape[0])
-        config["top_k"] = min(top_k, defaults.num_prompts)
+    config["top_k"] = min(top_k, config["num_prompts"])
     return config
 
 
@@ -515,9 +514,7 @@ def export_weights(
         )
     state = read_checkpoint(source)
     weights_key = "ema" if ema else "model"
-    model = build_checked_model(
-        f"checkpoint {str(source)!r}", state["model_config"], state[weights_key]
-    )
+    model = checkpoint_model(state, ema=ema, where=f"checkpoint {str(source)!r}")
     make_folder(target.parent, "the folder of the weights")
     remove_stale(target.parent)
     write_weights(

@@ -557,9 +557,8 @@ def _download(repo_id: str, revision: str | None, cache_dir: str | os.PathLike[s
 def _read_folder(folder: Path) -> SparsePromptIR:
     """The model of a local model folder, every file checked."""
     where = f"model folder {str(folder)!r}"
-    missing = [n for n in (CONFIG_FILE, WEIGHTS_FILE) if file_problem(folder / n)]
-    if missing:
-        problems = [f"{n} {file_problem(folder / n)}" for n in missing]
+    problems = [f"{n} {p}" for n in (CONFIG_FILE, WEIGHTS_FILE) if (p := file_problem(folder / n))]
+    if problems:
         raise CheckpointError(
             f"{where}: {'; '.join(problems)} (a model folder holds {CONFIG_FILE} and "
             f"{WEIGHTS_FILE}, written by save_pretrained or `contrastive-prompts export "

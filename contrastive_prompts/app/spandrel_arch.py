@@ -33,8 +33,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torch import Tensor
-
 try:
     from spandrel import (
         MAIN_REGISTRY,
@@ -126,11 +124,8 @@ class SparsePromptIRArch(Architecture[SparsePromptIR]):
             source = "PromptIR" if promptir else "CPL"
         else:
             top_k, source = self.top_k, "contrastive_prompts"
-        weights: dict[str, Tensor] = state
-        config = model_config_of(weights, top_k=top_k)
-        if config["use_prompts"]:
-            config["top_k"] = min(config["top_k"], config["num_prompts"])
-        model = build_checked_model(f"spandrel ({source} weights)", config, weights)
+        config = model_config_of(state, top_k=top_k)
+        model = build_checked_model(f"spandrel ({source} weights)", config, state)
         prompts = f"top-{config['top_k']}" if config["use_prompts"] else "no prompts"
         return ImageModelDescriptor(
             model,
