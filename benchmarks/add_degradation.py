@@ -5,8 +5,8 @@ Per seed, four ``tiny`` models, each trained with the ``demo`` recipe (resumable
 
 - ``base``: the 3-task mix, ``--base-steps``;
 - ``grown``: ``base`` given one new expert per prompt layer for ``--new``, and only those experts
-  and their router rows trained (``grow_from``), ``--grow-steps``, on the 3-task mix with the new
-  degradation in half the samples;
+  and their router rows trained (``grow_from``, ``growth="experts"``), ``--grow-steps``, on the
+  3-task mix with the new degradation in half the samples;
 - ``tuned``: the same start and data, every parameter trained (the plain fine-tune), as a control;
 - ``joint``: the 3-task mix and the new degradation from the start, ``--base-steps``.
 
@@ -74,6 +74,7 @@ def run_seed(seed: int, args: argparse.Namespace, photos: list[torch.Tensor]) ->
     grow_cfg = dataclasses.replace(
         recipe, steps=args.grow_steps, out_dir=str(folder / "grown"), add_degradations=[args.new],
         grow_from=str(folder / "base" / "last.pt"), warmup_steps=min(30, args.grow_steps // 10),
+        growth="experts",
     )  # fmt: skip
     models["grown"], facts["grown"] = train_or_resume(grow_cfg)
     growth = start_growth(grow_cfg)

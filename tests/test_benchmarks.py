@@ -406,12 +406,22 @@ def test_gated_growth_benchmark_leaves_every_image_the_gate_keeps_to_the_base_mo
     psnr = seed["psnr"]
     for name in names[:-1]:  # old: the perfect gate runs the base model itself, bit for bit
         assert psnr["perfect_gate"][name] == psnr["base"][name], name
-        voted, of = seed["voted_new"][name]
-        assert 0 <= voted <= of == 2  # one draw of the two photos
-        if voted == 0:  # the gate kept every image of it: the base model's own figure
+        right, of = seed["gate_right"][name]
+        assert 0 <= right <= of == 2  # one draw of the two photos
+        if right == of:  # the gate kept every image of it: the base model's own figure
             assert psnr["gated"][name] == psnr["base"][name], name
-    expert = figures["expert"]
-    assert expert["steps"] == 3 and 0 < expert["trained_parameters"] < figures["parameters"]
+    gated = figures["gated"]  # the copy's prompt stages: about half the model
+    assert gated["steps"] == 3 and 0 < gated["trained_parameters"] < figures["parameters"]
+
+
+def test_gate_choices_benchmark_counts_every_held_out_image_once(tmp_path):
+    command = [sys.executable, "benchmarks/gate_choices.py", "--quick",
+               "--json", str(tmp_path / "figures.json")]  # fmt: skip
+    figures = run_benchmark(command, tmp_path / "figures.json")
+    ((case, found),) = figures["cases"].items()
+    assert case == "low_light" and len(found["right"]) == 6
+    for name, (right, count) in found["right"].items():
+        assert 0 <= right <= count == 2, name  # one draw of the two photos, one seed
 
 
 def test_composite_routing_benchmark_runs_and_places_every_composite_pick(tmp_path):

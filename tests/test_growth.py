@@ -287,7 +287,7 @@ def test_a_grown_run_trains_only_the_new_experts_and_resumes(base_run, tmp_path)
     base, checkpoint = base_run
     config = dataclasses.replace(
         base, out_dir=str(tmp_path / "grown"), grow_from=str(checkpoint),
-        add_degradations=["low_light"],
+        add_degradations=["low_light"], growth="experts",
     )  # fmt: skip
     trainer = Trainer(config)
     assert trainer.growth == GrowthPlan(make_mix("3task").names, 5, ("low_light",))
@@ -315,7 +315,7 @@ def test_a_growing_run_reads_its_checkpoint_once(base_run, tmp_path, monkeypatch
     base, checkpoint = base_run
     config = dataclasses.replace(
         base, out_dir=str(tmp_path / "grown"), grow_from=str(checkpoint),
-        add_degradations=["low_light"],
+        add_degradations=["low_light"], growth="experts",
     )  # fmt: skip
     reads = []
 
@@ -336,7 +336,7 @@ def test_a_growing_run_reads_its_checkpoint_once(base_run, tmp_path, monkeypatch
 def test_a_checkpoint_of_an_earlier_version_without_the_growth_fields_resumes(base_run, tmp_path):
     base, checkpoint = base_run
     state = read_checkpoint(checkpoint)
-    for name in ("add_degradations", "grow_from"):
+    for name in ("add_degradations", "grow_from", "growth"):
         del state["config"][name]
     older = tmp_path / "older.pt"
     torch.save(state, older)
@@ -393,8 +393,8 @@ def test_the_command_line_grows_a_model_and_evaluates_its_new_degradation(base_r
     command = [sys.executable, "-m", "contrastive_prompts"]
     done = subprocess.run(
         [*command, "train", "--grow-from", str(checkpoint), "--add-degradations", "low_light",
-         "--steps", "1", "--batch-size", "1", "--crop", "32", "--val-crop", "32",
-         "--out-dir", str(out)],
+         "--growth", "experts", "--steps", "1", "--batch-size", "1", "--crop", "32",
+         "--val-crop", "32", "--out-dir", str(out)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

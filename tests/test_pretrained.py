@@ -159,7 +159,9 @@ def test_save_pretrained_never_writes_over_a_folder_unasked(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(InputError, match=r"expected a folder, got the file"):
         save_pretrained(model, tmp_path / "file")
-    with pytest.raises(InputTypeError, match=r"expected a SparsePromptIR, got Linear"):
+    with pytest.raises(
+        InputTypeError, match=r"of SparsePromptIRs of one configuration, got Linear"
+    ):
         save_pretrained(torch.nn.Linear(2, 2), tmp_path / "n")  # type: ignore[arg-type]
     with pytest.raises(InputTypeError, match=r"expected card to be a ModelCard, got dict"):
         save_pretrained(model, tmp_path / "n", card={})  # type: ignore[arg-type]

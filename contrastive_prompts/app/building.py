@@ -255,15 +255,17 @@ def build_model(
 ) -> nn.Module:
     """The network to train: your own, checked, or the reference model the config describes.
 
-    Without ``model``, a [SparsePromptIR][contrastive_prompts.SparsePromptIR] of
-    ``config.preset``, ``top_k`` and ``use_prompts``, its weights drawn from torch's global
-    random state (the trainer seeds it with ``torch.manual_seed(config.seed)`` just before); with
-    ``config.init_promptir``, the official PromptIR checkpoint read into the ``base`` model
-    instead; with ``config.grow_from``, that checkpoint's model with a new expert per new
-    degradation in each prompt layer ([start_growth][contrastive_prompts.app.growth.start_growth];
-    the trainer then trains those experts alone). With ``model``, your network, which must have
-    float32 parameters (the trainer keeps float32 weights and feeds float32 images; lower
-    precision is ``config.precision``) and comes with ``config.init_promptir=None`` and
+    Without ``model``, a [SparsePromptIR][contrastive_prompts.SparsePromptIR] of ``config.preset``,
+    ``top_k`` and ``use_prompts``, its weights drawn from torch's global random state (the trainer
+    seeds it with ``torch.manual_seed(config.seed)`` just before); with ``config.init_promptir``,
+    the official PromptIR checkpoint read into the ``base`` model instead; with
+    ``config.grow_from``, the network such a run trains
+    ([start_growth][contrastive_prompts.app.growth.start_growth]: with ``growth="experts"`` that
+    checkpoint's model with a new expert per new degradation in each prompt layer, whose new experts
+    alone the trainer trains; with ``growth="gated"`` a copy of it whose prompt stages alone train,
+    the trainer keeping the checkpoint's model and a gate beside it). With ``model``, your network,
+    which must have float32 parameters (the trainer keeps float32 weights and feeds float32 images;
+    lower precision is ``config.precision``) and comes with ``config.init_promptir=None`` and
     ``config.grow_from=None`` (load its weights before).
 
     The model is then moved to ``device`` (in place, as ``nn.Module.to`` moves), and checked to

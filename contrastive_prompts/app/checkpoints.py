@@ -51,7 +51,10 @@ from .files import (
 )
 
 if TYPE_CHECKING:
+    from ..reference.gated import GatedRestorer
     from ..reference.model import SparsePromptIR
+
+    Restorer = SparsePromptIR | GatedRestorer
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -189,6 +192,109 @@ def build_checked_model(where: str, model_config: Any, weights: Any) -> SparsePr
     model = SparsePromptIR("base", **options)
     model.load_state_dict(weights)
     return model
+
+
+GATED_KEYS = ("classes", "tile", "hidden", "label_networks")
+"""What a gated model's layout holds, in a checkpoint's ``gated`` entry (which also holds the
+networks before the trained one and the gate) and, as JSON, in a file's ``gated`` metadata."""
+
+
+def gated_layout(model: GatedRestorer) -> dict[str, Any]:
+    """The layout of a gated model: its gate's classes and tile and its ``label_networks``."""
+    gate = model.gate
+    labels = list(model.label_networks)
+    return {
+        "classes": gate.classes,
+        "tile": gate.tile,
+        "hidden": gate.hidden,
+        "label_networks": labels,
+    }
+
+
+def build_gated_model(
+    where: str,
+    model_config: Any,
+    layout: Any,
+    networks: Sequence[Any],
+    gate: Any,
+) -> GatedRestorer:
+    """A [GatedRestorer][contrastive_prompts.reference.GatedRestorer] of reference networks, each of
+    ``model_config``, holding the weights ``networks`` and the gate's ``gate``, or a
+    CheckpointError. Every size is checked before anything is built."""
+    from ..reference.gated import GatedRestorer, ImageGate
+
+    if not isinstance(layout, Mapping) or any(k not in layout for k in GATED_KEYS):
+        raise CheckpointError(
+            f"{where}: expected a gated layout holding {', '.join(GATED_KEYS)}, got {layout!r}"
+        )
+    classes, tile, hidden, labels = (layout[k] for k in GATED_KEYS)
+    if not isinstance(networks, Sequence) or classes != len(networks):
+        count = len(networks) if isinstance(networks, Sequence) else type(networks).__name__
+        raise CheckpointError(
+            f"{where}: expected a gate of one class per network, got {classes!r} classes and "
+            f"{count} networks"
+        )
+    if not isinstance(gate, Mapping):
+        raise CheckpointError(f"{where}: expected the gate's weights by name, got {gate!r}")
+    try:
+        with torch.device("meta"):  # shapes only: no memory, whatever the sizes
+            shape = ImageGate(classes, tile=tile, hidden=hidden)
+    except (InputError, InputTypeError) as error:
+        raise CheckpointError(f"{where}: its gate is not valid ({error})") from error
+    problems = state_problems(shape.state_dict(), gate, {})
+    if problems:
+        raise CheckpointError(f"{where}: its gate's weights do not fit: " + "; ".join(problems))
+    built_gate = ImageGate(classes, tile=tile, hidden=hidden)
+    built_gate.load_state_dict(gate)
+    built = [
+        build_checked_model(f"{where}, network {i}", model_config, weights)
+        for i, weights in enumerate(networks)
+    ]
+    try:
+        return GatedRestorer(built, built_gate, label_networks=labels)
+    except (InputError, InputTypeError) as error:
+        raise CheckpointError(f"{where}: its gated layout is not valid ({error})") from error
+
+
+def build_exported_model(
+    where: str, model_config: Any, weights: Mapping[str, Tensor], layout: Any = None
+) -> Restorer:
+    """The model of an exported file's tensors: a reference model, or with a gated ``layout``
+    the gated model whose tensors are named ``networks.<i>.`` and ``gate.``."""
+    if layout is None:
+        return build_checked_model(where, model_config, weights)
+    classes = layout.get("classes") if isinstance(layout, Mapping) else None
+    if not isinstance(classes, int) or not 2 <= classes <= len(weights):
+        raise CheckpointError(
+            f"{where}: expected a gated layout of 2 to {len(weights)} classes, got {layout!r}"
+        )
+    networks: list[dict[str, Tensor]] = [{} for _ in range(classes)]
+    gate: dict[str, Tensor] = {}
+    strays = []
+    for key, value in weights.items():
+        head, _, rest = key.partition(".")
+        if head == "gate":
+            gate[rest] = value
+            continue
+        index, _, name = rest.partition(".")
+        if head == "networks" and index.isdigit() and int(index) < classes:
+            networks[int(index)][name] = value
+        else:
+            strays.append(key)
+    if strays:
+        raise CheckpointError(
+            f"{where}: expected tensors named networks.<0..{classes - 1}>. or gate., got "
+            f"{sorted(strays)[:10]}"
+        )
+    return build_gated_model(where, model_config, layout, networks, gate)
+
+
+def reference_config(model: Restorer) -> Any:
+    """The ``ModelConfig`` of a reference model, or of every network of a gated one."""
+    from ..reference.gated import GatedRestorer
+
+    first = model.networks[0] if isinstance(model, GatedRestorer) else model
+    return first.config
 
 
 def _as_ints(value: Any) -> list[int]:
@@ -339,9 +445,11 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
 
 def checkpoint_model(
     state: Mapping[str, Any], *, ema: bool = True, where: str = "checkpoint"
-) -> SparsePromptIR:
+) -> Restorer:
     """The reference model a training checkpoint already read holds (its EMA weights by
-    default; the raw weights with ``ema=False``), on the CPU, in train mode.
+    default; the raw weights with ``ema=False``), on the CPU, in train mode; for a run with
+    ``growth="gated"``, the [GatedRestorer][contrastive_prompts.reference.GatedRestorer] of the
+    networks it kept and the one it trained.
 
     Args:
         state: what [read_checkpoint][contrastive_prompts.app.checkpoints.read_checkpoint]
@@ -353,7 +461,20 @@ def checkpoint_model(
         CheckpointError: it holds a network of your own, or its weights do not fit its
             configuration.
     """
-    return build_checked_model(where, state["model_config"], state["ema" if ema else "model"])
+    trained = build_checked_model(where, state["model_config"], state["ema" if ema else "model"])
+    gated = state.get("gated")
+    if gated is None:
+        return trained
+    if not isinstance(gated, Mapping) or not isinstance(gated.get("networks"), list):
+        raise CheckpointError(f"{where}: expected a gated entry holding networks, got {gated!r}")
+    model = build_gated_model(
+        where,
+        state["model_config"],
+        gated,
+        [*gated["networks"], trained.state_dict()],
+        gated.get("gate"),
+    )
+    return model.train()
 
 
 def load_checkpoint_model(
@@ -362,9 +483,11 @@ def load_checkpoint_model(
     ema: bool = True,
     device: str | torch.device = "cpu",
     promptir_top_k: int = 5,
-) -> SparsePromptIR:
+) -> Restorer:
     """The model stored in a training checkpoint, a safetensors export, a model folder or a
-    PromptIR checkpoint.
+    PromptIR checkpoint: a [SparsePromptIR][contrastive_prompts.SparsePromptIR], or the
+    [GatedRestorer][contrastive_prompts.reference.GatedRestorer] of a run that grew a model with
+    ``growth="gated"``.
 
     A folder holding a ``config.json`` is read as a model folder, as
     [from_pretrained][contrastive_prompts.app.pretrained.from_pretrained] reads it. A file's
@@ -423,8 +546,8 @@ def load_checkpoint_model(
         raise CheckpointError(f"checkpoint {name!r} {problem}")
     try:
         if is_safetensors(name):
-            model_config, weights = read_exported_weights(name)
-            model = build_checked_model(f"weights {name!r}", model_config, weights)
+            model_config, weights, layout = read_exported_weights(name)
+            model = build_exported_model(f"weights {name!r}", model_config, weights, layout)
         else:
             model = checkpoint_model(read_checkpoint(name), ema=ema, where=f"checkpoint {name!r}")
     except _ForeignFormat as foreign:
@@ -446,7 +569,9 @@ def _promptir_model(path: str, top_k: int, foreign: _ForeignFormat) -> SparsePro
 # -- shared weights (safetensors) -------------------------------------------------------------
 
 
-def read_exported_weights(path: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
+def read_exported_weights(path: str) -> tuple[dict[str, Any], dict[str, Tensor], Any]:
+    """The model configuration, the tensors and the gated layout (``None`` for a reference model)
+    of a safetensors export."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -468,7 +593,16 @@ def read_exported_weights(path: str) -> tuple[dict[str, Any], dict[str, Tensor]]
         raise CheckpointError(
             f"weights {path!r}: its model_config is not JSON ({detail})"
         ) from error
-    return model_config, weights
+    layout = None
+    if "gated" in metadata:
+        try:
+            layout = json.loads(metadata["gated"])
+        except (json.JSONDecodeError, RecursionError) as error:
+            detail = "nested too deeply" if isinstance(error, RecursionError) else error
+            raise CheckpointError(
+                f"weights {path!r}: its gated layout is not JSON ({detail})"
+            ) from error
+    return model_config, weights, layout
 
 
 def export_weights(
@@ -524,7 +658,7 @@ def export_weights(
 
 
 def write_weights(
-    model: SparsePromptIR,
+    model: Restorer,
     target: Path,
     *,
     label_names: Sequence[str],
@@ -536,14 +670,18 @@ def write_weights(
     alone; under a temporary name, then renamed."""
     from safetensors.torch import save_file
 
+    from ..reference.gated import GatedRestorer
+
     metadata = {
         "format": WEIGHTS_FORMAT,
-        "model_config": json.dumps(asdict(model.config)),
+        "model_config": json.dumps(asdict(reference_config(model))),
         "label_names": json.dumps(list(label_names)),
         "step": "" if step is None else str(int(step)),
     }
     if weights is not None:
         metadata["weights"] = weights
+    if isinstance(model, GatedRestorer):
+        metadata["gated"] = json.dumps(gated_layout(model))
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with writing(target) as temporary:
         save_file(tensors, temporary, metadata=metadata)

@@ -92,12 +92,12 @@ def _plain(text: str) -> str:
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     from ..core.loss import MODES
     from ..reference.model import MODEL_PRESETS
-    from .config import PRECISIONS, TrainConfig
+    from .config import GROWTHS, PRECISIONS, TrainConfig
     from .degradations import MIXES
 
     # the names a field takes, listed by --help and checked by argparse, from their one home
     choices = {"preset": list(MODEL_PRESETS), "mix": list(MIXES), "cpr_mode": list(MODES),
-               "precision": list(PRECISIONS)}  # fmt: skip
+               "precision": list(PRECISIONS), "growth": list(GROWTHS)}  # fmt: skip
     hints = typing.get_type_hints(TrainConfig)
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
@@ -249,6 +249,7 @@ def _model(args: argparse.Namespace) -> Any:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from ..reference.gated import GatedRestorer
     from ..reference.padding import pad_to_multiple
     from .effect import has_negatives, measure_effect
     from .metrics import batches_of, evaluate, names_of
@@ -269,7 +270,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate(restored, dataset, y_channel=args.y_channel)
     print(result.to_markdown())
     figures: dict[str, Any] = dataclasses.asdict(result)
-    if args.prompt_effect and has_negatives(model):
+    gated = isinstance(model, GatedRestorer)
+    if args.prompt_effect and gated:
+        print(
+            "\nPrompt effect: not measured for a gated model (each network knows only its own "
+            "degradations); the table above is the gated model's",
+            file=sys.stderr,
+        )
+    if args.prompt_effect and has_negatives(model) and not gated:
         # the same images again, under the model's own prompts and under negative prompts
         effect = measure_effect(
             model,

@@ -32,6 +32,7 @@ from .degradations import MIXES, make_mix
 
 __all__ = [
     "ADDED_FIELDS",
+    "GROWTHS",
     "MAX_SEED",
     "PRECISIONS",
     "RECIPES",
@@ -48,7 +49,8 @@ MAX_SEED = 2**63 - 1
 
 
 RUN_FIELDS = (
-    "preset", "top_k", "use_prompts", "data", "mix", "add_degradations", "grow_from", "crop",
+    "preset", "top_k", "use_prompts", "data", "mix", "add_degradations", "grow_from", "growth",
+    "crop",
     "batch_size", "cpr_weight", "num_negatives", "cpr_mode", "cpr_features", "temperature",
     "balance_weight", "routing_weight", "use_labels", "chunk_size", "lr", "betas",
     "weight_decay", "warmup_steps", "min_lr", "grad_clip", "ema_decay", "precision", "seed",
@@ -56,10 +58,13 @@ RUN_FIELDS = (
 """The options that shape the optimisation and the data stream: a resumed run must keep them to
 carry on exactly. The rest (steps, logging, validation, output, workers, device) may change."""
 
-ADDED_FIELDS = ("add_degradations", "grow_from")
+ADDED_FIELDS: dict[str, Any] = {"add_degradations": [], "grow_from": None, "growth": "experts"}
 """Fields of [RUN_FIELDS][contrastive_prompts.app.config.RUN_FIELDS] that checkpoints of earlier
-versions lack, and whose default is what those runs trained with: resuming one compares them
-with their default."""
+versions lack, with the value those runs trained with: resuming one compares them with it (a run
+grown before ``growth`` existed grew its banks)."""
+
+GROWTHS = ("gated", "experts")
+"""How a run with ``grow_from`` teaches a model new degradations (``TrainConfig.growth``)."""
 
 
 def _option(default: Any, description: str) -> Any:
@@ -136,7 +141,16 @@ class TrainConfig:
         "per such degradation, and only those experts and their router rows train, on the "
         "checkpoint's degradations and the new ones (see "
         "[growth_plan][contrastive_prompts.app.growth.growth_plan]). ``preset``, ``top_k`` and "
-        "``use_prompts`` do not apply: the model is the checkpoint's.",
+        "``use_prompts`` do not apply: the model is the checkpoint's. ``growth`` says how.",
+    )
+    growth: str = _option(
+        "gated",
+        'how a run with ``grow_from`` learns the new degradations: ``"gated"`` trains a copy of '
+        "the checkpoint's model, its prompt stages alone, on the new degradations, and fits a gate "
+        "that gives each image to the copy or to the checkpoint's model, which restores the old "
+        'degradations as before, bit for bit; ``"experts"`` gives every prompt layer a new expert '
+        "per new degradation and trains those and their router rows alone (see "
+        "[start_growth][contrastive_prompts.app.growth.start_growth]).",
     )
     crop: int = _option(64, "side of the random training crops.")
     batch_size: int = _option(4, "images per step and process.")
@@ -234,6 +248,7 @@ class TrainConfig:
         check_choice(where, "mix", self.mix, tuple(MIXES))
         check_choice(where, "cpr_mode", self.cpr_mode, MODES)
         check_choice(where, "precision", self.precision, PRECISIONS)
+        check_choice(where, "growth", self.growth, GROWTHS)
         for name in ("use_prompts", "use_labels", "compile", "tensorboard"):
             check_bool(where, name, getattr(self, name))
         for name in ("data", "val_data", "add_degradations"):

@@ -27,6 +27,7 @@ from torch.utils import _pytree as pytree
 
 from .._checks import InputError, InputTypeError, check_int_range, check_shape
 from ..core.prompt import prompt_layers, record_routing, require_prompt_layers
+from ..reference.gated import GatedRestorer
 from ..reference.model import SparsePromptIR
 from .files import make_folder, remove_stale, writing
 
@@ -190,7 +191,8 @@ def export_program(
         The program; ``program.module()(x)`` runs it, `torch.export.save` writes it.
 
     Raises:
-        InputError: ``model`` is not a module, is inside
+        InputError: ``model`` is not a module, is a
+            [GatedRestorer][contrastive_prompts.reference.GatedRestorer], is inside
             [negative_prompts][contrastive_prompts.negative_prompts], or holds no SparsePrompt
             with ``return_routing``; ``example`` is missing (a network other than
             SparsePromptIR) or of another shape; ``min_size`` or ``size_multiple`` out of range.
@@ -215,6 +217,12 @@ def export_program(
     where = "export_program"
     if not isinstance(model, nn.Module):
         raise InputTypeError(f"{where}: expected an nn.Module, got {type(model).__name__}")
+    if isinstance(model, GatedRestorer):
+        raise InputError(
+            f"{where}: expected a network of one pass, got a GatedRestorer, whose gate chooses a "
+            "network per image (a choice a traced graph cannot hold); export each of "
+            "model.networks and choose with model.gate (its tile statistics) before running them"
+        )
     negative = [
         name for name, layer in prompt_layers(model).items() if layer._negative_mode is not None
     ]

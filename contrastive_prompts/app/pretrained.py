@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,10 +42,12 @@ import torch
 from .. import __version__
 from .._checks import InputError, InputTypeError, check_bool
 from .checkpoints import (
-    build_checked_model,
+    build_exported_model,
     checkpoint_model,
+    gated_layout,
     read_checkpoint,
     read_exported_weights,
+    reference_config,
     write_weights,
 )
 from .effect import PromptEffect
@@ -53,7 +55,8 @@ from .files import CheckpointError, file_problem, make_folder, remove_stale, wri
 from .metrics import EvaluationResult
 
 if TYPE_CHECKING:
-    from ..reference.model import SparsePromptIR
+    from ..reference.gated import GatedRestorer
+    from .checkpoints import Restorer
 
 __all__ = [
     "CARD_FILE",
@@ -327,7 +330,7 @@ def is_model_folder(path: str | os.PathLike[str]) -> bool:
 
 
 def save_pretrained(
-    model: SparsePromptIR,
+    model: Restorer,
     folder: str | os.PathLike[str],
     *,
     card: ModelCard | None = None,
@@ -341,7 +344,9 @@ def save_pretrained(
 
     Args:
         model: the [SparsePromptIR][contrastive_prompts.SparsePromptIR] to save (its weights as
-            they are, in their dtype, moved to the CPU).
+            they are, in their dtype, moved to the CPU), or a
+            [GatedRestorer][contrastive_prompts.reference.GatedRestorer] of them (a run grown
+            with ``growth="gated"``; the card then says which network restores what).
         folder: the folder to write; made if missing.
         card: what the model card says beyond the sizes; by default the sizes and how to load.
         overwrite: replace the three files if the folder holds any of them (other files in
@@ -351,7 +356,8 @@ def save_pretrained(
         ``folder`` as a path.
 
     Raises:
-        InputTypeError: ``model`` is not a SparsePromptIR, or ``card`` not a ModelCard.
+        InputTypeError: ``model`` is not a SparsePromptIR or a gated model of them, or ``card``
+            not a ModelCard.
         InputError: the folder holds one of the three files and ``overwrite`` is not set, or
             ``folder`` is a file.
 
@@ -362,13 +368,19 @@ def save_pretrained(
         >>> sorted(p.name for p in folder.iterdir())
         ['README.md', 'config.json', 'model.safetensors']
     """
+    from ..reference.gated import GatedRestorer
     from ..reference.model import SparsePromptIR
 
     where = "save_pretrained"
-    if not isinstance(model, SparsePromptIR):
+    gated = isinstance(model, GatedRestorer)
+    networks = list(model.networks) if isinstance(model, GatedRestorer) else [model]
+    if not all(isinstance(n, SparsePromptIR) for n in networks) or (
+        gated and len({n.config for n in networks}) != 1
+    ):
         raise InputTypeError(
-            f"{where}: expected a SparsePromptIR, got {type(model).__name__} (a network of your "
-            "own saves with safetensors.torch.save_file(model.state_dict(), path))"
+            f"{where}: expected a SparsePromptIR or a gated model of SparsePromptIRs of one "
+            f"configuration, got {type(model).__name__} (a network of your own saves with "
+            "safetensors.torch.save_file(model.state_dict(), path))"
         )
     card = ModelCard() if card is None else card
     if not isinstance(card, ModelCard):
@@ -383,7 +395,8 @@ def save_pretrained(
             f"{where}: {str(target)!r} already holds {', '.join(present)}; pass overwrite=True "
             "(--overwrite) to replace them"
         )
-    model_config = asdict(model.config)
+    config = reference_config(model)
+    model_config = asdict(config)
     info = {
         "format": FOLDER_FORMAT,
         "architecture": "SparsePromptIR",
@@ -393,14 +406,39 @@ def save_pretrained(
         "label_names": list(card.label_names),
         "step": card.step,
     }
+    text = card.text(config, target.resolve().name)
+    if isinstance(model, GatedRestorer):
+        info["gated"] = gated_layout(model)
+        text += _gated_card(model, card.label_names)
     make_folder(target, "the model folder")
     remove_stale(target)
     write_weights(model, target / WEIGHTS_FILE, label_names=card.label_names, step=card.step)
     with writing(target / CONFIG_FILE) as temporary:
         temporary.write_text(json.dumps(info, indent=2) + "\n")
     with writing(target / CARD_FILE) as temporary:
-        temporary.write_text(card.text(model.config, target.resolve().name))
+        temporary.write_text(text)
     return target
+
+
+def _gated_card(model: GatedRestorer, names: Sequence[str]) -> str:
+    """The card's section on a gated model: its networks, what each restores, the gate."""
+    count = len(model.networks)
+    lines = [
+        "",
+        "## A gated model",
+        "",
+        f"It holds {count} networks of this architecture and a gate that gives each image to one "
+        "of them, by a vote of simple statistics of its 64-pixel tiles; an image is restored by "
+        "its network alone. The first is the model as first trained; each later one is a copy "
+        "of it whose prompt stages were trained on degradations added later.",
+        "",
+        "| network | restores |",
+        "|---:|---|",
+    ]
+    for k in range(count):
+        restores = [n for n, net in zip(names, model.label_networks, strict=False) if net == k]
+        lines.append(f"| {k} | {', '.join(restores) or 'no named degradation'} |")
+    return "\n".join(lines) + "\n"
 
 
 def export_folder(
@@ -455,7 +493,7 @@ def from_pretrained(
     revision: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
-) -> SparsePromptIR:
+) -> Restorer:
     """Load a model folder, local or on the Hugging Face Hub, in eval mode.
 
     ``source`` is read as a local folder when one exists at that path; otherwise as a Hub
@@ -554,7 +592,7 @@ def _download(repo_id: str, revision: str | None, cache_dir: str | os.PathLike[s
     return Path(str(path))
 
 
-def _read_folder(folder: Path) -> SparsePromptIR:
+def _read_folder(folder: Path) -> Restorer:
     """The model of a local model folder, every file checked."""
     where = f"model folder {str(folder)!r}"
     problems = [f"{n} {p}" for n in (CONFIG_FILE, WEIGHTS_FILE) if (p := file_problem(folder / n))]
@@ -565,13 +603,14 @@ def _read_folder(folder: Path) -> SparsePromptIR:
             "--format folder`)"
         )
     info = _read_config(where, folder / CONFIG_FILE)
-    weights_config, weights = read_exported_weights(os.fspath(folder / WEIGHTS_FILE))
-    if weights_config != info["model_config"]:
+    weights_config, weights, layout = read_exported_weights(os.fspath(folder / WEIGHTS_FILE))
+    if weights_config != info["model_config"] or layout != info.get("gated"):
         raise CheckpointError(
             f"{where}: {CONFIG_FILE} and {WEIGHTS_FILE} describe different models "
-            f"({info['model_config']!r} against {weights_config!r})"
+            f"({info['model_config']!r}, gated {info.get('gated')!r} against {weights_config!r}, "
+            f"gated {layout!r})"
         )
-    return build_checked_model(where, info["model_config"], weights)
+    return build_exported_model(where, info["model_config"], weights, layout)
 
 
 def _read_config(where: str, path: Path) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from .._checks import InputError
 from ..core.growth import only_new_experts
 from ..core.prompt import prompt_layers
+from ..reference.gated import GatedRestorer
 from ..reference.model import SparsePromptIR
 from ..reference.padding import pad_to_multiple
 from .building import (
@@ -58,6 +59,7 @@ from .checkpoints import (
     CHECKPOINT_FORMAT,
     CheckpointError,
     as_tuple,
+    gated_layout,
     load_checkpoint_model,
     read_checkpoint,
     state_problems,
@@ -67,7 +69,7 @@ from .config import ADDED_FIELDS, RECIPES, RUN_FIELDS, TrainConfig
 from .data._common import derived_seed
 from .effect import PromptEffect, collapse_warning, has_negatives, measure_effect
 from .files import json_text, make_folder, remove_stale, writing
-from .growth import build_mix, start_growth
+from .growth import build_mix, fit_gate, gate_check, gate_scenes, gate_warning, start_growth
 from .metrics import EvaluationResult, batches_of, evaluate
 from .tensorboard import TensorBoardLog
 
@@ -206,13 +208,18 @@ class Trainer:
         torch.manual_seed(config.seed)  # the reference model's weights come from this state
         self.model = build_model(config, model, device=self.device, where="Trainer", growth=growth)
         trained = None
-        if self.growth is not None:  # only the new experts and their router rows learn
+        gated = growth is not None and config.growth == "gated"
+        if gated:  # a copy of the model, its prompt stages alone learning
+            trained = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+            self._trained = sum(p.numel() for p in trained[0]["params"])
+        elif self.growth is not None:  # only the new experts and their router rows learn
             new = {
                 name: range(self.growth.base_experts, layer.num_prompts)
                 for name, layer in prompt_layers(self.model).items()
             }
             self._new_experts = only_new_experts(self.model, new)
             trained = self._new_experts.param_groups
+            self._trained = self._new_experts.trained
         self.ema = AveragedModel(
             self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
         )
@@ -223,7 +230,7 @@ class Trainer:
             len(self.label_names),
             self.device,
             where="Trainer",
-            label_experts=self.growth.label_experts if self.growth is not None else None,
+            label_experts=growth.plan.label_experts if growth and not gated else None,
         )
         if config.compile:
             # after the EMA copy is made, so that validation runs uncompiled at any size
@@ -248,6 +255,14 @@ class Trainer:
         self.train_data, self.val_data = build_data(
             config, self.mix, train_data=train_data, val_data=val_data, where="Trainer"
         )
+        # a gated run's model: the checkpoint's networks, then the EMA of the trained copy
+        self.gated: GatedRestorer | None = None
+        if gated:
+            assert growth is not None
+            gate = fit_gate(
+                self.mix, growth.label_networks, config.data or gate_scenes(), seed=config.seed
+            )
+            self.gated = growth.restorer(self.ema.module, gate).to(self.device)
 
     # -- one step ------------------------------------------------------------------------------
 
@@ -481,9 +496,15 @@ class Trainer:
         name = type(self.model).__name__
         parameters = f"{sum(p.numel() for p in self.model.parameters()):,} parameters"
         config = self.config
-        if self.growth is not None:
+        if self.gated is not None and self.growth is not None:
             parameters = (
-                f"{self._new_experts.trained:,} of {parameters}: the new experts of "
+                f"{self._trained:,} of {parameters}: the prompt stages of a copy of the "
+                f"model, for {', '.join(self.growth.new_labels)} (a gate gives each image to the "
+                "copy or to the networks before it)"
+            )
+        elif self.growth is not None:
+            parameters = (
+                f"{self._trained:,} of {parameters}: the new experts of "
                 f"{', '.join(self.growth.new_labels)} and their router rows"
             )
         return (
@@ -539,8 +560,8 @@ class Trainer:
             return None
         pad = self.config.val_pad_multiple
         if pad is None:  # the reference model pads itself; another network may need it done
-            pad = 1 if isinstance(self.ema.module, SparsePromptIR) else 16
-        result = evaluate(self.ema.module, self.val_data, names=self.label_names, pad_multiple=pad)
+            pad = 1 if isinstance(self.restorer, SparsePromptIR | GatedRestorer) else 16
+        result = evaluate(self.restorer, self.val_data, names=self.label_names, pad_multiple=pad)
         record: dict[str, Any] = {
             "step": self.step,
             "psnr": result.psnr,
@@ -549,7 +570,14 @@ class Trainer:
             "average_ssim": result.average_ssim,
             "count": result.count,
         }
-        effect = self._prompt_effect(pad)
+        if self.gated is not None:  # where the gate sent each degradation's images
+            check = gate_check(self.gated, self.val_data, self.label_names)
+            record["gate"] = {name: list(found) for name, found in check.items()}
+            warning = gate_warning(check)
+            if warning:
+                print(f"step {self.step}: {warning}", file=sys.stderr)
+        # the copy of a gated run knows only the new degradations: its prompts are not measured
+        effect = self._prompt_effect(pad) if self.gated is None else None
         if effect is not None:
             record["negative_cost"] = effect.average("cost")
             record["swap_cost"] = effect.average("swap_cost")
@@ -567,6 +595,12 @@ class Trainer:
                 self.step, result.psnr, result.ssim, self._examples(pad), effect=effect
             )
         return result
+
+    @property
+    def restorer(self) -> nn.Module:
+        """What validation scores and a checkpoint gives back: the EMA weights of the network, or
+        for a run with ``growth="gated"`` the gated model around them."""
+        return self.gated if self.gated is not None else self.ema.module
 
     def _prompt_effect(self, pad: int) -> PromptEffect | None:
         """Negative and swap costs and the experts' specialisation on the validation images."""
@@ -606,7 +640,7 @@ class Trainer:
         found: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
         if self.val_data is None:
             return []
-        model = self.ema.module
+        model = self.restorer
         for index in range(len(self.val_data)):  # type: ignore[arg-type]
             degraded, clean, label = self.val_data[index]
             label = int(label)
@@ -637,6 +671,7 @@ class Trainer:
             "config": asdict(self.config),
             "model_config": _model_config(self.model),
             "label_names": self.label_names,
+            "gated": self._gated_state(),
             "model": self.model.state_dict(),
             "ema": self.ema.module.state_dict(),
             "ema_n_averaged": self.ema.n_averaged.clone(),
@@ -656,6 +691,17 @@ class Trainer:
                 ],
                 "python": random.getstate(),
             },
+        }
+
+    def _gated_state(self) -> dict[str, Any] | None:
+        """What a gated run keeps beside the trained copy: the networks before it and the gate."""
+        if self.gated is None:
+            return None
+        gate = self.gated.gate
+        return {
+            "networks": [n.state_dict() for n in self.gated.networks[:-1]],
+            "gate": gate.state_dict(),
+            **gated_layout(self.gated),
         }
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
@@ -705,16 +751,39 @@ class Trainer:
                 f"checkpoint {str(path)!r} does not fit the run's model: " + "; ".join(problems)
             )
         run, saved = asdict(self.config), state["config"]
-        run_defaults = asdict(TrainConfig())
-        # fields newer than the checkpoint, whose default is what it trained with
-        saved = {**{k: run_defaults[k] for k in ADDED_FIELDS if k not in saved}, **saved}
+        # fields newer than the checkpoint, with the value it trained with
+        saved = {**{k: v for k, v in ADDED_FIELDS.items() if k not in saved}, **saved}
         changed = [k for k in RUN_FIELDS if as_tuple(run[k]) != as_tuple(saved.get(k))]
+        if run["grow_from"] is None and saved.get("grow_from") is None:
+            changed = [k for k in changed if k != "growth"]  # it says how to grow: nothing here
         if changed:
             detail = ", ".join(f"{k}: run {run[k]!r}, checkpoint {saved.get(k)!r}" for k in changed)
             raise CheckpointError(
                 f"checkpoint {str(path)!r} was trained with other options ({detail}); resuming "
                 "exactly needs the same ones (the command line's --resume starts from them)"
             )
+        if (self.gated is None) != (state.get("gated") is None):
+            kinds = ("a model of one network", "a gated model")
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} is for {kinds[state.get('gated') is not None]}, the run "
+                f"trains {kinds[self.gated is not None]}"
+            )
+        if self.gated is not None:  # the networks and gate it saved, exactly
+            saved_gated = state["gated"]
+            kept = self.gated.networks[:-1]
+            saved_networks = list(saved_gated["networks"])
+            problems = [] if len(saved_networks) == len(kept) else ["another number of networks"]
+            for network, weights in zip(kept, saved_networks, strict=False):
+                problems += state_problems(network.state_dict(), weights, {})
+            problems += state_problems(self.gated.gate.state_dict(), saved_gated["gate"], {})
+            if problems:
+                raise CheckpointError(
+                    f"checkpoint {str(path)!r} does not fit the run's gated model: "
+                    + "; ".join(problems)
+                )
+            for network, weights in zip(kept, saved_networks, strict=True):
+                network.load_state_dict(weights)
+            self.gated.gate.load_state_dict(saved_gated["gate"])
         self.model.load_state_dict(state["model"])
         self.ema.module.load_state_dict(state["ema"])
         self.ema.n_averaged.copy_(state["ema_n_averaged"])

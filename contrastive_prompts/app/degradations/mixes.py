@@ -147,6 +147,24 @@ class DegradationMix(nn.Module):
         """The number of tasks, ``len(names)``."""
         return len(self.names)
 
+    def with_probs(self, probs: Sequence[float] | None = None) -> DegradationMix:
+        """The same degradations, names and kinds, drawn with other probabilities.
+
+        Args:
+            probs: the probability of each task, as the constructor takes them (uniform by
+                default).
+
+        Examples:
+            >>> make_mix("3task", probs=[0, 0, 0, 0, 1]).with_probs().probs
+            (0.2, 0.2, 0.2, 0.2, 0.2)
+        """
+        return DegradationMix(
+            list(zip(self.names, self._fns, strict=True)),
+            kinds=self.kinds,
+            probs=probs,
+            max_per_sample=self.max_per_sample,
+        )
+
     def kind_labels(self, labels: Tensor) -> Tensor:
         """Map ``(B,)`` task labels to ``(B,)`` indices into `kind_names`."""
         table = torch.tensor(self._task_to_kind, device=labels.device, dtype=torch.long)
