@@ -85,7 +85,7 @@ def main() -> None:
         },
         "cases": cases,
     }  # fmt: skip
-    print("\n| added | misrouted held-out images (of 10 per degradation and seed) |")
+    print("\n| added | misrouted held-out images (of 20 each: 2 photos, 5 draws, 2 gates) |")
     print("|---|---|")
     for case, found in cases.items():
         wrong = [f"{n} {c - g}/{c}" for n, (g, c) in found["right"].items() if g < c]

@@ -586,23 +586,16 @@ def read_exported_weights(path: str) -> tuple[dict[str, Any], dict[str, Tensor],
             f"{WEIGHTS_FORMAT!r} with the model_config); a bare state dict loads with "
             "model.load_state_dict(safetensors.torch.load_file(path))"
         )
-    try:
-        model_config = json.loads(metadata["model_config"])
-    except (json.JSONDecodeError, RecursionError) as error:
-        detail = "nested too deeply" if isinstance(error, RecursionError) else error
-        raise CheckpointError(
-            f"weights {path!r}: its model_config is not JSON ({detail})"
-        ) from error
-    layout = None
-    if "gated" in metadata:
+
+    def read_json(key: str, what: str) -> Any:
         try:
-            layout = json.loads(metadata["gated"])
+            return json.loads(metadata[key])
         except (json.JSONDecodeError, RecursionError) as error:
             detail = "nested too deeply" if isinstance(error, RecursionError) else error
-            raise CheckpointError(
-                f"weights {path!r}: its gated layout is not JSON ({detail})"
-            ) from error
-    return model_config, weights, layout
+            raise CheckpointError(f"weights {path!r}: its {what} is not JSON ({detail})") from error
+
+    layout = read_json("gated", "gated layout") if "gated" in metadata else None
+    return read_json("model_config", "model_config"), weights, layout
 
 
 def export_weights(
