@@ -214,6 +214,14 @@ def test_fitting_refuses_a_table_that_does_not_give_each_label_a_network(table):
         fit_gate(mix, table, gate_scenes(), samples=10, iterations=1)
 
 
+def test_fitting_refuses_a_mix_it_cannot_label():
+    several = make_mix("3task", max_per_sample=2)
+    with pytest.raises(InputError, match="got a mix of up to 2 degradations an image"):
+        fit_gate(several, [0, 0, 0, 1, 1], gate_scenes(), samples=10, iterations=1)
+    with pytest.raises(InputError, match="of one degradation an image, got str"):
+        fit_gate("3task", [0, 0, 0, 1, 1], gate_scenes())  # type: ignore[arg-type]
+
+
 def test_a_gate_warning_names_each_degradation_sent_elsewhere():
     check = {"rain": (3, 4), "haze": (0, 2), "noise": (5, 5)}
     assert gate_warning(check) == (

@@ -166,6 +166,10 @@ def test_a_gated_model_grows_again_keeping_every_network_it_had(runs, tmp_path):
         (lambda s: s["gated"].pop("tile"), "expected a gated layout holding classes, tile"),
         (lambda s: s["gated"]["gate"].pop("mean"), r"missing keys \['mean'\]"),
         (lambda s: s["gated"].update(networks="x"), "expected a gated entry holding networks"),
+        (
+            lambda s: s["gated"].update(networks=s["gated"]["networks"] * 1000, classes=1001),
+            r"1000 networks whose .* tensors share .* storages",
+        ),
     ],
 )
 def test_a_hostile_gated_checkpoint_is_refused_before_anything_is_built(runs, change, match):

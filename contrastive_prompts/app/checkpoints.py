@@ -467,6 +467,22 @@ def checkpoint_model(
         return trained
     if not isinstance(gated, Mapping) or not isinstance(gated.get("networks"), list):
         raise CheckpointError(f"{where}: expected a gated entry holding networks, got {gated!r}")
+    # a pickle may hold one state dict under many names: each network must hold tensors of its
+    # own, so that what is built stays within what the file holds
+    tensors = [
+        t
+        for weights in gated["networks"]
+        if isinstance(weights, Mapping)
+        for t in weights.values()
+        if isinstance(t, Tensor) and t.numel()
+    ]
+    storages = {t.untyped_storage().data_ptr() for t in tensors}
+    if len(storages) < len(tensors):
+        raise CheckpointError(
+            f"{where}: expected networks that hold tensors of their own, got "
+            f"{len(gated['networks'])} networks whose {len(tensors)} tensors share "
+            f"{len(storages)} storages"
+        )
     model = build_gated_model(
         where,
         state["model_config"],

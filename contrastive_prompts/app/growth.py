@@ -273,10 +273,20 @@ def fit_gate(
         The gate, in eval mode.
 
     Raises:
-        InputError: ``label_networks`` does not give each label of ``mix`` a network, or leaves
-            a network without a label; an option out of range.
+        InputError: ``mix`` is not a DegradationMix of one degradation an image;
+            ``label_networks`` does not give each label of ``mix`` a network, or leaves a network
+            without a label; an option out of range.
     """
     where = "fit_gate"
+    if not isinstance(mix, DegradationMix) or mix.max_per_sample != 1:
+        found = (
+            f"a mix of up to {mix.max_per_sample} degradations an image"
+            if isinstance(mix, DegradationMix)
+            else type(mix).__name__
+        )
+        raise InputError(
+            f"{where}: expected a DegradationMix of one degradation an image, got {found}"
+        )
     check_int_range(where, "samples", samples, 2)
     check_int_range(where, "iterations", iterations, 1)
     table = list(label_networks)
