@@ -407,6 +407,7 @@ BAD_OPTIONS = [
     ({"top_k": 0}, "expected top_k to be an integer >= 1, got 0"),
     ({"use_labels": 1}, r"expected use_labels to be a bool \(True or False\), got int 1"),
     ({"data": "photos/"}, "expected data to be a list of strings, got 'photos/'"),
+    ({"growth": "copy"}, "expected growth to be one of 'gated', 'experts', got 'copy'"),
     ({"precision": "fp16", "device": "cpu"}, "expected precision 'fp32' or 'bf16' on a CPU"),
 ]
 
@@ -421,7 +422,7 @@ def test_train_config_rejects_bad_values(tmp_path, options, message):
 WRONG_KIND = {
     "preset": 3, "top_k": 1.0, "use_prompts": "true", "init_promptir": 1, "data": "photos/",
     "val_data": [1], "max_pixels": 1e6, "mix": ["3task"], "add_degradations": "snow",
-    "grow_from": ["last.pt"], "crop": "64", "batch_size": True, "workers": None,
+    "grow_from": ["last.pt"], "growth": 1, "crop": "64", "batch_size": True, "workers": None,
     "cpr_weight": "0.1", "num_negatives": 2.0, "cpr_mode": None, "cpr_features": ["filters"],
     "temperature": [0.1], "balance_weight": None, "routing_weight": "0", "use_labels": 1,
     "chunk_size": "8", "steps": 1.5, "lr": "1e-3", "betas": [0.9, "0.99"], "weight_decay": None,
