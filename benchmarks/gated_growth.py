@@ -4,8 +4,7 @@ A measurement of the library's gated growth (``TrainConfig(grow_from=..., growth
 default of ``contrastive-prompts train --grow-from``), per seed, from ``add_degradation.py``'s base
 run (the same ``--work-dir``; trained here if missing):
 
-- the run trains a **copy** of the base model whose prompt stages alone (prompt banks, routers,
-  prompt convolutions, fusion blocks: about half the parameters) learn the new degradation,
+- the run trains a **copy** of the base model, every parameter, on the new degradation alone,
   ``--grow-steps`` with the ``demo`` recipe;
 - its **gate** (``app.growth.fit_gate``: a small perceptron over tile statistics, fitted on the
   bundled scikit-image pictures but the held-out photos) sends each image to the copy or to the

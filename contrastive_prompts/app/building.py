@@ -262,10 +262,10 @@ def build_model(
     ``config.grow_from``, the network such a run trains
     ([start_growth][contrastive_prompts.app.growth.start_growth]: with ``growth="experts"`` that
     checkpoint's model with a new expert per new degradation in each prompt layer, whose new experts
-    alone the trainer trains; with ``growth="gated"`` a copy of it whose prompt stages alone train,
-    the trainer keeping the checkpoint's model and a gate beside it). With ``model``, your network,
-    which must have float32 parameters (the trainer keeps float32 weights and feeds float32 images;
-    lower precision is ``config.precision``) and comes with ``config.init_promptir=None`` and
+    alone the trainer trains; with ``growth="gated"`` a copy of it, trained whole, the trainer
+    keeping the checkpoint's model and a gate beside it). With ``model``, your network, which must
+    have float32 parameters (the trainer keeps float32 weights and feeds float32 images; lower
+    precision is ``config.precision``) and comes with ``config.init_promptir=None`` and
     ``config.grow_from=None`` (load its weights before).
 
     The model is then moved to ``device`` (in place, as ``nn.Module.to`` moves), and checked to

@@ -146,7 +146,7 @@ class TrainConfig:
     growth: str = _option(
         "gated",
         'how a run with ``grow_from`` learns the new degradations: ``"gated"`` trains a copy of '
-        "the checkpoint's model, its prompt stages alone, on the new degradations, and fits a gate "
+        "the checkpoint's model, every parameter, on the new degradations alone, and fits a gate "
         "that gives each image to the copy or to the checkpoint's model, which restores the old "
         'degradations as before, bit for bit; ``"experts"`` gives every prompt layer a new expert '
         "per new degradation and trains those and their router rows alone (see "

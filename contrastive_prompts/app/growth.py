@@ -4,9 +4,8 @@
 training checkpoint and teaches it the degradations it was not trained on, in one of two ways
 (``growth``):
 
-- ``"gated"`` (the default): a copy of the checkpoint's model whose prompt stages alone (prompt
-  banks, routers, prompt convolutions, fusion blocks) train on the new degradations only, and an
-  [ImageGate][contrastive_prompts.reference.ImageGate] fitted
+- ``"gated"`` (the default): a copy of the checkpoint's model trains, every parameter, on the new
+  degradations only, and an [ImageGate][contrastive_prompts.reference.ImageGate] fitted
   ([fit_gate][contrastive_prompts.app.growth.fit_gate]) to give each image to the copy or to the
   checkpoint's model. The run's model is a
   [GatedRestorer][contrastive_prompts.reference.GatedRestorer]: an image the gate leaves with the
@@ -143,7 +142,7 @@ class Growth:
         model: the network the run trains, in train mode, on the CPU. With ``growth="experts"``,
             the checkpoint's EMA weights with one new expert per new degradation in every prompt
             layer; with ``growth="gated"``, a copy of the checkpoint's model (its first network,
-            for a gated checkpoint) whose prompt stages alone require gradient.
+            for a gated checkpoint), to be trained whole.
         fixed: with ``growth="gated"``, the networks the run keeps as they are, in eval mode:
             the checkpoint's model, or a gated checkpoint's networks; empty otherwise.
         label_networks: with ``growth="gated"``, the network of each label of the run: the
@@ -190,9 +189,8 @@ def start_growth(config: TrainConfig, *, where: str = "start_growth") -> Growth 
     if not isinstance(first, SparsePromptIR):  # every stored network is one
         raise InputError(f"{where}: expected a reference model, got {type(first).__name__}")
     trained = copy.deepcopy(first).train()
-    stages = {id(p) for layer in trained.prompt_stages for m in layer if m for p in m.parameters()}
     for parameter in trained.parameters():
-        parameter.requires_grad_(id(parameter) in stages)
+        parameter.requires_grad_(True)
     new = (len(fixed),) * len(plan.new_labels)
     return Growth(plan, trained, tuple(n.eval() for n in fixed), (*label_networks, *new))
 

@@ -430,7 +430,7 @@ def _gated_card(model: GatedRestorer, names: Sequence[str]) -> str:
         f"It holds {count} networks of this architecture and a gate that gives each image to one "
         "of them, by a vote of simple statistics of its 64-pixel tiles; an image is restored by "
         "its network alone. The first is the model as first trained; each later one is a copy "
-        "of it whose prompt stages were trained on degradations added later.",
+        "of it trained on degradations added later.",
         "",
         "| network | restores |",
         "|---:|---|",

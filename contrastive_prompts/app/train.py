@@ -209,10 +209,7 @@ class Trainer:
         self.model = build_model(config, model, device=self.device, where="Trainer", growth=growth)
         trained = None
         gated = growth is not None and config.growth == "gated"
-        if gated:  # a copy of the model, its prompt stages alone learning
-            trained = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
-            self._trained = sum(p.numel() for p in trained[0]["params"])
-        elif self.growth is not None:  # only the new experts and their router rows learn
+        if self.growth is not None and not gated:  # the new experts and their router rows
             new = {
                 name: range(self.growth.base_experts, layer.num_prompts)
                 for name, layer in prompt_layers(self.model).items()
@@ -498,9 +495,8 @@ class Trainer:
         config = self.config
         if self.gated is not None and self.growth is not None:
             parameters = (
-                f"{self._trained:,} of {parameters}: the prompt stages of a copy of the "
-                f"model, for {', '.join(self.growth.new_labels)} (a gate gives each image to the "
-                "copy or to the networks before it)"
+                f"{parameters}: a copy of the model, for {', '.join(self.growth.new_labels)} (a "
+                "gate gives each image to the copy or to the networks before it)"
             )
         elif self.growth is not None:
             parameters = (
