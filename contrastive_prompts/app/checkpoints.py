@@ -461,10 +461,10 @@ def checkpoint_model(
         CheckpointError: it holds a network of your own, or its weights do not fit its
             configuration.
     """
-    trained = build_checked_model(where, state["model_config"], state["ema" if ema else "model"])
+    weights = state["ema" if ema else "model"]
     gated = state.get("gated")
     if gated is None:
-        return trained
+        return build_checked_model(where, state["model_config"], weights)
     if not isinstance(gated, Mapping) or not isinstance(gated.get("networks"), list):
         raise CheckpointError(f"{where}: expected a gated entry holding networks, got {gated!r}")
     # a pickle may hold one state dict under many names: each network must hold tensors of its
@@ -487,7 +487,7 @@ def checkpoint_model(
         where,
         state["model_config"],
         gated,
-        [*gated["networks"], trained.state_dict()],
+        [*gated["networks"], weights],
         gated.get("gate"),
     )
     return model.train()

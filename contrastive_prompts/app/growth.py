@@ -36,6 +36,7 @@ from ..reference.model import SparsePromptIR
 from .checkpoints import checkpoint_model, read_checkpoint
 from .config import TrainConfig
 from .data import SyntheticDataset
+from .data.images import to_chw
 from .degradations import DegradationMix, make_mix
 
 __all__ = [
@@ -225,13 +226,7 @@ def gate_scenes() -> list[Tensor]:
         import skimage.data
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError("gate_scenes needs scikit-image: pip install scikit-image") from error
-    scenes = []
-    for name in GATE_SCENES:
-        picture = torch.from_numpy(getattr(skimage.data, name)())
-        if picture.ndim == 2:
-            picture = picture[..., None].expand(-1, -1, 3)
-        scenes.append(picture[..., :3].permute(2, 0, 1).float() / 255)
-    return scenes
+    return [to_chw("gate_scenes", i, getattr(skimage.data, n)()) for i, n in enumerate(GATE_SCENES)]
 
 
 def fit_gate(
@@ -330,13 +325,13 @@ def gate_check(
         data: a dataset of ``(degraded, clean, label)`` items (a run's validation data).
         names: the name of each label.
     """
-    found: dict[str, list[int]] = {}
+    found: dict[str, tuple[int, int]] = {}
     for index in range(len(data)):  # type: ignore[arg-type]  # torch's Dataset is not Sized
         degraded, _, label = data[index]
         route = int(model.route(degraded[None].to(model.gate.mean.device))[0])
-        right, count = found.setdefault(names[int(label)], [0, 0])
-        found[names[int(label)]] = [right + (route == model.label_networks[int(label)]), count + 1]
-    return {name: (right, count) for name, (right, count) in found.items()}
+        right, count = found.get(names[int(label)], (0, 0))
+        found[names[int(label)]] = (right + (route == model.label_networks[int(label)]), count + 1)
+    return found
 
 
 def gate_warning(check: dict[str, tuple[int, int]]) -> str | None:
